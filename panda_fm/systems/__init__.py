@@ -1,0 +1,1 @@
+"""Synthetic chaotic systems: founders, skew products, integration, attractor tests, evolution, storage."""
