@@ -59,7 +59,9 @@ def _read_manifest(root: Path) -> list[dict[str, Any]]:
             if i == len(lines) - 1:  # torn final line: the shard it described is re-generated
                 logger.warning("ignoring a torn last manifest line in %s", path)
                 break
-            raise ValueError(f"{path} line {i + 1} is not valid JSON ({err}); the manifest is corrupt") from err
+            raise ValueError(
+                f"{path} line {i + 1} is not valid JSON ({err}); the manifest is corrupt"
+            ) from err
     return records
 
 

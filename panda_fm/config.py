@@ -1,0 +1,125 @@
+"""PandaConfig: every hyperparameter of the model, validated on construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+POOLING_TYPES = ("mean", "max")
+
+
+@dataclass
+class PandaConfig:
+    """Hyperparameters of :class:`panda_fm.PandaModel`.
+
+    Names follow the published reference model (a PatchTST variant) where one exists.
+    Defaults are the reference's 21M configuration.
+    """
+
+    context_length: int = 512  # steps of history the model reads
+    prediction_length: int = 128  # steps forecast by one forward pass
+    patch_length: int = 16  # steps per patch (P)
+    patch_stride: int = 16  # steps between patch starts; patches are taken from the end of the context
+    d_model: int = 512  # width of every token (D)
+    num_hidden_layers: int = 8  # encoder layers
+    num_attention_heads: int = 8  # heads in both temporal and channel attention
+    ffn_dim: int = 512  # hidden width of the feed-forward block
+    use_dynamics_embedding: bool = True  # polynomial + random Fourier patch features, else a linear map
+    num_poly_feats: int = 120  # products of patch entries per degree (K)
+    poly_degrees: int = 2  # number of product degrees, starting at 2 (2 means degrees 2 and 3)
+    num_rff: int = 256  # random Fourier features, sin and cos counted together
+    rff_scale: float = 1.0  # std of the random Fourier frequencies at initialisation
+    rope_percent: float = 0.75  # fraction of rotary frequency pairs that rotate (p-RoPE)
+    max_wavelength: float = 500.0  # longest rotary timescale, in patches
+    channel_attention: bool = True  # attend across channels at each patch
+    pooling_type: str = "mean"  # how patch tokens are pooled before the head: "mean" or "max"
+    norm_eps: float = 1e-5  # epsilon of RMSNorm
+    scaling_eps: float = 1e-5  # added to the variance in instance scaling: scale = sqrt(var + eps)
+    bias: bool = True  # biases in attention projections and the feed-forward block
+    init_std: float = 0.02  # std of the normal initialisation of linear weights
+
+    def __post_init__(self) -> None:
+        positive = (
+            "context_length",
+            "prediction_length",
+            "patch_length",
+            "patch_stride",
+            "d_model",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "ffn_dim",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.patch_length > self.context_length:
+            raise ValueError(
+                f"patch_length ({self.patch_length}) exceeds context_length ({self.context_length}); "
+                "lower patch_length or raise context_length"
+            )
+        if self.patch_stride > self.patch_length:
+            raise ValueError(
+                f"patch_stride ({self.patch_stride}) > patch_length ({self.patch_length}) would skip "
+                "steps; use patch_stride <= patch_length"
+            )
+        if self.d_model % self.num_attention_heads:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads}); change one of them"
+            )
+        if self.head_dim % 2:
+            raise ValueError(
+                f"head size d_model / num_attention_heads = {self.head_dim} must be even for rotary "
+                "embeddings; change d_model or num_attention_heads"
+            )
+        if not 0.0 <= self.rope_percent <= 1.0:
+            raise ValueError(f"rope_percent must lie in [0, 1], got {self.rope_percent}")
+        if self.max_wavelength <= 1.0:
+            raise ValueError(f"max_wavelength must exceed 1, got {self.max_wavelength}")
+        if self.pooling_type not in POOLING_TYPES:
+            raise ValueError(f"pooling_type must be one of {POOLING_TYPES}, got {self.pooling_type!r}")
+        for name in ("norm_eps", "scaling_eps", "init_std"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.use_dynamics_embedding:
+            if self.num_poly_feats < 0 or self.poly_degrees < 0:
+                raise ValueError("num_poly_feats and poly_degrees must be >= 0")
+            if self.num_rff < 0 or self.num_rff % 2:
+                raise ValueError(f"num_rff counts sin and cos together and must be even, got {self.num_rff}")
+            width = self.patch_length + self.poly_degrees * self.num_poly_feats + self.num_rff
+            if width != self.d_model:
+                raise ValueError(
+                    "with use_dynamics_embedding the feature widths must add up to d_model: "
+                    f"patch_length ({self.patch_length}) + poly_degrees ({self.poly_degrees}) * "
+                    f"num_poly_feats ({self.num_poly_feats}) + num_rff ({self.num_rff}) = {width}, "
+                    f"but d_model = {self.d_model}; change num_rff to "
+                    f"{self.d_model - self.patch_length - self.poly_degrees * self.num_poly_feats}"
+                )
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_attention_heads
+
+    @property
+    def num_patches(self) -> int:
+        """Patches cut from a full context (N)."""
+        return (self.context_length - self.patch_length) // self.patch_stride + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PandaConfig:
+        """Build a config from a dict; unknown keys are an error that names them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known - {"model_type", "panda_fm_version"})
+        if unknown:
+            raise ValueError(f"unknown PandaConfig keys {unknown}; known keys are {sorted(known)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"model_type": "panda_fm", **self.to_dict()}, indent=2) + "\n")

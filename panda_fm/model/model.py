@@ -1,0 +1,119 @@
+"""PandaModel: patched encoder with temporal and channel attention, and a linear forecast head.
+
+Shape letters: B batch, T time, C channels, N patches, P patch length, D model width, H horizon.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from panda_fm.config import PandaConfig
+from panda_fm.model.layers import DynamicsEmbedding, EncoderLayer, LinearPatchEmbedding, rope_tables
+from panda_fm.scaling import fit_scale
+
+
+class PandaModel(nn.Module):
+    """Forecasts ``prediction_length`` steps of a multichannel series from its context.
+
+    The same weights serve any number of channels: channels are independent sequences in temporal
+    attention and a set (no positions) in channel attention.
+
+    Args:
+        config: the hyperparameters.
+        seed: seeds the initial weights, polynomial index tuples and Fourier projection.
+    """
+
+    def __init__(self, config: PandaConfig, seed: int = 0):
+        super().__init__()
+        self.config = config
+        gen = torch.Generator().manual_seed(seed)
+        self.embedder = (
+            DynamicsEmbedding(config, generator=gen)
+            if config.use_dynamics_embedding
+            else LinearPatchEmbedding(config)
+        )
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.head = nn.Linear(config.d_model, config.prediction_length, bias=False)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                with torch.no_grad():
+                    module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * config.init_std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        cos, sin = rope_tables(config, config.num_patches, torch.device("cpu"))
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C) -> (B, C, N, P)``, patches aligned to the end of the context."""
+        cfg = self.config
+        T = x.shape[1]
+        n = (T - cfg.patch_length) // cfg.patch_stride + 1
+        start = T - ((n - 1) * cfg.patch_stride + cfg.patch_length)
+        # (B, T, C) -> (B, C, T) -> unfold -> (B, C, N, P)
+        return x[:, start:].transpose(1, 2).unfold(-1, cfg.patch_length, cfg.patch_stride)
+
+    def forward_normalised(self, x: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
+        """Forecast in standardised units.
+
+        Args:
+            x: ``(B, context_length, C)`` standardised context; unobserved entries must be 0.
+            observed: ``(B, context_length, C)`` bool, or None when every entry is observed.
+
+        Returns:
+            ``(B, prediction_length, C)`` standardised forecast.
+        """
+        cfg = self.config
+        B, T, C = x.shape
+        assert T == cfg.context_length, f"context of {T} steps, model expects {cfg.context_length}"
+        dtype = self.head.weight.dtype
+        tokens = self.embedder(self.patchify(x.to(dtype)))  # (B, C, N, D)
+        patch_mask = None
+        if observed is not None and not bool(observed.all()):
+            patch_mask = self.patchify(observed).any(dim=-1)  # (B, C, N): patches holding any data
+        rope = (self.rope_cos, self.rope_sin)
+        for layer in self.layers:
+            tokens = layer(tokens, rope, patch_mask)
+        if cfg.pooling_type == "mean":
+            if patch_mask is None:
+                pooled = tokens.mean(dim=2)  # (B, C, D)
+            else:
+                w = patch_mask.unsqueeze(-1).to(tokens.dtype)
+                pooled = (tokens * w).sum(dim=2) / w.sum(dim=2)
+        else:
+            if patch_mask is not None:
+                tokens = tokens.masked_fill(~patch_mask.unsqueeze(-1), float("-inf"))
+            pooled = tokens.amax(dim=2)
+        out = self.head(pooled)  # (B, C, H)
+        return out.transpose(1, 2).float()  # (B, H, C)
+
+    def forward(self, context: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
+        """Forecast in the context's units.
+
+        Args:
+            context: ``(B, T, C)``; NaN marks a missing value. Only the last ``context_length`` steps
+                are read; a shorter context is left-padded as missing.
+            observed: optional ``(B, T, C)`` bool; False marks further missing values.
+
+        Returns:
+            ``(B, prediction_length, C)`` float32.
+        """
+        cfg = self.config
+        assert context.dim() == 3, f"expected (B, T, C), got shape {tuple(context.shape)}"
+        mask = torch.isfinite(context)
+        if observed is not None:
+            mask &= observed.bool()
+        context, mask = context[:, -cfg.context_length :], mask[:, -cfg.context_length :]
+        pad = cfg.context_length - context.shape[1]
+        if pad:
+            B, _, C = context.shape
+            context = torch.cat([context.new_zeros(B, pad, C), context], dim=1)
+            mask = torch.cat([mask.new_zeros(B, pad, C), mask], dim=1)
+        stats = fit_scale(context, mask, cfg.scaling_eps)
+        x = torch.where(mask, stats.normalise(context.float()), 0.0)
+        return stats.denormalise(self.forward_normalised(x, mask))

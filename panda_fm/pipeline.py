@@ -1,0 +1,263 @@
+"""PandaPipeline: the user API for zero-shot forecasting and checkpoint I/O.
+
+Shape letters: B batch, T time, C channels, H horizon.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from panda_fm import hub
+from panda_fm.config import PandaConfig
+from panda_fm.model import PandaModel
+
+logger = logging.getLogger(__name__)
+
+ArrayLike = np.ndarray | torch.Tensor
+MAX_ABS_VALUE = 1e15  # larger values overflow float32 statistics
+
+
+class PandaPipeline:
+    """Wraps a :class:`PandaModel` with input validation, batching and autoregressive rollout.
+
+    Args:
+        model: the model; it is put in eval mode.
+        info: metadata recorded in the checkpoint (training data, results); written by ``save_pretrained``.
+    """
+
+    def __init__(self, model: PandaModel, info: dict[str, Any] | None = None):
+        self.model = model.eval()
+        self.info = dict(info or {})
+
+    @property
+    def config(self) -> PandaConfig:
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.head.weight.dtype
+
+    # --- checkpoints -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str | os.PathLike,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        poly_indices: Sequence[Any] | None = None,
+        revision: str | None = None,
+        cache_dir: str | None = None,
+    ) -> PandaPipeline:
+        """Load a checkpoint directory or hub id, in panda_fm's format or the reference's.
+
+        Args:
+            path_or_hub_id: a local directory (never touches the network) or ``org/name`` on the hub.
+            device: where the model runs.
+            dtype: weight dtype (``torch.float32`` or ``torch.bfloat16``); scaling stays in float32.
+            poly_indices: for reference checkpoints only, the polynomial index tuples (one ``(K, d)``
+                array per degree d = 2, 3, ...); reconstructed from the training seed when omitted.
+            revision: hub revision (branch, tag or commit).
+            cache_dir: hub cache directory.
+        """
+        model, info = hub.load_model(
+            path_or_hub_id, poly_indices=poly_indices, revision=revision, cache_dir=cache_dir
+        )
+        return cls(model.to(device=device, dtype=dtype), info)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json, model.safetensors, README.md and training_info.json into ``directory``."""
+        return hub.save_model(self.model, directory, self.info)
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
+        """Upload the checkpoint to the hub; returns the commit URL."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(Path(tmp) / "ckpt")
+            commit = api.upload_folder(
+                repo_id=repo_id, folder_path=Path(tmp) / "ckpt", commit_message="Upload panda_fm checkpoint"
+            )
+        return str(commit)
+
+    # --- forecasting -------------------------------------------------------------------------------
+
+    def predict(
+        self,
+        context: ArrayLike | Sequence[ArrayLike],
+        prediction_length: int | None = None,
+        *,
+        batch_size: int = 64,
+    ) -> ArrayLike:
+        """Forecast the continuation of one or many series.
+
+        Args:
+            context: ``(T,)``, ``(T, C)``, ``(B, T, C)`` (numpy or torch), or a list of ``(T_i, C)`` arrays of
+                different lengths. NaN marks a missing value. Only the last ``context_length`` steps are read;
+                shorter contexts are left-padded as missing.
+            prediction_length: steps to forecast (default: the model's ``prediction_length``); longer
+                horizons roll out autoregressively with a sliding context.
+            batch_size: series per forward pass.
+
+        Returns:
+            The forecast, of the input's type: ``(H,)``, ``(H, C)`` or ``(B, H, C)``; a list gives ``(B, H, C)``.
+
+        Raises:
+            ValueError: naming what is wrong with the input.
+        """
+        H = self.config.prediction_length if prediction_length is None else prediction_length
+        if isinstance(H, bool) or not isinstance(H, (int, np.integer)) or H <= 0:
+            raise ValueError(f"prediction_length must be a positive integer, got {prediction_length!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch, out_shape, as_torch, out_dtype = self._prepare(context)
+        with torch.inference_mode():
+            chunks = [
+                self._rollout(batch[i : i + batch_size], int(H)) for i in range(0, len(batch), batch_size)
+            ]
+        forecast = torch.cat(chunks).reshape(out_shape(int(H)))
+        if as_torch:
+            return forecast.to(out_dtype)
+        return forecast.numpy().astype(out_dtype, copy=False)
+
+    def _rollout(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
+        """``(B, L, C)`` with NaN for missing -> ``(B, horizon, C)``, 128 (the model's horizon) steps a pass."""
+        L = self.config.context_length
+        x = x.to(self.device)
+        steps = []
+        done = 0
+        while done < horizon:
+            step = self.model(x)[:, : horizon - done]  # (B, h, C)
+            steps.append(step)
+            done += step.shape[1]
+            if done < horizon:
+                x = torch.cat([x, step], dim=1)[:, -L:]
+        return torch.cat(steps, dim=1).float().cpu()
+
+    def _prepare(self, context: ArrayLike | Sequence[ArrayLike]) -> tuple[torch.Tensor, Any, bool, Any]:
+        """Validate and stack the input into ``(B, L, C)`` float32, NaN-padded on the left."""
+        L, P = self.config.context_length, self.config.patch_length
+        if isinstance(context, (list, tuple)):
+            if not context:
+                raise ValueError("context is an empty list; pass at least one (T, C) series")
+            series = [_as_tensor(s, f"context[{i}]") for i, s in enumerate(context)]
+            for i, s in enumerate(series):
+                if s.dim() == 1:
+                    series[i] = s[:, None]
+                elif s.dim() != 2:
+                    raise ValueError(f"context[{i}] must be (T,) or (T, C), got shape {tuple(s.shape)}")
+            channels = {s.shape[1] for s in series}
+            if len(channels) > 1:
+                raise ValueError(
+                    f"the series in the list disagree in channel count: {sorted(channels)}; "
+                    "forecast groups of equal channel count separately"
+                )
+            as_torch = isinstance(context[0], torch.Tensor)
+            out_dtype = _out_dtype(context[0])
+            C = series[0].shape[1]
+
+            def out_shape(h: int) -> tuple[int, ...]:
+                return (len(series), h, C)
+
+        else:
+            x = _as_tensor(context, "context")
+            as_torch = isinstance(context, torch.Tensor)
+            out_dtype = _out_dtype(context)
+            if x.dim() == 1:
+                series = [x[:, None]]
+
+                def out_shape(h: int) -> tuple[int, ...]:
+                    return (h,)
+
+            elif x.dim() == 2:
+                series = [x]
+
+                def out_shape(h: int) -> tuple[int, ...]:
+                    return (h, x.shape[1])
+
+            elif x.dim() == 3:
+                series = list(x)
+
+                def out_shape(h: int) -> tuple[int, ...]:
+                    return (x.shape[0], h, x.shape[2])
+
+                if x.shape[0] == 0:
+                    raise ValueError("context has batch size 0; pass at least one series")
+            else:
+                raise ValueError(
+                    f"context must be (T,), (T, C) or (B, T, C), got rank {x.dim()} shape {tuple(x.shape)}"
+                )
+        batch = torch.full((len(series), L, series[0].shape[1]), float("nan"))
+        for i, s in enumerate(series):
+            name = f"series {i}" if len(series) > 1 else "context"
+            if s.shape[0] == 0 or s.shape[1] == 0:
+                raise ValueError(
+                    f"{name} is empty (shape {tuple(s.shape)}); it needs time steps and channels"
+                )
+            if torch.isinf(s).any():
+                raise ValueError(
+                    f"{name} contains infinite values; replace them with NaN to mark them missing"
+                )
+            if float(torch.nan_to_num(s).abs().max()) > MAX_ABS_VALUE:
+                raise ValueError(
+                    f"{name} has values beyond +-{MAX_ABS_VALUE:g}; rescale the series (forecasts are "
+                    "returned in the input's units)"
+                )
+            s = s[-L:]
+            observed = (~torch.isnan(s)).sum(dim=0)  # (C,)
+            if int(observed.sum()) == 0:
+                raise ValueError(f"{name} is all NaN: nothing to forecast from")
+            if (observed == 0).any():
+                bad = torch.nonzero(observed == 0).flatten().tolist()
+                raise ValueError(
+                    f"{name} has all-NaN channel(s) {bad} in its last {L} steps; drop or fill them"
+                )
+            if (observed < P).any():
+                bad = torch.nonzero(observed < P).flatten().tolist()
+                raise ValueError(
+                    f"{name} channel(s) {bad} have fewer than {P} observed steps (one patch); "
+                    "give a longer context"
+                )
+            batch[i, L - s.shape[0] :] = s
+        return batch, out_shape, as_torch, out_dtype
+
+
+def _as_tensor(x: Any, name: str) -> torch.Tensor:
+    """float32 CPU tensor from a numeric numpy array or tensor; anything else is a ValueError."""
+    if isinstance(x, torch.Tensor):
+        if x.dtype == torch.bool or x.is_complex() or not (x.is_floating_point() or _is_int_dtype(x.dtype)):
+            raise ValueError(f"{name} has dtype {x.dtype}; pass real numbers (float or int)")
+        return x.detach().to("cpu", torch.float32)
+    arr = np.asarray(x) if not isinstance(x, np.ndarray) else x
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{name} has dtype {arr.dtype}; pass real numbers (float or int)")
+    with np.errstate(over="ignore"):
+        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+
+
+def _is_int_dtype(dtype: torch.dtype) -> bool:
+    return dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def _out_dtype(x: Any) -> Any:
+    """Floating inputs keep their precision; integer inputs get float32."""
+    if isinstance(x, torch.Tensor):
+        return x.dtype if x.is_floating_point() else torch.float32
+    arr = np.asarray(x)
+    return arr.dtype if arr.dtype.kind == "f" else np.float32

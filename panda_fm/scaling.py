@@ -1,0 +1,51 @@
+"""Instance normalisation per channel over time, with NaN-aware statistics and an inverse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class InstanceScale:
+    """Per-channel statistics of one context window.
+
+    Attributes:
+        loc: mean of the observed values, ``(B, 1, C)``.
+        scale: ``sqrt(var + eps)`` of the observed values, ``(B, 1, C)``.
+        constant: channels whose observed values are all equal, ``(B, 1, C)`` bool.
+    """
+
+    loc: torch.Tensor
+    scale: torch.Tensor
+    constant: torch.Tensor
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C)`` in input units -> standardised units."""
+        return (x - self.loc) / self.scale
+
+    def denormalise(self, y: torch.Tensor) -> torch.Tensor:
+        """``(B, H, C)`` in standardised units -> input units; constant channels forecast their constant."""
+        out = y * self.scale + self.loc
+        return torch.where(self.constant, self.loc.expand_as(out), out)
+
+
+def fit_scale(x: torch.Tensor, observed: torch.Tensor, eps: float) -> InstanceScale:
+    """Mean and standard deviation of the observed entries of each channel.
+
+    Args:
+        x: ``(B, T, C)`` values; entries where ``observed`` is False are ignored (may be NaN).
+        observed: ``(B, T, C)`` bool.
+        eps: added to the variance before the square root.
+
+    Returns:
+        The statistics, computed in float32 whatever the input dtype.
+    """
+    assert x.shape == observed.shape and x.dim() == 3, f"expected matching (B, T, C), got {x.shape}"
+    x = torch.where(observed, x.float(), 0.0)
+    w = observed.float()
+    count = w.sum(dim=1, keepdim=True).clamp_min(1.0)  # (B, 1, C)
+    loc = x.sum(dim=1, keepdim=True) / count
+    var = (((x - loc) * w) ** 2).sum(dim=1, keepdim=True) / count
+    return InstanceScale(loc=loc, scale=torch.sqrt(var + eps), constant=var == 0)
