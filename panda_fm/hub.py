@@ -99,7 +99,7 @@ def resolve_checkpoint(
             if filename in (CONFIG_NAME, WEIGHTS_NAME):
                 raise FileNotFoundError(
                     f"hub repo {name!r} has no {filename}; it is not a panda_fm checkpoint"
-                )
+                ) from None
             continue
         except Exception as err:  # network, offline-mode and HTTP errors: one clear message
             if filename in (CARD_NAME, TRAINING_INFO_NAME) and local is not None:
@@ -203,7 +203,7 @@ def _reference_state_dict(
             raise ValueError(
                 f"poly_indices needs {len(degrees)} tensors (degrees {list(degrees)}), got {len(indices)}"
             )
-        for d, idx in zip(degrees, indices):
+        for d, idx in zip(degrees, indices, strict=True):
             if tuple(idx.shape) != (config.num_poly_feats, d):
                 raise ValueError(
                     f"poly_indices for degree {d} must be ({config.num_poly_feats}, {d}), got {tuple(idx.shape)}"
