@@ -214,6 +214,20 @@ def _reference_state_dict(
     return state
 
 
+def read_poly_indices(path: str | os.PathLike) -> list[torch.Tensor]:
+    """Index tuples from a safetensors file whose tensor names end in ``degree2``, ``degree3``, ..."""
+    tensors = _read_weights(Path(path))
+    by_degree = {}
+    for name, value in tensors.items():
+        digits = name.rsplit("degree", 1)[-1]
+        if "degree" not in name or not digits.isdigit():
+            raise ValueError(
+                f"{path}: tensor {name!r} is not named ...degree<d>; name them e.g. poly_indices_degree2"
+            )
+        by_degree[int(digits)] = value
+    return [by_degree[d] for d in sorted(by_degree)]
+
+
 def load_model(
     path_or_id: str | os.PathLike,
     *,
@@ -278,6 +292,8 @@ def save_model(model: PandaModel, directory: str | os.PathLike, info: dict[str, 
         info = dict(info or {})
         (tmp / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
         (tmp / CARD_NAME).write_text(model_card(model, info))
+        for path in (tmp, *tmp.iterdir()):  # mkdtemp makes private files; a checkpoint is for sharing
+            path.chmod(0o755 if path.is_dir() else 0o644)
         if directory.exists():
             backup = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(backup, ignore_errors=True)

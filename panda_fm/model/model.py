@@ -27,7 +27,12 @@ class PandaModel(nn.Module):
     def __init__(self, config: PandaConfig, seed: int = 0):
         super().__init__()
         self.config = config
-        gen = torch.Generator().manual_seed(seed)
+        # torch's layer constructors draw from the global RNG; fork it so that building a model
+        # (e.g. at load time) leaves the caller's random state untouched.
+        with torch.random.fork_rng(devices=[]):
+            self._build(config, torch.Generator().manual_seed(seed))
+
+    def _build(self, config: PandaConfig, gen: torch.Generator) -> None:
         self.embedder = (
             DynamicsEmbedding(config, generator=gen)
             if config.use_dynamics_embedding

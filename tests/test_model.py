@@ -1,0 +1,105 @@
+import pytest
+import torch
+from conftest import random_model, tiny_config
+
+from panda_fm import PandaModel
+
+
+@pytest.mark.parametrize("channels", [1, 3, 7, 32, 64])
+@pytest.mark.parametrize("length", [100, 512, 2000])
+def test_forward_shapes(channels, length, rng):
+    model = random_model()
+    x = torch.randn(2, length, channels, generator=rng)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (2, 64, channels)
+    assert torch.isfinite(y).all()
+
+
+def test_channel_permutation_equivariance(rng):
+    model = random_model()
+    x = torch.randn(2, 512, 5, generator=rng) * torch.tensor([1.0, 10, 0.1, 3, 7]) + 4
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[..., perm], model(x[..., perm]), rtol=1e-5, atol=1e-5)
+
+
+def test_forecast_is_equivariant_to_affine_maps_of_a_channel(rng):
+    model = random_model()
+    x = torch.randn(1, 512, 3, generator=rng)
+    a, b = torch.tensor([2.0, 0.5, 30.0]), torch.tensor([-1.0, 100.0, 3.0])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x * a + b), model(x) * a + b, rtol=1e-4, atol=1e-3)
+
+
+def test_constant_channel_forecasts_its_constant(rng):
+    model = random_model()
+    x = torch.randn(1, 512, 3, generator=rng)
+    x[..., 1] = 7.25
+    with torch.no_grad():
+        y = model(x)
+    assert torch.equal(y[..., 1], torch.full_like(y[..., 1], 7.25))
+
+
+def test_nan_and_observed_mask_mean_the_same(rng):
+    model = random_model()
+    x = torch.randn(1, 512, 2, generator=rng)
+    mask = torch.rand(1, 512, 2, generator=rng) > 0.3
+    with torch.no_grad():
+        by_mask = model(x, observed=mask)
+        by_nan = model(torch.where(mask, x, float("nan")))
+    torch.testing.assert_close(by_mask, by_nan)
+
+
+def test_short_context_is_left_padded_and_ignores_padding_values(rng):
+    model = random_model()
+    x = torch.randn(1, 200, 2, generator=rng)
+    padded = torch.cat([torch.randn(1, 312, 2, generator=rng) * 1e3, x], dim=1)
+    observed = torch.cat(
+        [torch.zeros(1, 312, 2, dtype=torch.bool), torch.ones(1, 200, 2, dtype=torch.bool)], 1
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(padded, observed=observed))
+
+
+def test_longer_context_uses_its_last_steps(rng):
+    model = random_model()
+    x = torch.randn(1, 900, 2, generator=rng)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x[:, -512:]))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"use_dynamics_embedding": False},
+        {"pooling_type": "max"},
+        {"channel_attention": False},
+        {"patch_stride": 8, "context_length": 100},
+        {"rope_percent": 0.0},
+    ],
+)
+def test_variants_run_and_store_everything_in_the_state_dict(overrides, rng):
+    model = PandaModel(tiny_config(**overrides), seed=3).eval()
+    again = PandaModel(tiny_config(**overrides), seed=99).eval()
+    again.load_state_dict(model.state_dict())
+    x = torch.randn(2, 300, 3, generator=rng)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+
+
+def test_seed_fixes_initialisation():
+    a, b = random_model(seed=5), random_model(seed=5)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+    assert not torch.equal(random_model(seed=6).head.weight, a.head.weight)
+
+
+def test_bfloat16_close_to_float32(rng):
+    model = random_model()
+    x = torch.randn(4, 512, 3, generator=rng)
+    with torch.no_grad():
+        y32 = model(x)
+        y16 = model.to(torch.bfloat16)(x)
+    rel = (y16 - y32).pow(2).mean().sqrt() / y32.pow(2).mean().sqrt()
+    assert rel < 0.02
