@@ -23,9 +23,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (self.weight.float() * x32).to(x.dtype)
+        return F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps).to(x.dtype)
 
 
 class LinearPatchEmbedding(nn.Module):
@@ -101,7 +99,10 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over the second-to-last axis, with optional rotary positions."""
+    """Multi-head self-attention along the patch axis or the channel axis of ``(B, C, N, D)`` tokens.
+
+    Heads are split with views and permutes, so neither axis is copied into place before attention.
+    """
 
     def __init__(self, config: PandaConfig):
         super().__init__()
@@ -115,29 +116,31 @@ class Attention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
+        over_channels: bool,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        key_mask: torch.Tensor | None = None,
+        patch_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Attend along the sequence axis.
+        """Attend along one axis.
 
         Args:
-            x: ``(S, L, D)``: S independent sequences of L tokens.
-            rope: cosine and sine tables ``(L, hd)``, or None for no positions.
-            key_mask: ``(S, L)`` bool, False for tokens that may not be attended to.
+            x: ``(B, C, N, D)``.
+            over_channels: attend across channels at each patch, else across patches of each channel.
+            rope: cosine and sine tables ``(N, hd)`` for attention across patches, or None.
+            patch_mask: ``(B, C, N)`` bool, False for patches without data (attention across patches only).
 
         Returns:
-            ``(S, L, D)``.
+            ``(B, C, N, D)``.
         """
-        S, L, D = x.shape
-        # (S, L, D) -> (S, heads, L, hd)
-        q, k, v = (
-            p(x).view(S, L, self.heads, -1).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj)
-        )
+        B, C, N, D = x.shape
+        # (B, C, N, D) -> (B, C, N, h, hd) -> (B, C, h, N, hd) over patches | (B, N, h, C, hd) over channels
+        order = (0, 2, 3, 1, 4) if over_channels else (0, 1, 3, 2, 4)
+        q, k, v = (p(x).view(B, C, N, self.heads, -1).permute(order) for p in (self.q_proj, self.k_proj, self.v_proj))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        mask = None if key_mask is None else key_mask[:, None, None, :]  # (S, 1, 1, L)
+        mask = None if patch_mask is None else patch_mask[:, :, None, None, :]  # (B, C, 1, 1, N)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out_proj(out.transpose(1, 2).reshape(S, L, D))
+        inverse = (0, 3, 1, 2, 4) if over_channels else (0, 1, 3, 2, 4)
+        return self.out_proj(out.permute(inverse).reshape(B, C, N, D))
 
 
 class EncoderLayer(nn.Module):
@@ -164,12 +167,7 @@ class EncoderLayer(nn.Module):
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], patch_mask: torch.Tensor | None
     ) -> torch.Tensor:
         """``(B, C, N, D) -> (B, C, N, D)``; ``patch_mask`` ``(B, C, N)`` marks patches with data."""
-        B, C, N, D = x.shape
-        h = self.norm_sublayer1(x).reshape(B * C, N, D)
-        key_mask = None if patch_mask is None else patch_mask.reshape(B * C, N)
-        x = x + self.temporal_self_attn(h, rope, key_mask).view(B, C, N, D)
+        x = x + self.temporal_self_attn(self.norm_sublayer1(x), False, rope, patch_mask)
         if self.channel_attention:
-            # (B, C, N, D) -> (B, N, C, D) -> (B*N, C, D): attention across channels at each patch
-            h = self.norm_sublayer2(x).transpose(1, 2).reshape(B * N, C, D)
-            x = x + self.channel_self_attn(h).view(B, N, C, D).transpose(1, 2)
+            x = x + self.channel_self_attn(self.norm_sublayer2(x), True)
         return x + self.ff(self.norm_sublayer3(x))

@@ -1,0 +1,74 @@
+"""Inference throughput of the reference 21M configuration on this machine.
+
+    python benchmarks/inference.py [--repeats 5]
+
+Random weights, 3 channels, context 512, one forward pass (128 steps) per forecast. Prints forecasts/s at
+batch 1 and 32 in fp32 and bf16, the model's GFLOP/s (FLOPs counted by torch's FlopCounterMode), and in the
+same run the GFLOP/s of a large fp32 matmul. Last lines: roofline_fraction_fp32 and bf16_speedup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from panda_fm import PandaConfig, PandaModel
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def matmul_gflops(n: int, repeats: int) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / best_time(lambda: a @ b, repeats) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--channels", type=int, default=3)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    config = PandaConfig()  # the reference 21M configuration
+    model = PandaModel(config).eval()
+    print(f"threads: {torch.get_num_threads()}  parameters: {model.num_parameters:,}")
+    x32 = torch.randn(32, config.context_length, args.channels)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(x32)
+    flops_32 = counter.get_total_flops()
+    print(f"model GFLOP per forecast: {flops_32 / 32 / 1e9:.3f}")
+    matmul = matmul_gflops(2048, args.repeats)
+    print(f"fp32 matmul 2048^3: {matmul:.1f} GFLOP/s")
+    results = {}
+    outputs = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        m = PandaModel(config).eval().to(dtype)
+        for batch in (1, 32):
+            x = x32[:batch]
+            with torch.inference_mode():
+                seconds = best_time(lambda m=m, x=x: m(x), args.repeats)
+                outputs[dtype, batch] = m(x)
+            results[dtype, batch] = seconds
+            name = str(dtype).removeprefix("torch.")
+            print(f"{name:9s} batch {batch:2d}: {batch / seconds:8.1f} forecasts/s  ({seconds * 1e3:.1f} ms/call)")
+    model_gflops = flops_32 / results[torch.float32, 32] / 1e9
+    ref, low = outputs[torch.float32, 32], outputs[torch.bfloat16, 32]
+    rel_rms = ((low - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()).item()
+    print(f"model fp32 at batch 32: {model_gflops:.1f} GFLOP/s")
+    print(f"bf16 vs fp32 forecast relative RMS difference: {rel_rms:.4f}")
+    print(f"roofline_fraction_fp32: {model_gflops / matmul:.3f}")
+    print(f"bf16_speedup: {results[torch.float32, 32] / results[torch.bfloat16, 32]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
