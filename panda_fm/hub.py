@@ -89,20 +89,20 @@ def resolve_checkpoint(
             f"{name!r} is neither a checkpoint directory nor a hub id of the form 'org/name'"
         )
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     local: Path | None = None
     for filename in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, TRAINING_INFO_NAME):
         try:
             got = Path(hf_hub_download(name, filename, revision=revision, cache_dir=cache_dir))
-        except EntryNotFoundError:
-            if filename in (CONFIG_NAME, WEIGHTS_NAME):
+        except Exception as err:  # network, offline-mode and HTTP errors: one clear message
+            # LocalEntryNotFoundError is an EntryNotFoundError too, but means "not cached", not "not on the hub"
+            absent = isinstance(err, EntryNotFoundError) and not isinstance(err, LocalEntryNotFoundError)
+            if absent and filename in (CONFIG_NAME, WEIGHTS_NAME):
                 raise FileNotFoundError(
                     f"hub repo {name!r} has no {filename}; it is not a panda_fm checkpoint"
                 ) from None
-            continue
-        except Exception as err:  # network, offline-mode and HTTP errors: one clear message
-            if filename in (CARD_NAME, TRAINING_INFO_NAME) and local is not None:
+            if filename in (CARD_NAME, TRAINING_INFO_NAME) and (absent or local is not None):
                 continue  # optional files
             raise OSError(
                 f"could not fetch {filename} of hub repo {name!r} ({type(err).__name__}: {err}). "
