@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 POOLING_TYPES = ("mean", "max")
+INCONTEXT_TYPES = ("none", "analogue")
 
 
 @dataclass
@@ -40,6 +41,13 @@ class PandaConfig:
     scaling_eps: float = 1e-5  # added to the variance in instance scaling: scale = sqrt(var + eps)
     bias: bool = True  # biases in attention projections and the feed-forward block
     init_std: float = 0.02  # std of the normal initialisation of linear weights
+    # In-context forecaster computed inside the model (not in the reference architecture). With "analogue",
+    # a kernel-regression forecast over delay-embedded context windows is appended as future patch tokens
+    # and the network predicts a correction to it, patch by patch (see panda_fm/model/incontext.py).
+    incontext: str = "none"
+    analogue_delays: int = 12  # entries per delay vector
+    analogue_lag: int = 2  # steps between delay entries
+    analogue_sharpness: float = 128.0  # initial inverse kernel temperature, relative to the median distance
 
     def __post_init__(self) -> None:
         positive = (
@@ -82,6 +90,24 @@ class PandaConfig:
             raise ValueError(f"max_wavelength must exceed 1, got {self.max_wavelength}")
         if self.pooling_type not in POOLING_TYPES:
             raise ValueError(f"pooling_type must be one of {POOLING_TYPES}, got {self.pooling_type!r}")
+        if self.incontext not in INCONTEXT_TYPES:
+            raise ValueError(f"incontext must be one of {INCONTEXT_TYPES}, got {self.incontext!r}")
+        if self.incontext == "analogue":
+            if self.prediction_length % self.patch_length:
+                raise ValueError(
+                    f"incontext='analogue' forecasts whole patches: prediction_length ({self.prediction_length}) "
+                    f"must be a multiple of patch_length ({self.patch_length})"
+                )
+            window = (self.analogue_delays - 1) * self.analogue_lag + 1
+            if (
+                self.analogue_delays < 1
+                or self.analogue_lag < 1
+                or window + self.prediction_length >= self.context_length
+            ):
+                raise ValueError(
+                    "analogue windows need analogue_delays, analogue_lag >= 1 and "
+                    "(analogue_delays - 1) * analogue_lag + 1 + prediction_length < context_length"
+                )
         for name in ("norm_eps", "scaling_eps", "init_std"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

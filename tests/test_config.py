@@ -38,3 +38,12 @@ def test_round_trip_and_unknown_keys(tmp_path):
     assert PandaConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown PandaConfig keys \\['d_modle'\\]"):
         PandaConfig.from_dict({"d_modle": 3})
+
+
+def test_analogue_option_is_validated():
+    with pytest.raises(ValueError, match="multiple of patch_length"):
+        PandaConfig(incontext="analogue", prediction_length=100)
+    with pytest.raises(ValueError, match="incontext must be one of"):
+        PandaConfig(incontext="nvar2")
+    with pytest.raises(ValueError, match="analogue windows"):
+        PandaConfig(incontext="analogue", analogue_delays=200, analogue_lag=3)

@@ -77,6 +77,8 @@ def test_longer_context_uses_its_last_steps(rng):
         {"channel_attention": False},
         {"patch_stride": 8, "context_length": 100},
         {"rope_percent": 0.0},
+        {"incontext": "analogue"},
+        {"incontext": "analogue", "use_dynamics_embedding": False, "pooling_type": "max"},
     ],
 )
 def test_variants_run_and_store_everything_in_the_state_dict(overrides, rng):
@@ -103,3 +105,32 @@ def test_bfloat16_close_to_float32(rng):
         y16 = model.to(torch.bfloat16)(x)
     rel = (y16 - y32).pow(2).mean().sqrt() / y32.pow(2).mean().sqrt()
     assert rel < 0.02
+
+
+def test_analogue_model_starts_as_its_in_context_forecast(rng):
+    model = random_model(incontext="analogue")
+    x = torch.randn(2, 512, 3, generator=rng)
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_normalised(x), model.analogue(x))
+
+
+def test_analogue_forecast_continues_a_periodic_signal():
+    from panda_fm.model.incontext import AnalogueForecast
+
+    t = torch.arange(512 + 64, dtype=torch.float32)
+    signal = torch.stack([torch.sin(2 * torch.pi * t / 50), torch.cos(2 * torch.pi * t / 25)], -1)[None]
+    forecast = AnalogueForecast(delays=8, lag=3, horizon=64, sharpness=1000.0)(signal[:, :512])
+    torch.testing.assert_close(forecast, signal[:, 512:], atol=1e-3, rtol=0)
+
+
+def test_analogue_ignores_windows_with_missing_values():
+    from panda_fm.model.incontext import AnalogueForecast
+
+    af = AnalogueForecast(delays=4, lag=2, horizon=16)
+    x = torch.randn(1, 100, 2, generator=torch.Generator().manual_seed(0))
+    observed = torch.ones_like(x, dtype=torch.bool)
+    observed[:, :60] = False  # leaves 100 - 60 - 7 - 16 + 1 = 17 complete candidates
+    poisoned = torch.where(observed, x, 1e6)
+    torch.testing.assert_close(af(x, observed), af(poisoned, observed))
+    observed[:, :90] = False  # no complete candidate: the forecast is the mean, 0
+    assert torch.equal(af(x, observed), torch.zeros(1, 16, 2))

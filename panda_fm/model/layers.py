@@ -134,7 +134,9 @@ class Attention(nn.Module):
         B, C, N, D = x.shape
         # (B, C, N, D) -> (B, C, N, h, hd) -> (B, C, h, N, hd) over patches | (B, N, h, C, hd) over channels
         order = (0, 2, 3, 1, 4) if over_channels else (0, 1, 3, 2, 4)
-        q, k, v = (p(x).view(B, C, N, self.heads, -1).permute(order) for p in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (
+            p(x).view(B, C, N, self.heads, -1).permute(order) for p in (self.q_proj, self.k_proj, self.v_proj)
+        )
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         mask = None if patch_mask is None else patch_mask[:, :, None, None, :]  # (B, C, 1, 1, N)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from panda_fm.config import PandaConfig
+from panda_fm.model.incontext import AnalogueForecast
 from panda_fm.model.layers import DynamicsEmbedding, EncoderLayer, LinearPatchEmbedding, rope_tables
 from panda_fm.scaling import fit_scale
 
@@ -39,14 +40,28 @@ class PandaModel(nn.Module):
             else LinearPatchEmbedding(config)
         )
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
-        self.head = nn.Linear(config.d_model, config.prediction_length, bias=False)
+        if config.incontext == "analogue":
+            self.analogue = AnalogueForecast(
+                config.analogue_delays,
+                config.analogue_lag,
+                config.prediction_length,
+                config.analogue_sharpness,
+            )
+            self.head = nn.Linear(
+                config.d_model, config.patch_length, bias=False
+            )  # a correction per future patch
+        else:
+            self.head = nn.Linear(config.d_model, config.prediction_length, bias=False)
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 with torch.no_grad():
                     module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * config.init_std)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-        cos, sin = rope_tables(config, config.num_patches, torch.device("cpu"))
+        if config.incontext == "analogue":
+            nn.init.zeros_(self.head.weight)  # training starts from the in-context forecast itself
+        future = config.prediction_length // config.patch_length if config.incontext == "analogue" else 0
+        cos, sin = rope_tables(config, config.num_patches + future, torch.device("cpu"))
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
@@ -81,9 +96,20 @@ class PandaModel(nn.Module):
         patch_mask = None
         if observed is not None and not bool(observed.all()):
             patch_mask = self.patchify(observed).any(dim=-1)  # (B, C, N): patches holding any data
+        if cfg.incontext == "analogue":
+            proposal = self.analogue(x, observed)  # (B, H, C)
+            # (B, H, C) -> (B, C, H/P, P) future patches, embedded like the context and appended after it
+            future = proposal.to(dtype).transpose(1, 2).unflatten(-1, (-1, cfg.patch_length))
+            tokens = torch.cat([tokens, self.embedder(future)], dim=2)  # (B, C, N + H/P, D)
+            if patch_mask is not None:
+                patch_mask = torch.cat([patch_mask, patch_mask.new_ones(B, C, future.shape[2])], dim=2)
         rope = (self.rope_cos, self.rope_sin)
         for layer in self.layers:
             tokens = layer(tokens, rope, patch_mask)
+        if cfg.incontext == "analogue":
+            # (B, C, H/P, D) future tokens -> (B, C, H/P, P) corrections -> (B, H, C)
+            correction = self.head(tokens[:, :, -future.shape[2] :]).flatten(2).transpose(1, 2)
+            return proposal + correction.float()
         if cfg.pooling_type == "mean":
             if patch_mask is None:
                 pooled = tokens.mean(dim=2)  # (B, C, D)
