@@ -18,7 +18,7 @@ import json
 import logging
 import warnings
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ def dysts_class(name: str) -> type:
     return cls
 
 
-@lru_cache(maxsize=None)
+@cache
 def _prototype(name: str) -> Any:
     """One dysts instance per class (loading metadata reads a JSON file; do it once)."""
     with warnings.catch_warnings():
@@ -195,7 +195,7 @@ def load_founders() -> dict[str, Founder]:
 
 
 def founder_split(name: str) -> str:
-    """"test" for held-out founders, else "train"."""
+    """ "test" for held-out founders, else "train"."""
     return "test" if name in HELD_OUT else "train"
 
 
@@ -209,7 +209,10 @@ def _vectorises(name: str, mode: str, rng: np.random.Generator) -> str:
     n = 4
     y = np.asarray(proto.ic, dtype=float)[:, None] * (1 + 0.01 * rng.standard_normal((proto.dimension, n)))
     members = [
-        {k: (float(v) * (1 + 0.01 * rng.standard_normal()) if np.ndim(v) == 0 else v) for k, v in params.items()}
+        {
+            k: (float(v) * (1 + 0.01 * rng.standard_normal()) if np.ndim(v) == 0 else v)
+            for k, v in params.items()
+        }
         for _ in range(n)
     ]
     t = np.full(n, 0.3)
@@ -217,9 +220,9 @@ def _vectorises(name: str, mode: str, rng: np.random.Generator) -> str:
         batched = LeafField(name, {k: _stack(members, k) for k in params}, mode)(t, y)
         single = np.stack(
             [
-                LeafField(name, {k: np.asarray([m[k]]) if np.ndim(m[k]) == 0 else m[k] for k in params}, mode)(
-                    t[i : i + 1], y[:, i : i + 1]
-                )[:, 0]
+                LeafField(
+                    name, {k: np.asarray([m[k]]) if np.ndim(m[k]) == 0 else m[k] for k in params}, mode
+                )(t[i : i + 1], y[:, i : i + 1])[:, 0]
                 for i, m in enumerate(members)
             ],
             axis=1,
@@ -252,7 +255,9 @@ def build_catalogue(path: Path = CATALOGUE, periods: float = 30.0) -> dict[str, 
     founders: dict[str, Any] = {}
     excluded: dict[str, str] = {}
     names = sorted(
-        n for n, c in inspect.getmembers(flows, inspect.isclass) if issubclass(c, DynSys) and c.__module__ == flows.__name__
+        n
+        for n, c in inspect.getmembers(flows, inspect.isclass)
+        if issubclass(c, DynSys) and c.__module__ == flows.__name__
     )
     for name in names:
         proto = _prototype(name)
@@ -263,7 +268,9 @@ def build_catalogue(path: Path = CATALOGUE, periods: float = 30.0) -> dict[str, 
             excluded[name] = reason
             logger.info("excluding %s: %s", name, reason)
             continue
-        params = {k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in proto.params.items()}
+        params = {
+            k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in proto.params.items()
+        }
         dim = int(proto.dimension)
         y0 = np.asarray(proto.ic, dtype=float)
         probe = y0 + 0.1 + np.arange(dim)
@@ -271,7 +278,9 @@ def build_catalogue(path: Path = CATALOGUE, periods: float = 30.0) -> dict[str, 
         if hasattr(proto, "_postprocessing"):
             pp = postprocess(name, params, probe[None, :])[0]
             wrapped = tuple(int(i) for i in np.nonzero(~np.isclose(pp, probe))[0])
-        leaf = LeafField(name, {k: (np.array([v]) if np.ndim(v) == 0 else np.asarray(v)) for k, v in params.items()}, mode)
+        leaf = LeafField(
+            name, {k: (np.array([v]) if np.ndim(v) == 0 else np.asarray(v)) for k, v in params.items()}, mode
+        )
         period = float(proto.period)
         checked = np.ones(dim, dtype=bool)
         checked[list(wrapped)] = False

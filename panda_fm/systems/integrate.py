@@ -63,8 +63,8 @@ class IntegratorConfig:
     atol: float = 1e-10  # absolute tolerance per step
     max_value: float = 1e4  # a member with |y| above this is dropped as a blow-up
     min_step: float = 1e-10  # a member whose step falls below this (time units) is dropped as stalled
-    max_steps_per_point: int = 200  # step budget per member, as a multiple of its output length
-    time_budget_s: float = 300.0  # wall-clock budget of one batch; members still running are dropped
+    max_steps_per_point: int = 50  # step budget per member, as a multiple of its output length
+    time_budget_s: float = 120.0  # wall-clock budget of one batch; members still running are dropped
 
     def __post_init__(self) -> None:
         if not (0 < self.rtol < 1 and self.atol > 0):

@@ -219,7 +219,7 @@ def zero_one_k(y: np.ndarray, n_c: int = 100, rng: np.random.Generator | None = 
     sq = np.abs(z) ** 2
     csum = np.concatenate([np.zeros((n_c, 1)), np.cumsum(sq, axis=1)], axis=1)
     lag = np.arange(1, n_cut + 1)
-    msd = (csum[:, n - lag] + csum[:, n:n + 1] - csum[:, lag] - 2 * auto) / (n - lag)
+    msd = (csum[:, n - lag] + csum[:, n : n + 1] - csum[:, lag] - 2 * auto) / (n - lag)
     osc = y.mean() ** 2 * (1 - np.cos(np.outer(c, lag))) / (1 - np.cos(c))[:, None]
     d = msd - osc
     lc = lag - lag.mean()
@@ -229,7 +229,11 @@ def zero_one_k(y: np.ndarray, n_c: int = 100, rng: np.random.Generator | None = 
 
 
 def is_chaotic_01(
-    traj: np.ndarray, samples_per_period: float | None = None, threshold: float = 0.5, fraction: float = 0.5, per_period: float = 10.0
+    traj: np.ndarray,
+    samples_per_period: float | None = None,
+    threshold: float = 0.5,
+    fraction: float = 0.5,
+    per_period: float = 10.0,
 ) -> bool:
     """0-1 test: in some coordinate, at least ``fraction`` of the c values give ``K >= threshold``.
 
@@ -280,7 +284,9 @@ def lyapunov_rosenstein(
     return float(slope)
 
 
-def run_tests(traj: np.ndarray, dt: float, period: float, cfg: SelectionConfig | None = None) -> tuple[str, dict[str, float]]:
+def run_tests(
+    traj: np.ndarray, dt: float, period: float, cfg: SelectionConfig | None = None
+) -> tuple[str, dict[str, float]]:
     """Run the tests cheapest first; stop at the first failure.
 
     Args:
@@ -310,7 +316,9 @@ def run_tests(traj: np.ndarray, dt: float, period: float, cfg: SelectionConfig |
     values["return_distance"] = return_distance(x)
     if values["return_distance"] <= cfg.limit_cycle_tol:
         return "not_limit_cycle", values
-    if not is_chaotic_01(x, spp, cfg.zero_one_threshold, cfg.zero_one_fraction, cfg.zero_one_samples_per_period):
+    if not is_chaotic_01(
+        x, spp, cfg.zero_one_threshold, cfg.zero_one_fraction, cfg.zero_one_samples_per_period
+    ):
         return "chaotic_01", values
     values["lyapunov"] = lyapunov_rosenstein(x, dt, spp)
     if values["lyapunov"] * period <= cfg.min_lyapunov:

@@ -40,9 +40,13 @@ class Skew:
 
     def __post_init__(self) -> None:
         if len(self.coupling) != dimension(self.response):
-            raise ValueError(f"coupling has {len(self.coupling)} entries, response dimension is {dimension(self.response)}")
+            raise ValueError(
+                f"coupling has {len(self.coupling)} entries, response dimension is {dimension(self.response)}"
+            )
         if any(c < -1 or c >= dimension(self.driver) for c in self.coupling):
-            raise ValueError(f"coupling entries must lie in [-1, {dimension(self.driver)}), got {self.coupling}")
+            raise ValueError(
+                f"coupling entries must lie in [-1, {dimension(self.driver)}), got {self.coupling}"
+            )
         if not (self.k_driver > 0 and self.k_response > 0):
             raise ValueError("coupling strengths k_driver and k_response must be positive")
 
@@ -75,7 +79,7 @@ def structure(g: Genome) -> str:
 
 
 def split_of(g: Genome) -> str:
-    """"test" if any founder of the genome is held out, else "train"."""
+    """ "test" if any founder of the genome is held out, else "train"."""
     table = load_founders()
     return "test" if any(table[n].split == "test" for n in founders_of(g)) else "train"
 
@@ -144,7 +148,11 @@ def mutate(g: Genome, rng: np.random.Generator, scale: float, keep_sign: float) 
     """
     if isinstance(g, Skew):
         return Skew(
-            mutate(g.driver, rng, scale, keep_sign), mutate(g.response, rng, scale, keep_sign), g.coupling, g.k_driver, g.k_response
+            mutate(g.driver, rng, scale, keep_sign),
+            mutate(g.response, rng, scale, keep_sign),
+            g.coupling,
+            g.k_driver,
+            g.k_response,
         )
     params = {}
     for k in sorted(g.params):
@@ -169,7 +177,9 @@ def random_coupling(d_driver: int, d_response: int, rng: np.random.Generator) ->
     return tuple(int(c) for c in slots)
 
 
-def skew_product(driver: Genome, response: Genome, rms_driver: float, rms_response: float, rng: np.random.Generator) -> Skew:
+def skew_product(
+    driver: Genome, response: Genome, rms_driver: float, rms_response: float, rng: np.random.Generator
+) -> Skew:
     """A skew product with a random coupling and RMS-normalised strengths."""
     if rms_driver <= 0 or rms_response <= 0:
         raise ValueError("parent RMS values must be positive")
@@ -183,7 +193,9 @@ def skew_product(driver: Genome, response: Genome, rms_driver: float, rms_respon
 class SkewField:
     """Batched field of skew products of one structure."""
 
-    def __init__(self, driver: Any, response: Any, coupling: np.ndarray, k_driver: np.ndarray, k_response: np.ndarray):
+    def __init__(
+        self, driver: Any, response: Any, coupling: np.ndarray, k_driver: np.ndarray, k_response: np.ndarray
+    ):
         self.driver, self.response = driver, response
         self.coupling = coupling  # (D_b, A) int, -1 = no forcing (mapped to a zero row)
         self.k_driver, self.k_response = k_driver, k_response  # (A,)
