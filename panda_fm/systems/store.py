@@ -216,3 +216,36 @@ class Dataset:
 def open_dataset(root: str | Path) -> Dataset:
     """Open a dataset directory written by :class:`DatasetWriter`."""
     return Dataset(root)
+
+
+def merge_datasets(parts: list[str | Path], out: str | Path, shard_size: int = 256) -> Dataset:
+    """Merge datasets (e.g. the parts of a ``--shard i/n`` run) into a new dataset at ``out``.
+
+    Records keep their ids (which must be distinct across parts) and recipes; trajectories are copied
+    into new shards. The merged metadata lists each part's metadata under ``"parts"``. Re-running the
+    same merge into the same ``out`` resumes: systems already present are skipped.
+    """
+    if not parts:
+        raise ValueError("merge needs at least one dataset part")
+    datasets = [open_dataset(p) for p in parts]
+    seen: set[str] = set()
+    for ds in datasets:
+        clash = seen.intersection(ds.ids())
+        if clash:
+            raise ValueError(
+                f"system ids {sorted(clash)[:3]} occur in more than one part; parts must be generated "
+                "with distinct --shard indices"
+            )
+        seen.update(ds.ids())
+    metadata = {
+        "merged_from": [str(Path(p).resolve()) for p in parts],
+        "parts": [ds.metadata for ds in datasets],
+    }
+    with DatasetWriter(out, shard_size=shard_size, metadata=metadata) as writer:
+        for ds in datasets:
+            for rec in ds:
+                if rec["id"] in writer:
+                    continue
+                clean = {k: v for k, v in rec.items() if k not in ("shard", "offset", "shape")}
+                writer.add(clean, np.asarray(ds.load(rec["id"])))
+    return open_dataset(out)

@@ -1,0 +1,538 @@
+"""The evolutionary search: a population of chaotic systems grows by mutation and skew products.
+
+Generation 0's population is the founder catalogue. Each generation plans ``tasks_per_generation``
+tasks from a generator seeded by ``(seed, shard, generation)``: a task is either ``batch_size`` mutants of
+one parent or ``batch_size`` skew products of one (driver, response) pair with random couplings. Workers
+integrate each task as one batch and run the attractor tests; the main process then walks the results in
+task order, rejects near-duplicates of systems already accepted, writes the rest and adds them to the
+population, where they can be parents in later generations. Everything random is drawn in the main
+process from that seed, so the same seed gives the same dataset for any number of workers.
+
+A generation is written as one shard at its end: an interrupted run loses at most the generation in
+flight and, reopened with the same settings, resumes after the last complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from panda_fm.systems.founders import load_founders
+from panda_fm.systems.integrate import DROP_REASONS, IntegratorConfig, integrate_batch
+from panda_fm.systems.selection import TESTS, SelectionConfig, descriptor, run_tests
+from panda_fm.systems.skew import (
+    Genome,
+    Skew,
+    dimension,
+    field_rms,
+    founder_genome,
+    founders_of,
+    from_dict,
+    genome_field,
+    mutate,
+    postprocess_genome,
+    random_coupling,
+    split_of,
+    to_dict,
+    wrapped_mask,
+)
+from panda_fm.systems.store import DatasetWriter, _fsync_write, open_dataset
+
+logger = logging.getLogger(__name__)
+
+PROGRESS = "progress.json"
+OPERATORS = ("mutate", "skew")
+N_POINTS_KEPT = 8  # raw attractor points kept per population member, the ICs of its children
+
+
+@dataclass(frozen=True)
+class EvolveConfig:
+    """Settings of the evolutionary search (stored in the dataset; a resume must use the same)."""
+
+    seed: int = 0
+    shard: int = 0  # this part's index, with n_shards parts generated independently
+    n_shards: int = 1
+    n_points: int = 4096  # samples per trajectory (T)
+    periods: tuple[float, float] = (40.0, 40.0)  # dominant periods covered, drawn per system in [lo, hi]
+    transient_periods: float = 4.0  # integrated and dropped before the first sample
+    n_ics: int = 1  # initial conditions per system (K)
+    max_dim: int = 12  # dimension cap of a system
+    batch_size: int = 64  # systems per task (one integration batch)
+    tasks_per_generation: int = 16
+    p_skew: float = 0.5  # probability that a task is a skew product rather than mutation
+    mutation_scale: tuple[float, float] = (0.1, 0.5)  # relative perturbation scale, drawn per member
+    keep_sign: float = 0.5  # probability that a mutated parameter keeps its sign
+    skew_mutation_scale: float = 0.05  # small perturbation of skew members, so a batch is diverse
+    dedup_tol: float = 0.05  # descriptor distance below which a child is a near-duplicate
+    max_generations: int = 10_000
+    integrator: IntegratorConfig = field(default_factory=IntegratorConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.shard < self.n_shards:
+            raise ValueError(f"shard must lie in [0, n_shards), got {self.shard}/{self.n_shards}")
+        if self.n_points < 64:
+            raise ValueError(f"n_points must be >= 64, got {self.n_points}")
+        lo, hi = self.periods
+        if not 0 < lo <= hi:
+            raise ValueError(f"periods must be (lo, hi) with 0 < lo <= hi, got {self.periods}")
+        if self.n_ics < 1 or self.batch_size < 1 or self.tasks_per_generation < 1:
+            raise ValueError("n_ics, batch_size and tasks_per_generation must be >= 1")
+        if self.max_dim < 3:
+            raise ValueError(f"max_dim must be >= 3 (the smallest founder), got {self.max_dim}")
+        if not (0 <= self.p_skew <= 1 and 0 <= self.keep_sign <= 1):
+            raise ValueError("p_skew and keep_sign are probabilities in [0, 1]")
+        if not 0 <= self.mutation_scale[0] <= self.mutation_scale[1]:
+            raise ValueError(f"mutation_scale must be (lo, hi) with 0 <= lo <= hi, got {self.mutation_scale}")
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> EvolveConfig:
+        d = dict(d)
+        d["periods"] = tuple(d["periods"])
+        d["mutation_scale"] = tuple(d["mutation_scale"])
+        d["integrator"] = IntegratorConfig(**d["integrator"])
+        d["selection"] = SelectionConfig(**d["selection"])
+        return cls(**d)
+
+
+@dataclass
+class Member:
+    """A population member: what its children need (recipe, timescale, normaliser, attractor points)."""
+
+    id: str
+    genome: Genome
+    period: float
+    rms: float
+    points: np.ndarray  # (M, D) raw states on the attractor
+    split: str
+
+    @property
+    def dim(self) -> int:
+        return self.points.shape[1]
+
+
+@dataclass
+class Task:
+    """One integration batch: systems of one structure."""
+
+    generation: int
+    index: int
+    operator: str
+    parents: list[str]
+    genomes: list[Genome]
+    ics: np.ndarray  # (B, K, D) raw initial states
+    n_periods: np.ndarray  # (B,) periods covered by each system's output
+    period: float
+
+
+@dataclass
+class Candidate:
+    """A system of a task that passed the attractor tests (before near-duplicate rejection)."""
+
+    member: int
+    trajectories: np.ndarray  # (K, T, D) float32, wrapped coordinates
+    values: dict[str, float]
+    descriptor: np.ndarray
+    rms: float
+    points: np.ndarray  # (M, D) raw
+
+
+@dataclass
+class TaskResult:
+    task: Task
+    candidates: list[Candidate]
+    failures: Counter
+    integrate_s: float
+    tests_s: float
+
+
+def founder_population() -> list[Member]:
+    """Generation 0: every founder at its curated parameters."""
+    return [
+        Member(f"founder:{f.name}", founder_genome(f.name), f.period, f.rms, np.array([f.ic]), f.split)
+        for f in load_founders().values()
+    ]
+
+
+def plan_generation(cfg: EvolveConfig, generation: int, population: list[Member]) -> list[Task]:
+    """The tasks of one generation, drawn from a generator seeded by ``(seed, shard, generation)``."""
+    rng = np.random.default_rng([cfg.seed, cfg.shard, generation])
+    small = [m for m in population if m.dim <= cfg.max_dim - 3]
+    tasks = []
+    for index in range(cfg.tasks_per_generation):
+        if rng.random() < cfg.p_skew and small:
+            driver = small[rng.integers(len(small))]
+            fits = [m for m in small if m.dim <= cfg.max_dim - driver.dim]
+            if fits:
+                response = fits[rng.integers(len(fits))]
+                tasks.append(_skew_task(cfg, generation, index, driver, response, rng))
+                continue
+        parent = population[rng.integers(len(population))]
+        tasks.append(_mutation_task(cfg, generation, index, parent, rng))
+    return tasks
+
+
+def _draw_periods(cfg: EvolveConfig, rng: np.random.Generator) -> np.ndarray:
+    lo, hi = cfg.periods
+    return rng.uniform(lo, hi, cfg.batch_size) if hi > lo else np.full(cfg.batch_size, lo)
+
+
+def _mutation_task(
+    cfg: EvolveConfig, generation: int, index: int, parent: Member, rng: np.random.Generator
+) -> Task:
+    genomes, ics = [], []
+    for _ in range(cfg.batch_size):
+        scale = rng.uniform(*cfg.mutation_scale)
+        genomes.append(mutate(parent.genome, rng, scale, cfg.keep_sign))
+        ics.append(parent.points[rng.integers(len(parent.points), size=cfg.n_ics)])
+    return Task(
+        generation,
+        index,
+        "mutate",
+        [parent.id],
+        genomes,
+        np.array(ics),
+        _draw_periods(cfg, rng),
+        parent.period,
+    )
+
+
+def _skew_task(
+    cfg: EvolveConfig, generation: int, index: int, driver: Member, response: Member, rng: np.random.Generator
+) -> Task:
+    genomes, ics = [], []
+    for b in range(cfg.batch_size):
+        gd, gr = driver.genome, response.genome
+        if b > 0 and cfg.skew_mutation_scale > 0:
+            gd = mutate(gd, rng, cfg.skew_mutation_scale, 1.0)
+            gr = mutate(gr, rng, cfg.skew_mutation_scale, 1.0)
+        coupling = random_coupling(driver.dim, response.dim, rng)
+        genomes.append(Skew(gd, gr, coupling, 1.0 / driver.rms, 1.0 / response.rms))
+        pd = driver.points[rng.integers(len(driver.points), size=cfg.n_ics)]
+        pr = response.points[rng.integers(len(response.points), size=cfg.n_ics)]
+        ics.append(np.concatenate([pd, pr], axis=1))
+    period = max(driver.period, response.period)
+    return Task(
+        generation,
+        index,
+        "skew",
+        [driver.id, response.id],
+        genomes,
+        np.array(ics),
+        _draw_periods(cfg, rng),
+        period,
+    )
+
+
+def _integrate(
+    genomes: list[Genome], ics: np.ndarray, sample_dt: np.ndarray, transient: np.ndarray, cfg: EvolveConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integrate systems with K ICs each; returns raw ``(B, K, T, D)``, ok ``(B,)``, reasons ``(B,)``."""
+    n_sys, k, dim = ics.shape
+    members = [g for g in genomes for _ in range(k)]
+    res = integrate_batch(
+        genome_field(members),
+        ics.reshape(n_sys * k, dim),
+        sample_dt=np.repeat(sample_dt, k),
+        n_points=cfg.n_points,
+        transient=np.repeat(transient, k),
+        config=cfg.integrator,
+        checked=~wrapped_mask(genomes[0]),
+    )
+    traj = res.trajectories.reshape(n_sys, k, cfg.n_points, dim)
+    ok = res.ok.reshape(n_sys, k).all(axis=1)
+    reasons = np.array([next((r for r in rs if r), "") for rs in res.reason.reshape(n_sys, k)])
+    return traj, ok, reasons
+
+
+def run_task(task: Task, cfg: EvolveConfig) -> TaskResult:
+    """Integrate one task and run the attractor tests on each system (worker side; no randomness)."""
+    sample_dt = task.period * task.n_periods / cfg.n_points
+    transient = np.full(len(task.genomes), cfg.transient_periods * task.period)
+    t0 = time.perf_counter()
+    raw, ok, reasons = _integrate(task.genomes, task.ics, sample_dt, transient, cfg)
+    t1 = time.perf_counter()
+    failures: Counter = Counter()
+    candidates = []
+    for b, genome in enumerate(task.genomes):
+        if not ok[b]:
+            failures[reasons[b] or "integration"] += 1
+            continue
+        wrapped = np.stack([postprocess_genome(genome, raw[b, i]) for i in range(raw.shape[1])])
+        failed, values = run_tests(wrapped[0], float(sample_dt[b]), task.period, cfg.selection)
+        if failed:
+            failures[failed] += 1
+            continue
+        raw0 = raw[b, 0]
+        pick = np.linspace(len(raw0) // 2, len(raw0) - 1, N_POINTS_KEPT).astype(int)
+        candidates.append(
+            Candidate(
+                member=b,
+                trajectories=wrapped.astype(np.float32),
+                values=values,
+                descriptor=descriptor(wrapped[0], float(sample_dt[b]), task.period, values["lyapunov"]),
+                rms=field_rms(genome, raw0),
+                points=raw0[pick],
+            )
+        )
+    return TaskResult(task, candidates, failures, t1 - t0, time.perf_counter() - t1)
+
+
+def _run_task_star(args: tuple[Task, EvolveConfig]) -> TaskResult:
+    return run_task(*args)
+
+
+def make_record(task: Task, cand: Candidate, system_id: str, cfg: EvolveConfig) -> dict[str, Any]:
+    """The manifest record of an accepted system: everything needed to regenerate it."""
+    genome = task.genomes[cand.member]
+    n_periods = float(task.n_periods[cand.member])
+    return {
+        "id": system_id,
+        "split": split_of(genome),
+        "dt": task.period * n_periods / cfg.n_points,
+        "period": task.period,
+        "n_periods": n_periods,
+        "n_points": cfg.n_points,
+        "transient": cfg.transient_periods * task.period,
+        "dim": dimension(genome),
+        "genome": to_dict(genome),
+        "founders": founders_of(genome),
+        "operator": task.operator,
+        "parents": task.parents,
+        "generation": task.generation,
+        "ic": task.ics[cand.member].tolist(),
+        "integrator": {"rtol": cfg.integrator.rtol, "atol": cfg.integrator.atol},
+        "tests": dict.fromkeys(TESTS, True),
+        "values": cand.values,
+        "descriptor": cand.descriptor.tolist(),
+        "rms": cand.rms,
+        "points": cand.points.tolist(),
+    }
+
+
+def regenerate(record: dict[str, Any], config: IntegratorConfig | None = None) -> np.ndarray:
+    """Integrate a system again from its manifest record; returns ``(K, T, D)`` float32."""
+    for key in ("genome", "ic", "dt", "n_points", "transient"):
+        if key not in record:
+            raise ValueError(
+                f"record {record.get('id')!r} lacks {key!r}; it was not written by panda_fm generate"
+            )
+    genome = from_dict(record["genome"])
+    ics = np.asarray(record["ic"], dtype=float)  # (K, D)
+    integ = record.get("integrator", {})
+    cfg = config or IntegratorConfig(rtol=integ.get("rtol", 1e-9), atol=integ.get("atol", 1e-10))
+    res = integrate_batch(
+        genome_field([genome] * len(ics)),
+        ics,
+        sample_dt=record["dt"],
+        n_points=record["n_points"],
+        transient=record["transient"],
+        config=cfg,
+        checked=~wrapped_mask(genome),
+    )
+    if not res.ok.all():
+        raise ValueError(f"regenerating {record['id']!r} failed: {list(res.reason)}")
+    return np.stack([postprocess_genome(genome, t) for t in res.trajectories]).astype(np.float32)
+
+
+@dataclass
+class Summary:
+    """Counters of a run (candidates, failures, timings), reported at its end."""
+
+    candidates: Counter = field(default_factory=Counter)  # per operator
+    accepted: Counter = field(default_factory=Counter)  # per operator
+    failures: Counter = field(default_factory=Counter)  # per first failed test or drop reason
+    per_generation: dict[int, int] = field(default_factory=dict)
+    dims: Counter = field(default_factory=Counter)
+    splits: Counter = field(default_factory=Counter)
+    integrate_s: float = 0.0  # summed over workers
+    tests_s: float = 0.0  # summed over workers
+    io_s: float = 0.0
+    wall_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "candidates": dict(self.candidates),
+            "accepted": dict(self.accepted),
+            "failures": dict(self.failures),
+            "per_generation": {str(k): v for k, v in self.per_generation.items()},
+            "dims": {str(k): v for k, v in sorted(self.dims.items())},
+            "splits": dict(self.splits),
+            "integrate_s": self.integrate_s,
+            "tests_s": self.tests_s,
+            "io_s": self.io_s,
+            "wall_s": self.wall_s,
+        }
+
+    def format(self) -> str:
+        """Human-readable closing summary."""
+        lines = ["generation summary (this session)"]
+        for op in OPERATORS:
+            c, a = self.candidates[op], self.accepted[op]
+            if c:
+                lines.append(f"  {op:8s} accepted {a}/{c} ({100 * a / c:.1f}%)")
+        total = sum(self.candidates.values())
+        if total:
+            lines.append("  rejected by (first failure):")
+            for name in (*DROP_REASONS, *TESTS, "duplicate"):
+                if self.failures[name]:
+                    lines.append(
+                        f"    {name:18s} {self.failures[name]:6d} ({100 * self.failures[name] / total:.1f}%)"
+                    )
+        lines.append(
+            "  systems per generation: "
+            + ", ".join(f"{g}:{n}" for g, n in sorted(self.per_generation.items()))
+        )
+        lines.append(
+            "  dimension histogram: " + ", ".join(f"D={d}:{n}" for d, n in sorted(self.dims.items()))
+        )
+        lines.append("  splits: " + ", ".join(f"{s}:{n}" for s, n in sorted(self.splits.items())))
+        lines.append(
+            f"  time: wall {self.wall_s:.1f}s; integration {self.integrate_s:.1f}s, tests {self.tests_s:.1f}s "
+            f"(CPU, summed over workers); I/O {self.io_s:.1f}s"
+        )
+        return "\n".join(lines)
+
+
+def _member_from_record(rec: dict[str, Any]) -> Member:
+    return Member(
+        rec["id"],
+        from_dict(rec["genome"]),
+        rec["period"],
+        rec["rms"],
+        np.asarray(rec["points"]),
+        rec["split"],
+    )
+
+
+def generate(
+    out: str | Path, n_systems: int, cfg: EvolveConfig, workers: int = 1, progress: bool = True
+) -> Summary:
+    """Grow the dataset in ``out`` to ``n_systems`` accepted systems (resuming if it exists).
+
+    Args:
+        out: dataset directory.
+        n_systems: target number of systems in this part.
+        cfg: search settings; must equal the stored ones when resuming.
+        workers: worker processes integrating tasks (results do not depend on it).
+        progress: show a progress bar.
+
+    Returns:
+        The :class:`Summary` of this session.
+    """
+    if n_systems < 1 or workers < 1:
+        raise ValueError(f"need n_systems >= 1 and workers >= 1, got {n_systems} and {workers}")
+    out = Path(out)
+    start = time.perf_counter()
+    summary = Summary()
+    writer = DatasetWriter(
+        out, shard_size=10**9, metadata={"generator": "panda_fm.evolve", "config": cfg.to_json()}
+    )
+    # Resume: generations before `generation` are complete; a truncated last one (the run stopped at
+    # n_systems inside it) is replayed, skipping the systems it already wrote.
+    progress_path = out / PROGRESS
+    state = (
+        json.loads(progress_path.read_text())
+        if progress_path.exists()
+        else {"generation": -1, "complete": True}
+    )
+    last = max([state["generation"]] + [r["generation"] for r in writer.records])
+    generation = last + 1 if state.get("complete", True) or last > state["generation"] else last
+    population = founder_population()
+    descriptors: dict[int, list[np.ndarray]] = {}
+    for rec in writer.records:
+        if rec["generation"] < generation:
+            population.append(_member_from_record(rec))
+            descriptors.setdefault(rec["dim"], []).append(np.asarray(rec["descriptor"]))
+    n_have = len(writer.records)
+    if n_have:
+        logger.info("resuming %s: %d systems, continuing at generation %d", out, n_have, generation)
+    pool = mp.get_context("fork").Pool(workers) if workers > 1 else None
+    bar = tqdm(
+        total=n_systems, initial=min(n_have, n_systems), disable=not progress, unit="sys", desc="generate"
+    )
+    try:
+        while n_have < n_systems and generation < cfg.max_generations:
+            tasks = plan_generation(cfg, generation, population)
+            jobs = [(t, cfg) for t in tasks]
+            results = pool.imap(_run_task_star, jobs) if pool else map(_run_task_star, jobs)
+            accepted_now = 0
+            truncated = False
+            for result in results:
+                task = result.task
+                summary.integrate_s += result.integrate_s
+                summary.tests_s += result.tests_s
+                summary.candidates[task.operator] += len(task.genomes)
+                summary.failures.update(result.failures)
+                for cand in result.candidates:
+                    if n_have >= n_systems:
+                        truncated = True
+                        break
+                    dim = cand.trajectories.shape[2]
+                    seen = descriptors.setdefault(dim, [])
+                    if (
+                        seen
+                        and np.min(np.linalg.norm(np.asarray(seen) - cand.descriptor, axis=1)) < cfg.dedup_tol
+                    ):
+                        summary.failures["duplicate"] += 1
+                        continue
+                    system_id = f"p{cfg.shard}-g{generation:03d}-t{task.index:03d}-m{cand.member:03d}"
+                    record = make_record(task, cand, system_id, cfg)
+                    seen.append(cand.descriptor)
+                    population.append(_member_from_record(record))
+                    if system_id in writer:  # written before an interruption; replayed for the state
+                        continue
+                    t_io = time.perf_counter()
+                    writer.add(record, cand.trajectories)
+                    summary.io_s += time.perf_counter() - t_io
+                    summary.accepted[task.operator] += 1
+                    summary.dims[dim] += 1
+                    summary.splits[record["split"]] += 1
+                    accepted_now += 1
+                    n_have += 1
+                    bar.update(1)
+            t_io = time.perf_counter()
+            writer.flush()
+            _fsync_write(
+                progress_path,
+                json.dumps({"generation": generation, "systems": n_have, "complete": not truncated}).encode(),
+            )
+            summary.io_s += time.perf_counter() - t_io
+            summary.per_generation[generation] = accepted_now
+            bar.set_postfix(gen=generation, pop=len(population))
+            generation += 1
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+    summary.wall_s = time.perf_counter() - start
+    (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=1) + "\n")
+    return summary
+
+
+def dataset_size_bytes(root: str | Path) -> int:
+    """Bytes on disk of a dataset directory."""
+    return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
+
+
+def check_regeneration(root: str | Path, n: int = 3) -> float:
+    """Regenerate the first ``n`` systems of a dataset; returns the largest relative deviation."""
+    ds = open_dataset(root)
+    worst = 0.0
+    for system_id in ds.ids()[:n]:
+        stored = np.asarray(ds.load(system_id))
+        again = regenerate(ds.record(system_id))
+        worst = max(worst, float(np.abs(again - stored).max() / max(np.abs(stored).max(), 1e-12)))
+    return worst
