@@ -1,19 +1,141 @@
-"""Figures (matplotlib, Agg backend); kept out of the core modules."""
+"""Figures (matplotlib, Agg backend; kept out of the core modules).
+
+:func:`plot_forecast` draws one forecast against its context and truth. :func:`plot_report` writes three PNGs: the median per-step sMAPE against horizon per method, sample
+forecasts against the truth, and 2-D projections of long rollouts against the true attractor.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["plot_forecast", "plot_report", "plot_error_vs_horizon", "plot_sample_forecasts", "plot_rollouts"]
+
+_TRUTH = dict(color="black", lw=1.4, label="truth")
 
 
-def _pyplot():
-    import matplotlib
+def _colours(methods: list[str]) -> dict[str, Any]:
+    cmap = plt.get_cmap("tab10")
+    return {m: cmap(i % 10) for i, m in enumerate(methods)}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    return plt
+def plot_error_vs_horizon(report: dict[str, Any], path: str | Path) -> Path:
+    """Median per-step sMAPE over windows against the forecast step, one panel per noise level."""
+    curves = report["smape_curve"]
+    colours = _colours(report["methods"])
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), sharey=True, squeeze=False)
+    for ax, (sigma, methods) in zip(axes[0], curves.items(), strict=True):
+        for name, curve in methods.items():
+            ax.plot(np.arange(1, len(curve) + 1), curve, color=colours[name], label=name, lw=1.5)
+        ax.set_title(f"noise {float(sigma):g} (median over {report['dataset']['windows']} windows)")
+        ax.set_xlabel("forecast step")
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("sMAPE at step (0-100)")
+    axes[0, 0].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_sample_forecasts(
+    samples: list[dict[str, Any]], methods: list[str], horizon: int, path: str | Path, tail: int = 256
+) -> Path:
+    """First channel of sample windows: the context's last ``tail`` steps, truth and each forecast.
+
+    One row per system and one column per noise level.
+    """
+    systems = list(dict.fromkeys(s["system"] for s in samples))
+    levels = list(dict.fromkeys(s["noise"] for s in samples))
+    colours = _colours(methods)
+    fig, axes = plt.subplots(
+        len(systems), len(levels), figsize=(6.5 * len(levels), 2.2 * len(systems)), squeeze=False
+    )
+    for s in samples:
+        ax = axes[systems.index(s["system"]), levels.index(s["noise"])]
+        ctx = s["context"][-tail:, 0]
+        if not ax.lines:  # context and truth once per panel
+            ax.plot(np.arange(-len(ctx), 0), ctx, color="0.6", lw=1.0, label="context")
+            ax.plot(np.arange(horizon), s["truth"][:horizon, 0], **_TRUTH)
+            ax.axvline(0, color="0.4", lw=0.6, ls=":")
+            ax.set_title(f"{s['system']}, noise {s['noise']:g}", fontsize=9)
+            seen = np.concatenate([ctx, s["truth"][:horizon, 0]])
+            pad = 0.25 * (seen.max() - seen.min() + 1e-9)
+            ax.set_ylim(seen.min() - pad, seen.max() + pad)  # a diverging forecast does not squash the truth
+        ax.plot(
+            np.arange(horizon),
+            s["forecast"][:horizon, 0],
+            color=colours[s["method"]],
+            lw=1.0,
+            label=s["method"],
+        )
+    axes[0, 0].legend(fontsize=7, ncol=2, loc="upper left")
+    for ax in axes[-1]:
+        ax.set_xlabel("step (0 = forecast origin)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_rollouts(samples: list[dict[str, Any]], methods: list[str], rollout: int, path: str | Path) -> Path:
+    """Channels 0 and 1 of long rollouts (clean contexts) against the true continuation.
+
+    One row per system, one column per method; a 1-channel system is drawn as a delay plot.
+    """
+    clean = [s for s in samples if s["noise"] == min(x["noise"] for x in samples)]
+    systems = list(dict.fromkeys(s["system"] for s in clean))
+    colours = _colours(methods)
+    fig, axes = plt.subplots(
+        len(systems), len(methods), figsize=(2.3 * len(methods), 2.3 * len(systems)), squeeze=False
+    )
+
+    def xy(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (a[:, 0], a[:, 1]) if a.shape[1] > 1 else (a[:-8, 0], a[8:, 0])
+
+    for s in clean:
+        ax = axes[systems.index(s["system"]), methods.index(s["method"])]
+        ax.plot(*xy(s["truth"][:rollout]), color="0.75", lw=0.5)
+        fx, fy = xy(s["forecast"][:rollout])
+        ax.plot(fx, fy, color=colours[s["method"]], lw=0.5)
+        ax.plot(
+            fx[-1:], fy[-1:], "o", color=colours[s["method"]], ms=3
+        )  # visible even if the rollout is still
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if ax.get_subplotspec().is_first_row():
+            ax.set_title(s["method"], fontsize=9)
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel(s["system"], fontsize=8)
+    fig.suptitle(
+        f"{rollout}-step rollouts (colour) over the true continuation (grey), channels 0 vs 1", fontsize=9
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_report(report: dict[str, Any], samples: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+    """Write all figures of a run into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg, methods = report["config"], report["methods"]
+    paths = [plot_error_vs_horizon(report, out / "error_vs_horizon.png")]
+    if samples:
+        paths.append(
+            plot_sample_forecasts(samples, methods, max(cfg["horizons"]), out / "sample_forecasts.png")
+        )
+        if cfg["rollout"]:
+            paths.append(plot_rollouts(samples, methods, cfg["rollout"], out / "rollouts.png"))
+    return paths
 
 
 def plot_forecast(
@@ -36,7 +158,6 @@ def plot_forecast(
         title: figure title.
         show_context: context steps drawn before the forecast.
     """
-    plt = _pyplot()
     ctx = np.asarray(context, dtype=float).reshape(len(context), -1)[-show_context:]
     fc = np.asarray(forecast, dtype=float).reshape(len(forecast), -1)
     C = ctx.shape[1]

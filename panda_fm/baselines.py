@@ -1,0 +1,336 @@
+"""Classical context-only forecasters with the pipeline's ``predict`` signature.
+
+Every forecaster here fits only on the context it is handed, one series at a time, and shares the
+signature of :meth:`panda_fm.PandaPipeline.predict`: ``predict(context, prediction_length)`` with a
+context of shape ``(T, C)`` returns ``(H, C)``, and ``(B, T, C)`` returns ``(B, H, C)``.
+
+Each forecaster standardises its context per channel (mean and std over time), forecasts in those
+coordinates and undoes the scaling. The iterated ones (linear AR, NVAR, analogue) predict the one-step
+increment ``z[t+1] - z[t]`` from a delay embedding of the recent past and feed their own output back,
+with the state clipped to the context's range widened by its span on each side, so a diverging rollout
+stays finite and visibly wrong instead of overflowing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import combinations_with_replacement
+from math import comb
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Forecaster",
+    "MeanForecaster",
+    "NaiveForecaster",
+    "LinearARForecaster",
+    "NVARForecaster",
+    "AnalogueForecaster",
+    "BASELINES",
+    "make_baselines",
+]
+
+
+@runtime_checkable
+class Forecaster(Protocol):
+    """Anything the benchmark can run: a name and the pipeline's ``predict`` signature."""
+
+    name: str
+
+    def predict(self, context: np.ndarray, prediction_length: int) -> np.ndarray:
+        """Forecast ``prediction_length`` steps: ``(T, C) -> (H, C)`` or ``(B, T, C) -> (B, H, C)``."""
+        ...
+
+
+class _ContextForecaster:
+    """Shape handling, validation and per-channel standardisation shared by the baselines."""
+
+    name = "base"
+    min_context = 2  # subclasses raise this where they need a longer context
+
+    def predict(self, context: np.ndarray, prediction_length: int) -> np.ndarray:
+        """Forecast each series from its own context.
+
+        Args:
+            context: ``(T, C)`` or ``(B, T, C)``, finite.
+            prediction_length: ``H``, number of steps to forecast.
+
+        Returns:
+            ``(H, C)`` or ``(B, H, C)``, in the context's units and float dtype.
+        """
+        x = np.asarray(context)
+        if x.ndim not in (2, 3):
+            raise ValueError(f"context must be (T, C) or (B, T, C), got shape {x.shape}; add a channel axis")
+        if prediction_length < 1:
+            raise ValueError(f"prediction_length must be >= 1, got {prediction_length}")
+        if x.shape[-2] < self.min_context:
+            raise ValueError(
+                f"{self.name} needs a context of at least {self.min_context} steps, got {x.shape[-2]}; "
+                "pass a longer context"
+            )
+        if not np.isfinite(x).all():
+            raise ValueError("context contains NaN or inf; fill or drop missing values first")
+        dtype = np.result_type(x.dtype, np.float32)
+        batch = x if x.ndim == 3 else x[None]  # (B, T, C)
+        out = np.empty((batch.shape[0], prediction_length, batch.shape[2]), dtype=dtype)  # (B, H, C)
+        for i, series in enumerate(batch.astype(np.float64)):
+            mu, sd = series.mean(axis=0), series.std(axis=0)  # (C,)
+            sd = np.where(sd > 0, sd, 1.0)
+            out[i] = self._forecast((series - mu) / sd, prediction_length) * sd + mu
+        return out if x.ndim == 3 else out[0]
+
+    def _forecast(self, z: np.ndarray, horizon: int) -> np.ndarray:
+        """Forecast a standardised context ``z (T, C)`` for ``horizon`` steps: ``(H, C)``."""
+        raise NotImplementedError
+
+
+@dataclass
+class MeanForecaster(_ContextForecaster):
+    """Forecasts the context's per-channel mean at every step."""
+
+    name: str = "mean"
+
+    def _forecast(self, z: np.ndarray, horizon: int) -> np.ndarray:
+        return np.zeros((horizon, z.shape[1]))  # the mean, in standardised coordinates
+
+
+@dataclass
+class NaiveForecaster(_ContextForecaster):
+    """Repeats the context's last value."""
+
+    name: str = "naive"
+
+    def _forecast(self, z: np.ndarray, horizon: int) -> np.ndarray:
+        return np.repeat(z[-1:], horizon, axis=0)
+
+
+def _delay_vector(z: np.ndarray, t: np.ndarray | int, delays: int, stride: int) -> np.ndarray:
+    """Delay vectors ``[z[t], z[t - stride], ..., z[t - (delays - 1) stride]]`` flattened: ``(..., delays*C)``."""
+    lags = np.arange(delays) * stride  # (L,)
+    idx = np.asarray(t)[..., None] - lags  # (..., L)
+    return z[idx].reshape(*idx.shape[:-1], -1)  # (..., L*C)
+
+
+@lru_cache(maxsize=64)
+def _monomial_index(n_vars: int, degree: int) -> np.ndarray:
+    """Index tuples of all degree-``degree`` monomials of ``n_vars`` variables: ``(M, degree)``."""
+    return np.array(list(combinations_with_replacement(range(n_vars), degree)), dtype=np.intp)
+
+
+def _monomials(v: np.ndarray, degree: int) -> np.ndarray:
+    """All unique monomials of degree 1 to ``degree`` of the last axis: ``(..., F) -> (..., M)``."""
+    out = [v]
+    for d in range(2, degree + 1):
+        out.append(np.prod(v[..., _monomial_index(v.shape[-1], d)], axis=-1))  # (..., M_d)
+    return np.concatenate(out, axis=-1) if degree > 1 else v
+
+
+def n_monomials(n_vars: int, degree: int) -> int:
+    """Number of features :func:`_monomials` makes from ``n_vars`` variables."""
+    return sum(comb(n_vars + d - 1, d) for d in range(1, degree + 1))
+
+
+def _ridge_path(
+    x: np.ndarray, y: np.ndarray, alphas: tuple[float, ...]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Ridge regressions with an unpenalised intercept, one per penalty, from one eigendecomposition.
+
+    Args:
+        x: ``(N, F)`` features.
+        y: ``(N, C)`` targets.
+        alphas: penalties per sample on the feature weights (features are scaled to unit variance first).
+
+    Returns:
+        For each penalty, weights ``(F, C)`` and intercept ``(C,)`` in the original feature units.
+    """
+    xm, ym = x.mean(axis=0), y.mean(axis=0)
+    xs = x.std(axis=0)
+    xs = np.where(xs > 0, xs, 1.0)
+    xc = (x - xm) / xs  # (N, F)
+    evals, evecs = np.linalg.eigh(xc.T @ xc)  # (F,), (F, F)
+    proj = evecs.T @ (xc.T @ (y - ym))  # (F, C)
+    out = []
+    for alpha in alphas:
+        w = evecs @ (proj / (np.clip(evals, 0.0, None) + alpha * x.shape[0] + 1e-12)[:, None]) / xs[:, None]
+        out.append((w, ym - xm @ w))
+    return out
+
+
+@dataclass
+class _IteratedDelayForecaster(_ContextForecaster):
+    """Iterated one-step forecaster on a delay embedding: ``z[t+1] = z[t] + g(delay vector at t)``."""
+
+    delays: int = 2
+    stride: int = 1
+    clip: bool = True  # keep the rollout within the context's range widened by its span on each side
+
+    def __post_init__(self) -> None:
+        if self.delays < 1 or self.stride < 1:
+            raise ValueError(f"delays and stride must be >= 1, got {self.delays} and {self.stride}")
+        self.min_context = (self.delays - 1) * self.stride + 8
+
+    @property
+    def span(self) -> int:
+        """Steps of history one delay vector covers."""
+        return (self.delays - 1) * self.stride + 1
+
+    def _fit(self, z: np.ndarray) -> object:
+        raise NotImplementedError
+
+    def _step(self, state: object, history: np.ndarray, t: int) -> np.ndarray:
+        """Increment ``(C,)`` from the delay vector ending at index ``t`` of ``history``."""
+        raise NotImplementedError
+
+    def _forecast(self, z: np.ndarray, horizon: int) -> np.ndarray:
+        return self._rollout(z, self._fit(z), horizon)
+
+    def _rollout(self, z: np.ndarray, state: object, horizon: int) -> np.ndarray:
+        """Iterate the fitted one-step map from the end of ``z (T, C)``: ``(H, C)``."""
+        lo, hi = z.min(axis=0), z.max(axis=0)  # (C,)
+        lo, hi = lo - (hi - lo), hi + (hi - lo)
+        t0 = z.shape[0]
+        history = np.concatenate([z, np.empty((horizon, z.shape[1]))])  # (T + H, C)
+        for t in range(t0 - 1, t0 - 1 + horizon):
+            nxt = history[t] + self._step(state, history, t)
+            history[t + 1] = np.clip(nxt, lo, hi) if self.clip else nxt
+        return history[t0:]
+
+
+@dataclass
+class _RidgeDelayForecaster(_IteratedDelayForecaster):
+    """Ridge regression of the increment on polynomial features of a delay embedding.
+
+    The polynomial degree is the largest up to ``degree`` whose feature count stays within
+    ``max_feature_ratio`` times the number of training pairs (so high-dimensional systems fall back to
+    lower degrees). The penalty is chosen per context from ``ridges`` by a held-out rollout: fit on all
+    but the last ``validation`` steps, forecast them iteratively, keep the penalty with the smallest mean
+    squared error, refit on the whole context. Noisy contexts thereby get stronger regularisation.
+    """
+
+    ridges: tuple[float, ...] = (1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+    validation: int = 64  # steps at the end of the context held out to choose the penalty
+    degree: int = 1  # highest polynomial degree of the features: 1 is linear
+    max_feature_ratio: float = 0.5  # features per training pair, at most
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.degree < 1:
+            raise ValueError(f"degree must be >= 1, got {self.degree}")
+        if not self.ridges or min(self.ridges) < 0:
+            raise ValueError(f"ridges must be non-empty and >= 0, got {self.ridges}")
+        if self.validation < 1 or self.max_feature_ratio <= 0:
+            raise ValueError("validation must be >= 1 and max_feature_ratio > 0")
+        self.min_context = self.span + 8 + (self.validation if len(self.ridges) > 1 else 0)
+
+    def _fit_path(
+        self, z: np.ndarray, degree: int, ridges: tuple[float, ...]
+    ) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        t = np.arange(self.span - 1, z.shape[0] - 1)  # (N,) times with a full delay vector and a successor
+        x = _monomials(_delay_vector(z, t, self.delays, self.stride), degree)  # (N, F)
+        return [(w, b, degree) for w, b in _ridge_path(x, z[t + 1] - z[t], ridges)]  # increments as targets
+
+    def _fit(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        n_pairs = z.shape[0] - self.span - (self.validation if len(self.ridges) > 1 else 0)
+        degree = self.degree
+        while degree > 1 and n_monomials(self.delays * z.shape[1], degree) > self.max_feature_ratio * n_pairs:
+            degree -= 1
+        ridge = self.ridges[0]
+        if len(self.ridges) > 1:
+            head, tail = z[: -self.validation], z[-self.validation :]
+            errors = [
+                float(((self._rollout(head, state, self.validation) - tail) ** 2).mean())
+                for state in self._fit_path(head, degree, self.ridges)
+            ]
+            ridge = self.ridges[int(np.nanargmin(errors))]
+        return self._fit_path(z, degree, (ridge,))[0]
+
+    def _step(self, state: tuple[np.ndarray, np.ndarray, int], history: np.ndarray, t: int) -> np.ndarray:
+        w, b, degree = state
+        return _monomials(_delay_vector(history, t, self.delays, self.stride), degree) @ w + b
+
+
+@dataclass
+class LinearARForecaster(_RidgeDelayForecaster):
+    """Linear vector autoregression: ridge regression of the next increment on a delay embedding."""
+
+    name: str = "linear_ar"
+    delays: int = 8
+    stride: int = 2
+    degree: int = 1
+
+
+@dataclass
+class NVARForecaster(_RidgeDelayForecaster):
+    """Next-generation reservoir computer (NVAR): ridge on polynomial features of a delay embedding.
+
+    Cubic features where the context affords them (up to 4 channels with 2 delays and a 512-step
+    context), quadratic otherwise; a quadratic-only variant is ``NVARForecaster(degree=2)``.
+    """
+
+    name: str = "nvar"
+    delays: int = 2
+    stride: int = 1
+    degree: int = 3
+
+
+@dataclass
+class AnalogueForecaster(_IteratedDelayForecaster):
+    """Method of analogues: the next increment is that of the nearest past states in delay space.
+
+    At each step the ``k`` nearest delay vectors of the context vote on the increment with weights
+    ``exp(-d / d_min)``. ``exclude_recent`` drops the context's last steps from the library (a Theiler
+    window; their neighbours only extrapolate the current velocity); on the held-out founders leaving
+    it at 0 scored better.
+    """
+
+    name: str = "analogue"
+    delays: int = 4
+    stride: int = 4
+    k: int = 4
+    exclude_recent: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.k < 1 or self.exclude_recent < 0:
+            raise ValueError(f"need k >= 1 and exclude_recent >= 0, got {self.k} and {self.exclude_recent}")
+        self.min_context = self.span + self.exclude_recent + self.k + 1
+
+    def _fit(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t = np.arange(self.span - 1, z.shape[0] - 1 - self.exclude_recent)  # (N,)
+        return _delay_vector(z, t, self.delays, self.stride), z[t + 1] - z[t]  # (N, L*C), (N, C)
+
+    def _step(self, state: tuple[np.ndarray, np.ndarray], history: np.ndarray, t: int) -> np.ndarray:
+        library, increments = state
+        q = _delay_vector(history, t, self.delays, self.stride)  # (L*C,)
+        d = np.sqrt(((library - q) ** 2).sum(axis=1))  # (N,)
+        nn = np.argpartition(d, self.k - 1)[: self.k] if self.k < d.size else np.arange(d.size)
+        w = np.exp(-d[nn] / max(d[nn].min(), 1e-12))  # (k,)
+        return (w[:, None] * increments[nn]).sum(axis=0) / w.sum()
+
+
+BASELINES: dict[str, type[_ContextForecaster]] = {
+    "mean": MeanForecaster,
+    "naive": NaiveForecaster,
+    "linear_ar": LinearARForecaster,
+    "nvar": NVARForecaster,
+    "analogue": AnalogueForecaster,
+}
+
+
+def make_baselines(names: list[str] | tuple[str, ...] | str = "all") -> list[Forecaster]:
+    """Baselines by name with their default settings; ``"all"`` gives every one.
+
+    Args:
+        names: ``"all"``, or names from :data:`BASELINES`.
+    """
+    if isinstance(names, str):
+        names = list(BASELINES) if names == "all" else [names]
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; choose from {sorted(BASELINES)} or 'all'")
+    return [BASELINES[n]() for n in names]

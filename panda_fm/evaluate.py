@@ -1,0 +1,380 @@
+"""Zero-shot benchmark runner: the same windows of held-out systems for every method, scored alike.
+
+Protocol (REFERENCE.md section 4):
+
+1. Windows. For each system of the test split, ``windows_per_system`` windows are drawn with a
+   generator seeded by ``(seed, crc32(system id))``, so the draw does not depend on which other systems
+   or methods are present. A window is a trajectory index ``k`` and a forecast origin ``t0`` with the
+   context ``x[k, t0 - context_length : t0]`` before it and at least ``max(horizons)`` steps after it
+   (``max(horizons, rollout)`` when the trajectory is long enough). Windows of one system are distinct.
+2. Noise. For each noise level ``sigma``, the context a method sees is the clean context plus Gaussian
+   noise of ``sigma`` times each channel's std over that context (seeded per system and level). Truth
+   stays clean.
+3. Forecast. Every method forecasts ``max(max(horizons), rollout)`` steps once per window; point metrics
+   at horizon ``h`` score its first ``h`` steps, distributional metrics its first ``rollout`` steps.
+4. Scoring. Truth and forecast are standardised by the clean context's per-channel mean and std. Point
+   metrics: sMAPE, MAE, MSE, Spearman at each horizon; valid prediction time (normalised RMSE above
+   ``vpt_threshold``, in context stds) over the longest horizon. Distributional metrics over the
+   rollout: attractor KL and spectral Hellinger distance (see :mod:`panda_fm.metrics`). A forecast with
+   NaN or inf is counted in ``nonfinite`` and those entries are scored as the context mean.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from panda_fm import metrics
+from panda_fm.baselines import Forecaster
+from panda_fm.systems.store import Dataset
+
+logger = logging.getLogger(__name__)
+
+POINT_METRICS = ("smape", "mae", "mse", "spearman")
+ROLLOUT_METRICS = ("kl", "hellinger")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Settings of one benchmark run.
+
+    Attributes:
+        horizons: forecast lengths scored by the point metrics, in steps.
+        context_length: steps of context each method sees.
+        windows_per_system: windows drawn per system (fewer when a system has fewer distinct ones).
+        noise: observation-noise levels, each a fraction of the context's per-channel std; 0 is clean.
+        rollout: steps of the long rollout scored by distributional metrics; 0 skips them.
+        seed: seeds window positions and noise.
+        split: the dataset split to evaluate.
+        vpt_threshold: normalised RMSE (in context stds) that ends the valid prediction time.
+        kl_bandwidth: kernel width of the attractor densities, in standardised units.
+        batch_size: windows per ``predict`` call.
+        max_systems: evaluate only the first this many systems of the split (None: all).
+        n_samples: windows (the first of the first systems) whose forecasts are kept for plots.
+    """
+
+    horizons: tuple[int, ...] = (128, 256, 512)
+    context_length: int = 512
+    windows_per_system: int = 5
+    noise: tuple[float, ...] = (0.0,)
+    rollout: int = 2048
+    seed: int = 0
+    split: str = "test"
+    vpt_threshold: float = 0.5
+    kl_bandwidth: float = 0.3
+    batch_size: int = 32
+    max_systems: int | None = None
+    n_samples: int = 6
+
+    def __post_init__(self) -> None:
+        if not self.horizons or min(self.horizons) < 1:
+            raise ValueError(f"horizons must be positive step counts, got {self.horizons}")
+        if self.context_length < 2:
+            raise ValueError(f"context_length must be >= 2, got {self.context_length}")
+        if self.windows_per_system < 1 or self.batch_size < 1:
+            raise ValueError("windows_per_system and batch_size must be >= 1")
+        if not self.noise or min(self.noise) < 0:
+            raise ValueError(f"noise levels must be >= 0 (fractions of the channel std), got {self.noise}")
+        if self.rollout < 0 or 0 < self.rollout < 16:
+            raise ValueError(f"rollout must be 0 (off) or >= 16 steps, got {self.rollout}")
+        if self.vpt_threshold <= 0 or self.kl_bandwidth <= 0:
+            raise ValueError("vpt_threshold and kl_bandwidth must be positive")
+        if self.max_systems is not None and self.max_systems < 1:
+            raise ValueError(f"max_systems must be >= 1 or None, got {self.max_systems}")
+        if self.split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {self.split!r}")
+
+    @property
+    def forecast_length(self) -> int:
+        """Steps every method forecasts per window."""
+        return max(max(self.horizons), self.rollout)
+
+
+@dataclass
+class Window:
+    """One evaluation window.
+
+    Attributes:
+        system: system id.
+        ic: trajectory index within the system.
+        start: forecast origin ``t0`` (index of the first forecast step).
+        context: ``(T, C)`` clean context.
+        truth: ``(L, C)`` clean continuation, ``max(horizons) <= L <= forecast_length``.
+    """
+
+    system: str
+    ic: int
+    start: int
+    context: np.ndarray
+    truth: np.ndarray
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` returns: the report and, for plots, a few kept forecasts."""
+
+    report: dict[str, Any]
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _system_seed(seed: int, system: str, *extra: int) -> list[int]:
+    return [seed, zlib.crc32(system.encode()), *extra]
+
+
+def draw_windows(dataset: Dataset, config: EvalConfig) -> list[Window]:
+    """Draw the evaluation windows of every system of ``config.split``, deterministically.
+
+    Args:
+        dataset: an opened dataset.
+        config: benchmark settings.
+
+    Returns:
+        Windows grouped by system in manifest order; systems too short for one window are skipped.
+    """
+    ids = dataset.ids(config.split)
+    if not ids:
+        raise ValueError(f"{dataset.root} has no {config.split!r} systems; pass a dataset with a test split")
+    ids = ids[: config.max_systems]
+    ctx, h_max = config.context_length, max(config.horizons)
+    windows: list[Window] = []
+    skipped = []
+    for sid in ids:
+        traj = dataset.load(sid)  # (K, T, D)
+        n_ic, n_t, _ = traj.shape
+        after = config.forecast_length if n_t >= ctx + config.forecast_length else h_max
+        n_starts = n_t - after - ctx + 1
+        if n_starts < 1:
+            skipped.append(sid)
+            continue
+        rng = np.random.default_rng(_system_seed(config.seed, sid))
+        n = min(config.windows_per_system, n_ic * n_starts)
+        for flat in sorted(rng.choice(n_ic * n_starts, size=n, replace=False)):
+            k, t0 = divmod(int(flat), n_starts)
+            t0 += ctx
+            windows.append(
+                Window(
+                    system=sid,
+                    ic=k,
+                    start=t0,
+                    context=np.array(traj[k, t0 - ctx : t0], dtype=np.float64),
+                    truth=np.array(traj[k, t0 : t0 + after], dtype=np.float64),
+                )
+            )
+    if skipped:
+        logger.warning(
+            "skipped %d systems shorter than context + max horizon (%d steps): %s",
+            len(skipped),
+            ctx + h_max,
+            ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""),
+        )
+    if not windows:
+        raise ValueError(
+            f"no system in {dataset.root} is long enough for context {ctx} + horizon {h_max}; "
+            "pass a shorter --context-length or --horizons"
+        )
+    return windows
+
+
+def _noisy(contexts: np.ndarray, sigma: float, seed: list[int]) -> np.ndarray:
+    """Add observation noise of ``sigma`` times each window's per-channel std: ``(B, T, C)``."""
+    if sigma == 0:
+        return contexts
+    rng = np.random.default_rng(seed)
+    return contexts + sigma * contexts.std(axis=1, keepdims=True) * rng.standard_normal(contexts.shape)
+
+
+def score_window(
+    context: np.ndarray, truth: np.ndarray, forecast: np.ndarray, config: EvalConfig
+) -> dict[str, float]:
+    """All metrics of one window, in coordinates standardised by the clean context.
+
+    Args:
+        context: ``(T, C)`` clean context.
+        truth: ``(L, C)`` clean continuation.
+        forecast: ``(>= L, C)`` forecast, finite.
+        config: horizons, rollout and metric settings.
+
+    Returns:
+        ``{"smape@128": ..., "vpt": ..., "kl": ..., ...}``.
+    """
+    y, f = _standardise(context, truth, forecast)  # (L, C) each
+    out: dict[str, float] = {}
+    for h in config.horizons:
+        for name in POINT_METRICS:
+            out[f"{name}@{h}"] = getattr(metrics, name)(y[:h], f[:h])
+    h_max = max(config.horizons)
+    out["vpt"] = float(metrics.valid_prediction_time(y[:h_max], f[:h_max], config.vpt_threshold, scale=1.0))
+    if config.rollout:
+        n = min(config.rollout, y.shape[0])
+        out["kl"] = metrics.attractor_kl(y[:n], f[:n], bandwidth=config.kl_bandwidth)
+        out["hellinger"] = metrics.spectral_hellinger(y[:n], f[:n])
+    return out
+
+
+def _standardise(
+    context: np.ndarray, truth: np.ndarray, forecast: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Truth ``(L, C)`` and the forecast's first L steps, standardised by the context's mean and std."""
+    mu, sd = context.mean(axis=0), context.std(axis=0)  # (C,)
+    sd = np.where(sd > 0, sd, 1.0)
+    return (truth - mu) / sd, (forecast[: truth.shape[0]] - mu) / sd
+
+
+def _predict(method: Forecaster, contexts: np.ndarray, length: int) -> tuple[np.ndarray, int]:
+    """Run one method on a batch; returns the forecast ``(B, H, C)`` and its count of non-finite values."""
+    out = np.asarray(method.predict(contexts, length), dtype=np.float64)
+    if out.shape != (contexts.shape[0], length, contexts.shape[2]):
+        raise ValueError(
+            f"{method.name} returned shape {out.shape} for contexts {contexts.shape} and "
+            f"{length} steps; predict must return (B, H, C)"
+        )
+    bad = ~np.isfinite(out)
+    if bad.any():
+        means = np.broadcast_to(contexts.mean(axis=1, keepdims=True), out.shape)
+        out = np.where(bad, means, out)
+    return out, int(bad.sum())
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    v = np.asarray(values, dtype=np.float64)
+    q25, q50, q75 = np.nanpercentile(v, [25, 50, 75]) if np.isfinite(v).any() else (np.nan,) * 3
+    return {
+        "median": float(q50),
+        "q25": float(q25),
+        "q75": float(q75),
+        "mean": float(np.nanmean(v)),
+        "n": len(v),
+    }
+
+
+def evaluate(methods: Sequence[Forecaster], dataset: Dataset, config: EvalConfig) -> EvalResult:
+    """Run every method on the same windows at every noise level and score them.
+
+    Args:
+        methods: forecasters with distinct names.
+        dataset: the test dataset.
+        config: benchmark settings.
+
+    Returns:
+        The report (JSON-serialisable: config, dataset, per-window and per-system metrics, medians and
+        IQRs per noise level, method and metric, wall times) and the samples kept for plots.
+    """
+    names = [m.name for m in methods]
+    if not methods or len(set(names)) != len(names):
+        raise ValueError(f"methods must be non-empty with distinct names, got {names}")
+    windows = draw_windows(dataset, config)
+    by_system: dict[str, list[Window]] = defaultdict(list)
+    for w in windows:
+        by_system[w.system].append(w)
+    sample_systems = list(by_system)[: config.n_samples]
+    logger.info("evaluating %s on %d windows of %d systems", ", ".join(names), len(windows), len(by_system))
+
+    per_window: list[dict[str, Any]] = []
+    wall = {(s, m): 0.0 for s in config.noise for m in names}
+    nonfinite = {(s, m): 0 for s in config.noise for m in names}
+    curves: dict[tuple[float, str], list[np.ndarray]] = defaultdict(list)  # per-step sMAPE, (max(horizons),)
+    samples: list[dict[str, Any]] = []
+    for sid, wins in tqdm(by_system.items(), desc="evaluating systems"):
+        for level, sigma in enumerate(config.noise):
+            for lo in range(0, len(wins), config.batch_size):
+                batch = wins[lo : lo + config.batch_size]
+                clean = np.stack([w.context for w in batch])  # (B, T, C)
+                seen = _noisy(clean, sigma, _system_seed(config.seed, sid, level + 1, lo))
+                for method in methods:
+                    t = time.perf_counter()
+                    forecast, bad = _predict(method, seen, config.forecast_length)  # (B, L, C)
+                    wall[sigma, method.name] += time.perf_counter() - t
+                    nonfinite[sigma, method.name] += bad
+                    for i, w in enumerate(batch):
+                        y, f = _standardise(w.context, w.truth[: max(config.horizons)], forecast[i])
+                        curves[sigma, method.name].append(metrics.smape_curve(y, f))
+                        per_window.append(
+                            {
+                                "system": sid,
+                                "ic": w.ic,
+                                "start": w.start,
+                                "noise": sigma,
+                                "method": method.name,
+                                "metrics": score_window(w.context, w.truth, forecast[i], config),
+                            }
+                        )
+                    if lo == 0 and sid in sample_systems:
+                        samples.append(
+                            {
+                                "system": sid,
+                                "noise": sigma,
+                                "method": method.name,
+                                "context": seen[0],
+                                "truth": batch[0].truth,
+                                "forecast": forecast[0],
+                            }
+                        )
+
+    metric_names = list(per_window[0]["metrics"])
+    summary: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    per_system: list[dict[str, Any]] = []
+    for sigma in config.noise:
+        summary[str(sigma)] = {}
+        for name in names:
+            rows = [r for r in per_window if r["noise"] == sigma and r["method"] == name]
+            summary[str(sigma)][name] = {k: _summary([r["metrics"][k] for r in rows]) for k in metric_names}
+            for sid in by_system:
+                mine = [r["metrics"] for r in rows if r["system"] == sid]
+                per_system.append(
+                    {
+                        "system": sid,
+                        "noise": sigma,
+                        "method": name,
+                        "windows": len(mine),
+                        "metrics": {k: float(np.nanmedian([m[k] for m in mine])) for k in metric_names},
+                    }
+                )
+    report = {
+        "config": asdict(config),
+        "dataset": {
+            "root": str(dataset.root),
+            "manifest_sha256": dataset.manifest_hash,
+            "systems": len(by_system),
+            "windows": len(windows),
+        },
+        "methods": names,
+        "metrics": metric_names,
+        "summary": summary,
+        "wall_time_s": {str(s): {m: wall[s, m] for m in names} for s in config.noise},
+        "smape_curve": {
+            str(s): {m: np.median(curves[s, m], axis=0).round(3).tolist() for m in names}
+            for s in config.noise
+        },
+        "nonfinite": {str(s): {m: nonfinite[s, m] for m in names} for s in config.noise},
+        "per_system": per_system,
+        "per_window": per_window,
+    }
+    return EvalResult(report=report, samples=samples)
+
+
+class PipelineForecaster:
+    """A checkpoint directory as a :class:`~panda_fm.baselines.Forecaster`, loaded on first use."""
+
+    def __init__(self, path: str | Path, name: str | None = None):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"checkpoint {self.path} is not a directory; pass a saved checkpoint dir")
+        self.name = name or self.path.name
+        self._pipe: Any = None
+
+    def predict(self, context: np.ndarray, prediction_length: int) -> np.ndarray:
+        """Forecast with the checkpoint: ``(B, T, C) -> (B, H, C)``."""
+        if self._pipe is None:
+            from panda_fm import PandaPipeline  # imported here: torch loads only when a checkpoint is used
+
+            self._pipe = PandaPipeline.from_pretrained(self.path)
+        return np.asarray(self._pipe.predict(np.asarray(context, dtype=np.float32), prediction_length))

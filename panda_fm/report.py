@@ -1,0 +1,89 @@
+"""Writing a benchmark report: ``report.json`` (everything) and ``report.md`` (the tables)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["write_report", "markdown_tables"]
+
+
+def _fmt(stats: dict[str, float], digits: int = 1) -> str:
+    """``median [q25, q75]`` of one metric."""
+    if not math.isfinite(stats["median"]):
+        return "n/a"
+    return f"{stats['median']:.{digits}f} [{stats['q25']:.{digits}f}, {stats['q75']:.{digits}f}]"
+
+
+def markdown_tables(report: dict[str, Any]) -> str:
+    """The report's tables as Markdown: one row per noise level and method.
+
+    Columns: median sMAPE [IQR] at each horizon, median MAE at the first horizon, median valid
+    prediction time, and (when rollouts were scored) median attractor KL and spectral Hellinger
+    distance, then the wall time per window.
+    """
+    cfg = report["config"]
+    horizons = cfg["horizons"]
+    has_rollout = "kl" in report["metrics"]
+    head = ["noise", "method", *(f"sMAPE@{h}" for h in horizons), f"MAE@{horizons[0]}", "VPT (steps)"]
+    if has_rollout:
+        head += [f"KL ({cfg['rollout']} steps)", "Hellinger"]
+    head.append("s/window")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    n_windows = report["dataset"]["windows"]
+    for sigma, methods in report["summary"].items():
+        for name, stats in methods.items():
+            row = [f"{float(sigma):g}", name, *(_fmt(stats[f"smape@{h}"]) for h in horizons)]
+            row += [_fmt(stats[f"mae@{horizons[0]}"], 2), _fmt(stats["vpt"], 0)]
+            if has_rollout:
+                row += [_fmt(stats["kl"], 2), _fmt(stats["hellinger"], 2)]
+            row.append(f"{report['wall_time_s'][sigma][name] / n_windows:.3f}")
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (tuple, Path)):
+        return list(obj) if isinstance(obj, tuple) else str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path, command: str | None = None) -> Path:
+    """Write ``report.json`` and ``report.md`` into ``out_dir`` (created if missing).
+
+    Args:
+        report: the report of :func:`panda_fm.evaluate.evaluate`.
+        out_dir: output directory.
+        command: the command line that produced the report, quoted in the Markdown.
+
+    Returns:
+        The path of ``report.md``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=_json_default, allow_nan=True))
+    cfg, ds = report["config"], report["dataset"]
+    text = [
+        "# Zero-shot benchmark",
+        "",
+        f"{ds['systems']} systems, {ds['windows']} windows (split `{cfg['split']}` of `{ds['root']}`), "
+        f"context {cfg['context_length']}, seed {cfg['seed']}. Cells: median [25th, 75th percentile] over "
+        "windows; truth and forecast standardised by the clean context's per-channel mean and std; "
+        "noise is a fraction of each context channel's std, truth clean. sMAPE on a 0-100 scale; "
+        f"VPT: steps until the RMSE exceeds {cfg['vpt_threshold']} context stds.",
+        "",
+    ]
+    if command:
+        text += [f"Command: `{command}`", ""]
+    text += [markdown_tables(report), ""]
+    if any(v for levels in report["nonfinite"].values() for v in levels.values()):
+        text += [f"Non-finite forecast values (scored as the context mean): {report['nonfinite']}", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(text))
+    return path

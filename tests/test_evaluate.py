@@ -1,0 +1,202 @@
+"""The benchmark harness: windows, noise, scoring against an oracle and the mean, report, plots, CLI."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from panda_fm.baselines import MeanForecaster, NaiveForecaster, make_baselines
+from panda_fm.cli import main
+from panda_fm.evaluate import EvalConfig, PipelineForecaster, draw_windows, evaluate
+from panda_fm.systems.store import DatasetWriter, open_dataset
+from panda_fm.testsets import FounderTestsetConfig, founders_testset
+
+CFG = EvalConfig(horizons=(16, 32), context_length=128, windows_per_system=3, rollout=160, batch_size=2)
+
+
+def _trajectory(name: str, n: int, ic_shift: float = 0.0) -> np.ndarray:
+    import dysts.flows
+
+    model = getattr(dysts.flows, name)()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.make_trajectory(
+            n, pts_per_period=40, init_cond=model.ic + ic_shift, rtol=1e-8, atol=1e-9
+        )
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Lorenz (2 trajectories) and Rossler in the test split, a too-short test system, a train system."""
+    root = tmp_path_factory.mktemp("tiny")
+    lorenz = np.stack([_trajectory("Lorenz", 400), _trajectory("Lorenz", 400, ic_shift=0.5)])
+    rossler = _trajectory("Rossler", 300)[None]
+    with DatasetWriter(root, shard_size=2) as w:
+        w.add({"id": "Lorenz", "split": "test", "dt": 0.01, "period": 1.5}, lorenz)
+        w.add({"id": "train-only", "split": "train", "dt": 0.01, "period": 1.5}, lorenz)
+        w.add({"id": "Rossler", "split": "test", "dt": 0.01, "period": 6.0}, rossler)
+        w.add({"id": "too-short", "split": "test", "dt": 0.01, "period": 6.0}, rossler[:, :150])
+    return root
+
+
+class Oracle:
+    """Knows every trajectory; finds the context in them and returns what really followed."""
+
+    name = "oracle"
+
+    def __init__(self, root: Path):
+        ds = open_dataset(root)
+        self.trajs = [np.asarray(ds.load(i), dtype=np.float64) for i in ds.ids()]
+
+    def predict(self, context: np.ndarray, prediction_length: int) -> np.ndarray:
+        out = []
+        for ctx in context:  # (T, C)
+            for traj in self.trajs:  # (K, T', D)
+                if traj.shape[2] != ctx.shape[1]:
+                    continue
+                k, t = np.nonzero((traj == ctx[-1]).all(axis=2))
+                if k.size:
+                    future = traj[k[0], t[0] + 1 : t[0] + 1 + prediction_length]
+                    pad = np.repeat(future[-1:], prediction_length - len(future), axis=0)
+                    out.append(np.concatenate([future, pad]))
+                    break
+            else:
+                raise AssertionError("the oracle was handed a context that is in no trajectory")
+        return np.stack(out)
+
+
+class Recorder(NaiveForecaster):
+    """Naive forecaster that keeps every context it is handed."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.seen: list[np.ndarray] = []
+
+    def predict(self, context: np.ndarray, prediction_length: int) -> np.ndarray:
+        self.seen.append(np.array(context))
+        return super().predict(context, prediction_length)
+
+
+def test_windows_are_deterministic_in_bounds_and_distinct(dataset_dir: Path) -> None:
+    ds = open_dataset(dataset_dir)
+    wins = draw_windows(ds, CFG)
+    assert {w.system for w in wins} == {"Lorenz", "Rossler"}  # no train split, too-short one skipped
+    assert len(wins) == 6
+    for w in wins:
+        traj = np.asarray(ds.load(w.system))[w.ic]
+        assert w.start >= CFG.context_length and w.start + max(CFG.horizons) <= traj.shape[0]
+        np.testing.assert_array_equal(w.context, traj[w.start - CFG.context_length : w.start])
+        np.testing.assert_array_equal(w.truth, traj[w.start : w.start + w.truth.shape[0]])
+    lorenz = [(w.ic, w.start) for w in wins if w.system == "Lorenz"]
+    assert len(set(lorenz)) == len(lorenz)
+    assert all(w.truth.shape[0] == CFG.forecast_length for w in wins if w.system == "Lorenz")  # long enough
+    assert [(w.ic, w.start) for w in draw_windows(ds, CFG)] == [(w.ic, w.start) for w in wins]
+    other = draw_windows(ds, EvalConfig(**{**CFG.__dict__, "seed": 1}))
+    assert [(w.ic, w.start) for w in other] != [(w.ic, w.start) for w in wins]
+    one = draw_windows(ds, EvalConfig(**{**CFG.__dict__, "max_systems": 1}))
+    assert [(w.ic, w.start) for w in one] == lorenz  # a system's windows do not depend on the others
+
+
+def test_oracle_scores_perfectly_and_mean_as_expected(dataset_dir: Path) -> None:
+    result = evaluate([Oracle(dataset_dir), MeanForecaster()], open_dataset(dataset_dir), CFG)
+    summary = result.report["summary"]["0.0"]
+    for h in CFG.horizons:
+        assert summary["oracle"][f"smape@{h}"]["median"] == 0.0
+        assert summary["oracle"][f"mae@{h}"]["q75"] == 0.0
+        assert summary["oracle"][f"spearman@{h}"]["median"] == pytest.approx(1.0)
+        # standardised by the context, the mean forecast is 0: |y - 0| / (|y| + 0) = 1 everywhere
+        assert summary["mean"][f"smape@{h}"]["median"] == pytest.approx(100.0)
+        assert summary["mean"][f"spearman@{h}"]["median"] == 0.0
+    assert summary["oracle"]["vpt"]["q25"] == max(CFG.horizons)
+    assert summary["oracle"]["kl"]["median"] == pytest.approx(0.0, abs=1e-9)
+    assert summary["oracle"]["hellinger"]["median"] == pytest.approx(0.0, abs=1e-6)
+    # the mean's MAE equals the mean |standardised truth| of each window
+    wins = draw_windows(open_dataset(dataset_dir), CFG)
+    rows = [r for r in result.report["per_window"] if r["method"] == "mean"]
+    for w, r in zip(wins, rows, strict=True):
+        y = (w.truth[:16] - w.context.mean(0)) / w.context.std(0)
+        assert r["metrics"]["mae@16"] == pytest.approx(np.abs(y).mean())
+        assert r["metrics"]["mse@16"] == pytest.approx((y**2).mean())
+
+
+def test_every_method_sees_the_same_noisy_windows_scored_against_clean_truth(dataset_dir: Path) -> None:
+    a, b = Recorder("a"), Recorder("b")
+    cfg = EvalConfig(**{**CFG.__dict__, "noise": (0.5,)})
+    result = evaluate([a, b], open_dataset(dataset_dir), cfg)
+    np.testing.assert_array_equal(np.concatenate(a.seen), np.concatenate(b.seen))
+    wins = draw_windows(open_dataset(dataset_dir), cfg)
+    seen = np.concatenate(a.seen)  # (N, T, C), in window order
+    clean = np.stack([w.context for w in wins])  # (N, T, C)
+    ratio = (seen - clean).std(axis=1) / clean.std(axis=1)  # (N, C): noise std in channel stds
+    assert np.allclose(ratio, 0.5, atol=0.1)
+    # scored against the clean truth, standardised by the clean context
+    rows = [r for r in result.report["per_window"] if r["method"] == "a"]
+    for w, noisy, r in zip(wins, seen, rows, strict=True):
+        mu, sd = w.context.mean(0), w.context.std(0)
+        y, f = (w.truth[:16] - mu) / sd, (noisy[-1] - mu) / sd
+        assert r["metrics"]["mae@16"] == pytest.approx(np.abs(y - f).mean())
+
+
+def test_bad_settings_raise_clear_errors(dataset_dir: Path) -> None:
+    with pytest.raises(ValueError, match="noise"):
+        EvalConfig(noise=(-0.1,))
+    with pytest.raises(ValueError, match="horizons"):
+        EvalConfig(horizons=())
+    with pytest.raises(ValueError, match="distinct names"):
+        evaluate([MeanForecaster(), MeanForecaster()], open_dataset(dataset_dir), CFG)
+    with pytest.raises(ValueError, match="long enough"):
+        draw_windows(open_dataset(dataset_dir), EvalConfig(context_length=512, horizons=(512,)))
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        PipelineForecaster(dataset_dir / "nope")
+
+
+def test_cli_writes_report_and_plots(dataset_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = ["evaluate", "--test", str(dataset_dir), "--out", str(out), "--horizons", "16", "32"]
+    argv += [
+        "--context-length",
+        "128",
+        "--windows-per-system",
+        "2",
+        "--noise",
+        "0",
+        "0.05",
+        "--rollout",
+        "160",
+    ]
+    assert main(argv + ["--baselines", "mean", "naive", "nvar"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["methods"] == ["mean", "naive", "nvar"]
+    assert len(report["per_window"]) == 2 * 2 * 3 * 2  # systems x windows x methods x noise levels
+    assert set(report["summary"]) == {"0.0", "0.05"}
+    assert (
+        report["summary"]["0.0"]["nvar"]["smape@16"]["median"]
+        < report["summary"]["0.0"]["naive"]["smape@16"]["median"]
+    )
+    assert all(v >= 0 for v in report["wall_time_s"]["0.0"].values())
+    table = (out / "report.md").read_text()
+    assert "| 0.05 | nvar |" in table and "sMAPE@32" in table
+    for png in ("error_vs_horizon.png", "sample_forecasts.png", "rollouts.png"):
+        assert (out / png).stat().st_size > 10_000
+    assert main(argv + ["--baselines", "none"]) == 2  # nothing to evaluate: a clear error, not a crash
+    assert main(argv + ["--baselines", "prophet"]) == 2
+
+
+def test_founders_testset_builds_once(tmp_path: Path) -> None:
+    cfg = FounderTestsetConfig(systems=("Rossler",), n_steps=200, pts_per_period=20, n_ics=2)
+    root = founders_testset(tmp_path / "f", cfg)
+    ds = open_dataset(root)
+    assert ds.ids("test") == ["Rossler"] and ds.load("Rossler").shape == (2, 200, 3)
+    assert ds.record("Rossler")["founders"] == ["Rossler"]
+    before = (root / "manifest.jsonl").read_bytes()
+    founders_testset(tmp_path / "f", cfg)  # cached: nothing is integrated or written again
+    assert (root / "manifest.jsonl").read_bytes() == before
+    with pytest.raises(ValueError, match="other settings"):
+        founders_testset(tmp_path / "f", FounderTestsetConfig(systems=("Rossler",), n_steps=300))
+    with pytest.raises(ValueError, match="not a dysts flow"):
+        founders_testset(tmp_path / "g", FounderTestsetConfig(systems=("NoSuchFlow",)))
+    assert len(make_baselines()) == 5
