@@ -89,7 +89,9 @@ class WindowSampler:
         for sid in ids:
             K, T, D = dataset.record(sid)["shape"]
             if T < need:
-                logger.warning("system %s has %d steps, fewer than a window needs (%d); skipped", sid, T, need)
+                logger.warning(
+                    "system %s has %d steps, fewer than a window needs (%d); skipped", sid, T, need
+                )
                 continue
             kept.append(sid)
             shapes.append((K, T, D))

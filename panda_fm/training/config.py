@@ -111,7 +111,9 @@ class TrainerConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"trainer.precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.accelerator not in ("cpu", "gpu", "cuda", "mps", "auto"):
-            raise ValueError(f"trainer.accelerator must be cpu, gpu, cuda, mps or auto, got {self.accelerator!r}")
+            raise ValueError(
+                f"trainer.accelerator must be cpu, gpu, cuda, mps or auto, got {self.accelerator!r}"
+            )
         if self.float32_matmul_precision not in ("highest", "high", "medium"):
             raise ValueError(
                 "trainer.float32_matmul_precision must be highest, high or medium, "
@@ -148,7 +150,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (Union, types.UnionType):
-        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("null", "none"))):
+        if type(None) in args and (
+            value is None or (isinstance(value, str) and value.lower() in ("null", "none"))
+        ):
             return None
         rest = [a for a in args if a is not type(None)]
         return _coerce(value, rest[0], key)

@@ -40,7 +40,13 @@ class WindowStream(IterableDataset):
     """
 
     def __init__(
-        self, sampler: WindowSampler, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, start: int = 0
+        self,
+        sampler: WindowSampler,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start: int = 0,
     ):
         super().__init__()
         if not 0 <= rank < world_size:

@@ -115,7 +115,10 @@ class PandaLightningModule(L.LightningModule):
         index = self.batches_seen
         self.batches_seen += 1
         loss = standardised_mse(self.model, context, target, self.model.config.scaling_eps)
-        if index in self.cfg.debug_nonfinite_batches and self.cfg.debug_nonfinite_rank in (None, self.global_rank):
+        if index in self.cfg.debug_nonfinite_batches and self.cfg.debug_nonfinite_rank in (
+            None,
+            self.global_rank,
+        ):
             loss = loss * float("nan")
         if self._any_rank(not bool(torch.isfinite(loss))):
             return self._skip("loss")
@@ -165,7 +168,9 @@ class PandaLightningModule(L.LightningModule):
 
     # --- validation ----------------------------------------------------------------------------------
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         names = self.trainer.datamodule.val_names
         loss = standardised_mse(self.model, batch["context"], batch["target"], self.model.config.scaling_eps)
         self.log(

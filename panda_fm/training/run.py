@@ -99,7 +99,8 @@ def make_loggers(out: Path, tensorboard: bool) -> list[Logger]:
                 import tensorboardX as _  # noqa: F401
             except ImportError:
                 warnings.warn(
-                    "TensorBoard is not installed: logging to CSV only (pip install tensorboard)", stacklevel=2
+                    "TensorBoard is not installed: logging to CSV only (pip install tensorboard)",
+                    stacklevel=2,
                 )
                 return loggers
         loggers.append(TensorBoardLogger(out, name="tensorboard", default_hp_metric=False))
@@ -152,7 +153,9 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging")
     # Validation sets are split evenly over ranks when val_windows is a multiple of the world size.
-    warnings.filterwarnings("ignore", message="Using `DistributedSampler` with the dataloaders. During `trainer.validate")
+    warnings.filterwarnings(
+        "ignore", message="Using `DistributedSampler` with the dataloaders. During `trainer.validate"
+    )
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         log = logging.getLogger(name)
         if log.handlers and logging.getLogger().handlers:
