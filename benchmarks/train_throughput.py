@@ -1,0 +1,139 @@
+"""Training throughput on this machine: windows/s for small-cpu and the 21M config, and the 21M config's
+achieved fraction of the fp32 matmul rate, all measured in one run.
+
+A training step here is exactly the pretraining step (panda_fm.training.module.standardised_mse, backward,
+gradient clipping, AdamW), fed by the real window stream (WindowSampler with augmentations) over a
+temporary dataset of smooth synthetic trajectories. Model FLOPs of one step (forward + backward) are
+counted with torch.utils.flop_counter.FlopCounterMode (attention through the math kernel so that it is
+counted too); the fp32 matmul rate is the best of a few large square matmuls.
+
+    PYTHONPATH=. python benchmarks/train_throughput.py [--steps 4] [--threads N]
+
+The last line is ``roofline_fraction_train_fp32: X``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from panda_fm.config import PandaConfig
+from panda_fm.data.augment import AugmentConfig
+from panda_fm.data.windows import WindowSampler, WindowSpec
+from panda_fm.model import PandaModel
+from panda_fm.systems.store import DatasetWriter
+from panda_fm.training.config import load_config
+from panda_fm.training.datamodule import WindowStream
+from panda_fm.training.module import standardised_mse
+
+REPO = Path(__file__).resolve().parents[1]
+logger = logging.getLogger("train_throughput")
+
+
+def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 FLOP/s of an ``n x n`` by ``n x n`` matmul."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def synthetic_dataset(root: Path, systems: int = 4, steps: int = 2048, dims: int = 3) -> Path:
+    """Smooth quasi-periodic trajectories: the data path costs what it costs on a real dataset."""
+    rng = np.random.default_rng(0)
+    t = np.arange(steps)[None, :, None]
+    with DatasetWriter(root, shard_size=systems) as writer:
+        for i in range(systems):
+            freqs = rng.uniform(0.002, 0.05, size=(1, 1, dims))
+            traj = np.sin(2 * np.pi * freqs * t + rng.uniform(0, 6, size=(2, 1, dims)))  # (K, T, D)
+            writer.add({"id": f"s{i}", "split": "train", "dt": 0.01, "period": 1.0}, traj.astype(np.float32))
+    return root
+
+
+def step_flops(model: PandaModel, batch: dict[str, torch.Tensor]) -> int:
+    """FLOPs of one forward + backward of the training loss."""
+    counter = FlopCounterMode(display=False)
+    with counter, sdpa_kernel(SDPBackend.MATH):
+        standardised_mse(model, batch["context"], batch["target"], model.config.scaling_eps).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def measure(
+    name: str, config: PandaConfig, data: Path, batch_size: int, steps: int, warmup: int = 1
+) -> dict[str, float]:
+    """Windows/s, step time and achieved FLOP/s of ``steps`` training steps (after ``warmup``)."""
+    model = PandaModel(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    spec = WindowSpec(config.context_length, config.prediction_length, num_channels=3)
+    stream = WindowStream(WindowSampler(data, ["s0", "s1", "s2", "s3"], spec, AugmentConfig(rate=0.2)), batch_size, 0)
+    flops = step_flops(model, stream.batch(0))
+
+    def step(i: int) -> None:
+        batch = stream.batch(i)
+        loss = standardised_mse(model, batch["context"], batch["target"], config.scaling_eps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    for i in range(warmup):
+        step(i)
+    t = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(i)
+    seconds = (time.perf_counter() - t) / steps
+    result = {
+        "params": model.num_parameters,
+        "batch": batch_size,
+        "step_s": seconds,
+        "windows_per_s": batch_size / seconds,
+        "gflop_per_window": flops / batch_size / 1e9,
+        "achieved_gflops": flops / seconds / 1e9,
+    }
+    logger.info("%s: %s", name, ", ".join(f"{k} {v:.4g}" for k, v in result.items()))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per config")
+    parser.add_argument("--batch-21m", type=int, default=16, help="windows per step for the 21M config")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    small = load_config(REPO / "train" / "configs" / "small-cpu.yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = synthetic_dataset(Path(tmp) / "data")
+        peak_before = matmul_rate()
+        small_r = measure("small-cpu", small.model, data, small.data.batch_size, args.steps)
+        base_r = measure("21M", PandaConfig(), data, args.batch_21m, args.steps)
+        peak = max(peak_before, matmul_rate())
+    print(f"torch threads: {torch.get_num_threads()}")
+    print(f"fp32 matmul rate (2048^3): {peak / 1e9:.1f} GFLOP/s")
+    for name, r in (("small-cpu", small_r), ("21m", base_r)):
+        print(
+            f"{name}: {r['params'] / 1e6:.2f}M params, batch {r['batch']}, {r['step_s']:.3f} s/step, "
+            f"{r['gflop_per_window']:.2f} GFLOP/window (fwd+bwd), {r['achieved_gflops']:.1f} GFLOP/s"
+        )
+        print(f"train_windows_per_s_{name.replace('-', '_')}: {r['windows_per_s']:.2f}")
+    print(f"roofline_fraction_train_fp32: {base_r['achieved_gflops'] * 1e9 / peak:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Training data: windows cut from generated trajectories, and their augmentations."""

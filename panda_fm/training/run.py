@@ -1,0 +1,274 @@
+"""One pretraining run: build the Lightning trainer, fit, validate, export a checkpoint directory.
+
+Layout of the output directory ``OUT``::
+
+    OUT/config.yaml                the resolved run config
+    OUT/checkpoints/last.ckpt      Lightning checkpoint for --resume (plus step-numbered ones)
+    OUT/csv/version_N/metrics.csv  CSV logs (one version per launch)
+    OUT/tensorboard/version_N/     TensorBoard logs
+    OUT/checkpoint/                the exported model, loadable by PandaPipeline.from_pretrained
+    OUT/debug/                     window keys per rank (trainer.debug_window_log)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+
+from panda_fm.hub import save_model
+from panda_fm.training.config import PretrainConfig, save_config
+from panda_fm.training.datamodule import PandaDataModule, check_dataset
+from panda_fm.training.module import PandaLightningModule
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.ckpt"
+EXPORT_DIR = "checkpoint"
+RANK_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK", "SLURM_PROCID")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when too many consecutive steps had a non-finite loss; a resumable checkpoint was saved."""
+
+
+@dataclass
+class PretrainResult:
+    """What a finished run produced."""
+
+    export_dir: Path  # the exported checkpoint directory
+    steps: int  # optimizer steps taken, earlier resumed-from runs included
+    windows_seen: int  # training windows consumed on all ranks, skipped steps included
+    metrics: dict[str, float] = field(default_factory=dict)  # final validation losses
+    info: dict[str, Any] = field(default_factory=dict)  # what the model card records
+    rank: int = 0  # global rank of the process that returns this
+
+
+class NonFiniteStop(Callback):
+    """Saves a resumable checkpoint and stops training once the module reports too many non-finite steps."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if getattr(pl_module, "stopped_nonfinite", False) and not trainer.should_stop:
+            trainer.save_checkpoint(self.path)
+            trainer.should_stop = True
+
+
+def is_launching_process() -> bool:
+    """True in the process a user started (not a rank that a launcher started alongside it)."""
+    return all(os.environ.get(v, "0") == "0" for v in RANK_VARIABLES)
+
+
+def hardware_description(trainer: L.Trainer) -> str:
+    """E.g. ``"1 node x 2 x CPU (Intel Xeon ..., 2 cores)"`` or ``"2 nodes x 8 x NVIDIA H100"``."""
+    if torch.cuda.is_available() and trainer.strategy.root_device.type == "cuda":
+        name = torch.cuda.get_device_name(trainer.strategy.root_device)
+    else:
+        model = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        name = f"CPU ({model}, {os.cpu_count()} cores)"
+    nodes = trainer.num_nodes
+    return f"{nodes} node{'s' if nodes > 1 else ''} x {trainer.num_devices} x {name}"
+
+
+def make_loggers(out: Path, tensorboard: bool) -> list[Logger]:
+    loggers: list[Logger] = [CSVLogger(out, name="csv")]
+    if tensorboard:
+        try:
+            import tensorboard as _  # noqa: F401
+        except ImportError:
+            try:
+                import tensorboardX as _  # noqa: F401
+            except ImportError:
+                warnings.warn(
+                    "TensorBoard is not installed: logging to CSV only (pip install tensorboard)",
+                    stacklevel=2,
+                )
+                return loggers
+        loggers.append(TensorBoardLogger(out, name="tensorboard", default_hp_metric=False))
+    return loggers
+
+
+def build_trainer(config: PretrainConfig, out: Path, has_validation: bool) -> L.Trainer:
+    """The Lightning trainer of a run: loggers, checkpoints, strategy and precision from the config."""
+    tc = config.trainer
+    strategy = tc.strategy
+    if strategy == "auto" and tc.world_size > 1:
+        strategy = "ddp"
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=out / CHECKPOINT_DIR,
+            filename="step{step:07d}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=tc.checkpoint_every_n_steps,
+            save_top_k=0,  # only last.ckpt, rewritten every checkpoint_every_n_steps
+            save_last=True,
+            enable_version_counter=False,
+        ),
+        NonFiniteStop(out / CHECKPOINT_DIR / LAST),
+    ]
+    return L.Trainer(
+        accelerator=tc.accelerator,
+        devices=tc.devices,
+        num_nodes=tc.num_nodes,
+        strategy=strategy,
+        precision=tc.precision,
+        max_steps=tc.max_steps,
+        max_epochs=-1,
+        val_check_interval=tc.val_every_n_steps if has_validation else None,
+        check_val_every_n_epoch=None,
+        limit_val_batches=None if has_validation else 0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=tc.log_every_n_steps,
+        logger=make_loggers(out, tc.tensorboard),
+        callbacks=callbacks,
+        enable_progress_bar=tc.progress_bar,
+        enable_model_summary=False,
+        default_root_dir=out,
+    )
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning messages that do not apply here, and its duplicate log handler."""
+    # Our checkpoints are meant to hold the state after the optimizer step.
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging")
+    # Validation sets are split evenly over ranks when val_windows is a multiple of the world size.
+    warnings.filterwarnings(
+        "ignore", message="Using `DistributedSampler` with the dataloaders. During `trainer.validate"
+    )
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        log = logging.getLogger(name)
+        if log.handlers and logging.getLogger().handlers:
+            log.propagate = False
+
+
+def pretrain(config: PretrainConfig, resume: bool = False) -> PretrainResult:
+    """Pretrain a model as ``config`` says and export it to ``OUT/checkpoint``.
+
+    Args:
+        config: the run.
+        resume: continue from ``OUT/checkpoints/last.ckpt`` (step count, optimizer, scheduler, data stream).
+
+    Raises:
+        FileNotFoundError / ValueError: unusable dataset, missing checkpoint to resume, or an ``OUT`` that
+            already holds a run and ``resume`` is False.
+        NonFiniteLossError: too many consecutive non-finite losses (a resumable checkpoint was saved).
+    """
+    tc = config.trainer
+    out = Path(tc.out_dir)
+    dataset_info = check_dataset(config.data.path)
+    last = out / CHECKPOINT_DIR / LAST
+    if is_launching_process():
+        if resume and not last.exists():
+            raise FileNotFoundError(
+                f"cannot resume: {last} does not exist; run without --resume to start, or point --out at the run"
+            )
+        if not resume and (out / CHECKPOINT_DIR).is_dir() and any((out / CHECKPOINT_DIR).glob("*.ckpt")):
+            raise ValueError(
+                f"{out} already holds a run ({out / CHECKPOINT_DIR}); pass --resume to continue it, "
+                "or choose another --out"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
+    torch.set_float32_matmul_precision(tc.float32_matmul_precision)
+    quiet_lightning()
+
+    module = PandaLightningModule(config.model, tc, debug_dir=out / "debug")
+    datamodule = PandaDataModule(
+        config.data, config.model.context_length, config.model.prediction_length, seed=tc.seed
+    )
+    datamodule.setup("fit")
+    trainer = build_trainer(config, out, has_validation=bool(datamodule.val_names))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    if module.stopped_nonfinite:
+        raise NonFiniteLossError(
+            f"stopped after {module.nonfinite_in_row} non-finite losses in a row "
+            f"(trainer.max_nonfinite_in_row = {tc.max_nonfinite_in_row}) at step {trainer.global_step}; "
+            f"a resumable checkpoint is at {last}. Lower trainer.lr or check the data, then rerun with --resume"
+        )
+
+    metrics: dict[str, float] = {}
+    if datamodule.val_names:
+        for result in trainer.validate(module, datamodule=datamodule, verbose=False):
+            metrics.update({k: float(v) for k, v in result.items()})
+    windows_seen = module.batches_seen * config.data.batch_size * trainer.world_size
+    info = export_info(config, trainer, module, dataset_info, datamodule, metrics, windows_seen)
+    export_dir = out / EXPORT_DIR
+    if trainer.is_global_zero:
+        save_model(module.model, export_dir, info)
+        logger.info("exported the trained model to %s", export_dir)
+    trainer.strategy.barrier()
+    return PretrainResult(export_dir, trainer.global_step, windows_seen, metrics, info, trainer.global_rank)
+
+
+def export_info(
+    config: PretrainConfig,
+    trainer: L.Trainer,
+    module: PandaLightningModule,
+    dataset: dict[str, Any],
+    datamodule: PandaDataModule,
+    metrics: dict[str, float],
+    windows_seen: int,
+) -> dict[str, Any]:
+    """The model card's record of a run (rendered by :func:`panda_fm.hub.model_card`)."""
+    tc, dc = config.trainer, config.data
+    hardware = hardware_description(trainer)
+    aug = dc.augment
+    training = {
+        "dataset manifest sha256": dataset["manifest_hash"],
+        "optimizer steps": trainer.global_step,
+        "windows seen": f"{windows_seen:,}",
+        "global batch": f"{dc.batch_size * trainer.world_size} windows of {dc.num_channels} random channels",
+        "objective": "MSE over the horizon in units standardised by the context's per-channel statistics",
+        "optimizer": f"AdamW, lr {tc.lr:g}, weight decay {tc.weight_decay:g}, betas ({tc.beta1:g}, {tc.beta2:g})",
+        "schedule": f"cosine to {tc.min_lr_ratio:g} x lr after {tc.warmup_fraction:.0%} linear warmup",
+        "gradient clipping": f"{tc.grad_clip:g} (global norm)" if tc.grad_clip > 0 else "none",
+        "augmentations": f"{', '.join(aug.kinds)} at rate {aug.rate:g}" if aug.rate > 0 else "none",
+        "precision": tc.precision,
+        "hardware": hardware,
+        "wall time": f"{module.wall_time:.0f} s",
+        "non-finite steps skipped": module.nonfinite_total,
+        "seed": tc.seed,
+    }
+    names = {"val/heldout_loss": "held-out training systems", "val/test_loss": "test-split systems"}
+    results = "; ".join(f"{names.get(k, k)}: {v:.4f}" for k, v in metrics.items())
+    return {
+        "name": config.name,
+        "training_data": (
+            f"{len(datamodule.train_ids)} training systems of dataset `{dataset['path']}` "
+            f"(manifest sha256 `{dataset['manifest_hash']}`); {len(datamodule.heldout_ids)} further training-split "
+            f"systems held out and {len(datamodule.test_ids)} test-split systems used for validation only."
+        ),
+        "training": training,
+        "results": f"Final validation MSE (standardised units, {dc.val_windows} fixed windows per set): {results}"
+        if metrics
+        else None,
+        "dataset_manifest_hash": dataset["manifest_hash"],
+        "steps": trainer.global_step,
+        "windows_seen": windows_seen,
+        "hardware": hardware,
+        "wall_time_s": round(module.wall_time, 3),
+        "val_losses": metrics,
+        "nonfinite_skipped": module.nonfinite_total,
+        "config": config.to_dict(),
+    }

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from panda_fm.data.augment import (
+    AugmentConfig,
+    affine_map,
+    augment_window,
+    convex_combination,
+    delay_embedding,
+)
+
+
+def _series(T: int = 50, D: int = 3) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(T, D)).astype(np.float32)
+
+
+def test_delay_embedding_reads_past_values():
+    x = _series()
+    y = delay_embedding(x, channel=1, dim=3, tau=4, length=20)
+    assert y.shape == (20, 3)
+    np.testing.assert_array_equal(y[:, 0], x[30:, 1])
+    np.testing.assert_array_equal(y[:, 1], x[26:46, 1])
+    np.testing.assert_array_equal(y[:, 2], x[22:42, 1])
+
+
+def test_convex_combination_stays_in_the_channel_range():
+    x = _series()
+    y = convex_combination(x, np.random.default_rng(1))
+    assert y.shape == x.shape
+    assert np.all(y <= x.max(axis=1, keepdims=True) + 1e-5)
+    assert np.all(y >= x.min(axis=1, keepdims=True) - 1e-5)
+
+
+def test_affine_map_shape_and_dtype():
+    x = _series()
+    y = affine_map(x, np.random.default_rng(2))
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert not np.allclose(y, x)
+
+
+@pytest.mark.parametrize("kind", ["delay", "convex", "affine"])
+def test_augment_window_applies_one_kind(kind: str):
+    cfg = AugmentConfig(rate=1.0, kinds=[kind], max_delay=3)
+    raw = _series(T=30 + cfg.history_needed(4), D=2)
+    window, applied = augment_window(raw, 30, 4, cfg, np.random.default_rng(3))
+    assert applied == kind
+    assert window.shape == (30, 4 if kind == "delay" else 2)
+    assert np.isfinite(window).all()
+
+
+def test_rate_zero_is_identity_and_rate_is_respected():
+    raw = _series(T=40)
+    window, applied = augment_window(raw, 30, 3, AugmentConfig(rate=0.0), np.random.default_rng(0))
+    assert applied is None and np.array_equal(window, raw[10:])
+    cfg = AugmentConfig(rate=0.2)
+    raw = _series(T=30 + cfg.history_needed(3))
+    rng = np.random.default_rng(5)
+    hits = sum(augment_window(raw, 30, 3, cfg, rng)[1] is not None for _ in range(2000))
+    assert 300 < hits < 500
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"rate": 1.5}, "rate"), ({"kinds": ["warp"]}, "warp"), ({"max_delay": 0}, "max_delay")],
+)
+def test_config_errors_name_the_field(kwargs: dict, match: str):
+    with pytest.raises(ValueError, match=match):
+        AugmentConfig(**kwargs)

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from panda_fm.cli import build_parser, main
+from panda_fm.config import PandaConfig
+from panda_fm.model import PandaModel
+from panda_fm.training.config import PretrainConfig, load_config, override_keys
+
+from .conftest import CONFIGS
+
+SHIPPED = ("tiny-cpu", "small-cpu", "base-21m-gpu", "base-21m-ddp")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_configs_load(name: str):
+    cfg = load_config(CONFIGS / f"{name}.yaml")
+    assert isinstance(cfg, PretrainConfig)
+    assert cfg.trainer.lr == 1e-3 and cfg.trainer.warmup_fraction == 0.1 and cfg.trainer.grad_clip == 1.0
+    assert cfg.data.num_channels == 3 and cfg.data.augment.rate == 0.2
+
+
+def test_config_sizes():
+    assert load_config(CONFIGS / "base-21m-gpu.yaml").model == PandaConfig()
+    ddp = load_config(CONFIGS / "base-21m-ddp.yaml")
+    assert ddp.trainer.devices == 8 and ddp.data.batch_size * ddp.trainer.world_size == 1024
+    assert load_config(CONFIGS / "base-21m-gpu.yaml").trainer.precision == "bf16-mixed"
+    small = PandaModel(load_config(CONFIGS / "small-cpu.yaml").model).num_parameters
+    assert 2e6 < small < 1e7
+    assert PandaModel(load_config(CONFIGS / "tiny-cpu.yaml").model).num_parameters < 1e5
+
+
+def test_overrides_are_coerced():
+    cfg = load_config(
+        CONFIGS / "tiny-cpu.yaml",
+        {
+            "trainer.lr": "3e-4",
+            "model.d_model": "48",
+            "model.num_rff": "32",
+            "trainer.progress_bar": "false",
+            "data.augment.kinds": "[delay, affine]",
+            "trainer.debug_nonfinite_rank": "null",
+        },
+    )
+    assert cfg.trainer.lr == pytest.approx(3e-4) and isinstance(cfg.trainer.lr, float)
+    assert cfg.model.d_model == 48 and cfg.trainer.progress_bar is False
+    assert cfg.data.augment.kinds == ["delay", "affine"] and cfg.trainer.debug_nonfinite_rank is None
+
+
+def test_unknown_and_bad_keys_are_clear_errors(tmp_path: Path):
+    with pytest.raises(ValueError, match=r"unknown config key.*model.dmodel"):
+        load_config(CONFIGS / "tiny-cpu.yaml", {"model.dmodel": "3"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  learning_rate: 0.1\n")
+    with pytest.raises(ValueError, match=r"trainer.learning_rate.*known keys there: \[.*'lr'"):
+        load_config(bad)
+    with pytest.raises(ValueError, match="trainer.max_steps must be an integer"):
+        load_config(CONFIGS / "tiny-cpu.yaml", {"trainer.max_steps": "many"})
+    with pytest.raises(ValueError, match="d_model"):
+        load_config(CONFIGS / "tiny-cpu.yaml", {"model.d_model": "40"})  # widths no longer add up
+    with pytest.raises(FileNotFoundError, match="train/configs"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_parses_dotted_overrides_and_common_options():
+    args = build_parser().parse_args(
+        [
+            "pretrain",
+            "--config",
+            "c.yaml",
+            "--model.d_model",
+            "128",
+            "--trainer.lr",
+            "3e-4",
+            "--max-steps",
+            "7",
+        ]
+    )
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:")}
+    assert overrides == {"model.d_model": "128", "trainer.lr": "3e-4"}
+    assert args.max_steps == 7 and args.resume is False
+    assert "data.augment.rate" in override_keys()
+
+
+def test_cli_reports_bad_input(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    tiny = str(CONFIGS / "tiny-cpu.yaml")
+    assert main(["pretrain", "--config", tiny, "--data", str(tmp_path / "nowhere")]) == 2
+    assert "not a panda_fm dataset" in caplog.text
+    assert main(["pretrain", "--config", tiny]) == 2
+    assert "pass --data DIR" in caplog.text
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--config", tiny, "--model.dmodel", "3"])
