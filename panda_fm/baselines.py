@@ -30,6 +30,7 @@ __all__ = [
     "NaiveForecaster",
     "LinearARForecaster",
     "NVARForecaster",
+    "QuadraticNVARForecaster",
     "AnalogueForecaster",
     "BASELINES",
     "make_baselines",
@@ -269,13 +270,21 @@ class NVARForecaster(_RidgeDelayForecaster):
     """Next-generation reservoir computer (NVAR): ridge on polynomial features of a delay embedding.
 
     Cubic features where the context affords them (up to 4 channels with 2 delays and a 512-step
-    context), quadratic otherwise; a quadratic-only variant is ``NVARForecaster(degree=2)``.
+    context), quadratic otherwise; :class:`QuadraticNVARForecaster` is the quadratic-only variant.
     """
 
     name: str = "nvar"
     delays: int = 2
     stride: int = 1
     degree: int = 3
+
+
+@dataclass
+class QuadraticNVARForecaster(NVARForecaster):
+    """The NVAR with quadratic features only (the classical floor quoted in REFERENCE.md section 4)."""
+
+    name: str = "nvar2"
+    degree: int = 2
 
 
 @dataclass
@@ -318,6 +327,7 @@ BASELINES: dict[str, type[_ContextForecaster]] = {
     "naive": NaiveForecaster,
     "linear_ar": LinearARForecaster,
     "nvar": NVARForecaster,
+    "nvar2": QuadraticNVARForecaster,
     "analogue": AnalogueForecaster,
 }
 

@@ -168,7 +168,7 @@ def attractor_kl(
     y_true: np.ndarray,
     y_pred: np.ndarray,
     bandwidth: float = 0.3,
-    max_points: int = 1024,
+    max_points: int = 512,
     standardise: bool = True,
 ) -> float:
     """KL divergence ``KL(p_true || p_pred)`` between the state-space occupation densities of two rollouts.

@@ -15,6 +15,7 @@ from panda_fm.baselines import (
     MeanForecaster,
     NaiveForecaster,
     NVARForecaster,
+    QuadraticNVARForecaster,
     make_baselines,
 )
 from panda_fm.metrics import smape
@@ -66,7 +67,7 @@ def test_linear_ar_continues_a_sinusoid() -> None:
 def test_nvar_forecasts_lorenz(lorenz: np.ndarray) -> None:
     fc = NVARForecaster().predict(lorenz[:512], 128)
     assert _score(lorenz[:512], lorenz[512:640], fc) < 2.0  # a polynomial vector field: near exact
-    quadratic = NVARForecaster(degree=2).predict(lorenz[:512], 128)
+    quadratic = QuadraticNVARForecaster().predict(lorenz[:512], 128)
     assert _score(lorenz[:512], lorenz[512:640], quadratic) < 20.0
 
 

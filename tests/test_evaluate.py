@@ -199,4 +199,30 @@ def test_founders_testset_builds_once(tmp_path: Path) -> None:
         founders_testset(tmp_path / "f", FounderTestsetConfig(systems=("Rossler",), n_steps=300))
     with pytest.raises(ValueError, match="not a dysts flow"):
         founders_testset(tmp_path / "g", FounderTestsetConfig(systems=("NoSuchFlow",)))
-    assert len(make_baselines()) == 5
+    assert len(make_baselines()) == 6
+
+
+def test_checkpoint_and_baselines_share_the_harness(dataset_dir: Path, tmp_path: Path) -> None:
+    from tests.conftest import TINY_CHECKPOINT
+
+    out = tmp_path / "ckpt"
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        str(TINY_CHECKPOINT),
+        "--baselines",
+        "naive",
+        "--test",
+        str(dataset_dir),
+    ]
+    argv += ["--out", str(out), "--horizons", "16", "32", "--context-length", "128", "--rollout", "160"]
+    assert main(argv + ["--windows-per-system", "2"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["methods"] == ["tiny_panda", "naive"]
+    assert report["nonfinite"]["0.0"]["tiny_panda"] == 0
+    rows = [r for r in report["per_window"] if r["method"] == "tiny_panda"]
+    assert len(rows) == 4 and all(np.isfinite(list(r["metrics"].values())).all() for r in rows)
+    mine = [(r["system"], r["ic"], r["start"]) for r in rows]
+    assert mine == [
+        (r["system"], r["ic"], r["start"]) for r in report["per_window"] if r["method"] == "naive"
+    ]
