@@ -76,17 +76,15 @@ class _ContextForecaster:
             )
         if not np.isfinite(x).all():
             raise ValueError("context contains NaN or inf; fill or drop missing values first")
-        dtype = np.result_type(x.dtype, np.float32)
-        batch = x if x.ndim == 3 else x[None]  # (B, T, C)
-        out = np.empty((batch.shape[0], prediction_length, batch.shape[2]), dtype=dtype)  # (B, H, C)
-        for i, series in enumerate(batch.astype(np.float64)):
-            mu, sd = series.mean(axis=0), series.std(axis=0)  # (C,)
-            sd = np.where(sd > 0, sd, 1.0)
-            out[i] = self._forecast((series - mu) / sd, prediction_length) * sd + mu
+        batch = (x if x.ndim == 3 else x[None]).astype(np.float64)  # (B, T, C)
+        mu, sd = batch.mean(axis=1, keepdims=True), batch.std(axis=1, keepdims=True)  # (B, 1, C)
+        sd = np.where(sd > 0, sd, 1.0)
+        out = self._forecast((batch - mu) / sd, prediction_length) * sd + mu  # (B, H, C)
+        out = out.astype(np.result_type(x.dtype, np.float32), copy=False)
         return out if x.ndim == 3 else out[0]
 
     def _forecast(self, z: np.ndarray, horizon: int) -> np.ndarray:
-        """Forecast a standardised context ``z (T, C)`` for ``horizon`` steps: ``(H, C)``."""
+        """Forecast standardised contexts ``z (B, T, C)`` for ``horizon`` steps: ``(B, H, C)``."""
         raise NotImplementedError
 
 
@@ -97,7 +95,7 @@ class MeanForecaster(_ContextForecaster):
     name: str = "mean"
 
     def _forecast(self, z: np.ndarray, horizon: int) -> np.ndarray:
-        return np.zeros((horizon, z.shape[1]))  # the mean, in standardised coordinates
+        return np.zeros((z.shape[0], horizon, z.shape[2]))  # the mean, in standardised coordinates
 
 
 @dataclass
@@ -107,14 +105,24 @@ class NaiveForecaster(_ContextForecaster):
     name: str = "naive"
 
     def _forecast(self, z: np.ndarray, horizon: int) -> np.ndarray:
-        return np.repeat(z[-1:], horizon, axis=0)
+        return np.repeat(z[:, -1:], horizon, axis=1)
 
 
 def _delay_vector(z: np.ndarray, t: np.ndarray | int, delays: int, stride: int) -> np.ndarray:
-    """Delay vectors ``[z[t], z[t - stride], ..., z[t - (delays - 1) stride]]`` flattened: ``(..., delays*C)``."""
-    lags = np.arange(delays) * stride  # (L,)
-    idx = np.asarray(t)[..., None] - lags  # (..., L)
-    return z[idx].reshape(*idx.shape[:-1], -1)  # (..., L*C)
+    """Delay vectors ``[z[t], z[t - stride], ..., z[t - (delays - 1) stride]]``, flattened.
+
+    Args:
+        z: ``(T, C)`` series, or ``(B, T, C)`` series delay-embedded at the same times.
+        t: time index, or ``(N,)`` indices.
+        delays: number of delayed copies ``L``.
+        stride: steps between copies.
+
+    Returns:
+        ``(L*C,)`` or ``(N, L*C)`` for one series; ``(B, L*C)`` or ``(B, N, L*C)`` for a batch.
+    """
+    idx = np.asarray(t)[..., None] - np.arange(delays) * stride  # (L,) or (N, L)
+    v = z[idx] if z.ndim == 2 else z[:, idx]  # (..., L, C)
+    return v.reshape(*v.shape[:-2], -1)
 
 
 @lru_cache(maxsize=64)
@@ -136,10 +144,22 @@ def n_monomials(n_vars: int, degree: int) -> int:
     return sum(comb(n_vars + d - 1, d) for d in range(1, degree + 1))
 
 
+@lru_cache(maxsize=64)
+def _degree_of(n_vars: int, n_features: int) -> int:
+    """The degree whose :func:`_monomials` of ``n_vars`` variables make ``n_features`` features."""
+    degree = 1
+    while n_monomials(n_vars, degree) < n_features:
+        degree += 1
+    return degree
+
+
 def _ridge_path(
     x: np.ndarray, y: np.ndarray, alphas: tuple[float, ...]
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Ridge regressions with an unpenalised intercept, one per penalty, from one eigendecomposition.
+    """Ridge regressions with an unpenalised intercept, one per penalty, sharing one Gram matrix.
+
+    (A linear solve per penalty rather than one eigendecomposition: on small matrices LAPACK's
+    eigensolver is slower by orders of magnitude when its threads compete for busy cores.)
 
     Args:
         x: ``(N, F)`` features.
@@ -153,18 +173,23 @@ def _ridge_path(
     xs = x.std(axis=0)
     xs = np.where(xs > 0, xs, 1.0)
     xc = (x - xm) / xs  # (N, F)
-    evals, evecs = np.linalg.eigh(xc.T @ xc)  # (F,), (F, F)
-    proj = evecs.T @ (xc.T @ (y - ym))  # (F, C)
+    gram, rhs = xc.T @ xc, xc.T @ (y - ym)  # (F, F), (F, C)
+    eye = np.eye(x.shape[1])
     out = []
     for alpha in alphas:
-        w = evecs @ (proj / (np.clip(evals, 0.0, None) + alpha * x.shape[0] + 1e-12)[:, None]) / xs[:, None]
+        # the 1e-10 jitter keeps alpha = 0 solvable when features are collinear
+        w = np.linalg.solve(gram + (alpha * x.shape[0] + 1e-10) * eye, rhs) / xs[:, None]  # (F, C)
         out.append((w, ym - xm @ w))
     return out
 
 
 @dataclass
 class _IteratedDelayForecaster(_ContextForecaster):
-    """Iterated one-step forecaster on a delay embedding: ``z[t+1] = z[t] + g(delay vector at t)``."""
+    """Iterated one-step forecaster on a delay embedding: ``z[t+1] = z[t] + g(delay vector at t)``.
+
+    Subclasses fit ``g`` to one series (``_fit``, returning a tuple of arrays) and evaluate it for a
+    batch (``_step``); the rollout runs all series of a batch in lockstep.
+    """
 
     delays: int = 2
     stride: int = 1
@@ -180,26 +205,29 @@ class _IteratedDelayForecaster(_ContextForecaster):
         """Steps of history one delay vector covers."""
         return (self.delays - 1) * self.stride + 1
 
-    def _fit(self, z: np.ndarray) -> object:
+    def _fit(self, z: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Fit one standardised series ``z (T, C)``; returns the arrays ``_step`` needs."""
         raise NotImplementedError
 
-    def _step(self, state: object, history: np.ndarray, t: int) -> np.ndarray:
-        """Increment ``(C,)`` from the delay vector ending at index ``t`` of ``history``."""
+    def _step(self, state: tuple[np.ndarray, ...], history: np.ndarray, t: int) -> np.ndarray:
+        """Increments ``(B, C)`` from the delay vectors ending at index ``t`` of ``history (B, T', C)``;
+        ``state`` holds the ``_fit`` arrays stacked along a leading batch axis."""
         raise NotImplementedError
 
     def _forecast(self, z: np.ndarray, horizon: int) -> np.ndarray:
-        return self._rollout(z, self._fit(z), horizon)
+        states = [self._fit(series) for series in z]
+        return self._rollout(z, tuple(np.stack(parts) for parts in zip(*states, strict=True)), horizon)
 
-    def _rollout(self, z: np.ndarray, state: object, horizon: int) -> np.ndarray:
-        """Iterate the fitted one-step map from the end of ``z (T, C)``: ``(H, C)``."""
-        lo, hi = z.min(axis=0), z.max(axis=0)  # (C,)
+    def _rollout(self, z: np.ndarray, state: tuple[np.ndarray, ...], horizon: int) -> np.ndarray:
+        """Iterate the fitted one-step maps from the end of ``z (B, T, C)``: ``(B, H, C)``."""
+        lo, hi = z.min(axis=1), z.max(axis=1)  # (B, C)
         lo, hi = lo - (hi - lo), hi + (hi - lo)
-        t0 = z.shape[0]
-        history = np.concatenate([z, np.empty((horizon, z.shape[1]))])  # (T + H, C)
+        t0 = z.shape[1]
+        history = np.concatenate([z, np.empty((z.shape[0], horizon, z.shape[2]))], axis=1)  # (B, T + H, C)
         for t in range(t0 - 1, t0 - 1 + horizon):
-            nxt = history[t] + self._step(state, history, t)
-            history[t + 1] = np.clip(nxt, lo, hi) if self.clip else nxt
-        return history[t0:]
+            nxt = history[:, t] + self._step(state, history, t)  # (B, C)
+            history[:, t + 1] = np.clip(nxt, lo, hi) if self.clip else nxt
+        return history[:, t0:]
 
 
 @dataclass
@@ -228,31 +256,41 @@ class _RidgeDelayForecaster(_IteratedDelayForecaster):
             raise ValueError("validation must be >= 1 and max_feature_ratio > 0")
         self.min_context = self.span + 8 + (self.validation if len(self.ridges) > 1 else 0)
 
+    def _degree(self, n_steps: int, n_channels: int) -> int:
+        """The feature degree used for contexts of this size (the same for every series of a batch)."""
+        n_pairs = n_steps - self.span - (self.validation if len(self.ridges) > 1 else 0)
+        degree = self.degree
+        while degree > 1 and n_monomials(self.delays * n_channels, degree) > self.max_feature_ratio * n_pairs:
+            degree -= 1
+        return degree
+
     def _fit_path(
-        self, z: np.ndarray, degree: int, ridges: tuple[float, ...]
-    ) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        self, z: np.ndarray, ridges: tuple[float, ...], degree: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Weights ``(R, F, C)`` and intercepts ``(R, C)`` for each of ``R`` penalties, on ``z (T, C)``."""
         t = np.arange(self.span - 1, z.shape[0] - 1)  # (N,) times with a full delay vector and a successor
         x = _monomials(_delay_vector(z, t, self.delays, self.stride), degree)  # (N, F)
-        return [(w, b, degree) for w, b in _ridge_path(x, z[t + 1] - z[t], ridges)]  # increments as targets
+        path = _ridge_path(x, z[t + 1] - z[t], ridges)  # increments (N, C) as targets
+        return np.stack([w for w, _ in path]), np.stack([b for _, b in path])
 
-    def _fit(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        n_pairs = z.shape[0] - self.span - (self.validation if len(self.ridges) > 1 else 0)
-        degree = self.degree
-        while degree > 1 and n_monomials(self.delays * z.shape[1], degree) > self.max_feature_ratio * n_pairs:
-            degree -= 1
+    def _fit(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        degree = self._degree(*z.shape)
         ridge = self.ridges[0]
         if len(self.ridges) > 1:
-            head, tail = z[: -self.validation], z[-self.validation :]
-            errors = [
-                float(((self._rollout(head, state, self.validation) - tail) ** 2).mean())
-                for state in self._fit_path(head, degree, self.ridges)
-            ]
-            ridge = self.ridges[int(np.nanargmin(errors))]
-        return self._fit_path(z, degree, (ridge,))[0]
+            head, tail = z[: -self.validation], z[-self.validation :]  # (T - V, C), (V, C)
+            starts = np.broadcast_to(head, (len(self.ridges), *head.shape))  # one rollout per penalty
+            forecasts = self._rollout(
+                starts, self._fit_path(head, self.ridges, degree), self.validation
+            )  # (R, V, C)
+            ridge = self.ridges[int(np.nanargmin(((forecasts - tail) ** 2).mean(axis=(1, 2))))]
+        w, b = self._fit_path(z, (ridge,), degree)
+        return w[0], b[0]
 
-    def _step(self, state: tuple[np.ndarray, np.ndarray, int], history: np.ndarray, t: int) -> np.ndarray:
-        w, b, degree = state
-        return _monomials(_delay_vector(history, t, self.delays, self.stride), degree) @ w + b
+    def _step(self, state: tuple[np.ndarray, np.ndarray], history: np.ndarray, t: int) -> np.ndarray:
+        w, b = state  # (B, F, C), (B, C)
+        v = _delay_vector(history, t, self.delays, self.stride)  # (B, L*C)
+        x = _monomials(v, _degree_of(v.shape[1], w.shape[1]))  # (B, F)
+        return np.einsum("bf,bfc->bc", x, w) + b
 
 
 @dataclass
@@ -314,12 +352,15 @@ class AnalogueForecaster(_IteratedDelayForecaster):
         return _delay_vector(z, t, self.delays, self.stride), z[t + 1] - z[t]  # (N, L*C), (N, C)
 
     def _step(self, state: tuple[np.ndarray, np.ndarray], history: np.ndarray, t: int) -> np.ndarray:
-        library, increments = state
-        q = _delay_vector(history, t, self.delays, self.stride)  # (L*C,)
-        d = np.sqrt(((library - q) ** 2).sum(axis=1))  # (N,)
-        nn = np.argpartition(d, self.k - 1)[: self.k] if self.k < d.size else np.arange(d.size)
-        w = np.exp(-d[nn] / max(d[nn].min(), 1e-12))  # (k,)
-        return (w[:, None] * increments[nn]).sum(axis=0) / w.sum()
+        library, increments = state  # (B, N, L*C), (B, N, C)
+        q = _delay_vector(history, t, self.delays, self.stride)  # (B, L*C)
+        d = np.sqrt(((library - q[:, None]) ** 2).sum(axis=2))  # (B, N)
+        k = min(self.k, d.shape[1])
+        nn = np.argpartition(d, k - 1, axis=1)[:, :k]  # (B, k)
+        dn = np.take_along_axis(d, nn, axis=1)  # (B, k)
+        w = np.exp(-dn / np.maximum(dn.min(axis=1, keepdims=True), 1e-12))  # (B, k)
+        inc = np.take_along_axis(increments, nn[:, :, None], axis=1)  # (B, k, C)
+        return (w[:, :, None] * inc).sum(axis=1) / w.sum(axis=1, keepdims=True)
 
 
 BASELINES: dict[str, type[_ContextForecaster]] = {

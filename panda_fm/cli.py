@@ -222,6 +222,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds window positions and noise")
     p.add_argument("--max-systems", type=int, default=None, help="evaluate only the first N test systems")
     p.add_argument("--batch-size", type=int, default=32, help="windows per predict call")
+    p.add_argument("--device", default="cpu", help="where checkpoints run: cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--founders-cache",
         default=None,
@@ -240,7 +241,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from panda_fm.baselines import make_baselines
-    from panda_fm.evaluate import EvalConfig, PipelineForecaster, evaluate
+    from panda_fm.evaluate import EvalConfig, checkpoint_forecasters, evaluate
     from panda_fm.plotting import plot_report
     from panda_fm.report import write_report
     from panda_fm.systems.store import open_dataset
@@ -256,7 +257,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_systems=args.max_systems,
     )
-    methods = [PipelineForecaster(path) for path in args.checkpoint]
+    methods = checkpoint_forecasters(args.checkpoint, device=args.device)
     if args.baselines != ["none"]:
         methods += make_baselines("all" if args.baselines == ["all"] else args.baselines)
     if not methods:

@@ -362,13 +362,22 @@ def evaluate(methods: Sequence[Forecaster], dataset: Dataset, config: EvalConfig
 
 
 class PipelineForecaster:
-    """A checkpoint directory as a :class:`~panda_fm.baselines.Forecaster`, loaded on first use."""
+    """A checkpoint directory as a :class:`~panda_fm.baselines.Forecaster`, loaded on first use.
 
-    def __init__(self, path: str | Path, name: str | None = None):
+    Its wall time in a report therefore includes loading the checkpoint once.
+
+    Args:
+        path: checkpoint directory (anything :meth:`PandaPipeline.from_pretrained` reads locally).
+        name: the method's name in reports; defaults to the directory's name.
+        device: where the model runs ("cpu", "cuda", ...).
+    """
+
+    def __init__(self, path: str | Path, name: str | None = None, device: str = "cpu"):
         self.path = Path(path)
         if not self.path.is_dir():
             raise FileNotFoundError(f"checkpoint {self.path} is not a directory; pass a saved checkpoint dir")
         self.name = name or self.path.name
+        self.device = device
         self._pipe: Any = None
 
     def predict(self, context: np.ndarray, prediction_length: int) -> np.ndarray:
@@ -376,5 +385,18 @@ class PipelineForecaster:
         if self._pipe is None:
             from panda_fm import PandaPipeline  # imported here: torch loads only when a checkpoint is used
 
-            self._pipe = PandaPipeline.from_pretrained(self.path)
+            self._pipe = PandaPipeline.from_pretrained(self.path, device=self.device)
         return np.asarray(self._pipe.predict(np.asarray(context, dtype=np.float32), prediction_length))
+
+
+def checkpoint_forecasters(paths: Sequence[str | Path], device: str = "cpu") -> list[PipelineForecaster]:
+    """One forecaster per checkpoint directory, named by the directory, or by its last two path parts
+    where two directories share a name (``run1/final``, ``run2/final``)."""
+    resolved = [Path(p) for p in paths]
+    short = [p.name for p in resolved]
+    return [
+        PipelineForecaster(
+            p, name=n if short.count(n) == 1 else "/".join(p.resolve().parts[-2:]), device=device
+        )
+        for p, n in zip(resolved, short, strict=True)
+    ]

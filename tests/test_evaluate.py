@@ -11,7 +11,7 @@ import pytest
 
 from panda_fm.baselines import MeanForecaster, NaiveForecaster, make_baselines
 from panda_fm.cli import main
-from panda_fm.evaluate import EvalConfig, PipelineForecaster, draw_windows, evaluate
+from panda_fm.evaluate import EvalConfig, PipelineForecaster, checkpoint_forecasters, draw_windows, evaluate
 from panda_fm.systems.store import DatasetWriter, open_dataset
 from panda_fm.testsets import FounderTestsetConfig, founders_testset
 
@@ -152,6 +152,15 @@ def test_bad_settings_raise_clear_errors(dataset_dir: Path) -> None:
         draw_windows(open_dataset(dataset_dir), EvalConfig(context_length=512, horizons=(512,)))
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         PipelineForecaster(dataset_dir / "nope")
+    (dataset_dir.parent / "a" / "final").mkdir(parents=True)
+    (dataset_dir.parent / "b" / "final").mkdir(parents=True)
+    names = [
+        f.name
+        for f in checkpoint_forecasters(
+            [dataset_dir.parent / "a" / "final", dataset_dir.parent / "b" / "final"]
+        )
+    ]
+    assert names == ["a/final", "b/final"]
 
 
 def test_cli_writes_report_and_plots(dataset_dir: Path, tmp_path: Path) -> None:
