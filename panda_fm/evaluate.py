@@ -130,57 +130,74 @@ def _system_seed(seed: int, system: str, *extra: int) -> list[int]:
     return [seed, zlib.crc32(system.encode()), *extra]
 
 
-def draw_windows(dataset: Dataset, config: EvalConfig) -> list[Window]:
-    """Draw the evaluation windows of every system of ``config.split``, deterministically.
+def system_windows(dataset: Dataset, system: str, config: EvalConfig) -> list[Window]:
+    """Draw the evaluation windows of one system, deterministically (empty if it is too short).
 
     Args:
         dataset: an opened dataset.
+        system: a system id of ``dataset``.
         config: benchmark settings.
 
     Returns:
-        Windows grouped by system in manifest order; systems too short for one window are skipped.
+        Windows sorted by trajectory and start.
     """
+    ctx = config.context_length
+    traj = dataset.load(system)  # (K, T, D)
+    n_ic, n_t, _ = traj.shape
+    after = config.forecast_length if n_t >= ctx + config.forecast_length else max(config.horizons)
+    n_starts = n_t - after - ctx + 1
+    if n_starts < 1:
+        return []
+    rng = np.random.default_rng(_system_seed(config.seed, system))
+    n = min(config.windows_per_system, n_ic * n_starts)
+    windows = []
+    for flat in sorted(rng.choice(n_ic * n_starts, size=n, replace=False)):
+        k, t0 = divmod(int(flat), n_starts)
+        t0 += ctx
+        windows.append(
+            Window(
+                system=system,
+                ic=k,
+                start=t0,
+                context=np.array(traj[k, t0 - ctx : t0], dtype=np.float64),
+                truth=np.array(traj[k, t0 : t0 + after], dtype=np.float64),
+            )
+        )
+    return windows
+
+
+def _test_ids(dataset: Dataset, config: EvalConfig) -> list[str]:
     ids = dataset.ids(config.split)
     if not ids:
         raise ValueError(f"{dataset.root} has no {config.split!r} systems; pass a dataset with a test split")
-    ids = ids[: config.max_systems]
-    ctx, h_max = config.context_length, max(config.horizons)
+    return ids[: config.max_systems]
+
+
+def _no_windows(dataset: Dataset, config: EvalConfig) -> ValueError:
+    return ValueError(
+        f"no system in {dataset.root} is long enough for context {config.context_length} + horizon "
+        f"{max(config.horizons)}; pass a shorter --context-length or --horizons"
+    )
+
+
+def draw_windows(dataset: Dataset, config: EvalConfig) -> list[Window]:
+    """The windows of every system of ``config.split`` (see :func:`system_windows`), in manifest order.
+
+    Systems too short for one window are skipped with a warning.
+    """
     windows: list[Window] = []
     skipped = []
-    for sid in ids:
-        traj = dataset.load(sid)  # (K, T, D)
-        n_ic, n_t, _ = traj.shape
-        after = config.forecast_length if n_t >= ctx + config.forecast_length else h_max
-        n_starts = n_t - after - ctx + 1
-        if n_starts < 1:
+    for sid in _test_ids(dataset, config):
+        mine = system_windows(dataset, sid, config)
+        windows += mine
+        if not mine:
             skipped.append(sid)
-            continue
-        rng = np.random.default_rng(_system_seed(config.seed, sid))
-        n = min(config.windows_per_system, n_ic * n_starts)
-        for flat in sorted(rng.choice(n_ic * n_starts, size=n, replace=False)):
-            k, t0 = divmod(int(flat), n_starts)
-            t0 += ctx
-            windows.append(
-                Window(
-                    system=sid,
-                    ic=k,
-                    start=t0,
-                    context=np.array(traj[k, t0 - ctx : t0], dtype=np.float64),
-                    truth=np.array(traj[k, t0 : t0 + after], dtype=np.float64),
-                )
-            )
     if skipped:
         logger.warning(
-            "skipped %d systems shorter than context + max horizon (%d steps): %s",
-            len(skipped),
-            ctx + h_max,
-            ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""),
+            "skipped %d systems too short for one window: %s", len(skipped), ", ".join(skipped[:5])
         )
     if not windows:
-        raise ValueError(
-            f"no system in {dataset.root} is long enough for context {ctx} + horizon {h_max}; "
-            "pass a shorter --context-length or --horizons"
-        )
+        raise _no_windows(dataset, config)
     return windows
 
 
@@ -271,19 +288,23 @@ def evaluate(methods: Sequence[Forecaster], dataset: Dataset, config: EvalConfig
     names = [m.name for m in methods]
     if not methods or len(set(names)) != len(names):
         raise ValueError(f"methods must be non-empty with distinct names, got {names}")
-    windows = draw_windows(dataset, config)
-    by_system: dict[str, list[Window]] = defaultdict(list)
-    for w in windows:
-        by_system[w.system].append(w)
-    sample_systems = list(by_system)[: config.n_samples]
-    logger.info("evaluating %s on %d windows of %d systems", ", ".join(names), len(windows), len(by_system))
+    ids = _test_ids(dataset, config)
+    logger.info("evaluating %s on %d systems", ", ".join(names), len(ids))
+    h_max = max(config.horizons)
+    curve_at = np.unique(np.geomspace(1, h_max, 64).round().astype(int)) - 1  # steps of the sMAPE curve
 
     per_window: list[dict[str, Any]] = []
     wall = {(s, m): 0.0 for s in config.noise for m in names}
     nonfinite = {(s, m): 0 for s in config.noise for m in names}
-    curves: dict[tuple[float, str], list[np.ndarray]] = defaultdict(list)  # per-step sMAPE, (max(horizons),)
+    curves: dict[tuple[float, str], list[np.ndarray]] = defaultdict(list)  # per-step sMAPE, (len(curve_at),)
     samples: list[dict[str, Any]] = []
-    for sid, wins in tqdm(by_system.items(), desc="evaluating systems"):
+    systems = []
+    for sid in tqdm(ids, desc="evaluating systems"):
+        wins = system_windows(dataset, sid, config)  # one system's windows in memory at a time
+        if not wins:
+            logger.warning("skipping %s: too short for one window", sid)
+            continue
+        systems.append(sid)
         for level, sigma in enumerate(config.noise):
             for lo in range(0, len(wins), config.batch_size):
                 batch = wins[lo : lo + config.batch_size]
@@ -295,8 +316,10 @@ def evaluate(methods: Sequence[Forecaster], dataset: Dataset, config: EvalConfig
                     wall[sigma, method.name] += time.perf_counter() - t
                     nonfinite[sigma, method.name] += bad
                     for i, w in enumerate(batch):
-                        y, f = _standardise(w.context, w.truth[: max(config.horizons)], forecast[i])
-                        curves[sigma, method.name].append(metrics.smape_curve(y, f))
+                        y, f = _standardise(w.context, w.truth[:h_max], forecast[i])  # (H, C) each
+                        curves[sigma, method.name].append(
+                            metrics.smape_curve(y, f)[curve_at].astype(np.float32)
+                        )
                         per_window.append(
                             {
                                 "system": sid,
@@ -307,7 +330,7 @@ def evaluate(methods: Sequence[Forecaster], dataset: Dataset, config: EvalConfig
                                 "metrics": score_window(w.context, w.truth, forecast[i], config),
                             }
                         )
-                    if lo == 0 and sid in sample_systems:
+                    if lo == 0 and len(systems) <= config.n_samples:
                         samples.append(
                             {
                                 "system": sid,
@@ -318,24 +341,33 @@ def evaluate(methods: Sequence[Forecaster], dataset: Dataset, config: EvalConfig
                                 "forecast": forecast[0],
                             }
                         )
+    if not per_window:
+        raise _no_windows(dataset, config)
 
     metric_names = list(per_window[0]["metrics"])
+    groups: dict[tuple[float, str], dict[str, list[dict[str, float]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for r in per_window:
+        groups[r["noise"], r["method"]][r["system"]].append(r["metrics"])
     summary: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     per_system: list[dict[str, Any]] = []
     for sigma in config.noise:
         summary[str(sigma)] = {}
         for name in names:
-            rows = [r for r in per_window if r["noise"] == sigma and r["method"] == name]
-            summary[str(sigma)][name] = {k: _summary([r["metrics"][k] for r in rows]) for k in metric_names}
-            for sid in by_system:
-                mine = [r["metrics"] for r in rows if r["system"] == sid]
+            by_sys = groups[sigma, name]
+            rows = [m for sid in systems for m in by_sys[sid]]
+            summary[str(sigma)][name] = {k: _summary([m[k] for m in rows]) for k in metric_names}
+            for sid in systems:
                 per_system.append(
                     {
                         "system": sid,
                         "noise": sigma,
                         "method": name,
-                        "windows": len(mine),
-                        "metrics": {k: float(np.nanmedian([m[k] for m in mine])) for k in metric_names},
+                        "windows": len(by_sys[sid]),
+                        "metrics": {
+                            k: float(np.nanmedian([m[k] for m in by_sys[sid]])) for k in metric_names
+                        },
                     }
                 )
     report = {
@@ -343,13 +375,14 @@ def evaluate(methods: Sequence[Forecaster], dataset: Dataset, config: EvalConfig
         "dataset": {
             "root": str(dataset.root),
             "manifest_sha256": dataset.manifest_hash,
-            "systems": len(by_system),
-            "windows": len(windows),
+            "systems": len(systems),
+            "windows": len(per_window) // (len(names) * len(config.noise)),
         },
         "methods": names,
         "metrics": metric_names,
         "summary": summary,
         "wall_time_s": {str(s): {m: wall[s, m] for m in names} for s in config.noise},
+        "smape_curve_steps": (curve_at + 1).tolist(),
         "smape_curve": {
             str(s): {m: np.median(curves[s, m], axis=0).round(3).tolist() for m in names}
             for s in config.noise

@@ -27,12 +27,12 @@ def _colours(methods: list[str]) -> dict[str, Any]:
 
 def plot_error_vs_horizon(report: dict[str, Any], path: str | Path) -> Path:
     """Median per-step sMAPE over windows against the forecast step, one panel per noise level."""
-    curves = report["smape_curve"]
+    curves, steps = report["smape_curve"], report["smape_curve_steps"]
     colours = _colours(report["methods"])
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), sharey=True, squeeze=False)
     for ax, (sigma, methods) in zip(axes[0], curves.items(), strict=True):
         for name, curve in methods.items():
-            ax.plot(np.arange(1, len(curve) + 1), curve, color=colours[name], label=name, lw=1.5)
+            ax.plot(steps, curve, color=colours[name], label=name, lw=1.5)
         ax.set_title(f"noise {float(sigma):g} (median over {report['dataset']['windows']} windows)")
         ax.set_xlabel("forecast step")
         ax.set_xscale("log")
