@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REFERENCE_FIXTURE, tiny_config
 from safetensors.torch import load_file, save_file
 
 from panda_fm import PandaModel, PandaPipeline
 from panda_fm.cli import main
 from panda_fm.hub import reconstruct_poly_indices
+from tests.conftest import REFERENCE_FIXTURE, tiny_config
 
 TINY_REF = REFERENCE_FIXTURE / "tiny"
 pytestmark = pytest.mark.skipif(not TINY_REF.exists(), reason="shared/ reference fixture not present")
