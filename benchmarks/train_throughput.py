@@ -78,7 +78,9 @@ def measure(
     model = PandaModel(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     spec = WindowSpec(config.context_length, config.prediction_length, num_channels=3)
-    stream = WindowStream(WindowSampler(data, ["s0", "s1", "s2", "s3"], spec, AugmentConfig(rate=0.2)), batch_size, 0)
+    stream = WindowStream(
+        WindowSampler(data, ["s0", "s1", "s2", "s3"], spec, AugmentConfig(rate=0.2)), batch_size, 0
+    )
     flops = step_flops(model, stream.batch(0))
 
     def step(i: int) -> None:
