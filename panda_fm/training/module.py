@@ -92,8 +92,9 @@ class PandaLightningModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.cfg
-        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
-        no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]
+        # Weight decay on matrices only, not on biases and norm gains.
+        decay = [p for p in self.model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg.lr,
@@ -125,19 +126,19 @@ class PandaLightningModule(L.LightningModule):
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        if not grads or self._any_rank(not bool(torch.isfinite(grad_norm))):
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)  # after DDP's all-reduce
+        if self._any_rank(not bool(torch.isfinite(grad_norm))):
             optimizer.zero_grad(set_to_none=True)
             return self._skip("gradient norm")
+        lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         self.lr_schedulers().step()
         self.nonfinite_in_row = 0
         windows = context.shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=windows)
         self.log("train/grad_norm", grad_norm.detach(), batch_size=windows)
-        self.log("train/lr", optimizer.param_groups[0]["lr"], batch_size=windows)
+        self.log("train/lr", lr, batch_size=windows)
         self.log("train/nonfinite_total", float(self.nonfinite_total), batch_size=windows)
         return loss.detach()
 
