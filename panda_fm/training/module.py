@@ -100,11 +100,29 @@ class PandaLightningModule(L.LightningModule):
             lr=cfg.lr,
             betas=(cfg.beta1, cfg.beta2),
         )
-        warmup = int(cfg.warmup_fraction * cfg.max_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, WarmupCosine(warmup, cfg.max_steps, cfg.min_lr_ratio)
-        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def schedule(self) -> WarmupCosine:
+        """The learning-rate multiplier for the configured ``max_steps``."""
+        cfg = self.cfg
+        return WarmupCosine(int(cfg.warmup_fraction * cfg.max_steps), cfg.max_steps, cfg.min_lr_ratio)
+
+    def _sync_schedule(self) -> None:
+        """Make the schedule follow this run's ``lr`` and ``max_steps``.
+
+        A resumed scheduler carries the peak lr and the multiplier's settings of the run that saved it;
+        a resumed run that raises ``max_steps`` (or lowers ``lr``) means the new values, from the restored
+        step on. Without a change this is a no-op.
+        """
+        scheduler = self.lr_schedulers()
+        fn = self.schedule()
+        groups = scheduler.optimizer.param_groups
+        scheduler.lr_lambdas = [fn] * len(groups)
+        scheduler.base_lrs = [self.cfg.lr] * len(groups)
+        for group in groups:
+            group["lr"] = self.cfg.lr * fn(scheduler.last_epoch)
+            group["initial_lr"] = self.cfg.lr
 
     def _any_rank(self, flag: bool) -> bool:
         """True when ``flag`` is True on any rank (every rank gets the same answer)."""
@@ -187,6 +205,7 @@ class PandaLightningModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._started = time.perf_counter()
+        self._sync_schedule()
 
     @property
     def wall_time(self) -> float:
