@@ -38,3 +38,16 @@ def test_warmup_cosine_schedule():
     assert f(10) == pytest.approx(1.0)
     assert f(55) == pytest.approx(0.55)
     assert f(100) == pytest.approx(0.1) and f(1000) == pytest.approx(0.1)
+
+
+def test_datamodule_remembers_its_dataset(tiny_dataset: Path, caplog: pytest.LogCaptureFixture):
+    from panda_fm.training.config import DataConfig
+    from panda_fm.training.datamodule import PandaDataModule
+
+    dm = PandaDataModule(DataConfig(path=str(tiny_dataset), val_windows=4), 64, 16)
+    dm.setup("fit")
+    assert dm.val_names == ["heldout", "test"]
+    dm.load_state_dict(dm.state_dict())
+    assert "different dataset" not in caplog.text
+    dm.load_state_dict({"manifest_hash": "0" * 64})
+    assert "different dataset" in caplog.text
