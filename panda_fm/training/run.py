@@ -198,6 +198,9 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> PretrainResult:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
     torch.set_float32_matmul_precision(tc.float32_matmul_precision)
+    if tc.torch_threads is not None:
+        torch.set_num_threads(tc.torch_threads)
+        os.environ["OMP_NUM_THREADS"] = str(tc.torch_threads)  # for launched ranks; Lightning keeps it
     quiet_lightning()
 
     module = PandaLightningModule(config.model, tc, debug_dir=out / "debug")
