@@ -267,10 +267,11 @@ def export_info(
     return {
         "name": config.name,
         "training_data": (
-            f"{len(datamodule.train_ids)} training systems of dataset `{dataset['path']}` "
-            f"(manifest sha256 `{dataset['manifest_hash']}`); {len(datamodule.heldout_ids)} further training-split "
-            f"systems held out and {len(datamodule.test_ids)} test-split systems used for validation only."
+            f"{len(datamodule.train_ids)} training systems of dataset `{Path(dataset['path']).name}` "
+            f"(manifest sha256 `{dataset['manifest_hash']}`); held out for validation only: "
+            f"{len(datamodule.heldout_ids)} training-split and {len(datamodule.test_ids)} test-split systems."
         ),
+        "dataset_path": str(dataset["path"]),
         "training": training,
         "results": f"Final validation MSE (standardised units, {dc.val_windows} fixed windows per set): {results}"
         if metrics
