@@ -1,6 +1,8 @@
 """Training throughput on this machine: windows/s for small-cpu and the 21M config, and the 21M config's
 achieved fraction of the fp32 matmul rate, all measured in one run.
 
+small-cpu runs in its config's CPU layout (trainer.devices processes of trainer.torch_threads threads, as
+its DDP run would, less the gradient all-reduce); the 21M config runs in one process of --threads threads.
 A training step here is exactly the pretraining step (panda_fm.training.module.standardised_mse, backward,
 gradient clipping, AdamW), fed by the real window stream (WindowSampler with augmentations) over a
 temporary dataset of smooth synthetic trajectories. Model FLOPs of one step (forward + backward) are
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing as mp
 import tempfile
 import time
 from pathlib import Path
@@ -78,7 +81,9 @@ def measure(
     model = PandaModel(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     spec = WindowSpec(config.context_length, config.prediction_length, num_channels=3)
-    stream = WindowStream(WindowSampler(data, ["s0", "s1", "s2", "s3"], spec, AugmentConfig(rate=0.2)), batch_size, 0)
+    stream = WindowStream(
+        WindowSampler(data, ["s0", "s1", "s2", "s3"], spec, AugmentConfig(rate=0.2)), batch_size, 0
+    )
     flops = step_flops(model, stream.batch(0))
 
     def step(i: int) -> None:
@@ -107,28 +112,68 @@ def measure(
     return result
 
 
+def _measure_worker(args: tuple[str, PandaConfig, Path, int, int, int]) -> dict[str, float]:
+    name, config, data, batch_size, steps, threads = args
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return measure(name, config, data, batch_size, steps)
+
+
+def measure_processes(
+    name: str, config: PandaConfig, data: Path, batch_size: int, steps: int, processes: int, threads: int
+) -> dict[str, float]:
+    """Like :func:`measure` in ``processes`` concurrent processes (the layout of a CPU DDP run, without
+    its gradient all-reduce); windows/s and FLOP/s are summed over the processes."""
+    if processes == 1:
+        torch.set_num_threads(threads)
+        return measure(name, config, data, batch_size, steps)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(processes) as pool:
+        results = pool.map(
+            _measure_worker,
+            [(f"{name}[{i}]", config, data, batch_size, steps, threads) for i in range(processes)],
+        )
+    total = dict(results[0])
+    for key in ("windows_per_s", "achieved_gflops"):
+        total[key] = sum(r[key] for r in results)
+    total["step_s"] = max(r["step_s"] for r in results)
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4, help="timed steps per config")
     parser.add_argument("--batch-21m", type=int, default=16, help="windows per step for the 21M config")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for the 21M run and the matmul (default: torch's)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     small = load_config(REPO / "train" / "configs" / "small-cpu.yaml")
+    small_procs = small.trainer.devices if small.trainer.accelerator == "cpu" else 1
+    small_threads = small.trainer.torch_threads or max(1, threads // small_procs)
     with tempfile.TemporaryDirectory() as tmp:
         data = synthetic_dataset(Path(tmp) / "data")
+        small_r = measure_processes(
+            "small-cpu", small.model, data, small.data.batch_size, args.steps, small_procs, small_threads
+        )
+        torch.set_num_threads(threads)
         peak_before = matmul_rate()
-        small_r = measure("small-cpu", small.model, data, small.data.batch_size, args.steps)
         base_r = measure("21M", PandaConfig(), data, args.batch_21m, args.steps)
         peak = max(peak_before, matmul_rate())
-    print(f"torch threads: {torch.get_num_threads()}")
-    print(f"fp32 matmul rate (2048^3): {peak / 1e9:.1f} GFLOP/s")
+    print(
+        f"small-cpu layout: {small_procs} process(es) x {small_threads} thread(s); 21M: 1 process x {threads}"
+    )
+    print(f"fp32 matmul rate (2048^3, {threads} threads): {peak / 1e9:.1f} GFLOP/s")
     for name, r in (("small-cpu", small_r), ("21m", base_r)):
         print(
-            f"{name}: {r['params'] / 1e6:.2f}M params, batch {r['batch']}, {r['step_s']:.3f} s/step, "
+            f"{name}: {r['params'] / 1e6:.2f}M params, batch {r['batch']} per process, {r['step_s']:.3f} s/step, "
             f"{r['gflop_per_window']:.2f} GFLOP/window (fwd+bwd), {r['achieved_gflops']:.1f} GFLOP/s"
         )
         print(f"train_windows_per_s_{name.replace('-', '_')}: {r['windows_per_s']:.2f}")

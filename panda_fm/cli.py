@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="panda-fm", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_forecast, _add_convert, _add_generate, _add_merge, _add_evaluate, _add_pretrain):
+    for add in (_add_demo, _add_forecast, _add_convert, _add_generate, _add_merge, _add_evaluate, _add_pretrain):
         add(sub)
     return parser
 
@@ -28,6 +28,30 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         logging.getLogger("panda_fm").error("%s", err)
         return 2
+
+
+# --- demo ----------------------------------------------------------------------------------------
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="zero-shot forecast of a held-out chaotic system, against baselines")
+    p.add_argument("--checkpoint", default="checkpoints/panda-fm-small", help="checkpoint directory")
+    p.add_argument("--system", default="Rossler", help="a dysts flow, e.g. one of the held-out founders")
+    p.add_argument("--horizon", type=int, default=256)
+    p.add_argument("--out", default="demo", help="directory for the cached trajectory and the PNG")
+    p.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from panda_fm.demo import run_demo
+
+    result = run_demo(args.checkpoint, args.out, system=args.system, horizon=args.horizon)
+    log = logging.getLogger("panda_fm")
+    log.info("%s, %d steps ahead, errors in units of the context's std:", result.system, result.horizon)
+    for name, score in result.scores.items():
+        log.info("  %-10s sMAPE %6.2f   MAE %6.3f", name, score["smape"], score["mae"])
+    log.info("plot: %s", result.plot)
+    return 0
 
 
 # --- forecast / convert ---------------------------------------------------------------------------

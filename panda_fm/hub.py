@@ -6,6 +6,7 @@ No pickle is read or written anywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,29 +32,9 @@ TRAINING_INFO_NAME = "training_info.json"
 HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 REFERENCE_DEFAULT_SEED = 99  # the reference's training seed when no training_info.json says otherwise
 
-# Reference config keys copied one to one into PandaConfig.
-_REFERENCE_KEYS = (
-    "context_length",
-    "prediction_length",
-    "patch_length",
-    "patch_stride",
-    "d_model",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "ffn_dim",
-    "use_dynamics_embedding",
-    "num_poly_feats",
-    "poly_degrees",
-    "num_rff",
-    "rff_scale",
-    "rope_percent",
-    "max_wavelength",
-    "channel_attention",
-    "pooling_type",
-    "norm_eps",
-    "bias",
-    "init_std",
-)
+# PandaConfig fields that the reference format lacks; every other field is a reference key of the same name.
+_PANDA_ONLY_KEYS = frozenset({"scaling_eps", "incontext", "analogue_delays", "analogue_lag", "analogue_sharpness"})
+_REFERENCE_KEYS = tuple(f.name for f in dataclasses.fields(PandaConfig) if f.name not in _PANDA_ONLY_KEYS)
 # Reference settings the mapping does not support: key -> (supported value, what it would need).
 _REFERENCE_REQUIRED = {
     "distribution_output": (None, "a distribution head"),

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_CHECKPOINT
 
 from panda_fm import PandaPipeline
 from panda_fm.cli import main
 from panda_fm.io import read_series
+from tests.conftest import TINY_CHECKPOINT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,3 +74,13 @@ def test_console_entry_point_reports_errors_without_traceback(tmp_path):
     assert out.returncode == 2
     assert "all NaN" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "y.npy").exists()
+
+
+def test_demo_forecasts_a_held_out_system_and_writes_a_plot(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="panda_fm"):
+        rc = main(["demo", "--checkpoint", str(TINY_CHECKPOINT), "--out", str(tmp_path), "--horizon", "100"])
+    assert rc == 0
+    assert "panda_fm" in caplog.text and "analogue" in caplog.text and "sMAPE" in caplog.text
+    assert (tmp_path / "forecast_Rossler.png").stat().st_size > 10_000

@@ -1,8 +1,8 @@
 import pytest
 import torch
-from conftest import random_model, tiny_config
 
 from panda_fm import PandaModel
+from tests.conftest import random_model, tiny_config
 
 
 @pytest.mark.parametrize("channels", [1, 3, 7, 32, 64])

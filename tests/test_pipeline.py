@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, TINY_CHECKPOINT, random_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from panda_fm import PandaPipeline
+from tests.conftest import FIXTURES, TINY_CHECKPOINT, random_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

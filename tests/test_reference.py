@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REFERENCE_FIXTURE, tiny_config
 from safetensors.torch import load_file, save_file
 
 from panda_fm import PandaModel, PandaPipeline
 from panda_fm.cli import main
-from panda_fm.hub import reconstruct_poly_indices
+from panda_fm.hub import _PANDA_ONLY_KEYS, reconstruct_poly_indices
+from tests.conftest import REFERENCE_FIXTURE, tiny_config
 
 TINY_REF = REFERENCE_FIXTURE / "tiny"
 pytestmark = pytest.mark.skipif(not TINY_REF.exists(), reason="shared/ reference fixture not present")
@@ -109,7 +109,7 @@ def write_reference_checkpoint(model: PandaModel, directory: Path) -> None:
     cfg = model.config
     directory.mkdir(parents=True)
     reference = json.loads((TINY_REF / "config.json").read_text())
-    reference.update({k: v for k, v in cfg.to_dict().items() if k != "scaling_eps"})
+    reference.update({k: v for k, v in cfg.to_dict().items() if k not in _PANDA_ONLY_KEYS})
     (directory / "config.json").write_text(json.dumps(reference))
     state = {}
     for key, value in model.state_dict().items():

@@ -62,6 +62,9 @@ class TrainerConfig:
     num_nodes: int = 1  # nodes; the launcher (srun, torchrun) must start devices * num_nodes processes
     strategy: str = "auto"  # Lightning strategy; "auto" means DDP when more than one process
     precision: str = "32-true"  # Lightning precision, e.g. "bf16-mixed" on GPUs
+    torch_threads: int | None = (
+        None  # intra-op threads per process; None: torch's (DDP on CPU: cores / processes)
+    )
     float32_matmul_precision: str = "highest"  # torch matmul precision ("high" allows TF32 on GPUs)
     max_steps: int = 1000  # optimizer steps (or --max-steps); skipped non-finite steps do not count
     lr: float = 1e-3  # peak AdamW learning rate
@@ -95,6 +98,8 @@ class TrainerConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"trainer.torch_threads must be >= 1 or null, got {self.torch_threads}")
         if self.lr <= 0:
             raise ValueError(f"trainer.lr must be positive, got {self.lr}")
         if self.weight_decay < 0:

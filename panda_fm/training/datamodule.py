@@ -154,6 +154,20 @@ class PandaDataModule(L.LightningDataModule):
             len(test_ids),
         )
 
+    def state_dict(self) -> dict[str, object]:
+        """Saved in Lightning checkpoints: which dataset the stream was drawn from."""
+        return {"manifest_hash": getattr(self, "manifest_hash", None)}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        saved, current = state.get("manifest_hash"), getattr(self, "manifest_hash", None)
+        if saved and current and saved != current:
+            logger.warning(
+                "resuming on a different dataset (manifest %s..., the checkpoint's was %s...): the window "
+                "stream does not continue the original one",
+                str(current)[:12],
+                str(saved)[:12],
+            )
+
     def train_stream(self) -> WindowStream:
         assert self.sampler is not None, "call setup() first"
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
@@ -174,6 +188,13 @@ class PandaDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> list[DataLoader]:
+        world = self.trainer.world_size if self.trainer else 1
+        if world > 1 and self.config.val_windows % world:
+            logger.warning(
+                "data.val_windows (%d) is not a multiple of the %d ranks: some validation windows count twice",
+                self.config.val_windows,
+                world,
+            )
         return [
             DataLoader(self._val[name], batch_size=self.config.val_batch_size, shuffle=False)
             for name in self.val_names

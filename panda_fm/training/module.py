@@ -92,18 +92,37 @@ class PandaLightningModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.cfg
-        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
-        no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]
+        # Weight decay on matrices only, not on biases and norm gains.
+        decay = [p for p in self.model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg.lr,
             betas=(cfg.beta1, cfg.beta2),
         )
-        warmup = int(cfg.warmup_fraction * cfg.max_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, WarmupCosine(warmup, cfg.max_steps, cfg.min_lr_ratio)
-        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def schedule(self) -> WarmupCosine:
+        """The learning-rate multiplier for the configured ``max_steps``."""
+        cfg = self.cfg
+        return WarmupCosine(int(cfg.warmup_fraction * cfg.max_steps), cfg.max_steps, cfg.min_lr_ratio)
+
+    def _sync_schedule(self) -> None:
+        """Make the schedule follow this run's ``lr`` and ``max_steps``.
+
+        A resumed scheduler carries the peak lr and the multiplier's settings of the run that saved it;
+        a resumed run that raises ``max_steps`` (or lowers ``lr``) means the new values, from the restored
+        step on. Without a change this is a no-op.
+        """
+        scheduler = self.lr_schedulers()
+        fn = self.schedule()
+        groups = scheduler.optimizer.param_groups
+        scheduler.lr_lambdas = [fn] * len(groups)
+        scheduler.base_lrs = [self.cfg.lr] * len(groups)
+        for group in groups:
+            group["lr"] = self.cfg.lr * fn(scheduler.last_epoch)
+            group["initial_lr"] = self.cfg.lr
 
     def _any_rank(self, flag: bool) -> bool:
         """True when ``flag`` is True on any rank (every rank gets the same answer)."""
@@ -125,19 +144,19 @@ class PandaLightningModule(L.LightningModule):
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        if not grads or self._any_rank(not bool(torch.isfinite(grad_norm))):
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)  # after DDP's all-reduce
+        if self._any_rank(not bool(torch.isfinite(grad_norm))):
             optimizer.zero_grad(set_to_none=True)
             return self._skip("gradient norm")
+        lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         self.lr_schedulers().step()
         self.nonfinite_in_row = 0
         windows = context.shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=windows)
         self.log("train/grad_norm", grad_norm.detach(), batch_size=windows)
-        self.log("train/lr", optimizer.param_groups[0]["lr"], batch_size=windows)
+        self.log("train/lr", lr, batch_size=windows)
         self.log("train/nonfinite_total", float(self.nonfinite_total), batch_size=windows)
         return loss.detach()
 
@@ -186,6 +205,7 @@ class PandaLightningModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._started = time.perf_counter()
+        self._sync_schedule()
 
     @property
     def wall_time(self) -> float:

@@ -66,6 +66,13 @@ class NonFiniteStop(Callback):
             trainer.should_stop = True
 
 
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest resumable checkpoint of a run: ``checkpoints/last.ckpt`` or one Lightning saved on a
+    SLURM signal before requeueing (``hpc_ckpt_N.ckpt``); None when there is none."""
+    found = [p for p in (out / CHECKPOINT_DIR / LAST, *out.glob("hpc_ckpt_*.ckpt")) if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 def is_launching_process() -> bool:
     """True in the process a user started (not a rank that a launcher started alongside it)."""
     return all(os.environ.get(v, "0") == "0" for v in RANK_VARIABLES)
@@ -178,19 +185,22 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> PretrainResult:
     out = Path(tc.out_dir)
     dataset_info = check_dataset(config.data.path)
     last = out / CHECKPOINT_DIR / LAST
+    resume_from = latest_checkpoint(out)
     if is_launching_process():
-        if resume and not last.exists():
+        if resume and resume_from is None:
             raise FileNotFoundError(
                 f"cannot resume: {last} does not exist; run without --resume to start, or point --out at the run"
             )
-        if not resume and (out / CHECKPOINT_DIR).is_dir() and any((out / CHECKPOINT_DIR).glob("*.ckpt")):
+        if not resume and resume_from is not None:
             raise ValueError(
-                f"{out} already holds a run ({out / CHECKPOINT_DIR}); pass --resume to continue it, "
-                "or choose another --out"
+                f"{out} already holds a run ({resume_from}); pass --resume to continue it, or choose another --out"
             )
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
     torch.set_float32_matmul_precision(tc.float32_matmul_precision)
+    if tc.torch_threads is not None:
+        torch.set_num_threads(tc.torch_threads)
+        os.environ["OMP_NUM_THREADS"] = str(tc.torch_threads)  # for launched ranks; Lightning keeps it
     quiet_lightning()
 
     module = PandaLightningModule(config.model, tc, debug_dir=out / "debug")
@@ -199,7 +209,9 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> PretrainResult:
     )
     datamodule.setup("fit")
     trainer = build_trainer(config, out, has_validation=bool(datamodule.val_names))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    if resume and resume_from is not None:
+        logger.info("resuming from %s", resume_from)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume and resume_from else None)
     if module.stopped_nonfinite:
         raise NonFiniteLossError(
             f"stopped after {module.nonfinite_in_row} non-finite losses in a row "
@@ -255,10 +267,11 @@ def export_info(
     return {
         "name": config.name,
         "training_data": (
-            f"{len(datamodule.train_ids)} training systems of dataset `{dataset['path']}` "
-            f"(manifest sha256 `{dataset['manifest_hash']}`); {len(datamodule.heldout_ids)} further training-split "
-            f"systems held out and {len(datamodule.test_ids)} test-split systems used for validation only."
+            f"{len(datamodule.train_ids)} training systems of dataset `{Path(dataset['path']).name}` "
+            f"(manifest sha256 `{dataset['manifest_hash']}`); held out for validation only: "
+            f"{len(datamodule.heldout_ids)} training-split and {len(datamodule.test_ids)} test-split systems."
         ),
+        "dataset_path": str(dataset["path"]),
         "training": training,
         "results": f"Final validation MSE (standardised units, {dc.val_windows} fixed windows per set): {results}"
         if metrics

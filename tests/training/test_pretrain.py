@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from panda_fm import PandaPipeline
 from panda_fm.systems.store import open_dataset
 from panda_fm.training.config import PretrainConfig, load_config
+from panda_fm.training.module import WarmupCosine
 from panda_fm.training.run import NonFiniteLossError, pretrain
 
 from .conftest import CONFIGS, cli, cli_env, write_dataset
@@ -110,9 +111,14 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run_resumably(tiny_dataset: 
     assert state["panda_fm"]["batches_seen"] == 8 and state["panda_fm"]["nonfinite_total"] == 4
     with pytest.raises(ValueError, match="already holds a run"):
         pretrain(cfg)
-    result = pretrain(tiny(tiny_dataset, out, trainer__max_steps=10), resume=True)
+    # resume with the fix the message suggests (a lower lr) and a shorter schedule: both apply from step 4 on
+    result = pretrain(tiny(tiny_dataset, out, trainer__max_steps=10, trainer__lr=5e-4), resume=True)
     assert result.steps == 10 and result.info["nonfinite_skipped"] == 4
     assert result.windows_seen == (8 + 10 - 4) * 8
+    with open(sorted((out / "csv").glob("version_*/metrics.csv"))[-1]) as fh:
+        lrs = [float(r["train/lr"]) for r in csv.DictReader(fh) if r.get("train/lr")]
+    schedule = WarmupCosine(warmup_steps=1, total_steps=10)
+    assert lrs == pytest.approx([5e-4 * schedule(step) for step in range(4, 10)])
 
 
 def test_kill_and_resume_matches_an_uninterrupted_run(tiny_dataset: Path, tmp_path: Path):
