@@ -1,6 +1,6 @@
 """Classical context-only forecasters with the pipeline's ``predict`` signature.
 
-Every forecaster here fits only on the context it is handed, one series at a time, and shares the
+Every forecaster here fits each series only on its own context, and shares the
 signature of :meth:`panda_fm.PandaPipeline.predict`: ``predict(context, prediction_length)`` with a
 context of shape ``(T, C)`` returns ``(H, C)``, and ``(B, T, C)`` returns ``(B, H, C)``.
 
@@ -13,7 +13,6 @@ stays finite and visibly wrong instead of overflowing.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations_with_replacement
@@ -21,8 +20,6 @@ from math import comb
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "Forecaster",

@@ -16,33 +16,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from panda_fm.systems.founders import HELD_OUT
 from panda_fm.systems.store import DatasetWriter
 
 logger = logging.getLogger(__name__)
 
-# The held-out founders of the reference (REFERENCE.md section 1): test-only, with all descendants.
-HELD_OUT_FOUNDERS: tuple[str, ...] = (
-    "Bouali",
-    "ChenLee",
-    "CircadianRhythm",
-    "Coullet",
-    "DoublePendulum",
-    "Duffing",
-    "HastingsPowell",
-    "Hopfield",
-    "HyperYangChen",
-    "JerkCircuit",
-    "KawczynskiStrizhak",
-    "LorenzStenflo",
-    "MacArthur",
-    "MackeyGlass",
-    "OscillatingFlow",
-    "QiChen",
-    "Rossler",
-    "SprottB",
-    "SprottF",
-    "SprottR",
-)
+#: The held-out founders of the reference (REFERENCE.md section 1), in alphabetical order.
+HELD_OUT_FOUNDERS: tuple[str, ...] = tuple(sorted(HELD_OUT))
 
 
 @dataclass(frozen=True)
