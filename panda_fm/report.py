@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["write_report", "markdown_tables"]
+__all__ = ["write_report", "markdown_tables", "per_system_table"]
 
 
 def _fmt(stats: dict[str, float], digits: int = 1) -> str:
@@ -46,6 +46,27 @@ def markdown_tables(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def per_system_table(report: dict[str, Any], metric: str | None = None) -> str:
+    """Markdown table of one metric's median per system (rows) and method (columns), per noise level.
+
+    Args:
+        report: the report of :func:`panda_fm.evaluate.evaluate`.
+        metric: a key of the per-window metrics; default sMAPE at the first horizon.
+    """
+    metric = metric or f"smape@{report['config']['horizons'][0]}"
+    methods = report["methods"]
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    for row in report["per_system"]:
+        cells.setdefault((str(row["noise"]), row["system"]), {})[row["method"]] = row["metrics"][metric]
+    head = ["noise", "system", *methods]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (sigma, system), values in cells.items():
+        lines.append(
+            "| " + " | ".join([f"{float(sigma):g}", system, *(f"{values[m]:.1f}" for m in methods)]) + " |"
+        )
+    return "\n".join(lines)
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
@@ -54,13 +75,16 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
-def write_report(report: dict[str, Any], out_dir: str | Path, command: str | None = None) -> Path:
+def write_report(
+    report: dict[str, Any], out_dir: str | Path, command: str | None = None, max_systems_listed: int = 40
+) -> Path:
     """Write ``report.json`` and ``report.md`` into ``out_dir`` (created if missing).
 
     Args:
         report: the report of :func:`panda_fm.evaluate.evaluate`.
         out_dir: output directory.
         command: the command line that produced the report, quoted in the Markdown.
+        max_systems_listed: add a per-system table when there are at most this many systems.
 
     Returns:
         The path of ``report.md``.
@@ -82,6 +106,9 @@ def write_report(report: dict[str, Any], out_dir: str | Path, command: str | Non
     if command:
         text += [f"Command: `{command}`", ""]
     text += [markdown_tables(report), ""]
+    if report["dataset"]["systems"] <= max_systems_listed:
+        metric = f"smape@{cfg['horizons'][0]}"
+        text += [f"## Median {metric} per system", "", per_system_table(report, metric), ""]
     if any(v for levels in report["nonfinite"].values() for v in levels.values()):
         text += [f"Non-finite forecast values (scored as the context mean): {report['nonfinite']}", ""]
     path = out / "report.md"

@@ -189,6 +189,7 @@ def test_cli_writes_report_and_plots(dataset_dir: Path, tmp_path: Path) -> None:
     assert all(v >= 0 for v in report["wall_time_s"]["0.0"].values())
     table = (out / "report.md").read_text()
     assert "| 0.05 | nvar |" in table and "sMAPE@32" in table
+    assert "## Median smape@16 per system" in table and "| 0.05 | Rossler |" in table
     for png in ("error_vs_horizon.png", "sample_forecasts.png", "rollouts.png"):
         assert (out / png).stat().st_size > 10_000
     assert main(argv + ["--baselines", "none"]) == 2  # nothing to evaluate: a clear error, not a crash
