@@ -100,7 +100,14 @@ def write_report(
         f"context {cfg['context_length']}, seed {cfg['seed']}. Cells: median [25th, 75th percentile] over "
         "windows; truth and forecast standardised by the clean context's per-channel mean and std; "
         "noise is a fraction of each context channel's std, truth clean. sMAPE on a 0-100 scale; "
-        f"VPT: steps until the RMSE exceeds {cfg['vpt_threshold']} context stds.",
+        f"VPT: steps until the RMSE exceeds {cfg['vpt_threshold']} context stds."
+        + (
+            f" KL: KL(truth || forecast) between Gaussian-kernel (width {cfg['kl_bandwidth']}) occupation "
+            f"densities of the {cfg['rollout']}-step rollouts; Hellinger: between their normalised Welch "
+            "power spectra, averaged over channels."
+            if cfg["rollout"]
+            else ""
+        ),
         "",
     ]
     if command:
