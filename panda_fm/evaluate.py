@@ -273,6 +273,37 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def _aggregate(
+    per_window: list[dict[str, Any]], systems: list[str], names: list[str], noise: tuple[float, ...]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Medians and IQRs over windows per noise level, method and metric; medians per system."""
+    metric_names = list(per_window[0]["metrics"])
+    groups: dict[tuple[float, str], dict[str, list[dict[str, float]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for r in per_window:
+        groups[r["noise"], r["method"]][r["system"]].append(r["metrics"])
+    summary: dict[str, Any] = {}
+    per_system: list[dict[str, Any]] = []
+    for sigma in noise:
+        summary[str(sigma)] = {}
+        for name in names:
+            by_sys = groups[sigma, name]
+            rows = [m for sid in systems for m in by_sys[sid]]
+            summary[str(sigma)][name] = {k: _summary([m[k] for m in rows]) for k in metric_names}
+            per_system += [
+                {
+                    "system": sid,
+                    "noise": sigma,
+                    "method": name,
+                    "windows": len(by_sys[sid]),
+                    "metrics": {k: float(np.nanmedian([m[k] for m in by_sys[sid]])) for k in metric_names},
+                }
+                for sid in systems
+            ]
+    return summary, per_system
+
+
 def evaluate(methods: Sequence[Forecaster], dataset: Dataset, config: EvalConfig) -> EvalResult:
     """Run every method on the same windows at every noise level and score them.
 
@@ -344,32 +375,7 @@ def evaluate(methods: Sequence[Forecaster], dataset: Dataset, config: EvalConfig
     if not per_window:
         raise _no_windows(dataset, config)
 
-    metric_names = list(per_window[0]["metrics"])
-    groups: dict[tuple[float, str], dict[str, list[dict[str, float]]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    for r in per_window:
-        groups[r["noise"], r["method"]][r["system"]].append(r["metrics"])
-    summary: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
-    per_system: list[dict[str, Any]] = []
-    for sigma in config.noise:
-        summary[str(sigma)] = {}
-        for name in names:
-            by_sys = groups[sigma, name]
-            rows = [m for sid in systems for m in by_sys[sid]]
-            summary[str(sigma)][name] = {k: _summary([m[k] for m in rows]) for k in metric_names}
-            for sid in systems:
-                per_system.append(
-                    {
-                        "system": sid,
-                        "noise": sigma,
-                        "method": name,
-                        "windows": len(by_sys[sid]),
-                        "metrics": {
-                            k: float(np.nanmedian([m[k] for m in by_sys[sid]])) for k in metric_names
-                        },
-                    }
-                )
+    summary, per_system = _aggregate(per_window, systems, names, config.noise)
     report = {
         "config": asdict(config),
         "dataset": {
@@ -379,7 +385,7 @@ def evaluate(methods: Sequence[Forecaster], dataset: Dataset, config: EvalConfig
             "windows": len(per_window) // (len(names) * len(config.noise)),
         },
         "methods": names,
-        "metrics": metric_names,
+        "metrics": list(per_window[0]["metrics"]),
         "summary": summary,
         "wall_time_s": {str(s): {m: wall[s, m] for m in names} for s in config.noise},
         "smape_curve_steps": (curve_at + 1).tolist(),
