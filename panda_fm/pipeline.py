@@ -96,6 +96,37 @@ class PandaPipeline:
             )
         return str(commit)
 
+    # --- fine-tuning -------------------------------------------------------------------------------
+
+    def fine_tune(self, series: Any, config: Any = None, **settings: Any) -> PandaPipeline:
+        """A new pipeline fine-tuned on ``series``; this one is left untouched.
+
+        A thin wrapper over :func:`panda_fm.training.finetune.fine_tune` (which needs Lightning and
+        returns the loss history too).
+
+        Args:
+            series: a ``(T, C)`` array, a list of them (recordings of the same channels), a ``(K, T, C)``
+                array, or a ``.csv``/``.npy`` path. NaN marks a missing value (masked, never filled).
+            config: a :class:`panda_fm.training.finetune.FineTuneConfig`; or give its fields as keywords,
+                e.g. ``max_minutes=5, freeze_layers=2``.
+
+        Returns:
+            The fine-tuned pipeline; its ``info`` (the model card) names the base model and the data.
+
+        Raises:
+            ValueError: unusable input or settings, naming the fix.
+        """
+        from panda_fm.training.finetune import FineTuneConfig, fine_tune
+
+        if config is not None and settings:
+            raise ValueError("pass either config or keyword settings, not both")
+        known = set(FineTuneConfig.__dataclass_fields__)
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ValueError(f"unknown fine-tuning setting(s) {unknown}; known: {sorted(known)}")
+        cfg = config if config is not None else FineTuneConfig(**settings)
+        return fine_tune(self, series, cfg).pipeline
+
     # --- forecasting -------------------------------------------------------------------------------
 
     def predict(

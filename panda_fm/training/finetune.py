@@ -1,0 +1,595 @@
+"""Fine-tuning a pretrained checkpoint on a user's own series.
+
+The same :class:`~panda_fm.training.module.PandaLightningModule` as pretraining (standardised MSE, AdamW,
+warmup + cosine, clipping, non-finite step skipping) trains a copy of the pipeline's model on windows cut
+from the user's recordings (:mod:`panda_fm.data.series`). Defaults that work without tuning:
+
+- windows: the model's context (shorter near a recording's start, down to ``min_context`` steps, left-padded
+  as missing) and horizon; all channels of the series;
+- validation: the last ``val_fraction`` of each recording; targets there are never trained on (their
+  contexts may reach back into the training part, as a forecast from the recording would);
+- a small learning rate (1e-4) with a short warmup;
+- early stopping when the validation loss has not improved for ``patience`` validations, and the weights
+  of the best validation (the base model's own included) are kept;
+- a step budget (``max_steps``) and an optional time budget (``max_minutes``).
+
+Missing values (NaN) are masked, never filled: context NaNs are read as missing by the model, target NaNs
+are left out of the loss, and windows without enough observed data are not drawn. Each recording's missing
+count and longest NaN run are logged; a recording that is mostly missing, an all-NaN channel, infinite
+values, too-short recordings and recordings with different channel counts are errors naming the fix.
+
+Shape letters: B batch, T time, C channels, L context length, H horizon.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from panda_fm.data.series import SeriesWindowSampler, usable_targets
+from panda_fm.data.windows import WindowSpec
+from panda_fm.model import PandaModel
+from panda_fm.training.config import PRECISIONS, TrainerConfig
+from panda_fm.training.datamodule import WindowSet, WindowStream
+from panda_fm.training.module import PandaLightningModule, masked_standardised_mse
+
+logger = logging.getLogger(__name__)
+
+VAL_NAME = "tail"  # validation loss is logged as val/tail_loss
+SeriesInput = np.ndarray | torch.Tensor | str | os.PathLike | Sequence[Any]
+
+
+@dataclass
+class FineTuneConfig:
+    """Settings of a fine-tuning run; the defaults are meant to work without tuning."""
+
+    max_steps: int = 500  # optimizer steps at most
+    max_minutes: float | None = None  # wall-clock budget of the training loop; None: steps only
+    lr: float = 1e-4  # peak AdamW learning rate (pretraining uses 1e-3)
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    warmup_fraction: float = 0.05  # fraction of max_steps with a linear warmup from 0
+    min_lr_ratio: float = 0.1  # learning rate at the end of the cosine, as a fraction of lr
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    batch_size: int = 16  # windows per optimizer step
+    num_channels: int | None = None  # channels per window (a random subset); None: all of the series'
+    min_context: int | None = None  # fewest context steps of a window; None: a quarter of the model's context
+    val_fraction: float = 0.2  # fraction of each recording's end held out for validation; 0: none
+    val_windows: int = 64  # validation windows (spread evenly over the held-out tails)
+    val_every_n_steps: int = 25  # optimizer steps between validations
+    patience: int = 4  # validations without improvement before stopping early; 0: never stop early
+    freeze_layers: int = 0  # freeze the patch embedding and the first k encoder layers; 0: train all
+    max_missing_fraction: float = 0.5  # a recording with a larger fraction of NaN values is an error
+    accelerator: str = "auto"  # "cpu", "gpu" or "auto" (a GPU when there is one)
+    precision: str = "32-true"  # Lightning precision, e.g. "bf16-mixed" on a GPU
+    torch_threads: int | None = None  # intra-op CPU threads; None: torch's default
+    seed: int = 0  # seeds the window stream and channel subsets
+    progress_bar: bool = True  # show a progress bar over optimizer steps
+    name: str | None = None  # name of the result's model card; None: "<base name>-finetuned"
+    log_dir: str | None = None  # also write Lightning CSV logs here; None: no files
+
+    def __post_init__(self) -> None:
+        for key in ("max_steps", "batch_size", "val_windows", "val_every_n_steps"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes must be positive or None, got {self.max_minutes}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        for key in ("weight_decay", "grad_clip", "patience", "freeze_layers"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must lie in [0, 1), got {self.warmup_fraction}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.max_missing_fraction < 1.0:
+            raise ValueError(f"max_missing_fraction must lie in [0, 1), got {self.max_missing_fraction}")
+        if self.num_channels is not None and self.num_channels < 1:
+            raise ValueError(f"num_channels must be >= 1 or None, got {self.num_channels}")
+        if self.min_context is not None and self.min_context < 1:
+            raise ValueError(f"min_context must be >= 1 or None, got {self.min_context}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1 or None, got {self.torch_threads}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.accelerator not in ("cpu", "gpu", "cuda", "mps", "auto"):
+            raise ValueError(f"accelerator must be cpu, gpu, cuda, mps or auto, got {self.accelerator!r}")
+
+
+@dataclass
+class FineTuneResult:
+    """What a fine-tuning run produced."""
+
+    pipeline: Any  # the fine-tuned PandaPipeline (a new object; the base is untouched)
+    steps: int  # optimizer steps taken
+    best_step: int  # step whose weights were kept (0: the base model's)
+    stopped: str  # why training ended: "max_steps", "max_minutes", "early stopping" or "non-finite losses"
+    wall_time_s: float  # seconds in the training loop
+    val_loss_before: float | None  # validation loss of the base model (None without validation)
+    val_loss_after: float | None  # validation loss of the kept weights
+    train_loss_before: float  # loss of the base model on fixed training windows
+    train_loss_after: float  # loss of the kept weights on the same windows
+    history: list[dict[str, float]] = field(
+        default_factory=list
+    )  # {"step", "train_loss"} / {"step", "val_loss"}
+
+
+# --- input -----------------------------------------------------------------------------------------
+
+
+def load_series(series: SeriesInput) -> list[np.ndarray]:
+    """Recordings ``(T_i, C)`` float32 from an array, a list of arrays, or a ``.csv``/``.npy`` path.
+
+    A 1-D array is one channel; a 3-D array ``(K, T, C)`` is K recordings; a list may mix arrays and paths.
+
+    Raises:
+        ValueError: non-numeric data, wrong rank, infinite values, empty recordings, all-NaN channels,
+            or recordings that disagree in channel count.
+    """
+    from panda_fm.io import read_series
+
+    if isinstance(series, (str, os.PathLike)):
+        items: list[Any] = [read_series(series)[0]]
+        names = [str(series)]
+    elif isinstance(series, (np.ndarray, torch.Tensor)):
+        items = list(series) if series.ndim == 3 else [series]
+        names = [f"recording {i}" for i in range(len(items))] if series.ndim == 3 else ["the series"]
+    elif isinstance(series, Sequence):
+        if not series:
+            raise ValueError("series is an empty list; pass at least one (T, C) recording")
+        items = [read_series(s)[0] if isinstance(s, (str, os.PathLike)) else s for s in series]
+        names = [
+            str(s) if isinstance(s, (str, os.PathLike)) else f"recording {i}" for i, s in enumerate(series)
+        ]
+    else:
+        raise ValueError(
+            f"series must be a numpy array (T, C), a list of them, or a .csv/.npy path, got {type(series).__name__}"
+        )
+    out = []
+    for name, item in zip(names, items, strict=True):
+        if isinstance(item, torch.Tensor):
+            item = item.detach().cpu().numpy()
+        arr = np.asarray(item)
+        if arr.dtype.kind not in "fiu":
+            raise ValueError(
+                f"{name} has dtype {arr.dtype}; pass real numbers (float or int), NaN for missing"
+            )
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2:
+            raise ValueError(f"{name} must be (T,) or (T, C) with time along axis 0, got shape {arr.shape}")
+        if arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise ValueError(f"{name} is empty (shape {arr.shape}); it needs time steps and channels")
+        arr = arr.astype(np.float32)
+        if np.isinf(arr).any():
+            raise ValueError(f"{name} contains infinite values; replace them with NaN to mark them missing")
+        empty = np.flatnonzero(np.isnan(arr).all(axis=0))
+        if len(empty):
+            raise ValueError(f"{name} has all-NaN channel(s) {empty.tolist()}; drop those columns")
+        out.append(arr)
+    channels = [a.shape[1] for a in out]
+    if len(set(channels)) > 1:
+        detail = ", ".join(f"{n}: {c}" for n, c in zip(names, channels, strict=True))
+        raise ValueError(
+            f"the recordings disagree in channel count ({detail}); fine-tune on recordings of the same "
+            "channels in the same order (fine-tune separately per channel set)"
+        )
+    return out
+
+
+def longest_nan_run(x: np.ndarray) -> int:
+    """Longest run of consecutive time steps with a NaN in some channel of ``x`` ``(T, C)``."""
+    missing = np.isnan(x).any(axis=1).astype(np.int8)
+    if not missing.any():
+        return 0
+    edges = np.diff(np.concatenate([[0], missing, [0]]))
+    return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max())
+
+
+@dataclass
+class SeriesSplit:
+    """Training and validation windows of a set of recordings."""
+
+    train: SeriesWindowSampler
+    val: SeriesWindowSampler | None
+    min_context: int
+    description: str  # for the model card
+
+
+def split_series(
+    series: list[np.ndarray],
+    context_length: int,
+    prediction_length: int,
+    patch_length: int,
+    cfg: FineTuneConfig,
+) -> SeriesSplit:
+    """Cut each recording into a training part and a validation tail, and find the usable windows.
+
+    Raises:
+        ValueError: a recording too short or too sparse, naming the fix.
+    """
+    Lc, H, P = context_length, prediction_length, patch_length
+    min_ctx = cfg.min_context if cfg.min_context is not None else max(Lc // 4, P)
+    if not P <= min_ctx <= Lc:
+        raise ValueError(
+            f"min_context ({min_ctx}) must lie between the patch length ({P}) and the model's context ({Lc})"
+        )
+    spec = WindowSpec(Lc, H, cfg.num_channels or series[0].shape[1])
+    train_t, val_t = [], []
+    for i, s in enumerate(series):
+        T = len(s)
+        name = f"recording {i}" if len(series) > 1 else "the series"
+        missing = float(np.isnan(s).mean())
+        if missing > cfg.max_missing_fraction:
+            raise ValueError(
+                f"{name} is {missing:.0%} missing (NaN), more than max_missing_fraction="
+                f"{cfg.max_missing_fraction:g}; fill the gaps, cut the recording to its observed part, "
+                "or raise max_missing_fraction"
+            )
+        if missing > 0:
+            logger.warning(
+                "%s: %d of %d values are NaN (longest run %d steps); they are masked as missing, not filled",
+                name,
+                int(np.isnan(s).sum()),
+                s.size,
+                longest_nan_run(s),
+            )
+        n_val = max(H, math.ceil(cfg.val_fraction * T)) if cfg.val_fraction > 0 else 0
+        need = min_ctx + H + n_val
+        if T < need:
+            val_note = (
+                f" + {n_val} held out for validation (val_fraction={cfg.val_fraction:g}, at least one horizon)"
+                if n_val
+                else ""
+            )
+            raise ValueError(
+                f"{name} has {T} steps; fine-tuning needs at least {need}: a context of min_context={min_ctx} "
+                f"+ the model's horizon {H}{val_note}. Pass a longer recording (time along axis 0), lower "
+                f"min_context (>= {P})" + (", or set val_fraction=0" if n_val else "")
+            )
+        cut = T - n_val  # first step of the validation tail
+        train_t.append(usable_targets(s, 0, cut - H, spec, min_ctx, P))
+        val_t.append(usable_targets(s, cut, T - H, spec, min_ctx, P) if n_val else np.zeros(0, np.int64))
+        if len(train_t[-1]) == 0:
+            raise ValueError(
+                f"{name} has no usable training window: every window of its first {cut} steps lacks "
+                f"{P} observed context steps in some channel or any observed target; fill the gaps"
+            )
+        if n_val and len(val_t[-1]) == 0:
+            raise ValueError(
+                f"{name} has no usable validation window in its last {n_val} steps (too many NaN); "
+                "fill the gaps or set val_fraction=0"
+            )
+    train = SeriesWindowSampler(series, train_t, spec)
+    val = SeriesWindowSampler(series, val_t, spec) if cfg.val_fraction > 0 else None
+    C = series[0].shape[1]
+    lengths = [len(s) for s in series]
+    nan_total = int(sum(np.isnan(s).sum() for s in series))
+    shape = f"({lengths[0]}, {C})" if len(series) == 1 else f"lengths {lengths} x {C} channels"
+    description = (
+        f"{len(series)} recording(s) of {C} channel(s), {shape}, {sum(lengths):,} steps in all; "
+        f"{nan_total:,} missing values masked. "
+        + (
+            f"The last {cfg.val_fraction:.0%} of each recording was held out for validation."
+            if val is not None
+            else "No validation split."
+        )
+    )
+    return SeriesSplit(train, val, min_ctx, description)
+
+
+# --- Lightning pieces ------------------------------------------------------------------------------
+
+
+class SeriesDataModule(L.LightningDataModule):
+    """A stream of training windows from the user's series and one fixed validation set."""
+
+    def __init__(self, split: SeriesSplit, cfg: FineTuneConfig):
+        super().__init__()
+        self.split = split
+        self.cfg = cfg
+        self.val_names = [VAL_NAME] if split.val is not None else []
+        self.val_set = WindowSet(split.val.evenly_spaced(cfg.val_windows)) if split.val is not None else None
+
+    def train_dataloader(self) -> DataLoader:
+        stream = WindowStream(self.split.train, self.cfg.batch_size, self.cfg.seed)
+        return DataLoader(stream, batch_size=None, num_workers=0)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        if self.val_set is None:
+            return []
+        return [DataLoader(self.val_set, batch_size=self.cfg.batch_size * 4, shuffle=False)]
+
+
+class BestWeights(Callback):
+    """Keeps the weights of the best validation loss, stops after ``patience`` validations without
+    improvement, records the loss history and shows a progress bar over optimizer steps."""
+
+    def __init__(self, base_loss: float | None, base_state: dict[str, torch.Tensor], cfg: FineTuneConfig):
+        self.best = math.inf if base_loss is None else base_loss
+        self.best_state = base_state
+        self.best_step = 0
+        self.bad = 0
+        self.cfg = cfg
+        self.early_stopped = False
+        self.history: list[dict[str, float]] = []
+        self.bar: tqdm | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.bar = tqdm(
+            total=self.cfg.max_steps, desc="fine-tuning", unit="step", disable=not self.cfg.progress_bar
+        )
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any
+    ) -> None:
+        if isinstance(outputs, dict):
+            outputs = outputs.get("loss")
+        loss = float(outputs) if isinstance(outputs, torch.Tensor) else None  # None: a skipped step
+        if loss is not None:
+            self.history.append({"step": trainer.global_step, "train_loss": loss})
+        if self.bar is not None:
+            self.bar.update(trainer.global_step - self.bar.n)
+            if loss is not None:
+                self.bar.set_postfix(loss=f"{loss:.4f}", best_val=f"{self.best:.4f}", refresh=False)
+        if getattr(pl_module, "stopped_nonfinite", False):
+            trainer.should_stop = True
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(f"val/{VAL_NAME}_loss")
+        if value is None:
+            return
+        self.record(float(value), trainer.global_step, pl_module.model)
+        if self.cfg.patience and self.bad >= self.cfg.patience:
+            self.early_stopped = True
+            trainer.should_stop = True
+
+    def record(self, loss: float, step: int, model: PandaModel) -> None:
+        """Note a validation loss of ``model`` at ``step``; keep its weights when it is the best."""
+        self.history.append({"step": step, "val_loss": loss})
+        if loss < self.best:
+            self.best, self.best_step, self.bad = loss, step, 0
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            self.bad += 1
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def window_loss(model: PandaModel, windows: dict[str, torch.Tensor], batch_size: int = 64) -> float:
+    """Mean masked standardised MSE of ``model`` over ``windows`` (``context (B, L, C)``, ``target (B, H, C)``),
+    weighting each batch by its size as Lightning's validation does."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(windows["context"]), batch_size):
+            ctx = windows["context"][i : i + batch_size].to(device)
+            tgt = windows["target"][i : i + batch_size].to(device)
+            total += float(masked_standardised_mse(model, ctx, tgt, model.config.scaling_eps)) * len(ctx)
+            count += len(ctx)
+    model.train(was_training)
+    return total / count
+
+
+def freeze(model: PandaModel, layers: int) -> int:
+    """Freeze the patch embedding and the first ``layers`` encoder layers; returns the trainable count."""
+    n = model.config.num_hidden_layers
+    if layers > n:
+        raise ValueError(f"freeze_layers={layers} but the model has {n} encoder layers; pass 0 to {n}")
+    if layers:
+        for module in (model.embedder, *model.layers[:layers]):
+            for p in module.parameters():
+                p.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def fine_tune(pipeline: Any, series: SeriesInput, config: FineTuneConfig | None = None) -> FineTuneResult:
+    """Fine-tune a copy of ``pipeline``'s model on ``series``.
+
+    Args:
+        pipeline: a :class:`panda_fm.PandaPipeline`; left untouched.
+        series: a ``(T, C)`` array (numpy or torch; ``(T,)`` is one channel), a list of them (several
+            recordings of the same channels), a ``(K, T, C)`` array (K recordings), or a ``.csv``/``.npy`` path.
+        config: settings; defaults to :class:`FineTuneConfig`.
+
+    Returns:
+        The result, with the new pipeline (same device and dtype as the base) under ``.pipeline``.
+
+    Raises:
+        ValueError: unusable input, naming the fix (see :func:`load_series` and :func:`split_series`).
+    """
+    from panda_fm.pipeline import PandaPipeline
+    from panda_fm.training.run import hardware_description, quiet_lightning
+
+    cfg = config or FineTuneConfig()
+    mc = pipeline.config
+    data = load_series(series)
+    split = split_series(data, mc.context_length, mc.prediction_length, mc.patch_length, cfg)
+    if cfg.torch_threads is not None:
+        torch.set_num_threads(cfg.torch_threads)
+    quiet_lightning()
+
+    model = copy.deepcopy(pipeline.model).to(device="cpu", dtype=torch.float32).train()
+    trainable = freeze(model, cfg.freeze_layers)
+    datamodule = SeriesDataModule(split, cfg)
+    probe = split.train.evenly_spaced(cfg.val_windows)  # fixed training windows: loss before and after
+    train_before = window_loss(model, probe)
+    val_before = window_loss(model, datamodule.val_set.windows) if datamodule.val_set is not None else None
+    state0 = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    monitor = BestWeights(val_before, state0, cfg)
+    logger.info(
+        "fine-tuning %s (%s of %s parameters trainable) on %s Loss before: train %.4f, validation %s",
+        pipeline.info.get("name", "the model"),
+        f"{trainable:,}",
+        f"{model.num_parameters:,}",
+        split.description,
+        train_before,
+        "n/a" if val_before is None else f"{val_before:.4f}",
+    )
+
+    tc = TrainerConfig(
+        out_dir=cfg.log_dir or "unused",
+        accelerator=cfg.accelerator,
+        precision=cfg.precision,
+        max_steps=cfg.max_steps,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_fraction=cfg.warmup_fraction,
+        min_lr_ratio=cfg.min_lr_ratio,
+        grad_clip=cfg.grad_clip,
+        val_every_n_steps=cfg.val_every_n_steps,
+        seed=cfg.seed,
+        progress_bar=cfg.progress_bar,
+        tensorboard=False,
+    )
+    module = PandaLightningModule(mc, tc, model=model, mask_missing=True)
+    has_val = datamodule.val_set is not None
+    with tempfile.TemporaryDirectory(prefix="panda-finetune-") as tmp:
+        trainer = L.Trainer(
+            accelerator=cfg.accelerator,
+            devices=1,
+            precision=cfg.precision,
+            max_steps=cfg.max_steps,
+            max_epochs=-1,
+            max_time={"seconds": cfg.max_minutes * 60} if cfg.max_minutes is not None else None,
+            val_check_interval=cfg.val_every_n_steps if has_val else None,
+            check_val_every_n_epoch=None,
+            limit_val_batches=None if has_val else 0,
+            num_sanity_val_steps=0,
+            logger=CSVLogger(cfg.log_dir, name="finetune") if cfg.log_dir else False,
+            log_every_n_steps=10,
+            callbacks=[monitor],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp,
+        )
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule)
+        wall = time.perf_counter() - started
+    model = module.model.cpu()
+    steps = trainer.global_step
+    if has_val and (
+        not monitor.history
+        or monitor.history[-1].get("step") != steps
+        or "val_loss" not in monitor.history[-1]
+    ):
+        monitor.record(window_loss(model, datamodule.val_set.windows), steps, model)  # the final weights
+    if has_val:
+        model.load_state_dict(monitor.best_state)
+        best_step, val_after = monitor.best_step, monitor.best
+    else:
+        best_step, val_after = steps, None
+    train_after = window_loss(model, probe)
+    if module.stopped_nonfinite:
+        stopped = "non-finite losses"
+    elif monitor.early_stopped:
+        stopped = "early stopping"
+    elif steps >= cfg.max_steps:
+        stopped = "max_steps"
+    else:
+        stopped = "max_minutes"
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model = model.to(device=pipeline.device, dtype=pipeline.dtype).eval()
+
+    base_name = pipeline.info.get("name", "unnamed checkpoint")
+    record = {
+        "base model": base_name,
+        "data": split.description,
+        "optimizer steps": steps,
+        "kept weights": f"step {best_step}"
+        + (" (the base model's: fine-tuning did not improve validation)" if best_step == 0 else ""),
+        "stopped by": stopped,
+        "optimizer": f"AdamW, lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}",
+        "schedule": f"cosine to {cfg.min_lr_ratio:g} x lr over {cfg.max_steps} steps after {cfg.warmup_fraction:.0%} warmup",
+        "batch": f"{cfg.batch_size} windows, context {split.min_context}-{mc.context_length} steps, horizon {mc.prediction_length}",
+        "frozen": f"patch embedding and first {cfg.freeze_layers} encoder layer(s)"
+        if cfg.freeze_layers
+        else "nothing",
+        "hardware": hardware_description(trainer),
+        "wall time": f"{wall:.0f} s",
+        "non-finite steps skipped": module.nonfinite_total,
+        "seed": cfg.seed,
+    }
+    base_training = pipeline.info.get("training")
+    training = {
+        **{f"pretraining: {k}": v for k, v in (base_training or {}).items()},
+        **{f"fine-tuning: {k}": v for k, v in record.items()},
+    }
+    results = (
+        f"Fine-tuning validation MSE (standardised units, {len(datamodule.val_set)} windows of the held-out tails): "
+        f"base {val_before:.4f}, fine-tuned {val_after:.4f}. Training windows: {train_before:.4f} -> {train_after:.4f}."
+        if has_val
+        else f"Training-window MSE (standardised units): {train_before:.4f} -> {train_after:.4f} (no validation split)."
+    )
+    info = {
+        "name": cfg.name or f"{base_name}-finetuned",
+        "base_model": base_name,
+        "training_data": (
+            f"Fine-tuned from `{base_name}` on the user's data: {split.description} "
+            f"Base model's training data: {pipeline.info.get('training_data', 'not recorded')}"
+        ),
+        "training": training,
+        "results": results,
+        "fine_tuning": {
+            "config": asdict(cfg),
+            "data_shapes": [list(s.shape) for s in data],
+            "steps": steps,
+            "best_step": best_step,
+            "stopped": stopped,
+            "wall_time_s": round(wall, 3),
+            "val_loss_before": val_before,
+            "val_loss_after": val_after,
+            "train_loss_before": train_before,
+            "train_loss_after": train_after,
+        },
+        "base_info": {k: v for k, v in pipeline.info.items() if k != "config"},
+    }
+    logger.info(
+        "fine-tuned for %d steps in %.0f s (%s); kept step %d; validation %s -> %s",
+        steps,
+        wall,
+        stopped,
+        best_step,
+        "n/a" if val_before is None else f"{val_before:.4f}",
+        "n/a" if val_after is None else f"{val_after:.4f}",
+    )
+    return FineTuneResult(
+        pipeline=PandaPipeline(model, info),
+        steps=steps,
+        best_step=best_step,
+        stopped=stopped,
+        wall_time_s=wall,
+        val_loss_before=val_before,
+        val_loss_after=val_after,
+        train_loss_before=train_before,
+        train_loss_after=train_after,
+        history=monitor.history,
+    )
