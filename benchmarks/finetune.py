@@ -73,7 +73,7 @@ def main() -> None:
     )
     p.add_argument("--windows", type=int, default=8, help="test windows per system")
     p.add_argument("--max-minutes", type=float, default=5.0, help="fine-tuning budget (per model)")
-    p.add_argument("--max-steps", type=int, default=100_000, help="step budget (per model)")
+    p.add_argument("--max-steps", type=int, default=None, help="step budget (per model); default: time only")
     p.add_argument("--lr", type=float, default=FineTuneConfig.lr)
     p.add_argument("--freeze-layers", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
@@ -132,7 +132,7 @@ def main() -> None:
         f"\nbase: {args.checkpoint} ({base.info.get('name', '?')}, {base.model.num_parameters:,} parameters)"
     )
     print(
-        f"mode {args.mode}, budget {args.max_minutes:g} min / {args.max_steps} steps per model, lr {cfg.lr:g}, "
+        f"mode {args.mode}, budget {args.max_minutes:g} min / {args.max_steps or 'any'} steps per model, lr {cfg.lr:g}, "
         f"{args.threads} thread(s); split at {args.split:.0%} of 4096 steps; {args.windows} test windows per system"
     )
     for r in runs:

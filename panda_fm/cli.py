@@ -376,7 +376,12 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, nargs="+", help=".csv or .npy recording(s) of the same channels")
     p.add_argument("--out", required=True, help="directory for the fine-tuned checkpoint")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget of training")
-    p.add_argument("--max-steps", type=int, default=500, help="optimizer steps at most (default 500)")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="optimizer steps at most (default: 500 without --max-minutes)",
+    )
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
     p.add_argument("--batch-size", type=int, default=16, help="windows per step (default 16)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="held-out tail per recording; 0: none")

@@ -11,7 +11,8 @@ from the user's recordings (:mod:`panda_fm.data.series`). Defaults that work wit
 - a small learning rate (1e-4) with a short warmup;
 - early stopping when the validation loss has not improved for ``patience`` validations, and the weights
   of the best validation (the base model's own included) are kept;
-- a step budget (``max_steps``) and an optional time budget (``max_minutes``).
+- a step budget (``max_steps``) and/or a time budget (``max_minutes``); with a time budget the warmup and
+  cosine are fitted to the steps the budget allows (estimated from the pace so far, every 10 steps).
 
 Missing values (NaN) are masked, never filled: context NaNs are read as missing by the model, target NaNs
 are left out of the loss, and windows without enough observed data are not drawn. Each recording's missing
@@ -51,6 +52,8 @@ from panda_fm.training.module import PandaLightningModule, masked_standardised_m
 logger = logging.getLogger(__name__)
 
 VAL_NAME = "tail"  # validation loss is logged as val/tail_loss
+DEFAULT_STEPS = 500  # step budget when neither max_steps nor max_minutes is given
+SCHEDULE_GUESS = 1000  # schedule length before the first estimate of a time budget's steps
 SeriesInput = np.ndarray | torch.Tensor | str | os.PathLike | Sequence[Any]
 
 
@@ -58,11 +61,11 @@ SeriesInput = np.ndarray | torch.Tensor | str | os.PathLike | Sequence[Any]
 class FineTuneConfig:
     """Settings of a fine-tuning run; the defaults are meant to work without tuning."""
 
-    max_steps: int = 500  # optimizer steps at most
+    max_steps: int | None = None  # optimizer steps at most; None: 500, or unlimited when max_minutes is set
     max_minutes: float | None = None  # wall-clock budget of the training loop; None: steps only
     lr: float = 1e-4  # peak AdamW learning rate (pretraining uses 1e-3)
     weight_decay: float = 0.01  # AdamW decoupled weight decay
-    warmup_fraction: float = 0.05  # fraction of max_steps with a linear warmup from 0
+    warmup_fraction: float = 0.05  # fraction of the run's steps with a linear warmup from 0
     min_lr_ratio: float = 0.1  # learning rate at the end of the cosine, as a fraction of lr
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     batch_size: int = 16  # windows per optimizer step
@@ -83,7 +86,9 @@ class FineTuneConfig:
     log_dir: str | None = None  # also write Lightning CSV logs here; None: no files
 
     def __post_init__(self) -> None:
-        for key in ("max_steps", "batch_size", "val_windows", "val_every_n_steps"):
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+        for key in ("batch_size", "val_windows", "val_every_n_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.max_minutes is not None and not self.max_minutes > 0:
@@ -111,6 +116,13 @@ class FineTuneConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.accelerator not in ("cpu", "gpu", "cuda", "mps", "auto"):
             raise ValueError(f"accelerator must be cpu, gpu, cuda, mps or auto, got {self.accelerator!r}")
+
+    @property
+    def step_budget(self) -> int | None:
+        """The step limit: ``max_steps``, else 500 without a time budget, else None (the time decides)."""
+        if self.max_steps is not None:
+            return self.max_steps
+        return None if self.max_minutes is not None else DEFAULT_STEPS
 
 
 @dataclass
@@ -334,7 +346,7 @@ class BestWeights(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.bar = tqdm(
-            total=self.cfg.max_steps, desc="fine-tuning", unit="step", disable=not self.cfg.progress_bar
+            total=self.cfg.step_budget, desc="fine-tuning", unit="step", disable=not self.cfg.progress_bar
         )
 
     def on_train_batch_end(
@@ -375,6 +387,41 @@ class BestWeights(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class FitScheduleToBudget(Callback):
+    """With a time budget, fits the warmup + cosine to the steps the budget allows.
+
+    Every ``every`` steps, the run's total is projected from the mean wall time per step so far (validation
+    included) and capped by the step budget; the schedule's length becomes that total and its warmup
+    ``warmup_fraction`` of it.
+    """
+
+    def __init__(self, budget_s: float, max_steps: int | None, warmup_fraction: float, every: int = 10):
+        self.budget_s = budget_s
+        self.max_steps = max_steps
+        self.warmup_fraction = warmup_fraction
+        self.every = every
+        self.total: int | None = None  # the latest projection
+        self._start = 0.0
+        self._last = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step == 0 or step % self.every or step == self._last:
+            return
+        self._last = step
+        elapsed = max(time.perf_counter() - self._start, 1e-6)
+        total = max(int(step * self.budget_s / elapsed), step + 1)
+        if self.max_steps is not None:
+            total = min(total, self.max_steps)
+        self.total = total
+        for fn in pl_module.lr_schedulers().lr_lambdas:
+            fn.total_steps = total
+            fn.warmup_steps = int(self.warmup_fraction * total)
 
 
 def window_loss(model: PandaModel, windows: dict[str, torch.Tensor], batch_size: int = 64) -> float:
@@ -435,7 +482,7 @@ def fine_tune(pipeline: Any, series: SeriesInput, config: FineTuneConfig | None 
         torch.set_num_threads(cfg.torch_threads)
     quiet_lightning()
 
-    model = copy.deepcopy(pipeline.model).to(device="cpu", dtype=torch.float32).train()
+    model = copy.deepcopy(pipeline.model).to(dtype=torch.float32).train()  # on the base's device
     trainable = freeze(model, cfg.freeze_layers)
     datamodule = SeriesDataModule(split, cfg)
     probe = split.train.evenly_spaced(cfg.val_windows)  # fixed training windows: loss before and after
@@ -457,7 +504,7 @@ def fine_tune(pipeline: Any, series: SeriesInput, config: FineTuneConfig | None 
         out_dir=cfg.log_dir or "unused",
         accelerator=cfg.accelerator,
         precision=cfg.precision,
-        max_steps=cfg.max_steps,
+        max_steps=cfg.step_budget or SCHEDULE_GUESS,  # the schedule's length (refitted to a time budget)
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         warmup_fraction=cfg.warmup_fraction,
@@ -470,12 +517,17 @@ def fine_tune(pipeline: Any, series: SeriesInput, config: FineTuneConfig | None 
     )
     module = PandaLightningModule(mc, tc, model=model, mask_missing=True)
     has_val = datamodule.val_set is not None
+    callbacks: list[Callback] = [monitor]
+    fitter = None
+    if cfg.max_minutes is not None:
+        fitter = FitScheduleToBudget(cfg.max_minutes * 60, cfg.step_budget, cfg.warmup_fraction)
+        callbacks.append(fitter)
     with tempfile.TemporaryDirectory(prefix="panda-finetune-") as tmp:
         trainer = L.Trainer(
             accelerator=cfg.accelerator,
             devices=1,
             precision=cfg.precision,
-            max_steps=cfg.max_steps,
+            max_steps=cfg.step_budget or -1,
             max_epochs=-1,
             max_time={"seconds": cfg.max_minutes * 60} if cfg.max_minutes is not None else None,
             val_check_interval=cfg.val_every_n_steps if has_val else None,
@@ -484,7 +536,7 @@ def fine_tune(pipeline: Any, series: SeriesInput, config: FineTuneConfig | None 
             num_sanity_val_steps=0,
             logger=CSVLogger(cfg.log_dir, name="finetune") if cfg.log_dir else False,
             log_every_n_steps=10,
-            callbacks=[monitor],
+            callbacks=callbacks,
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
@@ -511,7 +563,7 @@ def fine_tune(pipeline: Any, series: SeriesInput, config: FineTuneConfig | None 
         stopped = "non-finite losses"
     elif monitor.early_stopped:
         stopped = "early stopping"
-    elif steps >= cfg.max_steps:
+    elif cfg.step_budget is not None and steps >= cfg.step_budget:
         stopped = "max_steps"
     else:
         stopped = "max_minutes"
@@ -528,7 +580,9 @@ def fine_tune(pipeline: Any, series: SeriesInput, config: FineTuneConfig | None 
         + (" (the base model's: fine-tuning did not improve validation)" if best_step == 0 else ""),
         "stopped by": stopped,
         "optimizer": f"AdamW, lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}",
-        "schedule": f"cosine to {cfg.min_lr_ratio:g} x lr over {cfg.max_steps} steps after {cfg.warmup_fraction:.0%} warmup",
+        "schedule": f"cosine to {cfg.min_lr_ratio:g} x lr over "
+        f"{fitter.total if fitter and fitter.total else tc.max_steps} steps after {cfg.warmup_fraction:.0%} warmup"
+        + (" (fitted to the time budget)" if fitter else ""),
         "batch": f"{cfg.batch_size} windows, context {split.min_context}-{mc.context_length} steps, horizon {mc.prediction_length}",
         "frozen": f"patch embedding and first {cfg.freeze_layers} encoder layer(s)"
         if cfg.freeze_layers
