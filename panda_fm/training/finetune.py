@@ -27,10 +27,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,8 +40,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from panda_fm.data.series import SeriesWindowSampler, usable_targets
-from panda_fm.data.windows import WindowSpec
+from panda_fm.data.series import SeriesInput, SeriesSplit, load_series, split_series
 from panda_fm.model import PandaModel
 from panda_fm.training.config import PRECISIONS, TrainerConfig
 from panda_fm.training.datamodule import WindowSet, WindowStream
@@ -54,7 +51,6 @@ logger = logging.getLogger(__name__)
 VAL_NAME = "tail"  # validation loss is logged as val/tail_loss
 DEFAULT_STEPS = 500  # step budget when neither max_steps nor max_minutes is given
 SCHEDULE_GUESS = 1000  # schedule length before the first estimate of a time budget's steps
-SeriesInput = np.ndarray | torch.Tensor | str | os.PathLike | Sequence[Any]
 
 
 @dataclass
@@ -129,7 +125,7 @@ class FineTuneConfig:
 class FineTuneResult:
     """What a fine-tuning run produced."""
 
-    pipeline: Any  # the fine-tuned PandaPipeline (a new object; the base is untouched)
+    pipeline: Any  # the fine-tuned PandaPipeline (a new object; the base is untouched); set last
     steps: int  # optimizer steps taken
     best_step: int  # step whose weights were kept (0: the base model's)
     stopped: str  # why training ended: "max_steps", "max_minutes", "early stopping" or "non-finite losses"
@@ -141,170 +137,6 @@ class FineTuneResult:
     history: list[dict[str, float]] = field(
         default_factory=list
     )  # {"step", "train_loss"} / {"step", "val_loss"}
-
-
-# --- input -----------------------------------------------------------------------------------------
-
-
-def load_series(series: SeriesInput) -> list[np.ndarray]:
-    """Recordings ``(T_i, C)`` float32 from an array, a list of arrays, or a ``.csv``/``.npy`` path.
-
-    A 1-D array is one channel; a 3-D array ``(K, T, C)`` is K recordings; a list may mix arrays and paths.
-
-    Raises:
-        ValueError: non-numeric data, wrong rank, infinite values, empty recordings, all-NaN channels,
-            or recordings that disagree in channel count.
-    """
-    from panda_fm.io import read_series
-
-    if isinstance(series, (str, os.PathLike)):
-        items: list[Any] = [read_series(series)[0]]
-        names = [str(series)]
-    elif isinstance(series, (np.ndarray, torch.Tensor)):
-        items = list(series) if series.ndim == 3 else [series]
-        names = [f"recording {i}" for i in range(len(items))] if series.ndim == 3 else ["the series"]
-    elif isinstance(series, Sequence):
-        if not series:
-            raise ValueError("series is an empty list; pass at least one (T, C) recording")
-        items = [read_series(s)[0] if isinstance(s, (str, os.PathLike)) else s for s in series]
-        names = [
-            str(s) if isinstance(s, (str, os.PathLike)) else f"recording {i}" for i, s in enumerate(series)
-        ]
-    else:
-        raise ValueError(
-            f"series must be a numpy array (T, C), a list of them, or a .csv/.npy path, got {type(series).__name__}"
-        )
-    out = []
-    for name, item in zip(names, items, strict=True):
-        if isinstance(item, torch.Tensor):
-            item = item.detach().cpu().numpy()
-        arr = np.asarray(item)
-        if arr.dtype.kind not in "fiu":
-            raise ValueError(
-                f"{name} has dtype {arr.dtype}; pass real numbers (float or int), NaN for missing"
-            )
-        if arr.ndim == 1:
-            arr = arr[:, None]
-        if arr.ndim != 2:
-            raise ValueError(f"{name} must be (T,) or (T, C) with time along axis 0, got shape {arr.shape}")
-        if arr.shape[0] == 0 or arr.shape[1] == 0:
-            raise ValueError(f"{name} is empty (shape {arr.shape}); it needs time steps and channels")
-        arr = arr.astype(np.float32)
-        if np.isinf(arr).any():
-            raise ValueError(f"{name} contains infinite values; replace them with NaN to mark them missing")
-        empty = np.flatnonzero(np.isnan(arr).all(axis=0))
-        if len(empty):
-            raise ValueError(f"{name} has all-NaN channel(s) {empty.tolist()}; drop those columns")
-        out.append(arr)
-    channels = [a.shape[1] for a in out]
-    if len(set(channels)) > 1:
-        detail = ", ".join(f"{n}: {c}" for n, c in zip(names, channels, strict=True))
-        raise ValueError(
-            f"the recordings disagree in channel count ({detail}); fine-tune on recordings of the same "
-            "channels in the same order (fine-tune separately per channel set)"
-        )
-    return out
-
-
-def longest_nan_run(x: np.ndarray) -> int:
-    """Longest run of consecutive time steps with a NaN in some channel of ``x`` ``(T, C)``."""
-    missing = np.isnan(x).any(axis=1).astype(np.int8)
-    if not missing.any():
-        return 0
-    edges = np.diff(np.concatenate([[0], missing, [0]]))
-    return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max())
-
-
-@dataclass
-class SeriesSplit:
-    """Training and validation windows of a set of recordings."""
-
-    train: SeriesWindowSampler
-    val: SeriesWindowSampler | None
-    min_context: int
-    description: str  # for the model card
-
-
-def split_series(
-    series: list[np.ndarray],
-    context_length: int,
-    prediction_length: int,
-    patch_length: int,
-    cfg: FineTuneConfig,
-) -> SeriesSplit:
-    """Cut each recording into a training part and a validation tail, and find the usable windows.
-
-    Raises:
-        ValueError: a recording too short or too sparse, naming the fix.
-    """
-    Lc, H, P = context_length, prediction_length, patch_length
-    min_ctx = cfg.min_context if cfg.min_context is not None else max(Lc // 4, P)
-    if not P <= min_ctx <= Lc:
-        raise ValueError(
-            f"min_context ({min_ctx}) must lie between the patch length ({P}) and the model's context ({Lc})"
-        )
-    spec = WindowSpec(Lc, H, cfg.num_channels or series[0].shape[1])
-    train_t, val_t = [], []
-    for i, s in enumerate(series):
-        T = len(s)
-        name = f"recording {i}" if len(series) > 1 else "the series"
-        missing = float(np.isnan(s).mean())
-        if missing > cfg.max_missing_fraction:
-            raise ValueError(
-                f"{name} is {missing:.0%} missing (NaN), more than max_missing_fraction="
-                f"{cfg.max_missing_fraction:g}; fill the gaps, cut the recording to its observed part, "
-                "or raise max_missing_fraction"
-            )
-        if missing > 0:
-            logger.warning(
-                "%s: %d of %d values are NaN (longest run %d steps); they are masked as missing, not filled",
-                name,
-                int(np.isnan(s).sum()),
-                s.size,
-                longest_nan_run(s),
-            )
-        n_val = max(H, math.ceil(cfg.val_fraction * T)) if cfg.val_fraction > 0 else 0
-        need = min_ctx + H + n_val
-        if T < need:
-            val_note = (
-                f" + {n_val} held out for validation (val_fraction={cfg.val_fraction:g}, at least one horizon)"
-                if n_val
-                else ""
-            )
-            raise ValueError(
-                f"{name} has {T} steps; fine-tuning needs at least {need}: a context of min_context={min_ctx} "
-                f"+ the model's horizon {H}{val_note}. Pass a longer recording (time along axis 0), lower "
-                f"min_context (>= {P})" + (", or set val_fraction=0" if n_val else "")
-            )
-        cut = T - n_val  # first step of the validation tail
-        train_t.append(usable_targets(s, 0, cut - H, spec, min_ctx, P))
-        val_t.append(usable_targets(s, cut, T - H, spec, min_ctx, P) if n_val else np.zeros(0, np.int64))
-        if len(train_t[-1]) == 0:
-            raise ValueError(
-                f"{name} has no usable training window: every window of its first {cut} steps lacks "
-                f"{P} observed context steps in some channel or any observed target; fill the gaps"
-            )
-        if n_val and len(val_t[-1]) == 0:
-            raise ValueError(
-                f"{name} has no usable validation window in its last {n_val} steps (too many NaN); "
-                "fill the gaps or set val_fraction=0"
-            )
-    train = SeriesWindowSampler(series, train_t, spec)
-    val = SeriesWindowSampler(series, val_t, spec) if cfg.val_fraction > 0 else None
-    C = series[0].shape[1]
-    lengths = [len(s) for s in series]
-    nan_total = int(sum(np.isnan(s).sum() for s in series))
-    shape = f"({lengths[0]}, {C})" if len(series) == 1 else f"lengths {lengths} x {C} channels"
-    description = (
-        f"{len(series)} recording(s) of {C} channel(s), {shape}, {sum(lengths):,} steps in all; "
-        f"{nan_total:,} missing values masked. "
-        + (
-            f"The last {cfg.val_fraction:.0%} of each recording was held out for validation."
-            if val is not None
-            else "No validation split."
-        )
-    )
-    return SeriesSplit(train, val, min_ctx, description)
 
 
 # --- Lightning pieces ------------------------------------------------------------------------------
@@ -477,7 +309,16 @@ def fine_tune(pipeline: Any, series: SeriesInput, config: FineTuneConfig | None 
     cfg = config or FineTuneConfig()
     mc = pipeline.config
     data = load_series(series)
-    split = split_series(data, mc.context_length, mc.prediction_length, mc.patch_length, cfg)
+    split = split_series(
+        data,
+        mc.context_length,
+        mc.prediction_length,
+        mc.patch_length,
+        min_context=cfg.min_context,
+        num_channels=cfg.num_channels,
+        val_fraction=cfg.val_fraction,
+        max_missing_fraction=cfg.max_missing_fraction,
+    )
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
     quiet_lightning()
@@ -571,72 +412,10 @@ def fine_tune(pipeline: Any, series: SeriesInput, config: FineTuneConfig | None 
         p.requires_grad_(True)
     model = model.to(device=pipeline.device, dtype=pipeline.dtype).eval()
 
-    base_name = pipeline.info.get("name", "unnamed checkpoint")
-    record = {
-        "base model": base_name,
-        "data": split.description,
-        "optimizer steps": steps,
-        "kept weights": f"step {best_step}"
-        + (" (the base model's: fine-tuning did not improve validation)" if best_step == 0 else ""),
-        "stopped by": stopped,
-        "optimizer": f"AdamW, lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}",
-        "schedule": f"cosine to {cfg.min_lr_ratio:g} x lr over "
-        f"{fitter.total if fitter and fitter.total else tc.max_steps} steps after {cfg.warmup_fraction:.0%} warmup"
-        + (" (fitted to the time budget)" if fitter else ""),
-        "batch": f"{cfg.batch_size} windows, context {split.min_context}-{mc.context_length} steps, horizon {mc.prediction_length}",
-        "frozen": f"patch embedding and first {cfg.freeze_layers} encoder layer(s)"
-        if cfg.freeze_layers
-        else "nothing",
-        "hardware": hardware_description(trainer),
-        "wall time": f"{wall:.0f} s",
-        "non-finite steps skipped": module.nonfinite_total,
-        "seed": cfg.seed,
-    }
-    base_training = pipeline.info.get("training")
-    training = {
-        **{f"pretraining: {k}": v for k, v in (base_training or {}).items()},
-        **{f"fine-tuning: {k}": v for k, v in record.items()},
-    }
-    results = (
-        f"Fine-tuning validation MSE (standardised units, {len(datamodule.val_set)} windows of the held-out tails): "
-        f"base {val_before:.4f}, fine-tuned {val_after:.4f}. Training windows: {train_before:.4f} -> {train_after:.4f}."
-        if has_val
-        else f"Training-window MSE (standardised units): {train_before:.4f} -> {train_after:.4f} (no validation split)."
-    )
-    info = {
-        "name": cfg.name or f"{base_name}-finetuned",
-        "base_model": base_name,
-        "training_data": (
-            f"Fine-tuned from `{base_name}` on the user's data: {split.description} "
-            f"Base model's training data: {pipeline.info.get('training_data', 'not recorded')}"
-        ),
-        "training": training,
-        "results": results,
-        "fine_tuning": {
-            "config": asdict(cfg),
-            "data_shapes": [list(s.shape) for s in data],
-            "steps": steps,
-            "best_step": best_step,
-            "stopped": stopped,
-            "wall_time_s": round(wall, 3),
-            "val_loss_before": val_before,
-            "val_loss_after": val_after,
-            "train_loss_before": train_before,
-            "train_loss_after": train_after,
-        },
-        "base_info": {k: v for k, v in pipeline.info.items() if k != "config"},
-    }
-    logger.info(
-        "fine-tuned for %d steps in %.0f s (%s); kept step %d; validation %s -> %s",
-        steps,
-        wall,
-        stopped,
-        best_step,
-        "n/a" if val_before is None else f"{val_before:.4f}",
-        "n/a" if val_after is None else f"{val_after:.4f}",
-    )
-    return FineTuneResult(
-        pipeline=PandaPipeline(model, info),
+    if module.stopped_nonfinite:
+        logger.warning("fine-tuning stopped after repeated non-finite losses: lower lr or check the data")
+    result = FineTuneResult(
+        pipeline=None,
         steps=steps,
         best_step=best_step,
         stopped=stopped,
@@ -647,3 +426,101 @@ def fine_tune(pipeline: Any, series: SeriesInput, config: FineTuneConfig | None 
         train_loss_after=train_after,
         history=monitor.history,
     )
+    run = {
+        "schedule": f"cosine to {cfg.min_lr_ratio:g} x lr over "
+        f"{fitter.total if fitter and fitter.total else tc.max_steps} steps after {cfg.warmup_fraction:.0%} warmup"
+        + (" (fitted to the time budget)" if fitter else ""),
+        "hardware": hardware_description(trainer),
+        "non-finite steps skipped": module.nonfinite_total,
+        "validation windows": len(datamodule.val_set) if datamodule.val_set is not None else 0,
+    }
+    result.pipeline = PandaPipeline(model, card_info(pipeline.info, cfg, split, data, result, run))
+    logger.info(
+        "fine-tuned for %d steps in %.0f s (%s); kept step %d; validation %s -> %s",
+        steps,
+        wall,
+        stopped,
+        best_step,
+        "n/a" if val_before is None else f"{val_before:.4f}",
+        "n/a" if val_after is None else f"{val_after:.4f}",
+    )
+    return result
+
+
+def card_info(
+    base: dict[str, Any],
+    cfg: FineTuneConfig,
+    split: SeriesSplit,
+    data: list[np.ndarray],
+    result: FineTuneResult,
+    run: dict[str, Any],
+) -> dict[str, Any]:
+    """The fine-tuned model's ``info`` (its model card): the base model, the data and the run.
+
+    Args:
+        base: the base pipeline's ``info``.
+        cfg: the settings.
+        split: the windows trained and validated on.
+        data: the recordings ``(T_i, C)``.
+        result: the run's figures.
+        run: ``schedule``, ``hardware``, ``non-finite steps skipped`` and ``validation windows``.
+    """
+    base_name = base.get("name", "unnamed checkpoint")
+    r = result
+    record = {
+        "base model": base_name,
+        "data": split.description,
+        "optimizer steps": r.steps,
+        "kept weights": f"step {r.best_step}"
+        + (" (the base model's: fine-tuning did not improve validation)" if r.best_step == 0 else ""),
+        "stopped by": r.stopped,
+        "optimizer": f"AdamW, lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}",
+        "schedule": run["schedule"],
+        "batch": f"{cfg.batch_size} windows, context {split.min_context} to {split.train.spec.context_length} "
+        f"steps, horizon {split.train.spec.prediction_length}",
+        "frozen": f"patch embedding and first {cfg.freeze_layers} encoder layer(s)"
+        if cfg.freeze_layers
+        else "nothing",
+        "hardware": run["hardware"],
+        "wall time": f"{r.wall_time_s:.0f} s",
+        "non-finite steps skipped": run["non-finite steps skipped"],
+        "seed": cfg.seed,
+    }
+    training = {
+        **{f"pretraining: {k}": v for k, v in (base.get("training") or {}).items()},
+        **{f"fine-tuning: {k}": v for k, v in record.items()},
+    }
+    if r.val_loss_before is not None:
+        results = (
+            f"Fine-tuning validation MSE (standardised units, {run['validation windows']} windows of the held-out "
+            f"tails): base {r.val_loss_before:.4f}, fine-tuned {r.val_loss_after:.4f}. "
+            f"Training windows: {r.train_loss_before:.4f} -> {r.train_loss_after:.4f}."
+        )
+    else:
+        results = (
+            f"Training-window MSE (standardised units): {r.train_loss_before:.4f} -> {r.train_loss_after:.4f} "
+            "(no validation split)."
+        )
+    return {
+        "name": cfg.name or f"{base_name}-finetuned",
+        "base_model": base_name,
+        "training_data": (
+            f"Fine-tuned from `{base_name}` on the user's data: {split.description} "
+            f"Base model's training data: {base.get('training_data', 'not recorded')}"
+        ),
+        "training": training,
+        "results": results,
+        "fine_tuning": {
+            "config": asdict(cfg),
+            "data_shapes": [list(s.shape) for s in data],
+            "steps": r.steps,
+            "best_step": r.best_step,
+            "stopped": r.stopped,
+            "wall_time_s": round(r.wall_time_s, 3),
+            "val_loss_before": r.val_loss_before,
+            "val_loss_after": r.val_loss_after,
+            "train_loss_before": r.train_loss_before,
+            "train_loss_after": r.train_loss_after,
+        },
+        "base_info": {k: v for k, v in base.items() if k != "config"},
+    }

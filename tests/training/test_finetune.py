@@ -11,15 +11,12 @@ import torch
 
 from panda_fm import PandaPipeline
 from panda_fm.cli import main
-from panda_fm.data.series import usable_targets
+from panda_fm.data.series import load_series, longest_nan_run, split_series, usable_targets
 from panda_fm.data.windows import WindowSpec
 from panda_fm.training.finetune import (
     BestWeights,
     FineTuneConfig,
     fine_tune,
-    load_series,
-    longest_nan_run,
-    split_series,
 )
 from tests.conftest import TINY_CHECKPOINT
 from tests.training.conftest import cli, cli_env
@@ -147,7 +144,7 @@ def test_best_weights_keep_the_base_when_nothing_improves(base: PandaPipeline) -
 
 def test_short_series_are_left_padded(base: PandaPipeline) -> None:
     x = series(300)  # shorter than the model's context (512)
-    split = split_series([x], 512, 64, 16, fast(min_context=64, val_fraction=0.0))
+    split = split_series([x], 512, 64, 16, min_context=64, val_fraction=0.0)
     w = split.train.evenly_spaced(4)
     assert w["context"].shape == (4, 512, 3) and w["target"].shape == (4, 64, 3)
     assert torch.isnan(w["context"][:, :212]).all()  # at most 236 steps of history before a target
@@ -216,7 +213,7 @@ def test_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="val_fraction"):
         FineTuneConfig(val_fraction=1.0)
     with pytest.raises(ValueError, match="min_context"):
-        split_series([series()], 512, 64, 16, FineTuneConfig(min_context=8))
+        split_series([series()], 512, 64, 16, min_context=8)
 
 
 # --- CSV and the command line ------------------------------------------------------------------------
