@@ -9,7 +9,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,6 +17,10 @@ import torch
 from panda_fm import hub
 from panda_fm.config import PandaConfig
 from panda_fm.model import PandaModel
+
+if TYPE_CHECKING:  # fine-tuning needs Lightning: imported only when called
+    from panda_fm.data.series import SeriesInput
+    from panda_fm.training.finetune import FineTuneConfig
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +102,9 @@ class PandaPipeline:
 
     # --- fine-tuning -------------------------------------------------------------------------------
 
-    def fine_tune(self, series: Any, config: Any = None, **settings: Any) -> PandaPipeline:
+    def fine_tune(
+        self, series: SeriesInput, config: FineTuneConfig | None = None, **settings: Any
+    ) -> PandaPipeline:
         """A new pipeline fine-tuned on ``series``; this one is left untouched.
 
         A thin wrapper over :func:`panda_fm.training.finetune.fine_tune` (which needs Lightning and
