@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from panda_fm.training.finetune import (
     fine_tune,
 )
 from tests.conftest import TINY_CHECKPOINT
-from tests.training.conftest import cli, cli_env
+from tests.training.conftest import cli_env
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
@@ -255,6 +256,13 @@ def test_cli_finetune(tmp_path, caplog) -> None:
     assert rc == 2 and "has 100 steps; fine-tuning needs at least" in caplog.text
 
 
-def test_cli_finetune_help() -> None:
-    run = subprocess.run(cli("finetune", "--help"), env=cli_env(), capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0 and "--max-minutes" in run.stdout and "--freeze-layers" in run.stdout
+def test_import_stays_light_and_cli_help() -> None:
+    code = (
+        "import sys, panda_fm; panda_fm.PandaPipeline.fine_tune; assert 'lightning' not in sys.modules; "
+        "from panda_fm.cli import main; main(['finetune', '--help'])"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert "--max-minutes" in run.stdout and "--freeze-layers" in run.stdout
