@@ -75,7 +75,9 @@ class FineTuneConfig:
     max_missing_fraction: float = 0.5  # a recording with a larger fraction of NaN values is an error
     accelerator: str = "auto"  # "cpu", "gpu" or "auto" (a GPU when there is one)
     precision: str = "32-true"  # Lightning precision, e.g. "bf16-mixed" on a GPU
-    torch_threads: int | None = None  # intra-op CPU threads; None: torch's default
+    torch_threads: int | None = (
+        None  # process-wide CPU threads; None: torch default (1: often fastest on a busy CPU)
+    )
     seed: int = 0  # seeds the window stream and channel subsets
     progress_bar: bool = True  # show a progress bar over optimizer steps
     name: str | None = None  # name of the result's model card; None: "<base name>-finetuned"
