@@ -19,6 +19,7 @@ from panda_fm.training.finetune import (
     FineTuneConfig,
     fine_tune,
 )
+from panda_fm.training.module import masked_standardised_mse, standardised_mse
 from tests.conftest import TINY_CHECKPOINT
 from tests.training.conftest import cli_env
 
@@ -266,3 +267,16 @@ def test_import_stays_light_and_cli_help() -> None:
     )
     assert run.returncode == 0, run.stderr
     assert "--max-minutes" in run.stdout and "--freeze-layers" in run.stdout
+
+
+def test_masked_loss_equals_the_pretraining_loss_without_nan(base: PandaPipeline) -> None:
+    x = torch.from_numpy(series(576)).reshape(1, 576, 3).repeat(2, 1, 1)
+    context, target = x[:, :512], x[:, 512:]
+    eps = base.config.scaling_eps
+    torch.testing.assert_close(
+        masked_standardised_mse(base.model, context, target, eps),
+        standardised_mse(base.model, context, target, eps),
+    )
+    target = target.clone()
+    target[0, :10, 0] = float("nan")
+    assert torch.isfinite(masked_standardised_mse(base.model, context, target, eps))
