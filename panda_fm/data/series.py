@@ -32,6 +32,7 @@ from panda_fm.data.windows import WindowSpec
 
 logger = logging.getLogger(__name__)
 
+MAX_ABS_VALUE = 1e15  # larger values overflow float32 statistics (as in the pipeline)
 SeriesInput = np.ndarray | torch.Tensor | str | os.PathLike | Sequence[Any]
 
 
@@ -194,9 +195,14 @@ def load_series(series: SeriesInput) -> list[np.ndarray]:
             raise ValueError(f"{name} must be (T,) or (T, C) with time along axis 0, got shape {arr.shape}")
         if arr.shape[0] == 0 or arr.shape[1] == 0:
             raise ValueError(f"{name} is empty (shape {arr.shape}); it needs time steps and channels")
-        arr = arr.astype(np.float32)
         if np.isinf(arr).any():
             raise ValueError(f"{name} contains infinite values; replace them with NaN to mark them missing")
+        if np.abs(np.nan_to_num(arr)).max() > MAX_ABS_VALUE:
+            raise ValueError(
+                f"{name} has values beyond +-{MAX_ABS_VALUE:g}; rescale it (the model standardises each "
+                "window, so the units do not matter)"
+            )
+        arr = arr.astype(np.float32)
         empty = np.flatnonzero(np.isnan(arr).all(axis=0))
         if len(empty):
             raise ValueError(f"{name} has all-NaN channel(s) {empty.tolist()}; drop those columns")

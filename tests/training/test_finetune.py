@@ -192,6 +192,7 @@ def test_windows_without_enough_observed_context_are_not_drawn() -> None:
             r"disagree in channel count \(recording 0: 3, recording 1: 4\)",
         ),
         (np.full((900, 2), np.inf, np.float32), {}, r"infinite values; replace them with NaN"),
+        (series(900).astype(np.float64) * 1e300, {}, r"beyond \+-1e\+15; rescale"),
         (np.where(np.arange(3) == 1, np.nan, series(900)), {}, r"all-NaN channel\(s\) \[1\]"),
         (
             np.where(np.arange(900)[:, None] < 600, np.nan, series(900)),
