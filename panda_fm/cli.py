@@ -13,7 +13,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="panda-fm", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_forecast, _add_convert, _add_generate, _add_merge, _add_evaluate, _add_pretrain):
+    for add in (
+        _add_demo,
+        _add_forecast,
+        _add_convert,
+        _add_generate,
+        _add_merge,
+        _add_evaluate,
+        _add_pretrain,
+        _add_finetune,
+    ):
         add(sub)
     return parser
 
@@ -350,6 +359,76 @@ def _pretrain(args: argparse.Namespace) -> int:
             result.export_dir,
             result.metrics or "not run",
         )
+    return 0
+
+
+# --- finetune -------------------------------------------------------------------------------------
+
+
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a checkpoint on your own series (.csv with a column per channel, or .npy)",
+        description="Fine-tune a checkpoint on one or more recordings of the same channels. The last "
+        "--val-fraction of each recording is held out for validation and early stopping; the weights of the "
+        "best validation are saved. NaN (empty CSV cells) marks missing values, which are masked.",
+    )
+    p.add_argument("--checkpoint", required=True, help="base checkpoint directory or hub id")
+    p.add_argument("--data", required=True, nargs="+", help=".csv or .npy recording(s) of the same channels")
+    p.add_argument("--out", required=True, help="directory for the fine-tuned checkpoint")
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget of training")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="optimizer steps at most (default: 500 without --max-minutes)",
+    )
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per step (default 16)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="held-out tail per recording; 0: none")
+    p.add_argument("--patience", type=int, default=4, help="validations without improvement before stopping")
+    p.add_argument("--freeze-layers", type=int, default=0, help="freeze the embedding and first K layers")
+    p.add_argument("--min-context", type=int, default=None, help="fewest context steps of a window")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"), help="where to train")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (1 is fastest on a busy machine)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default=None, help="model card name (default: BASE-finetuned)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_finetune)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from panda_fm.pipeline import PandaPipeline
+    from panda_fm.training.finetune import FineTuneConfig, fine_tune
+
+    config = FineTuneConfig(
+        max_steps=args.max_steps,
+        max_minutes=args.max_minutes,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        val_fraction=args.val_fraction,
+        patience=args.patience,
+        freeze_layers=args.freeze_layers,
+        min_context=args.min_context,
+        accelerator=args.device,
+        torch_threads=args.threads,
+        seed=args.seed,
+        name=args.name,
+        progress_bar=not args.no_progress,
+    )
+    base = PandaPipeline.from_pretrained(args.checkpoint)
+    data = args.data[0] if len(args.data) == 1 else args.data
+    result = fine_tune(base, data, config)
+    result.pipeline.save_pretrained(args.out)
+    logging.getLogger("panda_fm").info(
+        "done: %d steps (%s), kept step %d; validation loss %s -> %s; checkpoint %s",
+        result.steps,
+        result.stopped,
+        result.best_step,
+        "n/a" if result.val_loss_before is None else f"{result.val_loss_before:.4f}",
+        "n/a" if result.val_loss_after is None else f"{result.val_loss_after:.4f}",
+        args.out,
+    )
     return 0
 
 

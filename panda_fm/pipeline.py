@@ -9,7 +9,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,6 +17,10 @@ import torch
 from panda_fm import hub
 from panda_fm.config import PandaConfig
 from panda_fm.model import PandaModel
+
+if TYPE_CHECKING:  # fine-tuning needs Lightning: imported only when called
+    from panda_fm.data.series import SeriesInput
+    from panda_fm.training.finetune import FineTuneConfig
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +99,39 @@ class PandaPipeline:
                 repo_id=repo_id, folder_path=Path(tmp) / "ckpt", commit_message="Upload panda_fm checkpoint"
             )
         return str(commit)
+
+    # --- fine-tuning -------------------------------------------------------------------------------
+
+    def fine_tune(
+        self, series: SeriesInput, config: FineTuneConfig | None = None, **settings: Any
+    ) -> PandaPipeline:
+        """A new pipeline fine-tuned on ``series``; this one is left untouched.
+
+        A thin wrapper over :func:`panda_fm.training.finetune.fine_tune` (which needs Lightning and
+        returns the loss history too).
+
+        Args:
+            series: a ``(T, C)`` array, a list of them (recordings of the same channels), a ``(K, T, C)``
+                array, or a ``.csv``/``.npy`` path. NaN marks a missing value (masked, never filled).
+            config: a :class:`panda_fm.training.finetune.FineTuneConfig`; or give its fields as keywords,
+                e.g. ``max_minutes=5, freeze_layers=2``.
+
+        Returns:
+            The fine-tuned pipeline; its ``info`` (the model card) names the base model and the data.
+
+        Raises:
+            ValueError: unusable input or settings, naming the fix.
+        """
+        from panda_fm.training.finetune import FineTuneConfig, fine_tune
+
+        if config is not None and settings:
+            raise ValueError("pass either config or keyword settings, not both")
+        known = set(FineTuneConfig.__dataclass_fields__)
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ValueError(f"unknown fine-tuning setting(s) {unknown}; known: {sorted(known)}")
+        cfg = config if config is not None else FineTuneConfig(**settings)
+        return fine_tune(self, series, cfg).pipeline
 
     # --- forecasting -------------------------------------------------------------------------------
 

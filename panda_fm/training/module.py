@@ -63,6 +63,34 @@ def standardised_mse(
     return F.mse_loss(pred.float(), stats.normalise(target.float()))
 
 
+def masked_standardised_mse(
+    model: PandaModel, context: torch.Tensor, target: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """:func:`standardised_mse` for windows with missing values (NaN), as in users' series.
+
+    Missing context entries are masked (statistics from the observed ones, the model told which patches
+    hold data) and missing target entries are left out of the mean. On windows without NaN it equals
+    :func:`standardised_mse`.
+
+    Args:
+        model: the model.
+        context: ``(B, context_length, C)`` raw units, NaN for missing (e.g. left padding).
+        target: ``(B, prediction_length, C)`` raw units, NaN for missing.
+        eps: added to the context variance.
+
+    Returns:
+        Scalar float32 loss (NaN when no target entry is observed).
+    """
+    observed = torch.isfinite(context)  # (B, L, C)
+    stats = fit_scale(context, observed, eps)
+    x = torch.where(observed, stats.normalise(context.float()), 0.0)
+    pred = model.forward_normalised(x, observed).float()  # (B, H, C)
+    assert pred.shape == target.shape, f"forecast {tuple(pred.shape)} vs target {tuple(target.shape)}"
+    y = stats.normalise(target.float())
+    valid = torch.isfinite(y)  # (B, H, C)
+    return torch.where(valid, (pred - torch.where(valid, y, 0.0)) ** 2, 0.0).sum() / valid.sum()
+
+
 class PandaLightningModule(L.LightningModule):
     """Pretrains a :class:`PandaModel` on batches ``{"context", "target", "key"}``.
 
@@ -70,13 +98,24 @@ class PandaLightningModule(L.LightningModule):
         model_config: the model's hyperparameters.
         trainer_config: optimiser and robustness settings.
         debug_dir: where ranks log the keys of their windows when ``trainer_config.debug_window_log``.
+        model: train this (pretrained) model instead of a fresh one (fine-tuning); its parameters with
+            ``requires_grad=False`` stay frozen. Its config must equal ``model_config``.
+        mask_missing: windows may hold NaN (missing values): use :func:`masked_standardised_mse`.
     """
 
     def __init__(
-        self, model_config: PandaConfig, trainer_config: TrainerConfig, debug_dir: str | Path | None = None
+        self,
+        model_config: PandaConfig,
+        trainer_config: TrainerConfig,
+        debug_dir: str | Path | None = None,
+        model: PandaModel | None = None,
+        mask_missing: bool = False,
     ):
         super().__init__()
-        self.model = PandaModel(model_config, seed=trainer_config.seed)
+        if model is not None and model.config != model_config:
+            raise ValueError("model_config differs from the config of the model passed in")
+        self.model = model if model is not None else PandaModel(model_config, seed=trainer_config.seed)
+        self.loss_fn = masked_standardised_mse if mask_missing else standardised_mse
         self.cfg = trainer_config
         self.debug_dir = Path(debug_dir) if debug_dir is not None else None
         self.automatic_optimization = False
@@ -93,8 +132,10 @@ class PandaLightningModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.cfg
         # Weight decay on matrices only, not on biases and norm gains.
-        decay = [p for p in self.model.parameters() if p.ndim >= 2]
-        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
+        # Frozen parameters (fine-tuning) are left out.
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in trainable if p.ndim >= 2]
+        no_decay = [p for p in trainable if p.ndim < 2]
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg.lr,
@@ -133,7 +174,7 @@ class PandaLightningModule(L.LightningModule):
         self._log_windows(batch["key"])
         index = self.batches_seen
         self.batches_seen += 1
-        loss = standardised_mse(self.model, context, target, self.model.config.scaling_eps)
+        loss = self.loss_fn(self.model, context, target, self.model.config.scaling_eps)
         if index in self.cfg.debug_nonfinite_batches and self.cfg.debug_nonfinite_rank in (
             None,
             self.global_rank,
@@ -191,7 +232,7 @@ class PandaLightningModule(L.LightningModule):
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         names = self.trainer.datamodule.val_names
-        loss = standardised_mse(self.model, batch["context"], batch["target"], self.model.config.scaling_eps)
+        loss = self.loss_fn(self.model, batch["context"], batch["target"], self.model.config.scaling_eps)
         self.log(
             f"val/{names[dataloader_idx]}_loss",
             loss,
