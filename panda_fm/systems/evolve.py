@@ -66,9 +66,12 @@ class EvolveConfig:
     transient_periods: float = 4.0  # integrated and dropped before the first sample
     n_ics: int = 1  # initial conditions per system (K)
     max_dim: int = 12  # dimension cap of a system
-    batch_size: int = 64  # systems per task (one integration batch)
-    tasks_per_generation: int = 16
+    batch_size: int = 128  # systems per task (one integration batch; larger batches amortise Python)
+    tasks_per_generation: int = 8
     p_skew: float = 0.5  # probability that a task is a skew product rather than mutation
+    # Skew pairs have periods within this ratio: a fast driver sampled over a slow response's periods
+    # needs more steps than the step budget allows, so such pairs would only be dropped.
+    max_period_ratio: float = 4.0
     mutation_scale: tuple[float, float] = (0.1, 0.5)  # relative perturbation scale, drawn per member
     keep_sign: float = 0.5  # probability that a mutated parameter keeps its sign
     skew_mutation_scale: float = 0.05  # small perturbation of skew members, so a batch is diverse
@@ -89,6 +92,8 @@ class EvolveConfig:
             raise ValueError("n_ics, batch_size and tasks_per_generation must be >= 1")
         if self.max_dim < 3:
             raise ValueError(f"max_dim must be >= 3 (the smallest founder), got {self.max_dim}")
+        if self.max_period_ratio < 1:
+            raise ValueError(f"max_period_ratio must be >= 1, got {self.max_period_ratio}")
         if not (0 <= self.p_skew <= 1 and 0 <= self.keep_sign <= 1):
             raise ValueError("p_skew and keep_sign are probabilities in [0, 1]")
         if not 0 <= self.mutation_scale[0] <= self.mutation_scale[1]:
@@ -174,7 +179,12 @@ def plan_generation(cfg: EvolveConfig, generation: int, population: list[Member]
     for index in range(cfg.tasks_per_generation):
         if rng.random() < cfg.p_skew and small:
             driver = small[rng.integers(len(small))]
-            fits = [m for m in small if m.dim <= cfg.max_dim - driver.dim]
+            fits = [
+                m
+                for m in small
+                if m.dim <= cfg.max_dim - driver.dim
+                and max(m.period, driver.period) <= cfg.max_period_ratio * min(m.period, driver.period)
+            ]
             if fits:
                 response = fits[rng.integers(len(fits))]
                 tasks.append(_skew_task(cfg, generation, index, driver, response, rng))
