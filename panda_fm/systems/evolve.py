@@ -77,6 +77,9 @@ class EvolveConfig:
     skew_mutation_scale: float = 0.05  # small perturbation of skew members, so a batch is diverse
     dedup_tol: float = 0.05  # descriptor distance below which a child is a near-duplicate
     max_generations: int = 10_000
+    # Step budget per member per dominant period integrated: smooth founders need 100-1500 at rtol
+    # 1e-9; stiff members, which explicit steps crawl through, are dropped as timeouts.
+    max_steps_per_period: int = 2000
     integrator: IntegratorConfig = field(default_factory=IntegratorConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
 
@@ -92,6 +95,8 @@ class EvolveConfig:
             raise ValueError("n_ics, batch_size and tasks_per_generation must be >= 1")
         if self.max_dim < 3:
             raise ValueError(f"max_dim must be >= 3 (the smallest founder), got {self.max_dim}")
+        if self.max_steps_per_period < 1:
+            raise ValueError(f"max_steps_per_period must be >= 1, got {self.max_steps_per_period}")
         if self.max_period_ratio < 1:
             raise ValueError(f"max_period_ratio must be >= 1, got {self.max_period_ratio}")
         if not (0 <= self.p_skew <= 1 and 0 <= self.keep_sign <= 1):
@@ -166,7 +171,14 @@ class TaskResult:
 def founder_population() -> list[Member]:
     """Generation 0: every founder at its curated parameters."""
     return [
-        Member(f"founder:{f.name}", founder_genome(f.name), f.period, f.rms, np.array([f.ic]), f.split)
+        Member(
+            f"founder:{f.name}",
+            founder_genome(f.name),
+            f.period,
+            f.rms,
+            np.array(f.points or [f.ic]),
+            f.split,
+        )
         for f in load_founders().values()
     ]
 
@@ -194,6 +206,12 @@ def plan_generation(cfg: EvolveConfig, generation: int, population: list[Member]
     return tasks
 
 
+def _draw_points(member: Member, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` of the member's attractor points, distinct while it has enough."""
+    n = len(member.points)
+    return member.points[rng.choice(n, size=k, replace=k > n)]
+
+
 def _draw_periods(cfg: EvolveConfig, rng: np.random.Generator) -> np.ndarray:
     lo, hi = cfg.periods
     return rng.uniform(lo, hi, cfg.batch_size) if hi > lo else np.full(cfg.batch_size, lo)
@@ -206,7 +224,7 @@ def _mutation_task(
     for _ in range(cfg.batch_size):
         scale = rng.uniform(*cfg.mutation_scale)
         genomes.append(mutate(parent.genome, rng, scale, cfg.keep_sign))
-        ics.append(parent.points[rng.integers(len(parent.points), size=cfg.n_ics)])
+        ics.append(_draw_points(parent, cfg.n_ics, rng))
     return Task(
         generation,
         index,
@@ -230,8 +248,8 @@ def _skew_task(
             gr = mutate(gr, rng, cfg.skew_mutation_scale, 1.0)
         coupling = random_coupling(driver.dim, response.dim, rng)
         genomes.append(Skew(gd, gr, coupling, 1.0 / driver.rms, 1.0 / response.rms))
-        pd = driver.points[rng.integers(len(driver.points), size=cfg.n_ics)]
-        pr = response.points[rng.integers(len(response.points), size=cfg.n_ics)]
+        pd = _draw_points(driver, cfg.n_ics, rng)
+        pr = _draw_points(response, cfg.n_ics, rng)
         ics.append(np.concatenate([pd, pr], axis=1))
     period = max(driver.period, response.period)
     return Task(
@@ -247,7 +265,12 @@ def _skew_task(
 
 
 def _integrate(
-    genomes: list[Genome], ics: np.ndarray, sample_dt: np.ndarray, transient: np.ndarray, cfg: EvolveConfig
+    genomes: list[Genome],
+    ics: np.ndarray,
+    sample_dt: np.ndarray,
+    transient: np.ndarray,
+    n_periods: np.ndarray,
+    cfg: EvolveConfig,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Integrate systems with K ICs each; returns raw ``(B, K, T, D)``, ok ``(B,)``, reasons ``(B,)``."""
     n_sys, k, dim = ics.shape
@@ -260,6 +283,7 @@ def _integrate(
         transient=np.repeat(transient, k),
         config=cfg.integrator,
         checked=~wrapped_mask(genomes[0]),
+        max_steps=np.repeat(np.ceil(cfg.max_steps_per_period * (cfg.transient_periods + n_periods)), k),
     )
     traj = res.trajectories.reshape(n_sys, k, cfg.n_points, dim)
     ok = res.ok.reshape(n_sys, k).all(axis=1)
@@ -272,7 +296,7 @@ def run_task(task: Task, cfg: EvolveConfig) -> TaskResult:
     sample_dt = task.period * task.n_periods / cfg.n_points
     transient = np.full(len(task.genomes), cfg.transient_periods * task.period)
     t0 = time.perf_counter()
-    raw, ok, reasons = _integrate(task.genomes, task.ics, sample_dt, transient, cfg)
+    raw, ok, reasons = _integrate(task.genomes, task.ics, sample_dt, transient, task.n_periods, cfg)
     t1 = time.perf_counter()
     failures: Counter = Counter()
     candidates = []
@@ -351,6 +375,7 @@ def regenerate(record: dict[str, Any], config: IntegratorConfig | None = None) -
         transient=record["transient"],
         config=cfg,
         checked=~wrapped_mask(genome),
+        max_steps=10**9,  # it completed once within its budget
     )
     if not res.ok.all():
         raise ValueError(f"regenerating {record['id']!r} failed: {list(res.reason)}")
@@ -363,7 +388,9 @@ class Summary:
 
     candidates: Counter = field(default_factory=Counter)  # per operator
     accepted: Counter = field(default_factory=Counter)  # per operator
-    failures: Counter = field(default_factory=Counter)  # per first failed test or drop reason
+    # operator -> first failed test, integration drop reason, "duplicate", or "surplus" (passed but
+    # not needed: the target was reached)
+    failures: dict[str, Counter] = field(default_factory=dict)
     per_generation: dict[int, int] = field(default_factory=dict)
     dims: Counter = field(default_factory=Counter)
     splits: Counter = field(default_factory=Counter)
@@ -376,7 +403,7 @@ class Summary:
         return {
             "candidates": dict(self.candidates),
             "accepted": dict(self.accepted),
-            "failures": dict(self.failures),
+            "failures": {op: dict(c) for op, c in self.failures.items()},
             "per_generation": {str(k): v for k, v in self.per_generation.items()},
             "dims": {str(k): v for k, v in sorted(self.dims.items())},
             "splits": dict(self.splits),
@@ -389,18 +416,25 @@ class Summary:
     def format(self) -> str:
         """Human-readable closing summary."""
         lines = ["generation summary (this session)"]
-        for op in OPERATORS:
-            c, a = self.candidates[op], self.accepted[op]
-            if c:
-                lines.append(f"  {op:8s} accepted {a}/{c} ({100 * a / c:.1f}%)")
-        total = sum(self.candidates.values())
-        if total:
-            lines.append("  rejected by (first failure):")
-            for name in (*DROP_REASONS, *TESTS, "duplicate"):
-                if self.failures[name]:
-                    lines.append(
-                        f"    {name:18s} {self.failures[name]:6d} ({100 * self.failures[name] / total:.1f}%)"
-                    )
+        ops = [op for op in OPERATORS if self.candidates[op]]
+        tried = {op: self.candidates[op] - self.failures.get(op, Counter())["surplus"] for op in ops}
+        lines.append("  " + " " * 22 + "".join(f"{op:>16s}" for op in ops))
+        lines.append("  " + f"{'candidates':22s}" + "".join(f"{tried[op]:16d}" for op in ops))
+        lines.append(
+            "  "
+            + f"{'accepted':22s}"
+            + "".join(
+                f"{self.accepted[op]:8d} ({100 * self.accepted[op] / max(tried[op], 1):4.1f}%)" for op in ops
+            )
+        )
+        lines.append("  rejected by (first failure):")
+        for name in (*DROP_REASONS, "integration", *TESTS, "duplicate"):
+            counts = [self.failures.get(op, Counter())[name] for op in ops]
+            if any(counts):
+                cells = [
+                    f"{c:8d} ({100 * c / max(tried[op], 1):4.1f}%)" for c, op in zip(counts, ops, strict=True)
+                ]
+                lines.append(f"    {name:20s}" + "".join(cells))
         lines.append(
             "  systems per generation: "
             + ", ".join(f"{g}:{n}" for g, n in sorted(self.per_generation.items()))
@@ -482,13 +516,15 @@ def generate(
             truncated = False
             for result in results:
                 task = result.task
+                op = task.operator
                 summary.integrate_s += result.integrate_s
                 summary.tests_s += result.tests_s
-                summary.candidates[task.operator] += len(task.genomes)
-                summary.failures.update(result.failures)
-                for cand in result.candidates:
+                summary.candidates[op] += len(task.genomes)
+                summary.failures.setdefault(op, Counter()).update(result.failures)
+                for i, cand in enumerate(result.candidates):
                     if n_have >= n_systems:
                         truncated = True
+                        summary.failures[op]["surplus"] += len(result.candidates) - i
                         break
                     dim = cand.trajectories.shape[2]
                     seen = descriptors.setdefault(dim, [])
@@ -496,7 +532,7 @@ def generate(
                         seen
                         and np.min(np.linalg.norm(np.asarray(seen) - cand.descriptor, axis=1)) < cfg.dedup_tol
                     ):
-                        summary.failures["duplicate"] += 1
+                        summary.failures[op]["duplicate"] += 1
                         continue
                     system_id = f"p{cfg.shard}-g{generation:03d}-t{task.index:03d}-m{cand.member:03d}"
                     record = make_record(task, cand, system_id, cfg)
@@ -513,6 +549,10 @@ def generate(
                     accepted_now += 1
                     n_have += 1
                     bar.update(1)
+                if n_have >= n_systems:
+                    # Stop without computing the generation's remaining tasks; mark it truncated.
+                    truncated = truncated or task.index < len(tasks) - 1
+                    break
             t_io = time.perf_counter()
             writer.flush()
             _fsync_write(

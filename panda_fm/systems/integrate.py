@@ -108,6 +108,7 @@ def integrate_batch(
     config: IntegratorConfig | None = None,
     checked: np.ndarray | None = None,
     progress: Callable[[int], None] | None = None,
+    max_steps: np.ndarray | int | None = None,
 ) -> BatchResult:
     """Integrate a batch of members of one structure onto uniform output grids.
 
@@ -121,6 +122,8 @@ def integrate_batch(
         checked: ``(D,)`` bool, coordinates subject to the blow-up limit (default all); angles that
             dysts wraps after integration are exempt.
         progress: optional callback receiving the number of members finished since the last call.
+        max_steps: step budget per member, scalar or ``(B,)``; default ``config.max_steps_per_point``
+            times the number of sample spacings integrated.
 
     Returns:
         A :class:`BatchResult` with ``(B, T, D)`` trajectories.
@@ -161,7 +164,10 @@ def integrate_batch(
     h = np.minimum(h, dt_out)
     steps = np.zeros(n_batch, dtype=np.int64)
     t_end = t_first + (n_points - 1) * dt_out
-    max_steps_member = np.ceil(cfg.max_steps_per_point * (t_end / dt_out + 1)).astype(np.int64)
+    if max_steps is None:
+        max_steps_member = np.ceil(cfg.max_steps_per_point * (t_end / dt_out + 1)).astype(np.int64)
+    else:
+        max_steps_member = np.broadcast_to(np.asarray(max_steps, dtype=np.int64), (n_batch,)).copy()
     cur_f = f
     iteration = 0
     while idx.size:

@@ -106,7 +106,14 @@ def test_cli_shards_and_merge(tmp_path):
         "--no-progress",
     ]
     for i in range(2):
-        assert main(["generate", "--out", str(tmp_path / f"part{i}"), "--shard", f"{i}/2", *args]) == 0
+        extra = ["--ics", "2"] if i else []  # part 1: two initial conditions per system
+        assert (
+            main(["generate", "--out", str(tmp_path / f"part{i}"), "--shard", f"{i}/2", *args, *extra]) == 0
+        )
+    part1 = open_dataset(tmp_path / "part1")
+    for system_id in part1.ids():
+        traj = np.asarray(part1.load(system_id))
+        assert traj.shape[:2] == (2, 512) and not np.allclose(traj[0], traj[1])
     assert (
         main(["merge", "--out", str(tmp_path / "all"), str(tmp_path / "part0"), str(tmp_path / "part1")]) == 0
     )
