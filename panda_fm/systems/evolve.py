@@ -366,7 +366,9 @@ def regenerate(record: dict[str, Any], config: IntegratorConfig | None = None) -
     genome = from_dict(record["genome"])
     ics = np.asarray(record["ic"], dtype=float)  # (K, D)
     integ = record.get("integrator", {})
-    cfg = config or IntegratorConfig(rtol=integ.get("rtol", 1e-9), atol=integ.get("atol", 1e-10))
+    cfg = config or IntegratorConfig(
+        rtol=integ.get("rtol", 1e-9), atol=integ.get("atol", 1e-10), straggler_factor=None
+    )
     res = integrate_batch(
         genome_field([genome] * len(ics)),
         ics,
@@ -563,12 +565,16 @@ def generate(
             summary.per_generation[generation] = accepted_now
             bar.set_postfix(gen=generation, pop=len(population))
             generation += 1
+        finished = True
     finally:
+        # On an interruption the generation in flight is not flushed: a resume replays it.
         bar.close()
         if pool is not None:
             pool.terminate()
-    summary.wall_s = time.perf_counter() - start
-    (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=1) + "\n")
+        summary.wall_s = time.perf_counter() - start
+        with open(out / "sessions.jsonl", "a") as fh:  # one line per session, so resumed runs add up
+            line = {**summary.to_json(), "systems_total": len(writer.records), "interrupted": not finished}
+            fh.write(json.dumps(line) + "\n")
     return summary
 
 

@@ -69,12 +69,18 @@ class IntegratorConfig:
     # Wall-clock budget of one batch (members still running are dropped). A safety net only: it depends
     # on the machine, so a run that hits it is no longer reproducible from its seed; the step budget is.
     time_budget_s: float = 300.0
+    # Stragglers: once half the batch has completed, a member still running after this many times the
+    # median step count of the completed ones is dropped (as a timeout). A batch otherwise runs as long
+    # as its slowest member. Deterministic: it depends on the batch, not on the machine. None: off.
+    straggler_factor: float | None = 3.0
 
     def __post_init__(self) -> None:
         if not (0 < self.rtol < 1 and self.atol > 0):
             raise ValueError(f"need 0 < rtol < 1 and atol > 0, got rtol={self.rtol}, atol={self.atol}")
         if self.max_value <= 0 or self.min_step <= 0:
             raise ValueError("max_value and min_step must be positive")
+        if self.straggler_factor is not None and self.straggler_factor < 1:
+            raise ValueError(f"straggler_factor must be >= 1 or None, got {self.straggler_factor}")
         if self.max_steps_per_point < 1 or self.time_budget_s <= 0:
             raise ValueError("max_steps_per_point must be >= 1 and time_budget_s > 0")
 
@@ -169,6 +175,7 @@ def integrate_batch(
     else:
         max_steps_member = np.broadcast_to(np.asarray(max_steps, dtype=np.int64), (n_batch,)).copy()
     cur_f = f
+    straggler_limit: float | None = None
     iteration = 0
     while idx.size:
         iteration += 1
@@ -231,6 +238,8 @@ def integrate_batch(
         bad_val = ~np.isfinite(y).all(axis=0) | (np.abs(y[chk]) > cfg.max_value).any(axis=0)
         stalled = h < cfg.min_step
         over = steps > max_steps_member
+        if straggler_limit is not None:
+            over |= steps > straggler_limit
         if iteration % 64 == 0 and time.perf_counter() - start > cfg.time_budget_s:
             over = np.ones_like(over)
         leave = finished | bad_val | stalled | over
@@ -241,6 +250,8 @@ def integrate_batch(
             reason[idx[over & ~finished & ~bad_val & ~stalled]] = "timeout"
             done[idx[finished & ~bad_val]] = True
             steps_all[gone] = steps[leave]
+            if cfg.straggler_factor is not None and straggler_limit is None and done.sum() >= n_batch / 2:
+                straggler_limit = cfg.straggler_factor * np.median(steps_all[done])
             if progress is not None:
                 progress(int(leave.sum()))
             keep = ~leave

@@ -98,3 +98,16 @@ def test_bad_input_raises():
         integrate_batch(f, np.ones((1, 3)), -0.1, 10)
     with pytest.raises(ValueError, match="rtol"):
         IntegratorConfig(rtol=0.0)
+
+
+def test_stragglers_are_dropped_once_half_the_batch_is_done():
+    founder = load_founders()["Lorenz"]
+    good = founder_genome("Lorenz")
+    slow = Flow("Lorenz", {**good.params, "rho": 2800.0})  # fast, large oscillations: many more steps
+    f = genome_field([good, good, good, slow])
+    y0 = np.tile(founder.ic, (4, 1))
+    res = integrate_batch(f, y0, 0.02, 500, max_steps=10**6)
+    assert list(res.reason) == ["", "", "", "timeout"]
+    assert res.steps[3] <= 3 * res.steps[0] + 1
+    res = integrate_batch(f, y0, 0.02, 500, max_steps=10**6, config=IntegratorConfig(straggler_factor=None))
+    assert res.ok.all() and res.steps[3] > 3 * res.steps[0]
