@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from panda_fm.systems.founders import load_founders
 from panda_fm.systems.integrate import DROP_REASONS, IntegratorConfig, integrate_batch
-from panda_fm.systems.selection import TESTS, SelectionConfig, descriptor, run_tests
+from panda_fm.systems.selection import TESTS, SelectionConfig, descriptor, is_near_duplicate, run_tests
 from panda_fm.systems.skew import (
     Genome,
     Skew,
@@ -530,10 +530,7 @@ def generate(
                         break
                     dim = cand.trajectories.shape[2]
                     seen = descriptors.setdefault(dim, [])
-                    if (
-                        seen
-                        and np.min(np.linalg.norm(np.asarray(seen) - cand.descriptor, axis=1)) < cfg.dedup_tol
-                    ):
+                    if is_near_duplicate(cand.descriptor, seen, cfg.dedup_tol):
                         summary.failures[op]["duplicate"] += 1
                         continue
                     system_id = f"p{cfg.shard}-g{generation:03d}-t{task.index:03d}-m{cand.member:03d}"
