@@ -575,6 +575,25 @@ def generate(
     return summary
 
 
+def ancestry(records: dict[str, dict[str, Any]], system_id: str) -> list[str]:
+    """All ancestors of a system (parents, their parents, ... down to ``founder:NAME``), sorted.
+
+    Args:
+        records: manifest records by id (e.g. ``{r["id"]: r for r in open_dataset(root)}``).
+        system_id: the system whose lineage is wanted.
+    """
+    out: set[str] = set()
+    stack = list(records[system_id]["parents"])
+    while stack:
+        parent = stack.pop()
+        if parent in out:
+            continue
+        out.add(parent)
+        if parent in records:
+            stack.extend(records[parent]["parents"])
+    return sorted(out)
+
+
 def dataset_size_bytes(root: str | Path) -> int:
     """Bytes on disk of a dataset directory."""
     return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
