@@ -66,9 +66,12 @@ class EvolveConfig:
     transient_periods: float = 4.0  # integrated and dropped before the first sample
     n_ics: int = 1  # initial conditions per system (K)
     max_dim: int = 12  # dimension cap of a system
-    batch_size: int = 128  # systems per task (one integration batch; larger batches amortise Python)
-    tasks_per_generation: int = 8
+    batch_size: int = 64  # systems per task (one integration batch; larger batches amortise Python)
+    tasks_per_generation: int = 16  # distinct parents / pairs per generation
     p_skew: float = 0.5  # probability that a task is a skew product rather than mutation
+    # Probability that a parent is drawn from the founders rather than the whole population: keeps
+    # low-dimensional systems and all founders in play as the population fills with skew products.
+    p_founder_parent: float = 0.25
     # Skew pairs have periods within this ratio: a fast driver sampled over a slow response's periods
     # needs more steps than the step budget allows, so such pairs would only be dropped.
     max_period_ratio: float = 4.0
@@ -99,8 +102,8 @@ class EvolveConfig:
             raise ValueError(f"max_steps_per_period must be >= 1, got {self.max_steps_per_period}")
         if self.max_period_ratio < 1:
             raise ValueError(f"max_period_ratio must be >= 1, got {self.max_period_ratio}")
-        if not (0 <= self.p_skew <= 1 and 0 <= self.keep_sign <= 1):
-            raise ValueError("p_skew and keep_sign are probabilities in [0, 1]")
+        if not (0 <= self.p_skew <= 1 and 0 <= self.keep_sign <= 1 and 0 <= self.p_founder_parent <= 1):
+            raise ValueError("p_skew, keep_sign and p_founder_parent are probabilities in [0, 1]")
         if not 0 <= self.mutation_scale[0] <= self.mutation_scale[1]:
             raise ValueError(f"mutation_scale must be (lo, hi) with 0 <= lo <= hi, got {self.mutation_scale}")
 
@@ -186,22 +189,32 @@ def founder_population() -> list[Member]:
 def plan_generation(cfg: EvolveConfig, generation: int, population: list[Member]) -> list[Task]:
     """The tasks of one generation, drawn from a generator seeded by ``(seed, shard, generation)``."""
     rng = np.random.default_rng([cfg.seed, cfg.shard, generation])
+    founders = [m for m in population if m.id.startswith("founder:")]
+
+    def pick(pool: list[Member]) -> Member | None:
+        narrowed = (
+            [m for m in pool if m.id.startswith("founder:")] if rng.random() < cfg.p_founder_parent else pool
+        )
+        pool = narrowed or pool
+        return pool[rng.integers(len(pool))] if pool else None
+
     small = [m for m in population if m.dim <= cfg.max_dim - 3]
     tasks = []
     for index in range(cfg.tasks_per_generation):
-        if rng.random() < cfg.p_skew and small:
-            driver = small[rng.integers(len(small))]
-            fits = [
-                m
-                for m in small
-                if m.dim <= cfg.max_dim - driver.dim
-                and max(m.period, driver.period) <= cfg.max_period_ratio * min(m.period, driver.period)
-            ]
-            if fits:
-                response = fits[rng.integers(len(fits))]
-                tasks.append(_skew_task(cfg, generation, index, driver, response, rng))
-                continue
-        parent = population[rng.integers(len(population))]
+        if rng.random() < cfg.p_skew:
+            driver = pick(small)
+            if driver is not None:
+                fits = [
+                    m
+                    for m in small
+                    if m.dim <= cfg.max_dim - driver.dim
+                    and max(m.period, driver.period) <= cfg.max_period_ratio * min(m.period, driver.period)
+                ]
+                response = pick(fits)
+                if response is not None:
+                    tasks.append(_skew_task(cfg, generation, index, driver, response, rng))
+                    continue
+        parent = pick(population) or founders[0]
         tasks.append(_mutation_task(cfg, generation, index, parent, rng))
     return tasks
 
@@ -446,8 +459,8 @@ class Summary:
         )
         lines.append("  splits: " + ", ".join(f"{s}:{n}" for s, n in sorted(self.splits.items())))
         lines.append(
-            f"  time: wall {self.wall_s:.1f}s; integration {self.integrate_s:.1f}s, tests {self.tests_s:.1f}s "
-            f"(CPU, summed over workers); I/O {self.io_s:.1f}s"
+            f"  time: wall {self.wall_s:.1f}s; in workers (wall, summed over workers): integration "
+            f"{self.integrate_s:.1f}s, tests {self.tests_s:.1f}s; I/O {self.io_s:.1f}s"
         )
         return "\n".join(lines)
 

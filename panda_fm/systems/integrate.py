@@ -105,6 +105,16 @@ class BatchResult:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+def _rms_over_rows(q: np.ndarray) -> np.ndarray:
+    """RMS over axis 0 of ``(D, A)``, summed row by row: numpy's reductions change their summation
+    order with the array's shape (pairwise, 8 accumulators for 8+ contiguous values), which would make
+    a member's step control, hence its chaotic trajectory, depend on the size of its batch."""
+    acc = q[0] * q[0]
+    for row in q[1:]:
+        acc = acc + row * row
+    return np.sqrt(acc / q.shape[0])
+
+
 def integrate_batch(
     f: BatchField,
     y0: np.ndarray,
@@ -164,8 +174,8 @@ def integrate_batch(
     k_next[at0] = 1
     fy = f(t, y)
     scale = cfg.atol + cfg.rtol * np.abs(y)
-    d0 = np.sqrt(np.mean((y / scale) ** 2, axis=0))
-    d1 = np.sqrt(np.mean((fy / scale) ** 2, axis=0))
+    d0 = _rms_over_rows(y / scale)
+    d1 = _rms_over_rows(fy / scale)
     h = np.where((d0 > 1e-5) & (d1 > 1e-5), 0.01 * d0 / np.maximum(d1, 1e-300), 1e-6)
     h = np.minimum(h, dt_out)
     steps = np.zeros(n_batch, dtype=np.int64)
@@ -196,7 +206,7 @@ def integrate_batch(
         for j in (2, 3, 4, 5, 6):
             err_vec = err_vec + _E[j] * ks[j]
         scale = cfg.atol + cfg.rtol * np.maximum(np.abs(y), np.abs(y_new))
-        err = np.sqrt(np.mean((hh * err_vec / scale) ** 2, axis=0))
+        err = _rms_over_rows(hh * err_vec / scale)
         err = np.where(np.isfinite(err), err, np.inf)
         accept = err <= 1.0
         all_accepted = bool(accept.all())

@@ -8,7 +8,7 @@ from scipy.integrate import solve_ivp
 
 from panda_fm.systems.founders import load_founders
 from panda_fm.systems.integrate import IntegratorConfig, integrate_batch
-from panda_fm.systems.skew import Flow, founder_genome, genome_field, mutate
+from panda_fm.systems.skew import Flow, Skew, founder_genome, genome_field, mutate
 
 ACCURACY_FOUNDERS = (
     "Lorenz", "Aizawa", "Arneodo", "BurkeShaw", "Chen", "Chua", "Dadras", "Halvorsen", "HyperLorenz", "Lorenz84",
@@ -59,6 +59,20 @@ def test_member_alone_equals_member_in_batch():
     alone = integrate_batch(genome_field(genomes[3:4]), y0[3:4], 0.02, 500, transient=1.0)
     assert batch.ok[3] and alone.ok[0]
     np.testing.assert_array_equal(batch.trajectories[3], alone.trajectories[0])
+
+
+def test_high_dimensional_member_alone_equals_member_in_batch():
+    """A 10-D skew product: reductions over 8+ coordinates must not depend on the batch size."""
+    rng = np.random.default_rng(1)
+    inner = Skew(founder_genome("Lorenz"), founder_genome("HyperLorenz"), (0, 1, 2, -1), 0.1, 0.2)
+    outer = Skew(founder_genome("Aizawa"), inner, (2, -1, 0, 1, -1, -1, -1), 0.3, 0.5)
+    genomes = [mutate(outer, rng, 0.01, 1.0) for _ in range(6)]
+    ic = np.concatenate([load_founders()[n].ic for n in ("Aizawa", "Lorenz", "HyperLorenz")])
+    y0 = np.tile(ic, (6, 1))
+    batch = integrate_batch(genome_field(genomes), y0, 0.02, 300, transient=1.0, max_steps=10**6)
+    alone = integrate_batch(genome_field(genomes[4:5]), y0[4:5], 0.02, 300, transient=1.0, max_steps=10**6)
+    assert batch.ok[4] and alone.ok[0]
+    np.testing.assert_array_equal(batch.trajectories[4], alone.trajectories[0])
 
 
 def test_uniform_grid_and_transient():
