@@ -92,7 +92,7 @@ def rope_tables(
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``(..., N, hd)`` by tables ``(N, hd)``."""
+    """Rotate the last axis of ``x`` (``hd``) by tables that broadcast against it."""
     x1, x2 = x.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
@@ -101,7 +101,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class Attention(nn.Module):
     """Multi-head self-attention along the patch axis or the channel axis of ``(B, C, N, D)`` tokens.
 
-    Heads are split with views and permutes, so neither axis is copied into place before attention.
+    q, k and v come from one matrix product (the three weights concatenated); rotary positions are applied in
+    the contiguous ``(B, C, N, h, hd)`` layout, and each axis is folded into a 4-D batch for torch's fused
+    attention kernel (strided or 5-D inputs fall back to a much slower path on CPU).
     """
 
     def __init__(self, config: PandaConfig):
@@ -132,17 +134,26 @@ class Attention(nn.Module):
             ``(B, C, N, D)``.
         """
         B, C, N, D = x.shape
-        # (B, C, N, D) -> (B, C, N, h, hd) -> (B, C, h, N, hd) over patches | (B, N, h, C, hd) over channels
-        order = (0, 2, 3, 1, 4) if over_channels else (0, 1, 3, 2, 4)
-        q, k, v = (
-            p(x).view(B, C, N, self.heads, -1).permute(order) for p in (self.q_proj, self.k_proj, self.v_proj)
-        )
+        h = self.heads
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        weight = torch.cat([p.weight for p in projections])  # (3D, D)
+        bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projections])
+        q, k, v = F.linear(x, weight, bias).view(B, C, N, 3, h, D // h).unbind(3)  # each (B, C, N, h, hd)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        mask = None if patch_mask is None else patch_mask[:, :, None, None, :]  # (B, C, 1, 1, N)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        inverse = (0, 3, 1, 2, 4) if over_channels else (0, 1, 3, 2, 4)
-        return self.out_proj(out.permute(inverse).reshape(B, C, N, D))
+            cos, sin = rope[0][:, None], rope[1][:, None]  # (N, 1, hd): broadcast over heads
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if over_channels:
+            # (B, C, N, h, hd) -> (B, N, h, C, hd) -> (B*N, h, C, hd)
+            q, k, v = (t.permute(0, 2, 3, 1, 4).reshape(B * N, h, C, -1) for t in (q, k, v))
+            out = F.scaled_dot_product_attention(q, k, v)
+            out = out.view(B, N, h, C, -1).permute(0, 3, 1, 2, 4)  # (B, C, N, h, hd)
+        else:
+            # (B, C, N, h, hd) -> (B, C, h, N, hd) -> (B*C, h, N, hd)
+            q, k, v = (t.transpose(2, 3).reshape(B * C, h, N, -1) for t in (q, k, v))
+            mask = None if patch_mask is None else patch_mask.reshape(B * C, 1, 1, N)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            out = out.view(B, C, h, N, -1).transpose(2, 3)  # (B, C, N, h, hd)
+        return self.out_proj(out.reshape(B, C, N, D))
 
 
 class EncoderLayer(nn.Module):
