@@ -134,3 +134,17 @@ def test_analogue_ignores_windows_with_missing_values():
     torch.testing.assert_close(af(x, observed), af(poisoned, observed))
     observed[:, :90] = False  # no complete candidate: the forecast is the mean, 0
     assert torch.equal(af(x, observed), torch.zeros(1, 16, 2))
+
+
+def test_analogue_gradients_are_finite_with_missing_context():
+    model = random_model(incontext="analogue")
+    x = torch.randn(2, 512, 3, generator=torch.Generator().manual_seed(1))
+    observed = torch.ones_like(x, dtype=torch.bool)
+    observed[0, :384] = False  # part missing: some candidates remain
+    observed[1, :480] = False  # too little left for any complete candidate
+    model.head.weight.data.normal_(0, 0.02, generator=torch.Generator().manual_seed(2))
+    loss = model.forward_normalised(x * observed, observed).pow(2).mean()
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), name
+    assert model.analogue.log_sharpness.grad is not None

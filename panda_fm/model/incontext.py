@@ -58,11 +58,16 @@ class AnalogueForecast(nn.Module):
             # a candidate needs its window and its continuation observed in every channel: steps t-w+1 .. t+H
             missing = (~observed).any(dim=2).float()  # (B, T)
             valid = missing.unfold(-1, w + H, 1)[:, :S].sum(-1) == 0  # (B, S)
-            dist = dist.masked_fill(~valid, float("nan"))
-        scale = dist.nanmedian(dim=1, keepdim=True).values.nan_to_num(1.0).clamp_min(1e-6)
-        logits = (-self.log_sharpness.exp() * dist / scale).nan_to_num(
-            float("-inf"), float("-inf"), float("-inf")
-        )
-        weights = torch.softmax(logits, dim=1).nan_to_num(0.0)  # (B, S); all-invalid rows -> 0
+        else:
+            valid = torch.ones_like(dist, dtype=torch.bool)
+        # Kernel width: the median distance over valid candidates. No NaN or inf enters the graph, so
+        # gradients stay finite when part of the context is missing.
+        count = valid.sum(dim=1, keepdim=True)  # (B, 1)
+        ordered = torch.where(valid, dist, torch.finfo(dist.dtype).max).sort(dim=1).values
+        median = ordered.gather(1, (count - 1).clamp_min(0) // 2)
+        scale = torch.where(count > 0, median, 1.0).clamp_min(1e-6)  # (B, 1)
+        logits = (-self.log_sharpness.exp() * dist / scale).masked_fill(~valid, float("-inf"))
+        logits = torch.where(count > 0, logits, 0.0)  # rows without a candidate: finite, zeroed below
+        weights = torch.softmax(logits, dim=1) * (count > 0)  # (B, S)
         cont = xc[:, :, w:].unfold(-1, H, 1)[:, :, :S]  # (B, C, S, H): the H steps after each window
         return torch.einsum("bs,bcsh->bhc", weights, cont)
