@@ -6,6 +6,7 @@ back to the tiny test checkpoint, so the notebooks' code is exercised either way
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -41,7 +42,15 @@ def test_notebook_runs(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         monkeypatch.setenv("PANDA_FM_CHECKPOINT", str(TINY))
     else:
         monkeypatch.delenv("PANDA_FM_CHECKPOINT", raising=False)
-    # First cell (not saved): the kernel must be this interpreter's, whatever kernelspecs are installed.
+    # The "python3" kernel is this interpreter, whatever kernelspecs are installed elsewhere: a spec of our
+    # own comes first on JUPYTER_PATH; an inserted first cell (not saved) checks it.
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "Python 3", "language": "python"})
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     check = f"import sys\nassert sys.prefix == {sys.prefix!r}, sys.executable"
     nb.cells.insert(0, nbformat.v4.new_code_cell(check))
     client = nbclient.NotebookClient(
