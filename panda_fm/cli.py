@@ -185,8 +185,12 @@ def _generate(args: argparse.Namespace) -> int:
         tasks_per_generation=args.tasks,
         p_skew=args.p_skew,
     )
-    summary = generate(args.out, args.systems, cfg, workers=args.workers, progress=not args.no_progress)
     log = logging.getLogger("panda_fm")
+    try:
+        summary = generate(args.out, args.systems, cfg, workers=args.workers, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        log.warning("interrupted; run the same command again to resume after the last complete generation")
+        return 130
     log.info("%s", summary.format())
     log.info("dataset %s: %.1f MB on disk", args.out, dataset_size_bytes(args.out) / 1e6)
     return 0

@@ -317,6 +317,13 @@ def model_card(model: PandaModel, info: dict[str, Any]) -> str:
         f"- {cfg.num_hidden_layers} layers, width {cfg.d_model}, {cfg.num_attention_heads} heads, FFN {cfg.ffn_dim}, "
         f"p-RoPE ({cfg.rope_percent:.0%} of pairs, max wavelength {cfg.max_wavelength:g})",
         f"- channel attention: {'yes' if cfg.channel_attention else 'no'}; pooling: {cfg.pooling_type}",
+        f"- in-context forecaster: {cfg.incontext}"
+        + (
+            f" (kernel regression over delay windows of {cfg.analogue_delays} x lag {cfg.analogue_lag}, "
+            "corrected patch by patch by the network)"
+            if cfg.incontext == "analogue"
+            else ""
+        ),
         "",
         "## Training data",
         "",

@@ -27,8 +27,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from panda_fm.systems.founders import load_founders
-from panda_fm.systems.integrate import DROP_REASONS, IntegratorConfig, integrate_batch
-from panda_fm.systems.selection import TESTS, SelectionConfig, descriptor, run_tests
+from panda_fm.systems.integrate import IntegratorConfig, integrate_batch
+from panda_fm.systems.selection import TESTS, SelectionConfig, descriptor, is_near_duplicate, run_tests
 from panda_fm.systems.skew import (
     Genome,
     Skew,
@@ -46,11 +46,11 @@ from panda_fm.systems.skew import (
     wrapped_mask,
 )
 from panda_fm.systems.store import DatasetWriter, _fsync_write, open_dataset
+from panda_fm.systems.summary import Summary
 
 logger = logging.getLogger(__name__)
 
 PROGRESS = "progress.json"
-OPERATORS = ("mutate", "skew")
 N_POINTS_KEPT = 8  # raw attractor points kept per population member, the ICs of its children
 
 
@@ -66,14 +66,23 @@ class EvolveConfig:
     transient_periods: float = 4.0  # integrated and dropped before the first sample
     n_ics: int = 1  # initial conditions per system (K)
     max_dim: int = 12  # dimension cap of a system
-    batch_size: int = 64  # systems per task (one integration batch)
-    tasks_per_generation: int = 16
+    batch_size: int = 64  # systems per task (one integration batch; larger batches amortise Python)
+    tasks_per_generation: int = 16  # distinct parents / pairs per generation
     p_skew: float = 0.5  # probability that a task is a skew product rather than mutation
+    # Probability that a parent is drawn from the founders rather than the whole population: keeps
+    # low-dimensional systems and all founders in play as the population fills with skew products.
+    p_founder_parent: float = 0.25
+    # Skew pairs have periods within this ratio: a fast driver sampled over a slow response's periods
+    # needs more steps than the step budget allows, so such pairs would only be dropped.
+    max_period_ratio: float = 4.0
     mutation_scale: tuple[float, float] = (0.1, 0.5)  # relative perturbation scale, drawn per member
     keep_sign: float = 0.5  # probability that a mutated parameter keeps its sign
     skew_mutation_scale: float = 0.05  # small perturbation of skew members, so a batch is diverse
     dedup_tol: float = 0.05  # descriptor distance below which a child is a near-duplicate
     max_generations: int = 10_000
+    # Step budget per member per dominant period integrated: smooth founders need 100-1500 at rtol
+    # 1e-9; stiff members, which explicit steps crawl through, are dropped as timeouts.
+    max_steps_per_period: int = 2000
     integrator: IntegratorConfig = field(default_factory=IntegratorConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
 
@@ -89,8 +98,12 @@ class EvolveConfig:
             raise ValueError("n_ics, batch_size and tasks_per_generation must be >= 1")
         if self.max_dim < 3:
             raise ValueError(f"max_dim must be >= 3 (the smallest founder), got {self.max_dim}")
-        if not (0 <= self.p_skew <= 1 and 0 <= self.keep_sign <= 1):
-            raise ValueError("p_skew and keep_sign are probabilities in [0, 1]")
+        if self.max_steps_per_period < 1:
+            raise ValueError(f"max_steps_per_period must be >= 1, got {self.max_steps_per_period}")
+        if self.max_period_ratio < 1:
+            raise ValueError(f"max_period_ratio must be >= 1, got {self.max_period_ratio}")
+        if not (0 <= self.p_skew <= 1 and 0 <= self.keep_sign <= 1 and 0 <= self.p_founder_parent <= 1):
+            raise ValueError("p_skew, keep_sign and p_founder_parent are probabilities in [0, 1]")
         if not 0 <= self.mutation_scale[0] <= self.mutation_scale[1]:
             raise ValueError(f"mutation_scale must be (lo, hi) with 0 <= lo <= hi, got {self.mutation_scale}")
 
@@ -161,7 +174,14 @@ class TaskResult:
 def founder_population() -> list[Member]:
     """Generation 0: every founder at its curated parameters."""
     return [
-        Member(f"founder:{f.name}", founder_genome(f.name), f.period, f.rms, np.array([f.ic]), f.split)
+        Member(
+            f"founder:{f.name}",
+            founder_genome(f.name),
+            f.period,
+            f.rms,
+            np.array(f.points or [f.ic]),
+            f.split,
+        )
         for f in load_founders().values()
     ]
 
@@ -169,19 +189,40 @@ def founder_population() -> list[Member]:
 def plan_generation(cfg: EvolveConfig, generation: int, population: list[Member]) -> list[Task]:
     """The tasks of one generation, drawn from a generator seeded by ``(seed, shard, generation)``."""
     rng = np.random.default_rng([cfg.seed, cfg.shard, generation])
+    founders = [m for m in population if m.id.startswith("founder:")]
+
+    def pick(pool: list[Member]) -> Member | None:
+        narrowed = (
+            [m for m in pool if m.id.startswith("founder:")] if rng.random() < cfg.p_founder_parent else pool
+        )
+        pool = narrowed or pool
+        return pool[rng.integers(len(pool))] if pool else None
+
     small = [m for m in population if m.dim <= cfg.max_dim - 3]
     tasks = []
     for index in range(cfg.tasks_per_generation):
-        if rng.random() < cfg.p_skew and small:
-            driver = small[rng.integers(len(small))]
-            fits = [m for m in small if m.dim <= cfg.max_dim - driver.dim]
-            if fits:
-                response = fits[rng.integers(len(fits))]
-                tasks.append(_skew_task(cfg, generation, index, driver, response, rng))
-                continue
-        parent = population[rng.integers(len(population))]
+        if rng.random() < cfg.p_skew:
+            driver = pick(small)
+            if driver is not None:
+                fits = [
+                    m
+                    for m in small
+                    if m.dim <= cfg.max_dim - driver.dim
+                    and max(m.period, driver.period) <= cfg.max_period_ratio * min(m.period, driver.period)
+                ]
+                response = pick(fits)
+                if response is not None:
+                    tasks.append(_skew_task(cfg, generation, index, driver, response, rng))
+                    continue
+        parent = pick(population) or founders[0]
         tasks.append(_mutation_task(cfg, generation, index, parent, rng))
     return tasks
+
+
+def _draw_points(member: Member, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` of the member's attractor points, distinct while it has enough."""
+    n = len(member.points)
+    return member.points[rng.choice(n, size=k, replace=k > n)]
 
 
 def _draw_periods(cfg: EvolveConfig, rng: np.random.Generator) -> np.ndarray:
@@ -196,7 +237,7 @@ def _mutation_task(
     for _ in range(cfg.batch_size):
         scale = rng.uniform(*cfg.mutation_scale)
         genomes.append(mutate(parent.genome, rng, scale, cfg.keep_sign))
-        ics.append(parent.points[rng.integers(len(parent.points), size=cfg.n_ics)])
+        ics.append(_draw_points(parent, cfg.n_ics, rng))
     return Task(
         generation,
         index,
@@ -220,8 +261,8 @@ def _skew_task(
             gr = mutate(gr, rng, cfg.skew_mutation_scale, 1.0)
         coupling = random_coupling(driver.dim, response.dim, rng)
         genomes.append(Skew(gd, gr, coupling, 1.0 / driver.rms, 1.0 / response.rms))
-        pd = driver.points[rng.integers(len(driver.points), size=cfg.n_ics)]
-        pr = response.points[rng.integers(len(response.points), size=cfg.n_ics)]
+        pd = _draw_points(driver, cfg.n_ics, rng)
+        pr = _draw_points(response, cfg.n_ics, rng)
         ics.append(np.concatenate([pd, pr], axis=1))
     period = max(driver.period, response.period)
     return Task(
@@ -237,7 +278,12 @@ def _skew_task(
 
 
 def _integrate(
-    genomes: list[Genome], ics: np.ndarray, sample_dt: np.ndarray, transient: np.ndarray, cfg: EvolveConfig
+    genomes: list[Genome],
+    ics: np.ndarray,
+    sample_dt: np.ndarray,
+    transient: np.ndarray,
+    n_periods: np.ndarray,
+    cfg: EvolveConfig,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Integrate systems with K ICs each; returns raw ``(B, K, T, D)``, ok ``(B,)``, reasons ``(B,)``."""
     n_sys, k, dim = ics.shape
@@ -250,6 +296,7 @@ def _integrate(
         transient=np.repeat(transient, k),
         config=cfg.integrator,
         checked=~wrapped_mask(genomes[0]),
+        max_steps=np.repeat(np.ceil(cfg.max_steps_per_period * (cfg.transient_periods + n_periods)), k),
     )
     traj = res.trajectories.reshape(n_sys, k, cfg.n_points, dim)
     ok = res.ok.reshape(n_sys, k).all(axis=1)
@@ -262,7 +309,7 @@ def run_task(task: Task, cfg: EvolveConfig) -> TaskResult:
     sample_dt = task.period * task.n_periods / cfg.n_points
     transient = np.full(len(task.genomes), cfg.transient_periods * task.period)
     t0 = time.perf_counter()
-    raw, ok, reasons = _integrate(task.genomes, task.ics, sample_dt, transient, cfg)
+    raw, ok, reasons = _integrate(task.genomes, task.ics, sample_dt, transient, task.n_periods, cfg)
     t1 = time.perf_counter()
     failures: Counter = Counter()
     candidates = []
@@ -332,7 +379,9 @@ def regenerate(record: dict[str, Any], config: IntegratorConfig | None = None) -
     genome = from_dict(record["genome"])
     ics = np.asarray(record["ic"], dtype=float)  # (K, D)
     integ = record.get("integrator", {})
-    cfg = config or IntegratorConfig(rtol=integ.get("rtol", 1e-9), atol=integ.get("atol", 1e-10))
+    cfg = config or IntegratorConfig(
+        rtol=integ.get("rtol", 1e-9), atol=integ.get("atol", 1e-10), straggler_factor=None
+    )
     res = integrate_batch(
         genome_field([genome] * len(ics)),
         ics,
@@ -341,69 +390,11 @@ def regenerate(record: dict[str, Any], config: IntegratorConfig | None = None) -
         transient=record["transient"],
         config=cfg,
         checked=~wrapped_mask(genome),
+        max_steps=10**9,  # it completed once within its budget
     )
     if not res.ok.all():
         raise ValueError(f"regenerating {record['id']!r} failed: {list(res.reason)}")
     return np.stack([postprocess_genome(genome, t) for t in res.trajectories]).astype(np.float32)
-
-
-@dataclass
-class Summary:
-    """Counters of a run (candidates, failures, timings), reported at its end."""
-
-    candidates: Counter = field(default_factory=Counter)  # per operator
-    accepted: Counter = field(default_factory=Counter)  # per operator
-    failures: Counter = field(default_factory=Counter)  # per first failed test or drop reason
-    per_generation: dict[int, int] = field(default_factory=dict)
-    dims: Counter = field(default_factory=Counter)
-    splits: Counter = field(default_factory=Counter)
-    integrate_s: float = 0.0  # summed over workers
-    tests_s: float = 0.0  # summed over workers
-    io_s: float = 0.0
-    wall_s: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "candidates": dict(self.candidates),
-            "accepted": dict(self.accepted),
-            "failures": dict(self.failures),
-            "per_generation": {str(k): v for k, v in self.per_generation.items()},
-            "dims": {str(k): v for k, v in sorted(self.dims.items())},
-            "splits": dict(self.splits),
-            "integrate_s": self.integrate_s,
-            "tests_s": self.tests_s,
-            "io_s": self.io_s,
-            "wall_s": self.wall_s,
-        }
-
-    def format(self) -> str:
-        """Human-readable closing summary."""
-        lines = ["generation summary (this session)"]
-        for op in OPERATORS:
-            c, a = self.candidates[op], self.accepted[op]
-            if c:
-                lines.append(f"  {op:8s} accepted {a}/{c} ({100 * a / c:.1f}%)")
-        total = sum(self.candidates.values())
-        if total:
-            lines.append("  rejected by (first failure):")
-            for name in (*DROP_REASONS, *TESTS, "duplicate"):
-                if self.failures[name]:
-                    lines.append(
-                        f"    {name:18s} {self.failures[name]:6d} ({100 * self.failures[name] / total:.1f}%)"
-                    )
-        lines.append(
-            "  systems per generation: "
-            + ", ".join(f"{g}:{n}" for g, n in sorted(self.per_generation.items()))
-        )
-        lines.append(
-            "  dimension histogram: " + ", ".join(f"D={d}:{n}" for d, n in sorted(self.dims.items()))
-        )
-        lines.append("  splits: " + ", ".join(f"{s}:{n}" for s, n in sorted(self.splits.items())))
-        lines.append(
-            f"  time: wall {self.wall_s:.1f}s; integration {self.integrate_s:.1f}s, tests {self.tests_s:.1f}s "
-            f"(CPU, summed over workers); I/O {self.io_s:.1f}s"
-        )
-        return "\n".join(lines)
 
 
 def _member_from_record(rec: dict[str, Any]) -> Member:
@@ -472,21 +463,20 @@ def generate(
             truncated = False
             for result in results:
                 task = result.task
+                op = task.operator
                 summary.integrate_s += result.integrate_s
                 summary.tests_s += result.tests_s
-                summary.candidates[task.operator] += len(task.genomes)
-                summary.failures.update(result.failures)
-                for cand in result.candidates:
+                summary.candidates[op] += len(task.genomes)
+                summary.failures.setdefault(op, Counter()).update(result.failures)
+                for i, cand in enumerate(result.candidates):
                     if n_have >= n_systems:
                         truncated = True
+                        summary.failures[op]["surplus"] += len(result.candidates) - i
                         break
                     dim = cand.trajectories.shape[2]
                     seen = descriptors.setdefault(dim, [])
-                    if (
-                        seen
-                        and np.min(np.linalg.norm(np.asarray(seen) - cand.descriptor, axis=1)) < cfg.dedup_tol
-                    ):
-                        summary.failures["duplicate"] += 1
+                    if is_near_duplicate(cand.descriptor, seen, cfg.dedup_tol):
+                        summary.failures[op]["duplicate"] += 1
                         continue
                     system_id = f"p{cfg.shard}-g{generation:03d}-t{task.index:03d}-m{cand.member:03d}"
                     record = make_record(task, cand, system_id, cfg)
@@ -503,6 +493,10 @@ def generate(
                     accepted_now += 1
                     n_have += 1
                     bar.update(1)
+                if n_have >= n_systems:
+                    # Stop without computing the generation's remaining tasks; mark it truncated.
+                    truncated = truncated or task.index < len(tasks) - 1
+                    break
             t_io = time.perf_counter()
             writer.flush()
             _fsync_write(
@@ -513,13 +507,36 @@ def generate(
             summary.per_generation[generation] = accepted_now
             bar.set_postfix(gen=generation, pop=len(population))
             generation += 1
+        finished = True
     finally:
+        # On an interruption the generation in flight is not flushed: a resume replays it.
         bar.close()
         if pool is not None:
             pool.terminate()
-    summary.wall_s = time.perf_counter() - start
-    (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=1) + "\n")
+        summary.wall_s = time.perf_counter() - start
+        with open(out / "sessions.jsonl", "a") as fh:  # one line per session, so resumed runs add up
+            line = {**summary.to_json(), "systems_total": len(writer.records), "interrupted": not finished}
+            fh.write(json.dumps(line) + "\n")
     return summary
+
+
+def ancestry(records: dict[str, dict[str, Any]], system_id: str) -> list[str]:
+    """All ancestors of a system (parents, their parents, ... down to ``founder:NAME``), sorted.
+
+    Args:
+        records: manifest records by id (e.g. ``{r["id"]: r for r in open_dataset(root)}``).
+        system_id: the system whose lineage is wanted.
+    """
+    out: set[str] = set()
+    stack = list(records[system_id]["parents"])
+    while stack:
+        parent = stack.pop()
+        if parent in out:
+            continue
+        out.add(parent)
+        if parent in records:
+            stack.extend(records[parent]["parents"])
+    return sorted(out)
 
 
 def dataset_size_bytes(root: str | Path) -> int:

@@ -71,6 +71,7 @@ class Founder:
         wrapped: coordinates that dysts maps to a bounded range after integration (angles, time).
         rms: RMS of the vector field along a trajectory at the curated parameters.
         lyapunov: dysts' estimate of the largest Lyapunov exponent (1 / time unit), if any.
+        points: further raw points on the attractor, ``(M, D)``, initial conditions of children.
     """
 
     name: str
@@ -84,6 +85,7 @@ class Founder:
     wrapped: tuple[int, ...]
     rms: float
     lyapunov: float | None
+    points: tuple[tuple[float, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.ic) != self.dim:
@@ -189,7 +191,14 @@ def load_founders() -> dict[str, Founder]:
         )
     data = json.loads(CATALOGUE.read_text())
     return {
-        name: Founder(**{**rec, "ic": tuple(rec["ic"]), "wrapped": tuple(rec["wrapped"])})
+        name: Founder(
+            **{
+                **rec,
+                "ic": tuple(rec["ic"]),
+                "wrapped": tuple(rec["wrapped"]),
+                "points": tuple(tuple(p) for p in rec.get("points", ())),
+            }
+        )
         for name, rec in data["founders"].items()
     }
 
@@ -291,6 +300,7 @@ def build_catalogue(path: Path = CATALOGUE, periods: float = 30.0) -> dict[str, 
             n_points=int(periods * 50),
             config=IntegratorConfig(rtol=1e-8, atol=1e-9, time_budget_s=60.0),
             checked=checked,
+            max_steps=10**7,
         )
         if not res.ok[0]:
             excluded[name] = f"integration failed at curated parameters ({res.reason[0]})"
@@ -313,6 +323,10 @@ def build_catalogue(path: Path = CATALOGUE, periods: float = 30.0) -> dict[str, 
                 wrapped=wrapped,
                 rms=rms,
                 lyapunov=None if lyap is None else float(lyap),
+                points=tuple(
+                    tuple(float(v) for v in traj[i])
+                    for i in np.linspace(len(traj) // 2, len(traj) - 1, 8, dtype=int)
+                ),
             )
         )
         logger.info("%s: D=%d mode=%s steps=%d rms=%.3g", name, dim, mode, res.steps[0], rms)

@@ -63,14 +63,24 @@ class IntegratorConfig:
     atol: float = 1e-10  # absolute tolerance per step
     max_value: float = 1e4  # a member with |y| above this is dropped as a blow-up
     min_step: float = 1e-10  # a member whose step falls below this (time units) is dropped as stalled
-    max_steps_per_point: int = 50  # step budget per member, as a multiple of its output length
-    time_budget_s: float = 120.0  # wall-clock budget of one batch; members still running are dropped
+    # Step budget per member, as a multiple of its output length: smooth founders need 2-10 steps per
+    # sample at 100 samples per period; stiff members (which explicit steps crawl through) are dropped.
+    max_steps_per_point: int = 10
+    # Wall-clock budget of one batch (members still running are dropped). A safety net only: it depends
+    # on the machine, so a run that hits it is no longer reproducible from its seed; the step budget is.
+    time_budget_s: float = 300.0
+    # Stragglers: once half the batch has completed, a member still running after this many times the
+    # median step count of the completed ones is dropped (as a timeout). A batch otherwise runs as long
+    # as its slowest member. Deterministic: it depends on the batch, not on the machine. None: off.
+    straggler_factor: float | None = 3.0
 
     def __post_init__(self) -> None:
         if not (0 < self.rtol < 1 and self.atol > 0):
             raise ValueError(f"need 0 < rtol < 1 and atol > 0, got rtol={self.rtol}, atol={self.atol}")
         if self.max_value <= 0 or self.min_step <= 0:
             raise ValueError("max_value and min_step must be positive")
+        if self.straggler_factor is not None and self.straggler_factor < 1:
+            raise ValueError(f"straggler_factor must be >= 1 or None, got {self.straggler_factor}")
         if self.max_steps_per_point < 1 or self.time_budget_s <= 0:
             raise ValueError("max_steps_per_point must be >= 1 and time_budget_s > 0")
 
@@ -95,6 +105,16 @@ class BatchResult:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+def _rms_over_rows(q: np.ndarray) -> np.ndarray:
+    """RMS over axis 0 of ``(D, A)``, summed row by row: numpy's reductions change their summation
+    order with the array's shape (pairwise, 8 accumulators for 8+ contiguous values), which would make
+    a member's step control, hence its chaotic trajectory, depend on the size of its batch."""
+    acc = q[0] * q[0]
+    for row in q[1:]:
+        acc = acc + row * row
+    return np.sqrt(acc / q.shape[0])
+
+
 def integrate_batch(
     f: BatchField,
     y0: np.ndarray,
@@ -104,6 +124,7 @@ def integrate_batch(
     config: IntegratorConfig | None = None,
     checked: np.ndarray | None = None,
     progress: Callable[[int], None] | None = None,
+    max_steps: np.ndarray | int | None = None,
 ) -> BatchResult:
     """Integrate a batch of members of one structure onto uniform output grids.
 
@@ -117,6 +138,8 @@ def integrate_batch(
         checked: ``(D,)`` bool, coordinates subject to the blow-up limit (default all); angles that
             dysts wraps after integration are exempt.
         progress: optional callback receiving the number of members finished since the last call.
+        max_steps: step budget per member, scalar or ``(B,)``; default ``config.max_steps_per_point``
+            times the number of sample spacings integrated.
 
     Returns:
         A :class:`BatchResult` with ``(B, T, D)`` trajectories.
@@ -151,49 +174,57 @@ def integrate_batch(
     k_next[at0] = 1
     fy = f(t, y)
     scale = cfg.atol + cfg.rtol * np.abs(y)
-    d0 = np.sqrt(np.mean((y / scale) ** 2, axis=0))
-    d1 = np.sqrt(np.mean((fy / scale) ** 2, axis=0))
+    d0 = _rms_over_rows(y / scale)
+    d1 = _rms_over_rows(fy / scale)
     h = np.where((d0 > 1e-5) & (d1 > 1e-5), 0.01 * d0 / np.maximum(d1, 1e-300), 1e-6)
     h = np.minimum(h, dt_out)
     steps = np.zeros(n_batch, dtype=np.int64)
     t_end = t_first + (n_points - 1) * dt_out
-    max_steps_member = np.ceil(cfg.max_steps_per_point * (t_end / dt_out + 1)).astype(np.int64)
+    if max_steps is None:
+        max_steps_member = np.ceil(cfg.max_steps_per_point * (t_end / dt_out + 1)).astype(np.int64)
+    else:
+        max_steps_member = np.broadcast_to(np.asarray(max_steps, dtype=np.int64), (n_batch,)).copy()
     cur_f = f
-    ks = [None] * 7
+    straggler_limit: float | None = None
     iteration = 0
     while idx.size:
         iteration += 1
         hh = h[None, :]
-        ks[0] = fy
+        # Stage sums written out element-wise (not as a matrix product), so that a member's arithmetic
+        # is the same whatever the batch: a system integrated alone reproduces its batch trajectory.
+        ks = [fy]
         for s in range(1, 7):
             a = _A[s]
-            acc = a[0] * ks[0]
+            incr = a[0] * ks[0]
             for j in range(1, s):
                 if a[j] != 0.0:
-                    acc = acc + a[j] * ks[j]
-            ys = y + hh * acc
-            if s == 6:
-                y_new = ys
-            ks[s] = cur_f(t + _C[s] * h, ys)
+                    incr = incr + a[j] * ks[j]
+            ys = y + hh * incr
+            ks.append(cur_f(t + _C[s] * h, ys))
+        y_new = ys  # the 7th stage is evaluated at the 5th-order solution (FSAL)
         err_vec = _E[0] * ks[0]
         for j in (2, 3, 4, 5, 6):
             err_vec = err_vec + _E[j] * ks[j]
         scale = cfg.atol + cfg.rtol * np.maximum(np.abs(y), np.abs(y_new))
-        err = np.sqrt(np.mean((hh * err_vec / scale) ** 2, axis=0))
+        err = _rms_over_rows(hh * err_vec / scale)
         err = np.where(np.isfinite(err), err, np.inf)
         accept = err <= 1.0
+        all_accepted = bool(accept.all())
         steps += 1
         # Step size update (standard controller with safety 0.9, growth in [0.2, 10]).
-        with np.errstate(divide="ignore"):
-            fac = np.clip(0.9 * err ** (-0.2), 0.2, 10.0)
-        fac = np.where(accept, fac, np.minimum(fac, 1.0))
+        fac = np.clip(0.9 * np.maximum(err, 1e-10) ** -0.2, 0.2, 10.0)
+        if not all_accepted:
+            fac = np.where(accept, fac, np.minimum(fac, 1.0))
         h_old = h
         t_old = t
-        if accept.any():
+        if all_accepted or accept.any():
             y_prev, f_prev = y, fy
-            t = np.where(accept, t + h, t)
-            y = np.where(accept[None, :], y_new, y)
-            fy = np.where(accept[None, :], ks[6], fy)
+            if all_accepted:
+                t, y, fy = t + h, y_new, ks[6]
+            else:
+                t = np.where(accept, t + h, t)
+                y = np.where(accept[None, :], y_new, y)
+                fy = np.where(accept[None, :], ks[6], fy)
             # Fill the output sample that fell inside (t_old, t] of accepted members.
             g_time = t_first + k_next * dt_out
             hit = accept & (k_next < n_points) & (g_time <= t)
@@ -217,6 +248,8 @@ def integrate_batch(
         bad_val = ~np.isfinite(y).all(axis=0) | (np.abs(y[chk]) > cfg.max_value).any(axis=0)
         stalled = h < cfg.min_step
         over = steps > max_steps_member
+        if straggler_limit is not None:
+            over |= steps > straggler_limit
         if iteration % 64 == 0 and time.perf_counter() - start > cfg.time_budget_s:
             over = np.ones_like(over)
         leave = finished | bad_val | stalled | over
@@ -227,6 +260,8 @@ def integrate_batch(
             reason[idx[over & ~finished & ~bad_val & ~stalled]] = "timeout"
             done[idx[finished & ~bad_val]] = True
             steps_all[gone] = steps[leave]
+            if cfg.straggler_factor is not None and straggler_limit is None and done.sum() >= n_batch / 2:
+                straggler_limit = cfg.straggler_factor * np.median(steps_all[done])
             if progress is not None:
                 progress(int(leave.sum()))
             keep = ~leave

@@ -346,3 +346,11 @@ def descriptor(traj: np.ndarray, dt: float, period: float, lyapunov: float) -> n
     skew = np.abs((x**3).mean(axis=0)).mean() / 3
     kurt = ((x**4).mean(axis=0) - 3).mean() / 3
     return np.array([lyapunov * period, np.median(dominant), entropy.mean(), ev[0], ev[1], skew, kurt])
+
+
+def is_near_duplicate(desc: np.ndarray, accepted: np.ndarray | list[np.ndarray], tol: float) -> bool:
+    """True when ``desc`` lies within Euclidean distance ``tol`` of any accepted descriptor ``(N, F)``."""
+    accepted = np.asarray(accepted, dtype=float)
+    if accepted.size == 0:
+        return False
+    return bool(np.min(np.linalg.norm(accepted.reshape(-1, len(desc)) - desc, axis=1)) < tol)

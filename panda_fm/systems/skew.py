@@ -201,17 +201,23 @@ class SkewField:
         self.k_driver, self.k_response = k_driver, k_response  # (A,)
         self.dim_a = driver.dim
         self.dim = driver.dim + response.dim
-        self._gather = np.where(coupling < 0, driver.dim, coupling)
+        # Flat indices into the zero-padded driver field (D_a + 1, A): row coupling[i, m] of column m.
+        rows = np.where(coupling < 0, driver.dim, coupling)
+        self._flat = rows * coupling.shape[1] + np.arange(coupling.shape[1])[None, :]
+        self._rows = rows[:, 0] if coupling.shape[1] == 1 else None
 
     def __call__(self, t: np.ndarray, y: np.ndarray) -> np.ndarray:
         fa = self.driver(t, y[: self.dim_a])
         fb = self.response(t, y[self.dim_a :])
-        padded = np.concatenate([fa, np.zeros((1, fa.shape[1]))], axis=0)
-        if self._gather.shape[1] == 1:
-            forcing = padded[self._gather[:, 0]]
-        else:
-            forcing = np.take_along_axis(padded, self._gather, axis=0)
-        return np.concatenate([fa, self.k_response * fb + self.k_driver * forcing], axis=0)
+        n = fa.shape[1]
+        padded = np.zeros((self.dim_a + 1, n))
+        padded[: self.dim_a] = fa
+        # One member broadcast over many states (field_rms) gathers rows; a batch gathers per column.
+        forcing = padded[self._rows] if self._rows is not None else padded.reshape(-1)[self._flat]
+        out = np.empty((self.dim, n))
+        out[: self.dim_a] = fa
+        out[self.dim_a :] = self.k_response * fb + self.k_driver * forcing
+        return out
 
     def subset(self, index: np.ndarray) -> SkewField:
         return SkewField(

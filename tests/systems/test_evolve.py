@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from panda_fm.cli import main
-from panda_fm.systems.evolve import EvolveConfig, generate, regenerate
+from panda_fm.systems.evolve import EvolveConfig, ancestry, generate, regenerate
 from panda_fm.systems.founders import HELD_OUT
 from panda_fm.systems.integrate import IntegratorConfig
 from panda_fm.systems.store import REQUIRED_KEYS, merge_datasets, open_dataset
@@ -61,6 +61,10 @@ def test_records_carry_recipe_and_split(base):
         assert 3 <= rec["dim"] <= 12
         traj = ds.load(rec["id"])
         assert traj.shape == (1, 512, rec["dim"]) and np.isfinite(traj).all()
+    by_id = {r["id"]: r for r in ds}
+    for rec in ds:
+        lineage = ancestry(by_id, rec["id"])
+        assert {f"founder:{name}" for name in rec["founders"]} <= set(lineage)
     text = summary.format()
     assert "accepted" in text and "dimension histogram" in text
 
@@ -106,7 +110,14 @@ def test_cli_shards_and_merge(tmp_path):
         "--no-progress",
     ]
     for i in range(2):
-        assert main(["generate", "--out", str(tmp_path / f"part{i}"), "--shard", f"{i}/2", *args]) == 0
+        extra = ["--ics", "2"] if i else []  # part 1: two initial conditions per system
+        assert (
+            main(["generate", "--out", str(tmp_path / f"part{i}"), "--shard", f"{i}/2", *args, *extra]) == 0
+        )
+    part1 = open_dataset(tmp_path / "part1")
+    for system_id in part1.ids():
+        traj = np.asarray(part1.load(system_id))
+        assert traj.shape[:2] == (2, 512) and not np.allclose(traj[0], traj[1])
     assert (
         main(["merge", "--out", str(tmp_path / "all"), str(tmp_path / "part0"), str(tmp_path / "part1")]) == 0
     )

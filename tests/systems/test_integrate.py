@@ -8,7 +8,7 @@ from scipy.integrate import solve_ivp
 
 from panda_fm.systems.founders import load_founders
 from panda_fm.systems.integrate import IntegratorConfig, integrate_batch
-from panda_fm.systems.skew import Flow, founder_genome, genome_field, mutate
+from panda_fm.systems.skew import Flow, Skew, founder_genome, genome_field, mutate
 
 ACCURACY_FOUNDERS = (
     "Lorenz", "Aizawa", "Arneodo", "BurkeShaw", "Chen", "Chua", "Dadras", "Halvorsen", "HyperLorenz", "Lorenz84",
@@ -61,6 +61,20 @@ def test_member_alone_equals_member_in_batch():
     np.testing.assert_array_equal(batch.trajectories[3], alone.trajectories[0])
 
 
+def test_high_dimensional_member_alone_equals_member_in_batch():
+    """A 10-D skew product: reductions over 8+ coordinates must not depend on the batch size."""
+    rng = np.random.default_rng(1)
+    inner = Skew(founder_genome("Lorenz"), founder_genome("HyperLorenz"), (0, 1, 2, -1), 0.1, 0.2)
+    outer = Skew(founder_genome("Aizawa"), inner, (2, -1, 0, 1, -1, -1, -1), 0.3, 0.5)
+    genomes = [mutate(outer, rng, 0.01, 1.0) for _ in range(6)]
+    ic = np.concatenate([load_founders()[n].ic for n in ("Aizawa", "Lorenz", "HyperLorenz")])
+    y0 = np.tile(ic, (6, 1))
+    batch = integrate_batch(genome_field(genomes), y0, 0.02, 300, transient=1.0, max_steps=10**6)
+    alone = integrate_batch(genome_field(genomes[4:5]), y0[4:5], 0.02, 300, transient=1.0, max_steps=10**6)
+    assert batch.ok[4] and alone.ok[0]
+    np.testing.assert_array_equal(batch.trajectories[4], alone.trajectories[0])
+
+
 def test_uniform_grid_and_transient():
     founder = load_founders()["Lorenz"]
     g = founder_genome("Lorenz")
@@ -74,15 +88,20 @@ def test_uniform_grid_and_transient():
 def test_blowup_stall_and_timeout_are_dropped_not_raised():
     founder = load_founders()["Lorenz"]
     good = founder_genome("Lorenz")
-    # sigma = -10 turns the x equation into exponential growth: x escapes past 1e4.
-    bad = Flow("Lorenz", {**good.params, "sigma": -10.0, "rho": 280.0})
+    # beta = -2 turns the z equation into exponential growth: z escapes past 1e4.
+    bad = Flow("Lorenz", {**good.params, "beta": -2.0})
     res = integrate_batch(genome_field([good, bad, good]), np.tile(founder.ic, (3, 1)), 0.05, 400)
     assert list(res.ok) == [True, False, True]
-    assert res.reason[1] in ("blowup", "stall") and res.counts[res.reason[1]] == 1
+    assert res.reason[1] == "blowup" and res.counts == {"blowup": 1, "stall": 0, "timeout": 0}
     assert np.isnan(res.trajectories[1]).all() and np.isfinite(res.trajectories[[0, 2]]).all()
     tight = IntegratorConfig(max_steps_per_point=1)
     res = integrate_batch(genome_field([good]), np.array(founder.ic)[None], 0.05, 400, config=tight)
     assert not res.ok[0] and res.reason[0] == "timeout"
+    # A step floor above the steps Lorenz needs: the member stalls.
+    res = integrate_batch(
+        genome_field([good]), np.array(founder.ic)[None], 0.05, 400, config=IntegratorConfig(min_step=0.02)
+    )
+    assert not res.ok[0] and res.reason[0] == "stall"
 
 
 def test_bad_input_raises():
@@ -93,3 +112,16 @@ def test_bad_input_raises():
         integrate_batch(f, np.ones((1, 3)), -0.1, 10)
     with pytest.raises(ValueError, match="rtol"):
         IntegratorConfig(rtol=0.0)
+
+
+def test_stragglers_are_dropped_once_half_the_batch_is_done():
+    founder = load_founders()["Lorenz"]
+    good = founder_genome("Lorenz")
+    slow = Flow("Lorenz", {**good.params, "rho": 2800.0})  # fast, large oscillations: many more steps
+    f = genome_field([good, good, good, slow])
+    y0 = np.tile(founder.ic, (4, 1))
+    res = integrate_batch(f, y0, 0.02, 500, max_steps=10**6)
+    assert list(res.reason) == ["", "", "", "timeout"]
+    assert res.steps[3] <= 3 * res.steps[0] + 1
+    res = integrate_batch(f, y0, 0.02, 500, max_steps=10**6, config=IntegratorConfig(straggler_factor=None))
+    assert res.ok.all() and res.steps[3] > 3 * res.steps[0]

@@ -80,3 +80,14 @@ def test_bad_input_raises():
         S.is_bounded(np.zeros((3, 2, 2)))
     with pytest.raises(ValueError, match="transient_fraction"):
         S.SelectionConfig(transient_fraction=1.5)
+
+
+def test_near_duplicates_are_recognised(lorenz, van_der_pol):
+    x, dt, period = lorenz
+    d_full = S.descriptor(x, dt, period, lyapunov=0.9)
+    d_half = S.descriptor(x[: len(x) // 2], dt, period, lyapunov=0.9)  # same system, other stretch
+    d_vdp = S.descriptor(*van_der_pol, lyapunov=0.0)
+    assert not S.is_near_duplicate(d_full, [], 0.05)
+    assert S.is_near_duplicate(d_full, [d_vdp, d_full], 0.05)
+    assert S.is_near_duplicate(d_half, [d_full], 0.2)
+    assert not S.is_near_duplicate(d_vdp, [d_full], 0.2)
