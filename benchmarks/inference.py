@@ -60,7 +60,9 @@ def main() -> None:
                 outputs[dtype, batch] = m(x)
             results[dtype, batch] = seconds
             name = str(dtype).removeprefix("torch.")
-            print(f"{name:9s} batch {batch:2d}: {batch / seconds:8.1f} forecasts/s  ({seconds * 1e3:.1f} ms/call)")
+            print(
+                f"{name:9s} batch {batch:2d}: {batch / seconds:8.1f} forecasts/s  ({seconds * 1e3:.1f} ms/call)"
+            )
     model_gflops = flops_32 / results[torch.float32, 32] / 1e9
     ref, low = outputs[torch.float32, 32], outputs[torch.bfloat16, 32]
     rel_rms = ((low - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()).item()

@@ -33,7 +33,9 @@ HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 REFERENCE_DEFAULT_SEED = 99  # the reference's training seed when no training_info.json says otherwise
 
 # PandaConfig fields that the reference format lacks; every other field is a reference key of the same name.
-_PANDA_ONLY_KEYS = frozenset({"scaling_eps", "incontext", "analogue_delays", "analogue_lag", "analogue_sharpness"})
+_PANDA_ONLY_KEYS = frozenset(
+    {"scaling_eps", "incontext", "analogue_delays", "analogue_lag", "analogue_sharpness"}
+)
 _REFERENCE_KEYS = tuple(f.name for f in dataclasses.fields(PandaConfig) if f.name not in _PANDA_ONLY_KEYS)
 # Reference settings the mapping does not support: key -> (supported value, what it would need).
 _REFERENCE_REQUIRED = {
