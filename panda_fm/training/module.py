@@ -10,12 +10,12 @@ import json
 import logging
 import math
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from panda_fm.config import PandaConfig
 from panda_fm.model import PandaModel
@@ -43,16 +43,22 @@ class WarmupCosine:
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _pointwise(error: torch.Tensor, kind: str) -> torch.Tensor:
+    """Squared (``"mse"``) or absolute (``"mae"``) error, elementwise."""
+    return error.pow(2) if kind == "mse" else error.abs()
+
+
 def standardised_mse(
-    model: PandaModel, context: torch.Tensor, target: torch.Tensor, eps: float
+    model: PandaModel, context: torch.Tensor, target: torch.Tensor, eps: float, kind: str = "mse"
 ) -> torch.Tensor:
-    """MSE of the forecast in units standardised by the context's per-channel statistics.
+    """MSE (or MAE) of the forecast in units standardised by the context's per-channel statistics.
 
     Args:
         model: the model.
         context: ``(B, context_length, C)`` raw units.
         target: ``(B, prediction_length, C)`` raw units.
         eps: added to the context variance.
+        kind: ``"mse"`` or ``"mae"``.
 
     Returns:
         Scalar float32 loss.
@@ -60,11 +66,11 @@ def standardised_mse(
     stats = fit_scale(context, torch.ones_like(context, dtype=torch.bool), eps)
     pred = model.forward_normalised(stats.normalise(context.float()))  # (B, H, C)
     assert pred.shape == target.shape, f"forecast {tuple(pred.shape)} vs target {tuple(target.shape)}"
-    return F.mse_loss(pred.float(), stats.normalise(target.float()))
+    return _pointwise(pred.float() - stats.normalise(target.float()), kind).mean()
 
 
 def masked_standardised_mse(
-    model: PandaModel, context: torch.Tensor, target: torch.Tensor, eps: float
+    model: PandaModel, context: torch.Tensor, target: torch.Tensor, eps: float, kind: str = "mse"
 ) -> torch.Tensor:
     """:func:`standardised_mse` for windows with missing values (NaN), as in users' series.
 
@@ -77,6 +83,7 @@ def masked_standardised_mse(
         context: ``(B, context_length, C)`` raw units, NaN for missing (e.g. left padding).
         target: ``(B, prediction_length, C)`` raw units, NaN for missing.
         eps: added to the context variance.
+        kind: ``"mse"`` or ``"mae"``.
 
     Returns:
         Scalar float32 loss (NaN when no target entry is observed).
@@ -88,7 +95,7 @@ def masked_standardised_mse(
     assert pred.shape == target.shape, f"forecast {tuple(pred.shape)} vs target {tuple(target.shape)}"
     y = stats.normalise(target.float())
     valid = torch.isfinite(y)  # (B, H, C)
-    return torch.where(valid, (pred - torch.where(valid, y, 0.0)) ** 2, 0.0).sum() / valid.sum()
+    return torch.where(valid, _pointwise(pred - torch.where(valid, y, 0.0), kind), 0.0).sum() / valid.sum()
 
 
 class PandaLightningModule(L.LightningModule):
@@ -115,7 +122,9 @@ class PandaLightningModule(L.LightningModule):
         if model is not None and model.config != model_config:
             raise ValueError("model_config differs from the config of the model passed in")
         self.model = model if model is not None else PandaModel(model_config, seed=trainer_config.seed)
-        self.loss_fn = masked_standardised_mse if mask_missing else standardised_mse
+        self.loss_fn = partial(
+            masked_standardised_mse if mask_missing else standardised_mse, kind=trainer_config.loss
+        )
         self.cfg = trainer_config
         self.debug_dir = Path(debug_dir) if debug_dir is not None else None
         self.automatic_optimization = False

@@ -92,3 +92,22 @@ def test_cli_reports_bad_input(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     assert "pass --data DIR" in caplog.text
     with pytest.raises(SystemExit):
         main(["pretrain", "--config", tiny, "--model.dmodel", "3"])
+
+
+def test_loss_kind_is_validated_and_mae_is_the_mean_absolute_error():
+    import pytest
+    import torch
+
+    from panda_fm.training.config import TrainerConfig
+    from panda_fm.training.module import standardised_mse
+    from tests.conftest import random_model
+
+    with pytest.raises(ValueError, match="trainer.loss must be 'mse' or 'mae'"):
+        TrainerConfig(loss="huber")
+    model = random_model()
+    gen = torch.Generator().manual_seed(0)
+    context, target = torch.randn(2, 512, 3, generator=gen), torch.randn(2, 64, 3, generator=gen)
+    mse = standardised_mse(model, context, target, 1e-5)
+    mae = standardised_mse(model, context, target, 1e-5, kind="mae")
+    assert mae > 0 and mse > 0 and not torch.isclose(mae, mse)
+    assert mae <= mse.sqrt() + 1e-6  # Jensen: mean |e| <= sqrt(mean e^2)
