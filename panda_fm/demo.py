@@ -10,7 +10,7 @@ import numpy as np
 
 from panda_fm import metrics
 from panda_fm.baselines import make_baselines
-from panda_fm.evaluate import PipelineForecaster
+from panda_fm.evaluate import PipelineForecaster, standardise_by_context
 from panda_fm.systems.store import open_dataset
 from panda_fm.testsets import FounderTestsetConfig, founders_testset
 
@@ -46,13 +46,12 @@ def run_demo(
     data = founders_testset(out / "data" / system, FounderTestsetConfig(systems=(system,)))
     traj = np.asarray(open_dataset(data).load(system)[0], dtype=np.float64)  # (T, D)
     context, truth = traj[-(context_length + horizon) : -horizon], traj[-horizon:]
-    mu, sd = context.mean(0), np.where(context.std(0) > 0, context.std(0), 1.0)
     methods = [PipelineForecaster(checkpoint, name="panda_fm"), *make_baselines(list(baselines))]
     scores, forecasts = {}, {}
     for method in methods:
         forecast = np.asarray(method.predict(context[None], horizon))[0]
         forecasts[method.name] = forecast
-        y, f = (truth - mu) / sd, (forecast - mu) / sd
+        y, f = standardise_by_context(context, truth, forecast)
         scores[method.name] = {"smape": metrics.smape(y, f), "mae": metrics.mae(y, f)}
     plot = plot_forecast(
         context,

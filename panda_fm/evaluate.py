@@ -223,7 +223,7 @@ def score_window(
     Returns:
         ``{"smape@128": ..., "vpt": ..., "kl": ..., ...}``.
     """
-    y, f = _standardise(context, truth, forecast)  # (L, C) each
+    y, f = standardise_by_context(context, truth, forecast)  # (L, C) each
     out: dict[str, float] = {}
     for h in config.horizons:
         for name in POINT_METRICS:
@@ -237,7 +237,7 @@ def score_window(
     return out
 
 
-def _standardise(
+def standardise_by_context(
     context: np.ndarray, truth: np.ndarray, forecast: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Truth ``(L, C)`` and the forecast's first L steps, standardised by the context's mean and std."""
@@ -347,7 +347,7 @@ def evaluate(methods: Sequence[Forecaster], dataset: Dataset, config: EvalConfig
                     wall[sigma, method.name] += time.perf_counter() - t
                     nonfinite[sigma, method.name] += bad
                     for i, w in enumerate(batch):
-                        y, f = _standardise(w.context, w.truth[:h_max], forecast[i])  # (H, C) each
+                        y, f = standardise_by_context(w.context, w.truth[:h_max], forecast[i])  # (H, C) each
                         curves[sigma, method.name].append(
                             metrics.smape_curve(y, f)[curve_at].astype(np.float32)
                         )
