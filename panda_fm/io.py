@@ -59,9 +59,9 @@ def write_series(path: str | Path, values: np.ndarray, columns: list[str] | None
         with open(tmp, "wb") as fh:
             np.save(fh, values)
     elif path.suffix == ".csv":
-        values = values.reshape(len(values), -1) if values.ndim <= 2 else None
-        if values is None:
+        if values.ndim > 2:
             raise ValueError("a CSV holds one series (H, C); write a batch of forecasts to .npy")
+        values = values.reshape(len(values), -1)
         names = columns or [f"x{i}" for i in range(values.shape[1])]
         with open(tmp, "w", newline="") as fh:
             writer = csv.writer(fh)
