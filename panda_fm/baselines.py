@@ -13,6 +13,7 @@ stays finite and visibly wrong instead of overflowing.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations_with_replacement
@@ -20,6 +21,8 @@ from math import comb
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
+from scipy.signal import savgol_filter
 
 __all__ = [
     "Forecaster",
@@ -29,6 +32,10 @@ __all__ = [
     "NVARForecaster",
     "QuadraticNVARForecaster",
     "AnalogueForecaster",
+    "DenoisedForecaster",
+    "SelectorForecaster",
+    "EXPERTS",
+    "backtest_experts",
     "BASELINES",
     "make_baselines",
 ]
@@ -360,6 +367,94 @@ class AnalogueForecaster(_IteratedDelayForecaster):
         return (w[:, :, None] * inc).sum(axis=1) / w.sum(axis=1, keepdims=True)
 
 
+@dataclass
+class DenoisedForecaster:
+    """Another forecaster applied after a denoising filter along time.
+
+    ``smoother`` is ``"gauss"`` (a Gaussian of std ``width`` steps) or ``"savgol"`` (Savitzky-Golay of order
+    3 over ``width`` steps, fitted up to the context's end, so the last state is not biased towards the past).
+    """
+
+    base: _ContextForecaster
+    smoother: str
+    width: float
+    name: str = "denoised"
+
+    def __post_init__(self) -> None:
+        if self.smoother not in ("gauss", "savgol"):
+            raise ValueError(f"smoother must be 'gauss' or 'savgol', got {self.smoother!r}")
+
+    def denoise(self, context: np.ndarray) -> np.ndarray:
+        """The filtered context, same shape: ``(T, C)`` or ``(B, T, C)``."""
+        x = np.asarray(context)
+        if self.smoother == "gauss":
+            return gaussian_filter1d(x, self.width, axis=-2, mode="nearest")
+        return savgol_filter(x, int(self.width), 3, axis=-2, mode="interp")
+
+    def predict(self, context: np.ndarray, prediction_length: int) -> np.ndarray:
+        return self.base.predict(self.denoise(context), prediction_length)
+
+
+#: Forecasters the selector (and ``PandaConfig.experts``) choose from; "_g" and "_sg" denoise first.
+EXPERTS: dict[str, Callable[[], Forecaster]] = {
+    "nvar": NVARForecaster,
+    "nvar_g1": lambda: DenoisedForecaster(NVARForecaster(), "gauss", 1.0, "nvar_g1"),
+    "nvar_sg11": lambda: DenoisedForecaster(NVARForecaster(), "savgol", 11, "nvar_sg11"),
+    "analogue": AnalogueForecaster,
+    "analogue_g2": lambda: DenoisedForecaster(AnalogueForecaster(), "gauss", 2.0, "analogue_g2"),
+}
+
+
+def backtest_experts(
+    z: np.ndarray, names: Sequence[str], horizon: int, backtest: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each expert's forecast from the whole context, and its error on the context's own last steps.
+
+    Args:
+        z: ``(B, T, C)`` standardised contexts, finite.
+        names: keys of :data:`EXPERTS`.
+        horizon: steps to forecast.
+        backtest: the last ``backtest`` steps of the context are forecast from the steps before them.
+
+    Returns:
+        Forecasts ``(B, E, H, C)`` and backtest mean absolute errors ``(B, E, C)``, both finite (a diverged
+        forecast's non-finite values become 0, its error stays large).
+    """
+    experts = [EXPERTS[name]() for name in names]
+    forecasts = np.stack([e.predict(z, horizon) for e in experts], axis=1)  # (B, E, H, C)
+    past = np.stack([e.predict(z[:, :-backtest], backtest) for e in experts], axis=1)  # (B, E, V, C)
+    errors = np.abs(past - z[:, None, -backtest:]).mean(axis=2)  # (B, E, C)
+    errors = np.nan_to_num(errors, nan=1e6, posinf=1e6)
+    return np.nan_to_num(forecasts, nan=0.0, posinf=0.0, neginf=0.0), errors
+
+
+@dataclass
+class SelectorForecaster(_ContextForecaster):
+    """Forecasts with whichever expert of :data:`EXPERTS` best forecast the context's own last steps.
+
+    Each expert forecasts the last ``backtest`` steps of the context from the steps before them; the one
+    with the smallest mean absolute error (over those steps and all channels) then forecasts from the whole
+    context. This is the in-context choice that ``PandaConfig(incontext="experts")`` starts from.
+    """
+
+    name: str = "selector"
+    experts: tuple[str, ...] = tuple(EXPERTS)
+    backtest: int = 128
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.experts) - set(EXPERTS))
+        if unknown or not self.experts:
+            raise ValueError(f"experts must be names from {sorted(EXPERTS)}, got {list(self.experts)}")
+        if self.backtest < 1:
+            raise ValueError(f"backtest must be >= 1, got {self.backtest}")
+        self.min_context = self.backtest + 80  # the NVAR needs 74 steps to fit and choose its penalty
+
+    def _forecast(self, z: np.ndarray, horizon: int) -> np.ndarray:
+        forecasts, errors = backtest_experts(z, self.experts, horizon, self.backtest)
+        best = errors.mean(axis=2).argmin(axis=1)  # (B,)
+        return forecasts[np.arange(len(best)), best]
+
+
 BASELINES: dict[str, type[_ContextForecaster]] = {
     "mean": MeanForecaster,
     "naive": NaiveForecaster,
@@ -367,6 +462,7 @@ BASELINES: dict[str, type[_ContextForecaster]] = {
     "nvar": NVARForecaster,
     "nvar2": QuadraticNVARForecaster,
     "analogue": AnalogueForecaster,
+    "selector": SelectorForecaster,
 }
 
 

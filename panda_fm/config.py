@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 POOLING_TYPES = ("mean", "max")
-INCONTEXT_TYPES = ("none", "analogue")
+INCONTEXT_TYPES = ("none", "analogue", "experts")
+EXPERT_NAMES = ("nvar", "nvar_g1", "nvar_sg11", "analogue", "analogue_g2")  # panda_fm.baselines.EXPERTS
 
 
 @dataclass
@@ -48,6 +49,13 @@ class PandaConfig:
     analogue_delays: int = 12  # entries per delay vector
     analogue_lag: int = 2  # steps between delay entries
     analogue_sharpness: float = 128.0  # initial inverse kernel temperature, relative to the median distance
+    # With "experts", classical forecasters (panda_fm/model/experts.py) run on the context and are backtested
+    # on its last expert_backtest steps; each forecast is appended as future patch tokens, and the network
+    # weighs them per channel, starting from the smallest backtest error: "select" forecasts with the
+    # highest-weighted one, "mix" with the weighted mean.
+    experts: list[str] = field(default_factory=lambda: list(EXPERT_NAMES))
+    expert_combine: str = "select"
+    expert_backtest: int = 128
 
     def __post_init__(self) -> None:
         positive = (
@@ -92,12 +100,13 @@ class PandaConfig:
             raise ValueError(f"pooling_type must be one of {POOLING_TYPES}, got {self.pooling_type!r}")
         if self.incontext not in INCONTEXT_TYPES:
             raise ValueError(f"incontext must be one of {INCONTEXT_TYPES}, got {self.incontext!r}")
-        if self.incontext == "analogue":
+        if self.incontext in ("analogue", "experts"):
             if self.prediction_length % self.patch_length:
                 raise ValueError(
-                    f"incontext='analogue' forecasts whole patches: prediction_length ({self.prediction_length}) "
-                    f"must be a multiple of patch_length ({self.patch_length})"
+                    f"incontext={self.incontext!r} forecasts whole patches: prediction_length "
+                    f"({self.prediction_length}) must be a multiple of patch_length ({self.patch_length})"
                 )
+        if self.incontext == "analogue":
             window = (self.analogue_delays - 1) * self.analogue_lag + 1
             if (
                 self.analogue_delays < 1
@@ -107,6 +116,20 @@ class PandaConfig:
                 raise ValueError(
                     "analogue windows need analogue_delays, analogue_lag >= 1 and "
                     "(analogue_delays - 1) * analogue_lag + 1 + prediction_length < context_length"
+                )
+        if self.incontext == "experts":
+            unknown = sorted(set(self.experts) - set(EXPERT_NAMES))
+            if unknown or not self.experts or len(set(self.experts)) != len(self.experts):
+                raise ValueError(
+                    f"experts must be distinct names from {list(EXPERT_NAMES)}, got {self.experts!r}"
+                )
+            if self.expert_combine not in ("select", "mix"):
+                raise ValueError(f"expert_combine must be 'select' or 'mix', got {self.expert_combine!r}")
+            if self.expert_backtest < 1 or self.context_length < self.expert_backtest + 80:
+                raise ValueError(
+                    "incontext='experts' fits its forecasters on the context before its last expert_backtest "
+                    f"steps: need expert_backtest >= 1 and context_length >= expert_backtest + 80, got "
+                    f"{self.expert_backtest} and {self.context_length}"
                 )
         for name in ("norm_eps", "scaling_eps", "init_std"):
             if getattr(self, name) <= 0:

@@ -34,7 +34,16 @@ REFERENCE_DEFAULT_SEED = 99  # the reference's training seed when no training_in
 
 # PandaConfig fields that the reference format lacks; every other field is a reference key of the same name.
 _PANDA_ONLY_KEYS = frozenset(
-    {"scaling_eps", "incontext", "analogue_delays", "analogue_lag", "analogue_sharpness"}
+    {
+        "scaling_eps",
+        "incontext",
+        "analogue_delays",
+        "analogue_lag",
+        "analogue_sharpness",
+        "experts",
+        "expert_combine",
+        "expert_backtest",
+    }
 )
 _REFERENCE_KEYS = tuple(f.name for f in dataclasses.fields(PandaConfig) if f.name not in _PANDA_ONLY_KEYS)
 # Reference settings the mapping does not support: key -> (supported value, what it would need).
@@ -299,6 +308,13 @@ def model_card(model: PandaModel, info: dict[str, Any]) -> str:
         if cfg.use_dynamics_embedding
         else "linear patch embedding"
     )
+    incontext = {
+        "analogue": f" (kernel regression over delay windows of {cfg.analogue_delays} x lag {cfg.analogue_lag}, "
+        "corrected patch by patch by the network)",
+        "experts": f" (classical forecasts {', '.join(cfg.experts)} of the context, each backtested on its last "
+        f"{cfg.expert_backtest} steps; the network weighs them per "
+        f"channel and forecasts with {'the highest-weighted one' if cfg.expert_combine == 'select' else 'their weighted mean'})",
+    }
     lines = [
         "---",
         "library_name: panda_fm",
@@ -319,13 +335,7 @@ def model_card(model: PandaModel, info: dict[str, Any]) -> str:
         f"- {cfg.num_hidden_layers} layers, width {cfg.d_model}, {cfg.num_attention_heads} heads, FFN {cfg.ffn_dim}, "
         f"p-RoPE ({cfg.rope_percent:.0%} of pairs, max wavelength {cfg.max_wavelength:g})",
         f"- channel attention: {'yes' if cfg.channel_attention else 'no'}; pooling: {cfg.pooling_type}",
-        f"- in-context forecaster: {cfg.incontext}"
-        + (
-            f" (kernel regression over delay windows of {cfg.analogue_delays} x lag {cfg.analogue_lag}, "
-            "corrected patch by patch by the network)"
-            if cfg.incontext == "analogue"
-            else ""
-        ),
+        f"- in-context forecaster: {cfg.incontext}{incontext.get(cfg.incontext, '')}",
         "",
         "## Training data",
         "",

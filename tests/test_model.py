@@ -79,6 +79,8 @@ def test_longer_context_uses_its_last_steps(rng):
         {"rope_percent": 0.0},
         {"incontext": "analogue"},
         {"incontext": "analogue", "use_dynamics_embedding": False, "pooling_type": "max"},
+        {"incontext": "experts"},
+        {"incontext": "experts", "experts": ["nvar_sg11", "analogue_g2"], "expert_combine": "mix"},
     ],
 )
 def test_variants_run_and_store_everything_in_the_state_dict(overrides, rng):
@@ -148,3 +150,36 @@ def test_analogue_gradients_are_finite_with_missing_context():
     for name, p in model.named_parameters():
         assert p.grad is None or torch.isfinite(p.grad).all(), name
     assert model.analogue.log_sharpness.grad is not None
+
+
+def test_experts_model_starts_as_the_backtest_selector(rng):
+    from panda_fm.model.experts import expert_forecasts
+
+    model = random_model(incontext="experts", experts=["analogue", "nvar", "analogue_g2"])
+    x = torch.randn(2, 512, 3, generator=rng).cumsum(1) / 10
+    with torch.no_grad():
+        forecasts, weights = model.expert_weights(x)
+        out = model.forward_normalised(x)
+    assert forecasts.shape == (2, 3, 64, 3) and weights.shape == (2, 3, 3)
+    again, errors = expert_forecasts(x, None, model.config.experts, 64, model.config.expert_backtest)
+    torch.testing.assert_close(forecasts, again)
+    # the head starts at zero: weights are a softmax of -8 x log(backtest error), the same for every channel
+    expected = torch.softmax(-8.0 * errors.log().mean(dim=2), dim=1)  # (B, E)
+    torch.testing.assert_close(weights, expected[:, :, None].expand_as(weights), rtol=1e-4, atol=1e-5)
+    best = errors.mean(dim=2).argmin(dim=1)  # (B,)
+    torch.testing.assert_close(out, forecasts[torch.arange(2), best])
+
+
+def test_experts_select_the_highest_weight_per_channel_or_mix(rng):
+    model = random_model(incontext="experts", experts=["analogue", "nvar"])
+    x = torch.randn(1, 512, 2, generator=rng).cumsum(1) / 10
+    with torch.no_grad():
+        model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=rng))
+        forecasts, weights = model.expert_weights(x)
+        best = weights.argmax(dim=1)[0]  # (C,)
+        out = model.forward_normalised(x)
+        for c in range(2):
+            assert torch.equal(out[0, :, c], forecasts[0, best[c], :, c])
+        model.config.expert_combine = "mix"
+        mixed = model.forward_normalised(x)
+    torch.testing.assert_close(mixed, (forecasts * weights.unsqueeze(2)).sum(1))

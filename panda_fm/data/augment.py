@@ -30,6 +30,10 @@ class AugmentConfig:
     max_delay: int = 10  # largest delay tau of the time-delay embedding, in time steps
     dirichlet_alpha: float = 1.0  # concentration of the Dirichlet weights of convex combinations
     affine_bias_scale: float = 1.0  # std of the affine offset b, in units of the window's channel std
+    # Observation noise on the context only (the target stays clean), independent of the kinds above: with
+    # probability noise_rate a window's context gets Gaussian noise of std U(0, noise) x each channel's std.
+    noise: float = 0.0
+    noise_rate: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rate <= 1.0:
@@ -45,6 +49,10 @@ class AugmentConfig:
             raise ValueError(f"augment.dirichlet_alpha must be positive, got {self.dirichlet_alpha}")
         if self.affine_bias_scale < 0:
             raise ValueError(f"augment.affine_bias_scale must be >= 0, got {self.affine_bias_scale}")
+        if self.noise < 0 or not 0.0 <= self.noise_rate <= 1.0:
+            raise ValueError(
+                f"augment.noise must be >= 0 and augment.noise_rate in [0, 1], got {self.noise}, {self.noise_rate}"
+            )
 
     def history_needed(self, num_channels: int) -> int:
         """Steps of history before a window that a delay embedding into ``num_channels`` may read."""
@@ -114,3 +122,16 @@ def augment_window(
     if kind == "convex":
         return convex_combination(window, rng, config.dirichlet_alpha), kind
     return affine_map(window, rng, config.affine_bias_scale), kind
+
+
+def add_context_noise(
+    batch: np.ndarray, context_length: int, config: AugmentConfig, rng: np.random.Generator
+) -> None:
+    """Add observation noise to the contexts of a batch ``(B, L, C)`` in place (see ``AugmentConfig.noise``)."""
+    if config.noise <= 0 or config.noise_rate <= 0:
+        return
+    B, _, C = batch.shape
+    context = batch[:, :context_length]  # a view: the noise lands in batch
+    sigma = rng.uniform(0.0, config.noise, size=B) * (rng.random(B) < config.noise_rate)  # (B,)
+    scale = sigma[:, None, None] * context.std(axis=1, keepdims=True)  # (B, 1, C)
+    context += (rng.standard_normal(context.shape) * scale).astype(batch.dtype)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from panda_fm.data.augment import AugmentConfig, augment_window
+from panda_fm.data.augment import AugmentConfig, add_context_noise, augment_window
 from panda_fm.systems.store import Dataset, open_dataset
 
 logger = logging.getLogger(__name__)
@@ -168,6 +168,8 @@ class WindowSampler:
         batch = np.empty((batch_size, L, C), dtype=np.float32)
         for i, w in enumerate(windows):
             batch[i] = w[:, rng.choice(w.shape[1], size=C, replace=False)]
+        if self.augment is not None:
+            add_context_noise(batch, self.spec.context_length, self.augment, rng)
         x = torch.from_numpy(batch)  # (B, L, C)
         return {
             "context": x[:, : self.spec.context_length].contiguous(),

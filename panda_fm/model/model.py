@@ -5,10 +5,13 @@ Shape letters: B batch, T time, C channels, N patches, P patch length, D model w
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from panda_fm.config import PandaConfig
+from panda_fm.model.experts import expert_forecasts
 from panda_fm.model.incontext import AnalogueForecast
 from panda_fm.model.layers import DynamicsEmbedding, EncoderLayer, LinearPatchEmbedding, rope_tables
 from panda_fm.scaling import fit_scale
@@ -50,6 +53,16 @@ class PandaModel(nn.Module):
             self.head = nn.Linear(
                 config.d_model, config.patch_length, bias=False
             )  # a correction per future patch
+        elif config.incontext == "experts":
+            # one learned vector per expert marks whose forecast a future token carries
+            self.expert_embedding = nn.Parameter(
+                torch.randn(len(config.experts), config.d_model, generator=gen) * config.init_std
+            )
+            # the log of an expert's backtest error, times this vector, marks its tokens too
+            self.error_embedding = nn.Parameter(torch.randn(config.d_model, generator=gen) * config.init_std)
+            # logits start at -sharpness x log(backtest error): the best-backtested expert wins
+            self.log_backtest_sharpness = nn.Parameter(torch.tensor(math.log(8.0)))
+            self.head = nn.Linear(config.d_model, 1, bias=False)  # an expert's pooled tokens -> its logit
         else:
             self.head = nn.Linear(config.d_model, config.prediction_length, bias=False)
         for module in self.modules():
@@ -58,12 +71,18 @@ class PandaModel(nn.Module):
                     module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * config.init_std)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-        if config.incontext == "analogue":
-            nn.init.zeros_(self.head.weight)  # training starts from the in-context forecast itself
-        future = config.prediction_length // config.patch_length if config.incontext == "analogue" else 0
+        if config.incontext != "none":
+            # training starts from the in-context forecast itself (analogue) or equal weights (experts)
+            nn.init.zeros_(self.head.weight)
+        future = config.prediction_length // config.patch_length if config.incontext != "none" else 0
+        positions = torch.arange(config.num_patches + future)
+        if config.incontext == "experts":  # every expert's future patches take the same positions
+            positions = torch.cat(
+                [positions[: config.num_patches], positions[config.num_patches :].repeat(len(config.experts))]
+            )
         cos, sin = rope_tables(config, config.num_patches + future, torch.device("cpu"))
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("rope_cos", cos[positions], persistent=False)
+        self.register_buffer("rope_sin", sin[positions], persistent=False)
 
     @property
     def num_parameters(self) -> int:
@@ -89,20 +108,18 @@ class PandaModel(nn.Module):
             ``(B, prediction_length, C)`` standardised forecast.
         """
         cfg = self.config
-        B, T, C = x.shape
-        assert T == cfg.context_length, f"context of {T} steps, model expects {cfg.context_length}"
-        dtype = self.head.weight.dtype
-        tokens = self.embedder(self.patchify(x.to(dtype)))  # (B, C, N, D)
-        patch_mask = None
-        if observed is not None and not bool(observed.all()):
-            patch_mask = self.patchify(observed).any(dim=-1)  # (B, C, N): patches holding any data
+        if cfg.incontext == "experts":
+            forecasts, weights = self.expert_weights(x, observed)  # (B, E, H, C), (B, E, C)
+            if cfg.expert_combine == "mix":
+                return (forecasts * weights.unsqueeze(2)).sum(dim=1)
+            best = weights.argmax(dim=1, keepdim=True)  # (B, 1, C)
+            return forecasts.gather(1, best.unsqueeze(2).expand(-1, -1, forecasts.shape[2], -1)).squeeze(1)
+        tokens, patch_mask = self._context_tokens(x, observed)
         if cfg.incontext == "analogue":
             proposal = self.analogue(x, observed)  # (B, H, C)
             # (B, H, C) -> (B, C, H/P, P) future patches, embedded like the context and appended after it
-            future = proposal.to(dtype).transpose(1, 2).unflatten(-1, (-1, cfg.patch_length))
-            tokens = torch.cat([tokens, self.embedder(future)], dim=2)  # (B, C, N + H/P, D)
-            if patch_mask is not None:
-                patch_mask = torch.cat([patch_mask, patch_mask.new_ones(B, C, future.shape[2])], dim=2)
+            future = proposal.to(tokens.dtype).transpose(1, 2).unflatten(-1, (-1, cfg.patch_length))
+            tokens, patch_mask = self._append(tokens, patch_mask, self.embedder(future))
         rope = (self.rope_cos, self.rope_sin)
         for layer in self.layers:
             tokens = layer(tokens, rope, patch_mask)
@@ -122,6 +139,65 @@ class PandaModel(nn.Module):
             pooled = tokens.amax(dim=2)
         out = self.head(pooled)  # (B, C, H)
         return out.transpose(1, 2).float()  # (B, H, C)
+
+    def expert_weights(
+        self, x: torch.Tensor, observed: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The in-context experts' forecasts and the network's weights on them (``incontext="experts"``).
+
+        Args:
+            x, observed: as for :meth:`forward_normalised`.
+
+        Returns:
+            Forecasts ``(B, E, H, C)`` and weights ``(B, E, C)`` (softmax over experts), standardised units.
+        """
+        cfg = self.config
+        assert cfg.incontext == "experts", "expert_weights needs a model with incontext='experts'"
+        tokens, patch_mask = self._context_tokens(x, observed)
+        forecasts, errors = expert_forecasts(
+            x, observed, cfg.experts, cfg.prediction_length, cfg.expert_backtest
+        )  # (B, E, H, C), (B, E, C)
+        B, E, H, C = forecasts.shape
+        F = H // cfg.patch_length
+        log_error = errors.clamp_min(1e-6).log()  # (B, E, C)
+        # (B, E, H, C) -> (B, C, E*F, P): each expert's forecast as F future patches, experts one after another
+        future = forecasts.to(tokens.dtype).permute(0, 3, 1, 2).reshape(B, C, E * F, cfg.patch_length)
+        # which expert, and how well it forecast the context's last steps: (E, 1, D) + (B, C, E, 1, D)
+        marks = (
+            self.expert_embedding[:, None] + log_error.transpose(1, 2)[..., None, None] * self.error_embedding
+        )
+        marked = self.embedder(future).unflatten(2, (E, F)) + marks.to(tokens.dtype)  # (B, C, E, F, D)
+        marked = marked.flatten(2, 3)  # (B, C, E*F, D)
+        tokens, patch_mask = self._append(tokens, patch_mask, marked)
+        rope = (self.rope_cos, self.rope_sin)
+        for layer in self.layers:
+            tokens = layer(tokens, rope, patch_mask)
+        pooled = tokens[:, :, -E * F :].unflatten(2, (E, F)).mean(dim=3)  # (B, C, E, D)
+        prior = -self.log_backtest_sharpness.exp() * log_error.mean(dim=2)  # (B, E): whole-window backtest
+        logits = self.head(pooled).squeeze(-1).float() + prior[:, None, :]  # (B, C, E)
+        return forecasts, torch.softmax(logits, dim=-1).transpose(1, 2)
+
+    def _context_tokens(
+        self, x: torch.Tensor, observed: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Embedded context patches ``(B, C, N, D)`` and the mask of patches holding data (None: all)."""
+        cfg = self.config
+        T = x.shape[1]
+        assert T == cfg.context_length, f"context of {T} steps, model expects {cfg.context_length}"
+        tokens = self.embedder(self.patchify(x.to(self.head.weight.dtype)))  # (B, C, N, D)
+        patch_mask = None
+        if observed is not None and not bool(observed.all()):
+            patch_mask = self.patchify(observed).any(dim=-1)  # (B, C, N): patches holding any data
+        return tokens, patch_mask
+
+    @staticmethod
+    def _append(
+        tokens: torch.Tensor, patch_mask: torch.Tensor | None, future: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Append future tokens ``(B, C, F, D)`` (always attended to) after the context's."""
+        if patch_mask is not None:
+            patch_mask = torch.cat([patch_mask, patch_mask.new_ones(future.shape[:3])], dim=2)
+        return torch.cat([tokens, future], dim=2), patch_mask
 
     def forward(self, context: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
         """Forecast in the context's units.

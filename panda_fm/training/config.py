@@ -78,7 +78,7 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 500  # optimizer steps between Lightning checkpoints
     log_every_n_steps: int = 50  # steps between logged training metrics
     max_nonfinite_in_row: int = 5  # consecutive non-finite losses that stop the run
-    loss: str = "mse"  # "mse" (the reference) or "mae", in units standardised by the context
+    loss: str = "mse"  # "mse" (the reference), "mae" or "smape", in units standardised by the context
     seed: int = 0  # seeds the model initialisation, the validation split and the window stream
     progress_bar: bool = True  # show a progress bar
     tensorboard: bool = True  # also log to TensorBoard (falls back to CSV alone if unavailable)
@@ -103,8 +103,8 @@ class TrainerConfig:
             raise ValueError(f"trainer.torch_threads must be >= 1 or null, got {self.torch_threads}")
         if self.lr <= 0:
             raise ValueError(f"trainer.lr must be positive, got {self.lr}")
-        if self.loss not in ("mse", "mae"):
-            raise ValueError(f"trainer.loss must be 'mse' or 'mae', got {self.loss!r}")
+        if self.loss not in ("mse", "mae", "smape"):
+            raise ValueError(f"trainer.loss must be 'mse', 'mae' or 'smape', got {self.loss!r}")
         if self.weight_decay < 0:
             raise ValueError(f"trainer.weight_decay must be >= 0, got {self.weight_decay}")
         for name in ("beta1", "beta2"):

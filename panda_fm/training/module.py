@@ -1,4 +1,4 @@
-"""LightningModule: standardised MSE over the horizon, AdamW, cosine schedule with warmup, clipping.
+"""LightningModule: standardised error (MSE, MAE or sMAPE) over the horizon, AdamW, cosine schedule, clipping.
 
 Optimisation is manual so that a non-finite loss (or gradient norm) skips the whole step on every rank
 together: no backward, no optimizer or scheduler step, and the global step does not advance.
@@ -43,9 +43,33 @@ class WarmupCosine:
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _pointwise(error: torch.Tensor, kind: str) -> torch.Tensor:
-    """Squared (``"mse"``) or absolute (``"mae"``) error, elementwise."""
-    return error.pow(2) if kind == "mse" else error.abs()
+def _pointwise(pred: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """Squared (``"mse"``), absolute (``"mae"``) or symmetric relative (``"smape"``, 0-100, the benchmark's
+    sMAPE with 0/0 counted as 0) error, elementwise."""
+    error = pred - y
+    if kind == "mse":
+        return error.pow(2)
+    if kind == "mae":
+        return error.abs()
+    den = pred.abs() + y.abs()
+    return 100.0 * torch.where(den > 0, error.abs() / torch.where(den > 0, den, 1.0), 0.0)
+
+
+def _errors(
+    model: PandaModel, x: torch.Tensor, observed: torch.Tensor | None, y: torch.Tensor, kind: str
+) -> torch.Tensor:
+    """Elementwise forecast error ``(B, H, C)`` in standardised units.
+
+    A model that selects among in-context experts is scored by the expected error of its choice (the
+    experts' errors weighted by the network's weights), which trains the weights to pick the best expert;
+    ``y`` must be finite.
+    """
+    if model.config.incontext == "experts" and model.config.expert_combine == "select":
+        forecasts, weights = model.expert_weights(x, observed)  # (B, E, H, C), (B, E, C)
+        return (_pointwise(forecasts, y.unsqueeze(1), kind) * weights.unsqueeze(2)).sum(dim=1)
+    pred = model.forward_normalised(x, observed).float()  # (B, H, C)
+    assert pred.shape == y.shape, f"forecast {tuple(pred.shape)} vs target {tuple(y.shape)}"
+    return _pointwise(pred, y, kind)
 
 
 def standardised_mse(
@@ -58,15 +82,15 @@ def standardised_mse(
         context: ``(B, context_length, C)`` raw units.
         target: ``(B, prediction_length, C)`` raw units.
         eps: added to the context variance.
-        kind: ``"mse"`` or ``"mae"``.
+        kind: ``"mse"``, ``"mae"`` or ``"smape"``.
 
     Returns:
         Scalar float32 loss.
     """
     stats = fit_scale(context, torch.ones_like(context, dtype=torch.bool), eps)
-    pred = model.forward_normalised(stats.normalise(context.float()))  # (B, H, C)
-    assert pred.shape == target.shape, f"forecast {tuple(pred.shape)} vs target {tuple(target.shape)}"
-    return _pointwise(pred.float() - stats.normalise(target.float()), kind).mean()
+    return _errors(
+        model, stats.normalise(context.float()), None, stats.normalise(target.float()), kind
+    ).mean()
 
 
 def masked_standardised_mse(
@@ -83,7 +107,7 @@ def masked_standardised_mse(
         context: ``(B, context_length, C)`` raw units, NaN for missing (e.g. left padding).
         target: ``(B, prediction_length, C)`` raw units, NaN for missing.
         eps: added to the context variance.
-        kind: ``"mse"`` or ``"mae"``.
+        kind: ``"mse"``, ``"mae"`` or ``"smape"``.
 
     Returns:
         Scalar float32 loss (NaN when no target entry is observed).
@@ -91,11 +115,12 @@ def masked_standardised_mse(
     observed = torch.isfinite(context)  # (B, L, C)
     stats = fit_scale(context, observed, eps)
     x = torch.where(observed, stats.normalise(context.float()), 0.0)
-    pred = model.forward_normalised(x, observed).float()  # (B, H, C)
-    assert pred.shape == target.shape, f"forecast {tuple(pred.shape)} vs target {tuple(target.shape)}"
     y = stats.normalise(target.float())
     valid = torch.isfinite(y)  # (B, H, C)
-    return torch.where(valid, _pointwise(pred - torch.where(valid, y, 0.0), kind), 0.0).sum() / valid.sum()
+    return (
+        torch.where(valid, _errors(model, x, observed, torch.where(valid, y, 0.0), kind), 0.0).sum()
+        / valid.sum()
+    )
 
 
 class PandaLightningModule(L.LightningModule):

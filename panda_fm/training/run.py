@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
+from panda_fm.data.augment import AugmentConfig
 from panda_fm.hub import save_model
 from panda_fm.training.config import PretrainConfig, save_config
 from panda_fm.training.datamodule import PandaDataModule, check_dataset
@@ -233,6 +234,23 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> PretrainResult:
     return PretrainResult(export_dir, trainer.global_step, windows_seen, metrics, info, trainer.global_rank)
 
 
+def objective(config: PretrainConfig) -> str:
+    """The training objective in words, for the model card."""
+    loss = {"mse": "MSE", "mae": "MAE", "smape": "sMAPE"}[config.trainer.loss]
+    units = "in units standardised by the context's per-channel statistics"
+    if config.model.incontext == "experts" and config.model.expert_combine == "select":
+        return f"expected {loss} over the horizon of the expert the network weighs, {units}"
+    return f"{loss} over the horizon {units}"
+
+
+def augmentations(aug: AugmentConfig) -> str:
+    """The augmentations in words, for the model card."""
+    parts = [f"{', '.join(aug.kinds)} at rate {aug.rate:g}"] if aug.rate > 0 else []
+    if aug.noise > 0 and aug.noise_rate > 0:
+        parts.append(f"context noise U(0, {aug.noise:g}) x channel std on {aug.noise_rate:.0%} of windows")
+    return "; ".join(parts) or "none"
+
+
 def export_info(
     config: PretrainConfig,
     trainer: L.Trainer,
@@ -251,11 +269,11 @@ def export_info(
         "optimizer steps": trainer.global_step,
         "windows seen": f"{windows_seen:,}",
         "global batch": f"{dc.batch_size * trainer.world_size} windows of {dc.num_channels} random channels",
-        "objective": "MSE over the horizon in units standardised by the context's per-channel statistics",
+        "objective": objective(config),
         "optimizer": f"AdamW, lr {tc.lr:g}, weight decay {tc.weight_decay:g}, betas ({tc.beta1:g}, {tc.beta2:g})",
         "schedule": f"cosine to {tc.min_lr_ratio:g} x lr after {tc.warmup_fraction:.0%} linear warmup",
         "gradient clipping": f"{tc.grad_clip:g} (global norm)" if tc.grad_clip > 0 else "none",
-        "augmentations": f"{', '.join(aug.kinds)} at rate {aug.rate:g}" if aug.rate > 0 else "none",
+        "augmentations": augmentations(aug),
         "precision": tc.precision,
         "hardware": hardware,
         "wall time": f"{module.wall_time:.0f} s",
@@ -273,7 +291,7 @@ def export_info(
         ),
         "dataset_path": str(dataset["path"]),
         "training": training,
-        "results": f"Final validation MSE (standardised units, {dc.val_windows} fixed windows per set): {results}"
+        "results": f"Final validation loss ({config.trainer.loss}, standardised units, {dc.val_windows} fixed windows per set): {results}"
         if metrics
         else None,
         "dataset_manifest_hash": dataset["manifest_hash"],

@@ -63,8 +63,31 @@ def test_rate_zero_is_identity_and_rate_is_respected():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"rate": 1.5}, "rate"), ({"kinds": ["warp"]}, "warp"), ({"max_delay": 0}, "max_delay")],
+    [
+        ({"rate": 1.5}, "rate"),
+        ({"kinds": ["warp"]}, "warp"),
+        ({"max_delay": 0}, "max_delay"),
+        ({"noise": -0.1}, "augment.noise"),
+        ({"noise_rate": 2.0}, "noise_rate"),
+    ],
 )
 def test_config_errors_name_the_field(kwargs: dict, match: str):
     with pytest.raises(ValueError, match=match):
         AugmentConfig(**kwargs)
+
+
+def test_context_noise_touches_only_contexts_at_the_configured_level():
+    from panda_fm.data.augment import add_context_noise
+
+    batch = np.random.default_rng(0).normal(size=(400, 80, 2)).astype(np.float32) * np.float32([1.0, 50.0])
+    before = batch.copy()
+    add_context_noise(batch, 60, AugmentConfig(noise=0.2, noise_rate=0.5), np.random.default_rng(1))
+    np.testing.assert_array_equal(batch[:, 60:], before[:, 60:])  # targets stay clean
+    rel = (batch[:, :60] - before[:, :60]).std(axis=1) / before[:, :60].std(axis=1)  # (B, C): sigma drawn
+    noisy = rel[:, 0] > 0
+    assert 150 < noisy.sum() < 250  # about half the windows
+    np.testing.assert_allclose(rel[noisy, 0], rel[noisy, 1], rtol=0.5)  # relative to each channel's std
+    assert 0.07 < np.median(rel[noisy, 0]) < 0.13 and rel.max() < 0.25  # U(0, 0.2)
+    clean = before.copy()
+    add_context_noise(clean, 60, AugmentConfig(), np.random.default_rng(1))
+    np.testing.assert_array_equal(clean, before)  # off by default

@@ -102,7 +102,7 @@ def test_loss_kind_is_validated_and_mae_is_the_mean_absolute_error():
     from panda_fm.training.module import standardised_mse
     from tests.conftest import random_model
 
-    with pytest.raises(ValueError, match="trainer.loss must be 'mse' or 'mae'"):
+    with pytest.raises(ValueError, match="trainer.loss must be 'mse', 'mae' or 'smape'"):
         TrainerConfig(loss="huber")
     model = random_model()
     gen = torch.Generator().manual_seed(0)
@@ -111,3 +111,56 @@ def test_loss_kind_is_validated_and_mae_is_the_mean_absolute_error():
     mae = standardised_mse(model, context, target, 1e-5, kind="mae")
     assert mae > 0 and mse > 0 and not torch.isclose(mae, mse)
     assert mae <= mse.sqrt() + 1e-6  # Jensen: mean |e| <= sqrt(mean e^2)
+
+
+def test_smape_loss_is_the_benchmark_smape_of_the_forecast():
+    import torch
+
+    from panda_fm import metrics
+    from panda_fm.scaling import fit_scale
+    from panda_fm.training.module import standardised_mse
+    from tests.conftest import random_model
+
+    model = random_model()
+    gen = torch.Generator().manual_seed(1)
+    context, target = torch.randn(1, 512, 3, generator=gen), torch.randn(1, 64, 3, generator=gen)
+    stats = fit_scale(context, torch.ones_like(context, dtype=torch.bool), 1e-5)
+    with torch.no_grad():
+        pred = model.forward_normalised(stats.normalise(context))[0].numpy()
+        loss = standardised_mse(model, context, target, 1e-5, kind="smape")
+    expected = metrics.smape(stats.normalise(target)[0].numpy(), pred)
+    assert abs(float(loss) - expected) < 1e-3 * expected
+
+
+def test_selection_loss_trains_the_weights_towards_the_better_expert():
+    import torch
+
+    from panda_fm.training.module import standardised_mse
+    from tests.conftest import random_model
+
+    model = random_model(incontext="experts", experts=["analogue", "nvar"]).train()
+    # switch the backtest prior off so that the weights start equal and only the network can move them
+    model.log_backtest_sharpness.requires_grad_(False).fill_(-30.0)
+    t = torch.arange(512 + 64, dtype=torch.float32) * 0.05
+    series = torch.stack([torch.sin(t), torch.cos(1.3 * t), torch.sin(0.7 * t) * torch.cos(t)], dim=1)
+    context, target = series[None, :512], series[None, 512:]
+    mu, sd = context.mean(1, keepdim=True), context.std(1, unbiased=False, keepdim=True)
+    x, y = (context - mu) / sd, (target - mu) / sd
+    with torch.no_grad():
+        forecasts, _ = model.expert_weights(x)
+    errors = (forecasts - y.unsqueeze(1)).abs().mean(dim=(0, 2, 3))  # (E,) each expert's MAE
+    best = int(errors.argmin())
+    assert errors.max() > 1.5 * errors.min()  # one expert is clearly better here
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(20):
+        loss = standardised_mse(model, context, target, 1e-5, kind="mae")
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    with torch.no_grad():
+        _, weights = model.expert_weights(x)
+    assert losses[0] > errors.min() + 0.2 * (errors.max() - errors.min())  # starts at the average
+    assert losses[-1] < errors.min() + 0.05 * (errors.max() - errors.min())  # ends at the best
+    assert (weights[0, best] > 0.9).all()  # every channel

@@ -1,0 +1,197 @@
+"""Controlled ablation of pretraining designs at CPU scale (issue #10).
+
+Every variant trains the same base model (about 0.4-0.8M parameters, context 512, horizon 128) on the same
+dataset with the same seed and the same budget of CPU time, through the real pretraining command
+(``panda-fm pretrain --config train/configs/small-cpu.yaml``: two DDP processes of one thread each). The
+budget is turned into optimizer steps per variant by timing a short calibration run of that variant, so a
+slower design gets fewer steps. Then one ``panda-fm evaluate`` run scores every trained variant and every
+classical baseline on the same windows of the 20 held-out founders, clean and with 5% observation noise,
+at 128/256/512 steps, and ``results.md`` tabulates median sMAPE with training windows/s.
+
+    PYTHONPATH=. python benchmarks/ablation.py --data DATASET [--cpu-minutes 60] [--quick]
+
+``--quick`` trains for 8 CPU-minutes per variant. Finished variants are kept: rerunning the command
+resumes where it stopped (delete ``--out`` to start over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CORES = 2  # small-cpu.yaml: 2 processes x 1 thread
+
+# The base model shared by every variant: small enough to train thousands of steps in an hour here.
+BASE = [
+    "--model.d_model", "128", "--model.num_hidden_layers", "4", "--model.num_attention_heads", "4",
+    "--model.ffn_dim", "256", "--model.num_poly_feats", "24", "--model.num_rff", "64",
+    "--model.prediction_length", "128",
+]  # fmt: skip
+
+# name -> (what it tests, overrides of small-cpu.yaml on top of BASE)
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "reference-linear": (
+        "reference architecture, linear patch embedding, MSE",
+        ["--model.use_dynamics_embedding", "false"],
+    ),
+    "reference-dynamics": ("reference architecture, dynamics embedding, MSE", []),
+    "reference-noise-mae": (
+        "reference architecture, MAE loss, context-noise augmentation",
+        ["--trainer.loss", "mae", "--data.augment.noise", "0.1"],
+    ),
+    "analogue-corrector": (
+        "in-context analogue attention (kernel regression over delay windows), corrected per patch, MAE",
+        ["--model.incontext", "analogue", "--trainer.loss", "mae"],
+    ),
+    "experts-mix": (
+        "hybrid: weighted mean of 5 classical in-context forecasts, MAE of the mean, noise augmentation",
+        [
+            "--model.incontext",
+            "experts",
+            "--model.expert_combine",
+            "mix",
+            "--trainer.loss",
+            "mae",
+            "--data.augment.noise",
+            "0.1",
+        ],
+    ),  # fmt: skip
+    "experts-select-clean": (
+        "hybrid: selects 1 of 5 classical in-context forecasts, expected MAE, no noise augmentation",
+        ["--model.incontext", "experts", "--trainer.loss", "mae"],
+    ),
+    "experts-select": (
+        "hybrid: selects 1 of 5 classical in-context forecasts, expected MAE, noise augmentation",
+        ["--model.incontext", "experts", "--trainer.loss", "mae", "--data.augment.noise", "0.1"],
+    ),
+    "experts-select-smape": (
+        "as experts-select with expected sMAPE (the benchmark's metric) as the loss",
+        ["--model.incontext", "experts", "--trainer.loss", "smape", "--data.augment.noise", "0.1"],
+    ),
+}
+CALIBRATION_STEPS = 30
+
+
+def pretrain(out: Path, data: str, steps: int, seed: int, overrides: list[str]) -> dict:
+    """Run ``panda-fm pretrain`` into ``out`` and return its training_info.json."""
+    cmd = [
+        sys.executable, "-m", "panda_fm.cli", "pretrain", "--config", "train/configs/small-cpu.yaml",
+        "--data", data, "--out", str(out), "--max-steps", str(steps), "--trainer.seed", str(seed),
+        "--trainer.val_every_n_steps", "1000000", "--trainer.progress_bar", "false", *BASE, *overrides,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    with open(out.with_suffix(".log"), "w") as log:
+        subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    return json.loads((out / "checkpoint" / "training_info.json").read_text())
+
+
+def train_variant(name: str, args: argparse.Namespace) -> dict:
+    """Calibrate the step time, train for the CPU budget, return the run's record (cached in record.json)."""
+    root = args.out / name
+    record_path = root / "record.json"
+    if record_path.exists():
+        return json.loads(record_path.read_text())
+    overrides = VARIANTS[name][1]
+    root.mkdir(parents=True, exist_ok=True)
+    calib = pretrain(root / "calibration", args.data, CALIBRATION_STEPS, args.seed, overrides)
+    seconds_per_step = calib["wall_time_s"] / CALIBRATION_STEPS
+    steps = max(int(args.cpu_minutes * 60 / CORES / seconds_per_step), 10)
+    shutil.rmtree(root / "run", ignore_errors=True)  # an interrupted run restarts from scratch
+    print(f"{name}: {seconds_per_step:.2f} s/step -> {steps} steps", flush=True)
+    info = pretrain(root / "run", args.data, steps, args.seed, overrides)
+    record = {
+        "variant": name,
+        "description": VARIANTS[name][0],
+        "steps": info["steps"],
+        "windows_seen": info["windows_seen"],
+        "wall_time_s": info["wall_time_s"],
+        "cpu_minutes": round(info["wall_time_s"] * CORES / 60, 1),
+        "windows_per_s": round(info["windows_seen"] / info["wall_time_s"], 1),
+        "checkpoint": str(root / "run" / "checkpoint"),
+    }
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def evaluate(records: list[dict], args: argparse.Namespace) -> dict:
+    """One ``panda-fm evaluate`` run over every variant and every baseline; returns its report."""
+    out = args.out / "eval"
+    paths = []
+    for r in records:  # link each checkpoint under its variant's name, which names it in the report
+        link = args.out / "checkpoints" / r["variant"]
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to(Path(r["checkpoint"]).resolve())
+        paths.append(str(link))
+    cmd = [
+        sys.executable, "-m", "panda_fm.cli", "evaluate", "--test", "founders", "--out", str(out),
+        "--checkpoint", *paths, "--baselines", "all", "--noise", "0", "0.05", "--horizons", "128", "256", "512",
+        "--windows-per-system", "5", "--rollout", "0", "--seed", str(args.seed),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    subprocess.run(cmd, cwd=REPO, env=env, check=True)
+    return json.loads((out / "report.json").read_text())
+
+
+def table(records: list[dict], report: dict, args: argparse.Namespace) -> str:
+    """Markdown: median sMAPE per method, horizon and noise level, with the variants' training cost."""
+    by_name = {r["variant"]: r for r in records}
+    horizons = (128, 256, 512)
+    head = [f"clean @{h}" for h in horizons] + [f"5% noise @{h}" for h in horizons]
+    lines = [
+        f"Median sMAPE on the 20 held-out founders (5 windows each, context 512), {args.cpu_minutes:g} CPU-minutes "
+        "of training per variant on this machine (2 cores).",
+        "",
+        "| method | " + " | ".join(head) + " | steps | windows/s | what it tests |",
+        "|---" * (len(head) + 4) + "|",
+    ]
+    for method in report["methods"]:
+        cells = [
+            f"{report['summary'][sigma][method][f'smape@{h}']['median']:.1f}"
+            for sigma in ("0.0", "0.05")
+            for h in horizons
+        ]
+        r = by_name.get(method)
+        cost = (
+            [str(r["steps"]), f"{r['windows_per_s']:g}", r["description"]]
+            if r
+            else ["", "", "classical baseline"]
+        )
+        lines.append(f"| {method} | " + " | ".join(cells + cost) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="dataset directory from panda-fm generate")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ablation")
+    parser.add_argument("--cpu-minutes", type=float, default=60.0, help="training budget per variant")
+    parser.add_argument("--quick", action="store_true", help="8 CPU-minutes per variant")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.quick:
+        args.cpu_minutes = 8.0
+    if not Path(args.data, "manifest.jsonl").exists():
+        parser.error(f"--data {args.data} is not a dataset directory; make one with `panda-fm generate`")
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    records = [train_variant(name, args) for name in args.variants]
+    report = evaluate(records, args)
+    text = table(records, report, args)
+    command = "PYTHONPATH=. python benchmarks/ablation.py " + " ".join(sys.argv[1:])
+    (args.out / "results.md").write_text(f"{text}\nReproduce: `{command}`\n")
+    (args.out / "records.json").write_text(json.dumps(records, indent=2) + "\n")
+    print(text)
+    print(f"total wall time {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+
+from panda_fm.baselines import EXPERTS, AnalogueForecaster, NVARForecaster
+from panda_fm.config import EXPERT_NAMES, PandaConfig
+from panda_fm.model.experts import _fill_missing, expert_forecasts
+
+
+def _lorenz_like(T: int = 512) -> np.ndarray:
+    t = np.arange(T) * 0.05
+    return np.stack([np.sin(t), np.cos(1.3 * t), np.sin(0.7 * t) * np.cos(t)], axis=1)
+
+
+def test_every_config_name_has_an_expert():
+    assert set(EXPERT_NAMES) == set(EXPERTS)
+
+
+def test_raw_experts_are_the_baselines():
+    x = torch.from_numpy(_lorenz_like()[None]).float()
+    out, errors = expert_forecasts(x, None, ["nvar", "analogue"], 32, 100)  # (1, 2, 32, 3), (1, 2, 3)
+    z = x.double().numpy()
+    np.testing.assert_allclose(out[0, 0].numpy(), NVARForecaster().predict(z, 32)[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        out[0, 1].numpy(), AnalogueForecaster().predict(z, 32)[0], rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("name", ["nvar_g1", "nvar_sg11", "analogue_g2"])
+def test_denoised_experts_filter_the_noise_and_keep_the_shape(name: str):
+    clean = _lorenz_like()[None]
+    noisy = clean + 0.1 * np.random.default_rng(0).normal(size=clean.shape)
+    expert = EXPERTS[name]()
+    assert expert.name == name
+    smooth = expert.denoise(noisy)
+    assert smooth.shape == noisy.shape
+    assert np.abs(smooth - clean).mean() < 0.6 * np.abs(noisy - clean).mean()
+    assert expert.predict(noisy, 16).shape == (1, 16, 3)
+
+
+def test_gaps_are_filled_with_the_last_observation():
+    x = np.arange(12, dtype=float).reshape(1, 6, 2)
+    observed = np.ones_like(x, dtype=bool)
+    observed[0, [0, 1, 4], 0] = False
+    observed[0, :, 1] = False  # a channel without data becomes 0
+    filled = _fill_missing(x, observed)
+    np.testing.assert_array_equal(filled[0, :, 0], [4, 4, 4, 6, 6, 10])
+    np.testing.assert_array_equal(filled[0, :, 1], np.zeros(6))
+
+
+def test_forecasts_with_gaps_are_finite_and_use_the_filled_context():
+    x = torch.from_numpy(_lorenz_like()[None]).float()
+    observed = torch.ones_like(x, dtype=torch.bool)
+    observed[:, :100] = False
+    observed[:, 300:310, 1] = False
+    out = expert_forecasts(torch.where(observed, x, 0.0), observed, list(EXPERT_NAMES), 16, 64)
+    assert all(torch.isfinite(t).all() for t in out)
+    filled = torch.from_numpy(_fill_missing(x.double().numpy(), observed.numpy())).float()
+    again = expert_forecasts(filled, None, list(EXPERT_NAMES), 16, 64)
+    for a, b in zip(out, again, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"experts": ["nvar", "oracle"]}, "experts must be distinct names"),
+        ({"experts": []}, "experts must be distinct names"),
+        ({"experts": ["nvar", "nvar"]}, "experts must be distinct names"),
+        ({"expert_combine": "vote"}, "expert_combine"),
+        ({"context_length": 200, "patch_length": 4, "patch_stride": 4}, "expert_backtest \\+ 80"),
+        ({"expert_backtest": 0}, "expert_backtest >= 1"),
+        ({"prediction_length": 100}, "multiple of patch_length"),
+    ],
+)
+def test_experts_config_is_validated(kwargs: dict, match: str):
+    with pytest.raises(ValueError, match=match):
+        PandaConfig(incontext="experts", **kwargs)
