@@ -28,11 +28,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CORES = 2  # small-cpu.yaml: 2 processes x 1 thread
 
-# The base model shared by every variant: small enough to train thousands of steps in an hour here.
+# The base model shared by every variant: small enough to train thousands of steps in an hour here. The
+# settings that variants change are pinned to the reference's here, whatever small-cpu.yaml says.
 BASE = [
     "--model.d_model", "128", "--model.num_hidden_layers", "4", "--model.num_attention_heads", "4",
     "--model.ffn_dim", "256", "--model.num_poly_feats", "24", "--model.num_rff", "64",
-    "--model.prediction_length", "128",
+    "--model.prediction_length", "128", "--model.use_dynamics_embedding", "true", "--model.incontext", "none",
+    "--model.expert_combine", "select", "--trainer.loss", "mse", "--data.augment.noise", "0",
 ]  # fmt: skip
 
 # name -> (what it tests, overrides of small-cpu.yaml on top of BASE)

@@ -9,6 +9,11 @@ coordinates and undoes the scaling. The iterated ones (linear AR, NVAR, analogue
 increment ``z[t+1] - z[t]`` from a delay embedding of the recent past and feed their own output back,
 with the state clipped to the context's range widened by its span on each side, so a diverging rollout
 stays finite and visibly wrong instead of overflowing.
+
+:class:`DenoisedForecaster` runs one of them on a filtered context, and :class:`SelectorForecaster` picks, per
+context, whichever of :data:`EXPERTS` best forecasts the context's own last steps from the steps before them
+(on the held-out founders this backtest choice beats every single forecaster with 5% noise and is close
+to the NVAR on clean contexts).
 """
 
 from __future__ import annotations

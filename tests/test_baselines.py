@@ -85,6 +85,25 @@ def test_analogue_beats_naive_on_lorenz(lorenz: np.ndarray) -> None:
     assert scores["analogue"] < scores["naive"] - 10.0
 
 
+def test_selector_picks_the_expert_that_forecasts_the_context_best(lorenz: np.ndarray) -> None:
+    from panda_fm.baselines import EXPERTS, SelectorForecaster, backtest_experts
+
+    context = lorenz[:512]
+    z = (context - context.mean(0)) / context.std(0)
+    names = ("analogue", "nvar")
+    _, errors = backtest_experts(z[None], names, 16, 128)  # (1, 2, 3)
+    assert errors[0, 1].mean() < 0.1 * errors[0, 0].mean()  # the NVAR backtests far better on Lorenz
+    chosen = SelectorForecaster(experts=names).predict(context, 128)
+    np.testing.assert_allclose(chosen, NVARForecaster().predict(context, 128), rtol=1e-6, atol=1e-6)
+    noisy = context + 0.05 * context.std(0) * np.random.default_rng(0).standard_normal(context.shape)
+    scores = {
+        name: _score(context, lorenz[512:640], EXPERTS[name]().predict(noisy, 128)) for name in EXPERTS
+    }
+    chosen = _score(context, lorenz[512:640], SelectorForecaster().predict(noisy, 128))
+    assert np.isclose(chosen, list(scores.values()), rtol=1e-6).any()  # one of the experts' forecasts
+    assert chosen < np.median(list(scores.values()))
+
+
 def test_iterated_forecasts_stay_bounded(lorenz: np.ndarray) -> None:
     noisy = lorenz[:512] + 0.3 * lorenz[:512].std(0) * np.random.default_rng(0).standard_normal((512, 3))
     lo, hi = noisy.min(0), noisy.max(0)
