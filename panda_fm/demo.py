@@ -33,7 +33,7 @@ def run_demo(
     system: str = "Rossler",
     horizon: int = 256,
     context_length: int = 512,
-    baselines: tuple[str, ...] = ("analogue", "nvar"),
+    baselines: tuple[str, ...] = ("analogue", "nvar", "selector"),
 ) -> DemoResult:
     """Forecast the end of a held-out founder's trajectory from the ``context_length`` steps before it.
 

@@ -96,9 +96,7 @@ def test_selector_picks_the_expert_that_forecasts_the_context_best(lorenz: np.nd
     chosen = SelectorForecaster(experts=names).predict(context, 128)
     np.testing.assert_allclose(chosen, NVARForecaster().predict(context, 128), rtol=1e-6, atol=1e-6)
     noisy = context + 0.05 * context.std(0) * np.random.default_rng(0).standard_normal(context.shape)
-    scores = {
-        name: _score(context, lorenz[512:640], EXPERTS[name]().predict(noisy, 128)) for name in EXPERTS
-    }
+    scores = {name: _score(context, lorenz[512:640], EXPERTS[name]().predict(noisy, 128)) for name in EXPERTS}
     chosen = _score(context, lorenz[512:640], SelectorForecaster().predict(noisy, 128))
     assert np.isclose(chosen, list(scores.values()), rtol=1e-6).any()  # one of the experts' forecasts
     assert chosen < np.median(list(scores.values()))

@@ -51,3 +51,38 @@ def test_datamodule_remembers_its_dataset(tiny_dataset: Path, caplog: pytest.Log
     assert "different dataset" not in caplog.text
     dm.load_state_dict({"manifest_hash": "0" * 64})
     assert "different dataset" in caplog.text
+
+
+def test_ship_checkpoint_puts_the_reports_in_the_model_card(tmp_path: Path):
+    import shutil
+    import subprocess
+
+    from panda_fm import PandaPipeline
+    from tests.conftest import TINY_CHECKPOINT
+
+    run = tmp_path / "run" / "checkpoint"
+    shutil.copytree(TINY_CHECKPOINT, run)
+    report = tmp_path / "report.md"
+    report.write_text(
+        "# Zero-shot benchmark\n\n20 systems, 100 windows (held-out founders), context 512, seed 0.\n\n"
+        "Command: `panda-fm evaluate --checkpoint run/checkpoint --test founders`\n\n"
+        "| noise | method | sMAPE@128 |\n|---|---|---|\n| 0 | checkpoint | 12.5 |\n| 0 | nvar | 0.1 |\n\n"
+        "## Per system\n\nnot copied\n"
+    )
+    out = tmp_path / "shipped"
+    cmd = [sys.executable, "train/ship_checkpoint.py", "--run", str(run), "--name", "panda-fm-x"]
+    cmd += ["--report", str(report), "--command", "panda-fm pretrain ...", "--out", str(out)]
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run(cmd, cwd=repo, check=True, env={**os.environ, "PYTHONPATH": str(repo)})
+    card = (out / "README.md").read_text()
+    assert "| 0 | panda-fm-x | 12.5 |" in card and "| 0 | nvar | 0.1 |" in card
+    assert "20 systems, 100 windows" in card and "Command: `panda-fm evaluate" in card
+    assert "not copied" not in card and "panda-fm pretrain ..." in card
+    assert PandaPipeline.from_pretrained(out).info["name"] == "panda-fm-x"
+    missing = subprocess.run(
+        [*cmd[:-4], "--report", str(tmp_path / "nope.md"), *cmd[-4:]],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode != 0 and "does not exist" in missing.stderr

@@ -1,0 +1,48 @@
+"""Copy a trained run's export into checkpoints/ with its measured results in the model card.
+
+    python train/ship_checkpoint.py --run runs/small-cpu/checkpoint --name panda-fm-small \
+        --report reports/founders/report.md --report reports/evolved/report.md \
+        --command "panda-fm generate ...; panda-fm pretrain ..." --out checkpoints/panda-fm-small
+
+Each ``--report`` is a ``report.md`` written by ``panda-fm evaluate``; its header line, command and
+sMAPE/MAE/VPT table go into the card's "Measured results" (the table's checkpoint row is renamed to
+``--name``). The run's own record (data, steps, wall time, hardware) stays in the card's "Training".
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from panda_fm import PandaPipeline
+
+
+def report_section(path: Path, run_name: str, name: str) -> str:
+    """The parts of an evaluate report.md that a model card needs, with the checkpoint named ``name``."""
+    lines = path.read_text().splitlines()
+    keep = [line for line in lines if line.startswith(("|", "Command:")) or line[:1].isdigit()]
+    return "\n".join(line.replace(f"| {run_name} |", f"| {name} |") for line in keep)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", type=Path, required=True, help="the run's exported checkpoint directory")
+    parser.add_argument("--name", required=True, help="the checkpoint's name in the card and the tables")
+    parser.add_argument("--report", type=Path, action="append", default=[], help="evaluate report.md")
+    parser.add_argument("--command", required=True, help="the commands that made the data and the run")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    for report in args.report:
+        if not report.is_file():
+            parser.error(f"--report {report} does not exist; run `panda-fm evaluate ... --out DIR` first")
+    pipe = PandaPipeline.from_pretrained(args.run)
+    pipe.info["name"] = args.name
+    pipe.info.setdefault("training", {})["command"] = args.command
+    sections = [report_section(r, args.run.name, args.name) for r in args.report]
+    pipe.info["results"] = "\n\n".join(sections) if sections else None
+    pipe.save_pretrained(args.out)
+    print(f"wrote {args.out} ({sum(f.stat().st_size for f in args.out.iterdir()) / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
