@@ -11,7 +11,8 @@ at 128/256/512 steps, and ``results.md`` tabulates median sMAPE with training wi
     PYTHONPATH=. python benchmarks/ablation.py --data DATASET [--cpu-minutes 60] [--quick]
 
 ``--quick`` trains for 8 CPU-minutes per variant. Finished variants are kept: rerunning the command
-resumes where it stopped (delete ``--out`` to start over).
+resumes where it stopped (delete ``--out`` to start over). ``--also DIR ...`` scores further checkpoints
+(e.g. the shipped one) on the same windows.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ def evaluate(records: list[dict], args: argparse.Namespace) -> dict:
         if not link.exists():
             link.symlink_to(Path(r["checkpoint"]).resolve())
         paths.append(str(link))
+    paths += [str(p) for p in args.also]
     cmd = [
         sys.executable, "-m", "panda_fm.cli", "evaluate", "--test", "founders", "--out", str(out),
         "--checkpoint", *paths, "--baselines", "all", "--noise", "0", "0.05", "--horizons", "128", "256", "512",
@@ -148,11 +150,12 @@ def table(records: list[dict], report: dict, args: argparse.Namespace) -> str:
     horizons = (128, 256, 512)
     head = [f"clean @{h}" for h in horizons] + [f"5% noise @{h}" for h in horizons]
     lines = [
-        f"Median sMAPE on the 20 held-out founders (5 windows each, context 512), {args.cpu_minutes:g} CPU-minutes "
-        "of training per variant on this machine (2 cores).",
+        f"Median sMAPE on the 20 held-out founders (5 windows each, context 512); a budget of {args.cpu_minutes:g} "
+        "CPU-minutes per variant on this machine (2 cores), of which the training run itself used the CPU-min "
+        "column (the rest went to start-up and the calibration run).",
         "",
-        "| method | " + " | ".join(head) + " | steps | windows/s | what it tests |",
-        "|---" * (len(head) + 4) + "|",
+        "| method | " + " | ".join(head) + " | steps | CPU-min | windows/s | what it tests |",
+        "|---" * (len(head) + 5) + "|",
     ]
     for method in report["methods"]:
         cells = [
@@ -162,9 +165,9 @@ def table(records: list[dict], report: dict, args: argparse.Namespace) -> str:
         ]
         r = by_name.get(method)
         cost = (
-            [str(r["steps"]), f"{r['windows_per_s']:g}", r["description"]]
+            [str(r["steps"]), f"{r['cpu_minutes']:g}", f"{r['windows_per_s']:g}", r["description"]]
             if r
-            else ["", "", "classical baseline"]
+            else ["", "", "", "classical baseline"]
         )
         lines.append(f"| {method} | " + " | ".join(cells + cost) + " |")
     return "\n".join(lines) + "\n"
@@ -178,6 +181,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="8 CPU-minutes per variant")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--also", nargs="+", type=Path, default=[], help="further checkpoint dirs to score in the same run"
+    )
     args = parser.parse_args()
     if args.quick:
         args.cpu_minutes = 8.0

@@ -174,9 +174,15 @@ class PandaPipeline:
         return forecast.numpy().astype(out_dtype, copy=False)
 
     def _rollout(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
-        """``(B, L, C)`` with NaN for missing -> ``(B, horizon, C)``, 128 (the model's horizon) steps a pass."""
+        """``(B, L, C)`` with NaN for missing -> ``(B, horizon, C)``, 128 (the model's horizon) steps a pass.
+
+        A model with in-context experts forecasts any horizon in one pass: its experts forecast it all, with
+        the choice made from the context.
+        """
         L = self.config.context_length
         x = x.to(self.device)
+        if self.config.incontext == "experts":
+            return self.model(x, horizon=horizon).float().cpu()
         steps = []
         done = 0
         while done < horizon:

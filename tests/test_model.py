@@ -183,3 +183,14 @@ def test_experts_select_the_highest_weight_per_channel_or_mix(rng):
         model.config.expert_combine = "mix"
         mixed = model.forward_normalised(x)
     torch.testing.assert_close(mixed, (forecasts * weights.unsqueeze(2)).sum(1))
+
+
+def test_experts_model_forecasts_any_horizon_in_one_pass(rng):
+    model = random_model(incontext="experts", experts=["analogue", "nvar"])
+    x = torch.randn(2, 512, 3, generator=rng).cumsum(1) / 10
+    with torch.no_grad():
+        short, long = model(x), model(x, horizon=200)
+    assert long.shape == (2, 200, 3)
+    torch.testing.assert_close(long[:, :64], short)  # the same choice, the experts' longer forecasts
+    with pytest.raises(ValueError, match="roll out"):
+        random_model()(x, horizon=200)

@@ -97,19 +97,29 @@ class PandaModel(nn.Module):
         # (B, T, C) -> (B, C, T) -> unfold -> (B, C, N, P)
         return x[:, start:].transpose(1, 2).unfold(-1, cfg.patch_length, cfg.patch_stride)
 
-    def forward_normalised(self, x: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_normalised(
+        self, x: torch.Tensor, observed: torch.Tensor | None = None, horizon: int | None = None
+    ) -> torch.Tensor:
         """Forecast in standardised units.
 
         Args:
             x: ``(B, context_length, C)`` standardised context; unobserved entries must be 0.
             observed: ``(B, context_length, C)`` bool, or None when every entry is observed.
+            horizon: steps to forecast; only a model with ``incontext="experts"`` forecasts more than
+                ``prediction_length`` in one pass (its experts forecast the whole horizon and the weights
+                the network gives them, from their first ``prediction_length`` steps, combine them).
 
         Returns:
-            ``(B, prediction_length, C)`` standardised forecast.
+            ``(B, horizon, C)`` standardised forecast (``horizon`` defaults to ``prediction_length``).
         """
         cfg = self.config
+        if horizon is not None and horizon != cfg.prediction_length and cfg.incontext != "experts":
+            raise ValueError(
+                f"this model forecasts {cfg.prediction_length} steps a pass; roll out for {horizon} "
+                "(PandaPipeline.predict does)"
+            )
         if cfg.incontext == "experts":
-            forecasts, weights = self.expert_weights(x, observed)  # (B, E, H, C), (B, E, C)
+            forecasts, weights = self.expert_weights(x, observed, horizon)  # (B, E, H, C), (B, E, C)
             if cfg.expert_combine == "mix":
                 return (forecasts * weights.unsqueeze(2)).sum(dim=1)
             best = weights.argmax(dim=1, keepdim=True)  # (B, 1, C)
@@ -141,27 +151,30 @@ class PandaModel(nn.Module):
         return out.transpose(1, 2).float()  # (B, H, C)
 
     def expert_weights(
-        self, x: torch.Tensor, observed: torch.Tensor | None = None
+        self, x: torch.Tensor, observed: torch.Tensor | None = None, horizon: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The in-context experts' forecasts and the network's weights on them (``incontext="experts"``).
 
         Args:
-            x, observed: as for :meth:`forward_normalised`.
+            x, observed, horizon: as for :meth:`forward_normalised`.
 
         Returns:
-            Forecasts ``(B, E, H, C)`` and weights ``(B, E, C)`` (softmax over experts), standardised units.
+            Forecasts ``(B, E, horizon, C)`` and weights ``(B, E, C)`` (softmax over experts), standardised.
         """
         cfg = self.config
         assert cfg.incontext == "experts", "expert_weights needs a model with incontext='experts'"
         tokens, patch_mask = self._context_tokens(x, observed)
+        H = cfg.prediction_length
         forecasts, errors = expert_forecasts(
-            x, observed, cfg.experts, cfg.prediction_length, cfg.expert_backtest
-        )  # (B, E, H, C), (B, E, C)
-        B, E, H, C = forecasts.shape
+            x, observed, cfg.experts, max(horizon or H, H), cfg.expert_backtest
+        )  # (B, E, >= H, C), (B, E, C)
+        B, E, _, C = forecasts.shape
         F = H // cfg.patch_length
         log_error = errors.clamp_min(1e-6).log()  # (B, E, C)
         # (B, E, H, C) -> (B, C, E*F, P): each expert's forecast as F future patches, experts one after another
-        future = forecasts.to(tokens.dtype).permute(0, 3, 1, 2).reshape(B, C, E * F, cfg.patch_length)
+        future = (
+            forecasts[:, :, :H].to(tokens.dtype).permute(0, 3, 1, 2).reshape(B, C, E * F, cfg.patch_length)
+        )
         # which expert, and how well it forecast the context's last steps: (E, 1, D) + (B, C, E, 1, D)
         marks = (
             self.expert_embedding[:, None] + log_error.transpose(1, 2)[..., None, None] * self.error_embedding
@@ -175,7 +188,7 @@ class PandaModel(nn.Module):
         pooled = tokens[:, :, -E * F :].unflatten(2, (E, F)).mean(dim=3)  # (B, C, E, D)
         prior = -self.log_backtest_sharpness.exp() * log_error.mean(dim=2)  # (B, E): whole-window backtest
         logits = self.head(pooled).squeeze(-1).float() + prior[:, None, :]  # (B, C, E)
-        return forecasts, torch.softmax(logits, dim=-1).transpose(1, 2)
+        return forecasts[:, :, : horizon or H], torch.softmax(logits, dim=-1).transpose(1, 2)
 
     def _context_tokens(
         self, x: torch.Tensor, observed: torch.Tensor | None
@@ -199,16 +212,19 @@ class PandaModel(nn.Module):
             patch_mask = torch.cat([patch_mask, patch_mask.new_ones(future.shape[:3])], dim=2)
         return torch.cat([tokens, future], dim=2), patch_mask
 
-    def forward(self, context: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, context: torch.Tensor, observed: torch.Tensor | None = None, horizon: int | None = None
+    ) -> torch.Tensor:
         """Forecast in the context's units.
 
         Args:
             context: ``(B, T, C)``; NaN marks a missing value. Only the last ``context_length`` steps
                 are read; a shorter context is left-padded as missing.
             observed: optional ``(B, T, C)`` bool; False marks further missing values.
+            horizon: steps to forecast, as for :meth:`forward_normalised`.
 
         Returns:
-            ``(B, prediction_length, C)`` float32.
+            ``(B, horizon, C)`` float32 (``horizon`` defaults to ``prediction_length``).
         """
         cfg = self.config
         assert context.dim() == 3, f"expected (B, T, C), got shape {tuple(context.shape)}"
@@ -223,4 +239,4 @@ class PandaModel(nn.Module):
             mask = torch.cat([mask.new_zeros(B, pad, C), mask], dim=1)
         stats = fit_scale(context, mask, cfg.scaling_eps)
         x = torch.where(mask, stats.normalise(context.float()), 0.0)
-        return stats.denormalise(self.forward_normalised(x, mask))
+        return stats.denormalise(self.forward_normalised(x, mask, horizon))
