@@ -1,5 +1,9 @@
 """PandaModel: patched encoder with temporal and channel attention, and a linear forecast head.
 
+Options beyond the reference architecture (``PandaConfig.incontext``): ``"analogue"`` corrects an in-context
+kernel-regression forecast patch by patch; ``"experts"`` weighs classical in-context forecasts (see
+:mod:`panda_fm.model.experts`).
+
 Shape letters: B batch, T time, C channels, N patches, P patch length, D model width, H horizon.
 """
 
@@ -72,7 +76,7 @@ class PandaModel(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
         if config.incontext != "none":
-            # training starts from the in-context forecast itself (analogue) or equal weights (experts)
+            # training starts from the in-context forecast itself (analogue) or the backtest prior (experts)
             nn.init.zeros_(self.head.weight)
         future = config.prediction_length // config.patch_length if config.incontext != "none" else 0
         positions = torch.arange(config.num_patches + future)
