@@ -35,9 +35,12 @@ BASE = [
     "--model.d_model", "128", "--model.num_hidden_layers", "4", "--model.num_attention_heads", "4",
     "--model.ffn_dim", "256", "--model.num_poly_feats", "24", "--model.num_rff", "64",
     "--model.prediction_length", "128", "--model.use_dynamics_embedding", "true", "--model.incontext", "none",
-    "--model.expert_combine", "select", "--trainer.loss", "mse", "--data.augment.noise", "0",
+    "--model.expert_combine", "select", "--trainer.loss", "mse", "--trainer.loss_horizon", "null",
+    "--data.augment.rate", "0.2", "--data.augment.noise", "0",
 ]  # fmt: skip
 
+MIX = ["--model.incontext", "experts", "--model.expert_combine", "mix", "--trainer.loss", "mae",
+       "--data.augment.noise", "0.1"]  # fmt: skip
 # name -> (what it tests, overrides of small-cpu.yaml on top of BASE)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "reference-linear": (
@@ -55,15 +58,48 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     ),
     "experts-mix": (
         "hybrid: weighted mean of 5 classical in-context forecasts, MAE of the mean, noise augmentation",
+        MIX,
+    ),
+    "experts-mix-no-channel-aug": (
+        "as experts-mix without the channel augmentations (delay embedding, convex, affine)",
+        [*MIX, "--data.augment.rate", "0"],
+    ),
+    "experts-mix-loss-512": (
+        "as experts-mix with the loss over 512 steps (the experts' rollout the weights combine)",
+        [*MIX, "--trainer.loss_horizon", "512"],
+    ),
+    "experts-mix-narrow": (
+        "as experts-mix at width 64, 2 layers (more steps in the budget)",
         [
-            "--model.incontext",
-            "experts",
-            "--model.expert_combine",
-            "mix",
-            "--trainer.loss",
-            "mae",
-            "--data.augment.noise",
-            "0.1",
+            *MIX,
+            "--model.d_model",
+            "64",
+            "--model.num_hidden_layers",
+            "2",
+            "--model.ffn_dim",
+            "128",
+            "--model.num_poly_feats",
+            "8",
+            "--model.num_rff",
+            "32",
+        ],
+    ),  # fmt: skip
+    "experts-mix-wide": (
+        "as experts-mix at width 256, 6 layers (small-cpu.yaml's size; fewer steps in the budget)",
+        [
+            *MIX,
+            "--model.d_model",
+            "256",
+            "--model.num_hidden_layers",
+            "6",
+            "--model.num_attention_heads",
+            "8",
+            "--model.ffn_dim",
+            "512",
+            "--model.num_poly_feats",
+            "48",
+            "--model.num_rff",
+            "144",
         ],
     ),  # fmt: skip
     "experts-select-clean": (

@@ -79,6 +79,9 @@ class TrainerConfig:
     log_every_n_steps: int = 50  # steps between logged training metrics
     max_nonfinite_in_row: int = 5  # consecutive non-finite losses that stop the run
     loss: str = "mse"  # "mse" (the reference), "mae" or "smape", in units standardised by the context
+    # steps the loss covers (None: model.prediction_length); longer needs model.incontext "experts", whose one
+    # pass forecasts any horizon, so the weights are trained on the long forecast they combine
+    loss_horizon: int | None = None
     seed: int = 0  # seeds the model initialisation, the validation split and the window stream
     progress_bar: bool = True  # show a progress bar
     tensorboard: bool = True  # also log to TensorBoard (falls back to CSV alone if unavailable)
@@ -105,6 +108,8 @@ class TrainerConfig:
             raise ValueError(f"trainer.lr must be positive, got {self.lr}")
         if self.loss not in ("mse", "mae", "smape"):
             raise ValueError(f"trainer.loss must be 'mse', 'mae' or 'smape', got {self.loss!r}")
+        if self.loss_horizon is not None and self.loss_horizon < 1:
+            raise ValueError(f"trainer.loss_horizon must be >= 1 or null, got {self.loss_horizon}")
         if self.weight_decay < 0:
             raise ValueError(f"trainer.weight_decay must be >= 0, got {self.weight_decay}")
         for name in ("beta1", "beta2"):
@@ -141,6 +146,19 @@ class PretrainConfig:
     model: PandaConfig = field(default_factory=PandaConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def __post_init__(self) -> None:
+        h, H = self.trainer.loss_horizon, self.model.prediction_length
+        if h is not None and h != H and self.model.incontext != "experts":
+            raise ValueError(
+                f"trainer.loss_horizon ({h}) differs from model.prediction_length ({H}): only a model with "
+                "model.incontext 'experts' forecasts another horizon in one pass; drop loss_horizon"
+            )
+
+    @property
+    def target_length(self) -> int:
+        """Steps of target per training window."""
+        return self.trainer.loss_horizon or self.model.prediction_length
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

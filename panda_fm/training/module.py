@@ -64,10 +64,11 @@ def _errors(
     experts' errors weighted by the network's weights), which trains the weights to pick the best expert;
     ``y`` must be finite.
     """
+    horizon = y.shape[1]  # other than the model's prediction_length only for models with experts
     if model.config.incontext == "experts" and model.config.expert_combine == "select":
-        forecasts, weights = model.expert_weights(x, observed)  # (B, E, H, C), (B, E, C)
+        forecasts, weights = model.expert_weights(x, observed, horizon)  # (B, E, H, C), (B, E, C)
         return (_pointwise(forecasts, y.unsqueeze(1), kind) * weights.unsqueeze(2)).sum(dim=1)
-    pred = model.forward_normalised(x, observed).float()  # (B, H, C)
+    pred = model.forward_normalised(x, observed, horizon).float()  # (B, H, C)
     assert pred.shape == y.shape, f"forecast {tuple(pred.shape)} vs target {tuple(y.shape)}"
     return _pointwise(pred, y, kind)
 

@@ -205,9 +205,7 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> PretrainResult:
     quiet_lightning()
 
     module = PandaLightningModule(config.model, tc, debug_dir=out / "debug")
-    datamodule = PandaDataModule(
-        config.data, config.model.context_length, config.model.prediction_length, seed=tc.seed
-    )
+    datamodule = PandaDataModule(config.data, config.model.context_length, config.target_length, seed=tc.seed)
     datamodule.setup("fit")
     trainer = build_trainer(config, out, has_validation=bool(datamodule.val_names))
     if resume and resume_from is not None:
@@ -237,10 +235,10 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> PretrainResult:
 def objective(config: PretrainConfig) -> str:
     """The training objective in words, for the model card."""
     loss = {"mse": "MSE", "mae": "MAE", "smape": "sMAPE"}[config.trainer.loss]
-    units = "in units standardised by the context's per-channel statistics"
+    units = f"over {config.target_length} steps, in units standardised by the context's per-channel statistics"
     if config.model.incontext == "experts" and config.model.expert_combine == "select":
-        return f"expected {loss} over the horizon of the expert the network weighs, {units}"
-    return f"{loss} over the horizon {units}"
+        return f"expected {loss} of the expert the network weighs, {units}"
+    return f"{loss} {units}"
 
 
 def augmentations(aug: AugmentConfig) -> str:

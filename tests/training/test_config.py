@@ -164,3 +164,25 @@ def test_selection_loss_trains_the_weights_towards_the_better_expert():
     assert losses[0] > errors.min() + 0.2 * (errors.max() - errors.min())  # starts at the average
     assert losses[-1] < errors.min() + 0.05 * (errors.max() - errors.min())  # ends at the best
     assert (weights[0, best] > 0.9).all()  # every channel
+
+
+def test_loss_horizon_needs_experts_and_sets_the_target_length():
+    import pytest
+    import torch
+
+    from panda_fm.training.config import load_config
+    from panda_fm.training.module import standardised_mse
+    from tests.conftest import random_model
+
+    with pytest.raises(ValueError, match="only a model with model.incontext 'experts'"):
+        load_config(CONFIGS / "small-cpu.yaml", {"model.incontext": "none", "trainer.loss_horizon": 256})
+    config = load_config(CONFIGS / "small-cpu.yaml", {"trainer.loss_horizon": 256})
+    assert config.target_length == 256 and load_config(CONFIGS / "small-cpu.yaml").target_length == 128
+    model = random_model(incontext="experts", experts=["analogue", "nvar"], expert_combine="mix")
+    gen = torch.Generator().manual_seed(0)
+    context = torch.randn(2, 512, 3, generator=gen).cumsum(1)
+    target = torch.randn(2, 200, 3, generator=gen)
+    with torch.no_grad():
+        long = standardised_mse(model, context, target, 1e-5, kind="mae")
+        short = standardised_mse(model, context, target[:, :64], 1e-5, kind="mae")
+    assert torch.isfinite(long) and not torch.isclose(long, short)  # the loss reads all 200 steps
