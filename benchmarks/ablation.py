@@ -183,6 +183,17 @@ def evaluate(records: list[dict], args: argparse.Namespace) -> dict:
 def table(records: list[dict], report: dict, args: argparse.Namespace) -> str:
     """Markdown: median sMAPE per method, horizon and noise level, with the variants' training cost."""
     by_name = {r["variant"]: r for r in records}
+    also = {}  # checkpoints scored alongside: their own training record, where they have one
+    for path in args.also:
+        info_path = Path(path) / "training_info.json"
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        wall, windows = info.get("wall_time_s"), info.get("windows_seen")
+        also[Path(path).name] = {
+            "steps": info.get("steps", ""),
+            "cpu_minutes": round(wall * CORES / 60, 1) if wall else "",
+            "windows_per_s": round(windows / wall, 1) if wall and windows else "",
+            "description": f"checkpoint {path} (--also)",
+        }
     horizons = (128, 256, 512)
     head = [f"clean @{h}" for h in horizons] + [f"5% noise @{h}" for h in horizons]
     lines = [
@@ -199,7 +210,7 @@ def table(records: list[dict], report: dict, args: argparse.Namespace) -> str:
             for sigma in ("0.0", "0.05")
             for h in horizons
         ]
-        r = by_name.get(method)
+        r = by_name.get(method) or also.get(method)
         cost = (
             [str(r["steps"]), f"{r['cpu_minutes']:g}", f"{r['windows_per_s']:g}", r["description"]]
             if r

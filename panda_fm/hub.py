@@ -330,7 +330,12 @@ def model_card(model: PandaModel, info: dict[str, Any]) -> str:
         "## Architecture",
         "",
         f"- parameters: {model.num_parameters:,}",
-        f"- context {cfg.context_length} steps, horizon {cfg.prediction_length} per pass (longer by rollout)",
+        f"- context {cfg.context_length} steps, horizon {cfg.prediction_length} per pass "
+        + (
+            "(any horizon in one pass: the experts roll out)"
+            if cfg.incontext == "experts"
+            else "(longer by rollout)"
+        ),
         f"- patches of {cfg.patch_length} (stride {cfg.patch_stride}), {embedding}",
         f"- {cfg.num_hidden_layers} layers, width {cfg.d_model}, {cfg.num_attention_heads} heads, FFN {cfg.ffn_dim}, "
         f"p-RoPE ({cfg.rope_percent:.0%} of pairs, max wavelength {cfg.max_wavelength:g})",

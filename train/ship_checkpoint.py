@@ -5,7 +5,7 @@
         --command "panda-fm generate ...; panda-fm pretrain ..." --out checkpoints/panda-fm-small
 
 Each ``--report`` is a ``report.md`` written by ``panda-fm evaluate``; its header line, command and
-sMAPE/MAE/VPT table go into the card's "Measured results" (the table's checkpoint row is renamed to
+summary table (sMAPE/MAE/VPT) go into the card's "Measured results" (the table's checkpoint row is renamed to
 ``--name``). The run's own record (data, steps, wall time, hardware) stays in the card's "Training".
 """
 
@@ -20,7 +20,10 @@ from panda_fm import PandaPipeline
 def report_section(path: Path, run_name: str, name: str) -> str:
     """The parts of an evaluate report.md that a model card needs, with the checkpoint named ``name``."""
     lines = path.read_text().splitlines()
-    keep = [line for line in lines if line.startswith(("|", "Command:")) or line[:1].isdigit()]
+    keep = [line for line in lines if line.startswith("Command:") or line[:1].isdigit()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    keep += ["", *lines[start:end]]  # the summary table only, not the per-system one after it
     return "\n".join(line.replace(f"| {run_name} |", f"| {name} |") for line in keep)
 
 

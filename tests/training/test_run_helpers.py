@@ -67,7 +67,7 @@ def test_ship_checkpoint_puts_the_reports_in_the_model_card(tmp_path: Path):
         "# Zero-shot benchmark\n\n20 systems, 100 windows (held-out founders), context 512, seed 0.\n\n"
         "Command: `panda-fm evaluate --checkpoint run/checkpoint --test founders`\n\n"
         "| noise | method | sMAPE@128 |\n|---|---|---|\n| 0 | checkpoint | 12.5 |\n| 0 | nvar | 0.1 |\n\n"
-        "## Per system\n\nnot copied\n"
+        "## Per system\n\n| noise | system | checkpoint |\n|---|---|---|\n| 0 | Lorenz | not copied |\n"
     )
     out = tmp_path / "shipped"
     cmd = [sys.executable, "train/ship_checkpoint.py", "--run", str(run), "--name", "panda-fm-x"]
