@@ -439,7 +439,8 @@ class SelectorForecaster(_ContextForecaster):
 
     Each expert forecasts the last ``backtest`` steps of the context from the steps before them; the one
     with the smallest mean absolute error (over those steps and all channels) then forecasts from the whole
-    context. This is the in-context choice that ``PandaConfig(incontext="experts")`` starts from.
+    context. This is the in-context choice that ``PandaConfig(incontext="experts")`` starts from (which
+    averages the logarithm of the errors over channels instead).
     """
 
     name: str = "selector"

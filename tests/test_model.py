@@ -166,7 +166,7 @@ def test_experts_model_starts_as_the_backtest_selector(rng):
     # the head starts at zero: weights are a softmax of -8 x log(backtest error), the same for every channel
     expected = torch.softmax(-8.0 * errors.log().mean(dim=2), dim=1)  # (B, E)
     torch.testing.assert_close(weights, expected[:, :, None].expand_as(weights), rtol=1e-4, atol=1e-5)
-    best = errors.mean(dim=2).argmin(dim=1)  # (B,)
+    best = errors.log().mean(dim=2).argmin(dim=1)  # (B,): the smallest geometric-mean backtest error
     torch.testing.assert_close(out, forecasts[torch.arange(2), best])
 
 
