@@ -22,14 +22,20 @@ def _fmt(stats: dict[str, float], digits: int = 1) -> str:
 def markdown_tables(report: dict[str, Any]) -> str:
     """The report's tables as Markdown: one row per noise level and method.
 
-    Columns: median sMAPE [IQR] at each horizon, median MAE at the first horizon, median valid
+    Columns: median sMAPE [IQR] and median MAE [IQR] at each horizon, median valid
     prediction time, and (when rollouts were scored) median attractor KL and spectral Hellinger
     distance, then the wall time per window.
     """
     cfg = report["config"]
     horizons = cfg["horizons"]
     has_rollout = "kl" in report["metrics"]
-    head = ["noise", "method", *(f"sMAPE@{h}" for h in horizons), f"MAE@{horizons[0]}", "VPT (steps)"]
+    head = [
+        "noise",
+        "method",
+        *(f"sMAPE@{h}" for h in horizons),
+        *(f"MAE@{h}" for h in horizons),
+        "VPT (steps)",
+    ]
     if has_rollout:
         head += [f"KL ({cfg['rollout']} steps)", "Hellinger"]
     head.append("s/window")
@@ -38,7 +44,7 @@ def markdown_tables(report: dict[str, Any]) -> str:
     for sigma, methods in report["summary"].items():
         for name, stats in methods.items():
             row = [f"{float(sigma):g}", name, *(_fmt(stats[f"smape@{h}"]) for h in horizons)]
-            row += [_fmt(stats[f"mae@{horizons[0]}"], 2), _fmt(stats["vpt"], 0)]
+            row += [*(_fmt(stats[f"mae@{h}"], 2) for h in horizons), _fmt(stats["vpt"], 0)]
             if has_rollout:
                 row += [_fmt(stats["kl"], 2), _fmt(stats["hellinger"], 2)]
             row.append(f"{report['wall_time_s'][sigma][name] / n_windows:.3f}")
