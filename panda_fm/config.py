@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from panda_fm.baselines import EXPERTS
+
 POOLING_TYPES = ("mean", "max")
 INCONTEXT_TYPES = ("none", "analogue", "experts")
-EXPERT_NAMES = ("nvar", "nvar_g1", "nvar_sg11", "analogue", "analogue_g2")  # panda_fm.baselines.EXPERTS
+EXPERT_NAMES = tuple(EXPERTS)  # the in-context experts a config may name
 
 
 @dataclass

@@ -12,8 +12,8 @@ def _lorenz_like(T: int = 512) -> np.ndarray:
     return np.stack([np.sin(t), np.cos(1.3 * t), np.sin(0.7 * t) * np.cos(t)], axis=1)
 
 
-def test_every_config_name_has_an_expert():
-    assert set(EXPERT_NAMES) == set(EXPERTS)
+def test_a_default_experts_config_uses_every_expert_in_order():
+    assert PandaConfig(incontext="experts").experts == list(EXPERTS)
 
 
 def test_raw_experts_are_the_baselines():

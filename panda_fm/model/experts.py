@@ -55,5 +55,4 @@ def expert_forecasts(
     if observed is not None and not bool(observed.all()):
         z = _fill_missing(z, observed.detach().cpu().numpy())
     forecasts, errors = backtest_experts(z, names, horizon, backtest)
-    as_tensor = lambda a: torch.from_numpy(a.astype(np.float32)).to(x.device)  # noqa: E731
-    return as_tensor(forecasts), as_tensor(errors)
+    return tuple(torch.from_numpy(a.astype(np.float32)).to(x.device) for a in (forecasts, errors))

@@ -235,7 +235,9 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> PretrainResult:
 def objective(config: PretrainConfig) -> str:
     """The training objective in words, for the model card."""
     loss = {"mse": "MSE", "mae": "MAE", "smape": "sMAPE"}[config.trainer.loss]
-    units = f"over {config.target_length} steps, in units standardised by the context's per-channel statistics"
+    units = (
+        f"over {config.target_length} steps, in units standardised by the context's per-channel statistics"
+    )
     if config.model.incontext == "experts" and config.model.expert_combine == "select":
         return f"expected {loss} of the expert the network weighs, {units}"
     return f"{loss} {units}"
