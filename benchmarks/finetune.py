@@ -3,7 +3,7 @@
 Each held-out dysts founder's trajectory (the founders cache, 4096 steps) is split in time: the first
 ``--split`` fraction is the user's data (fine-tuning, with its own validation tail), the rest is the test
 part. Test windows (context 512 + horizon 128, evenly spaced) lie wholly in the test part. MAE is computed
-as in panda_fm.evaluate: truth and forecast standardised by the window's context mean and std.
+as in panda_fm.eval.runner: truth and forecast standardised by the window's context mean and std.
 
 Modes:
     joint       one fine-tuned model on the target founders together (several recordings; they must share
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from panda_fm import PandaPipeline
-from panda_fm.metrics import mae
+from panda_fm.eval.metrics import mae
+from panda_fm.eval.runner import standardise_by_context
 from panda_fm.systems.store import open_dataset
 from panda_fm.training.finetune import FineTuneConfig, fine_tune
 
@@ -51,11 +52,8 @@ def test_windows(
 def mae_at(pipe: PandaPipeline, ctx: np.ndarray, truth: np.ndarray) -> float:
     """Median over windows of MAE over the horizon, in context-standardised units."""
     forecast = pipe.predict(ctx, truth.shape[1])  # (B, H, C)
-    mu, sd = ctx.mean(axis=1, keepdims=True), ctx.std(axis=1, keepdims=True)
-    sd = np.where(sd > 0, sd, 1.0)
-    return float(
-        np.median([mae((t - m) / s, (f - m) / s) for t, f, m, s in zip(truth, forecast, mu, sd, strict=True)])
-    )
+    scored = [standardise_by_context(c, t, f) for c, t, f in zip(ctx, truth, forecast, strict=True)]
+    return float(np.median([mae(y, f) for y, f in scored]))
 
 
 def main() -> None:

@@ -52,7 +52,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from panda_fm.demo import run_demo
+    from panda_fm.eval.demo import run_demo
 
     result = run_demo(args.checkpoint, args.out, system=args.system, horizon=args.horizon)
     log = logging.getLogger("panda_fm")
@@ -82,7 +82,7 @@ def _add_forecast(sub: argparse._SubParsersAction) -> None:
 
 
 def _forecast(args: argparse.Namespace) -> int:
-    from panda_fm.io import read_series, write_series
+    from panda_fm.data.io import read_series, write_series
     from panda_fm.pipeline import PandaPipeline
 
     series, columns = read_series(args.input)
@@ -91,7 +91,7 @@ def _forecast(args: argparse.Namespace) -> int:
     write_series(args.out, forecast, columns)
     logging.getLogger("panda_fm").info("wrote a forecast of shape %s to %s", forecast.shape, args.out)
     if args.plot:
-        from panda_fm.plotting import plot_forecast
+        from panda_fm.eval.plots import plot_forecast
 
         plot_forecast(series, forecast, args.plot, columns=columns)
     return 0
@@ -277,12 +277,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from panda_fm.baselines import make_baselines
-    from panda_fm.evaluate import EvalConfig, checkpoint_forecasters, evaluate
-    from panda_fm.plotting import plot_report
-    from panda_fm.report import write_report
+    from panda_fm.eval.baselines import checkpoint_forecasters, make_baselines
+    from panda_fm.eval.plots import plot_report
+    from panda_fm.eval.report import write_report
+    from panda_fm.eval.runner import EvalConfig, evaluate
+    from panda_fm.eval.testsets import FounderTestsetConfig, founders_testset
     from panda_fm.systems.store import open_dataset
-    from panda_fm.testsets import FounderTestsetConfig, founders_testset
 
     config = EvalConfig(
         horizons=tuple(args.horizons),

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from panda_fm.baselines import EXPERTS
+from panda_fm.forecasters import EXPERTS
 
 POOLING_TYPES = ("mean", "max")
 INCONTEXT_TYPES = ("none", "analogue", "experts")

@@ -1,9 +1,14 @@
-"""Instance normalisation per channel over time, with NaN-aware statistics and an inverse."""
+"""Standardisation by the context: per channel, over time.
+
+The model's instance normalisation (:func:`fit_scale`, NaN-aware, torch) and the classical forecasters' and
+benchmark's standardisation (:func:`context_moments`, numpy) live here, side by side.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -49,3 +54,16 @@ def fit_scale(x: torch.Tensor, observed: torch.Tensor, eps: float) -> InstanceSc
     loc = x.sum(dim=1, keepdim=True) / count
     var = (((x - loc) * w) ** 2).sum(dim=1, keepdim=True) / count
     return InstanceScale(loc=loc, scale=torch.sqrt(var + eps), constant=var == 0)
+
+
+def context_moments(context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation over time of fully observed contexts.
+
+    Args:
+        context: ``(..., T, C)``.
+
+    Returns:
+        ``(mean, std)``, each ``(..., 1, C)``; a constant channel gets std 1 (it is then only centred).
+    """
+    mu, sd = context.mean(axis=-2, keepdims=True), context.std(axis=-2, keepdims=True)
+    return mu, np.where(sd > 0, sd, 1.0)

@@ -7,7 +7,7 @@ import pytest
 
 from panda_fm import PandaPipeline
 from panda_fm.cli import main
-from panda_fm.io import read_series
+from panda_fm.data.io import read_series
 from tests.conftest import TINY_CHECKPOINT
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -161,7 +161,7 @@ def load_series(series: SeriesInput) -> list[np.ndarray]:
         ValueError: non-numeric data, wrong rank, infinite values, empty recordings, all-NaN channels,
             or recordings that disagree in channel count.
     """
-    from panda_fm.io import read_series
+    from panda_fm.data.io import read_series
 
     if isinstance(series, (str, os.PathLike)):
         items: list[Any] = [read_series(series)[0]]

@@ -1,7 +1,7 @@
 """Classical in-context forecasts computed inside the model, for the network to choose between.
 
 With ``PandaConfig.incontext = "experts"`` the model runs the context-only forecasters of
-:data:`panda_fm.baselines.EXPERTS` on every context it reads, together with a backtest of each (its error
+:data:`panda_fm.forecasters.EXPERTS` on every context it reads, together with a backtest of each (its error
 on the context's own last steps, forecast from the steps before them). The forecasts become future patch
 tokens marked by expert and by backtest error, and the network learns which forecast to trust for each
 channel, starting from the one with the smallest backtest error (see :class:`panda_fm.PandaModel`). The
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from panda_fm.baselines import backtest_experts
+from panda_fm.forecasters import backtest_experts
 
 
 def _fill_missing(x: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -44,7 +44,7 @@ def expert_forecasts(
     Args:
         x: ``(B, T, C)`` standardised context (unobserved entries arbitrary).
         observed: ``(B, T, C)`` bool or None; gaps are filled with the last observed value first.
-        names: keys of :data:`panda_fm.baselines.EXPERTS`.
+        names: keys of :data:`panda_fm.forecasters.EXPERTS`.
         horizon: steps to forecast.
         backtest: steps at the end of the context each expert is scored on.
 

@@ -8,8 +8,7 @@ from panda_fm.cli import build_parser, main
 from panda_fm.config import PandaConfig
 from panda_fm.model import PandaModel
 from panda_fm.training.config import PretrainConfig, load_config, override_keys
-
-from .conftest import CONFIGS
+from tests.conftest import CONFIGS
 
 SHIPPED = ("tiny-cpu", "small-cpu", "base-21m-gpu", "base-21m-ddp")
 
@@ -116,7 +115,7 @@ def test_loss_kind_is_validated_and_mae_is_the_mean_absolute_error():
 def test_smape_loss_is_the_benchmark_smape_of_the_forecast():
     import torch
 
-    from panda_fm import metrics
+    from panda_fm.eval import metrics
     from panda_fm.scaling import fit_scale
     from panda_fm.training.module import standardised_mse
     from tests.conftest import random_model

@@ -20,8 +20,7 @@ from panda_fm.training.finetune import (
     fine_tune,
 )
 from panda_fm.training.module import masked_standardised_mse, standardised_mse
-from tests.conftest import TINY_CHECKPOINT
-from tests.training.conftest import cli_env
+from tests.conftest import TINY_CHECKPOINT, cli_env
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 

@@ -6,8 +6,7 @@ import re
 import shlex
 
 from panda_fm.training.config import load_config
-
-from .conftest import REPO
+from tests.conftest import REPO
 
 SCRIPT = REPO / "train" / "slurm" / "pretrain_multinode.sbatch"
 

@@ -7,8 +7,9 @@ import warnings
 import numpy as np
 import pytest
 
-from panda_fm.baselines import (
-    BASELINES,
+from panda_fm.eval.baselines import BASELINES, make_baselines
+from panda_fm.eval.metrics import smape
+from panda_fm.forecasters import (
     AnalogueForecaster,
     Forecaster,
     LinearARForecaster,
@@ -16,9 +17,7 @@ from panda_fm.baselines import (
     NaiveForecaster,
     NVARForecaster,
     QuadraticNVARForecaster,
-    make_baselines,
 )
-from panda_fm.metrics import smape
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +85,7 @@ def test_analogue_beats_naive_on_lorenz(lorenz: np.ndarray) -> None:
 
 
 def test_selector_picks_the_expert_that_forecasts_the_context_best(lorenz: np.ndarray) -> None:
-    from panda_fm.baselines import EXPERTS, SelectorForecaster, backtest_experts
+    from panda_fm.forecasters import EXPERTS, SelectorForecaster, backtest_experts
 
     context = lorenz[:512]
     z = (context - context.mean(0)) / context.std(0)

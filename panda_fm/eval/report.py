@@ -56,7 +56,7 @@ def per_system_table(report: dict[str, Any], metric: str | None = None) -> str:
     """Markdown table of one metric's median per system (rows) and method (columns), per noise level.
 
     Args:
-        report: the report of :func:`panda_fm.evaluate.evaluate`.
+        report: the report of :func:`panda_fm.eval.runner.evaluate`.
         metric: a key of the per-window metrics; default sMAPE at the first horizon.
     """
     metric = metric or f"smape@{report['config']['horizons'][0]}"
@@ -87,7 +87,7 @@ def write_report(
     """Write ``report.json`` and ``report.md`` into ``out_dir`` (created if missing).
 
     Args:
-        report: the report of :func:`panda_fm.evaluate.evaluate`.
+        report: the report of :func:`panda_fm.eval.runner.evaluate`.
         out_dir: output directory.
         command: the command line that produced the report, quoted in the Markdown.
         max_systems_listed: add a per-system table when there are at most this many systems.

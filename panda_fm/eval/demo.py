@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from panda_fm import metrics
-from panda_fm.baselines import make_baselines
-from panda_fm.evaluate import PipelineForecaster, standardise_by_context
+from panda_fm.eval import metrics
+from panda_fm.eval.baselines import PipelineForecaster, make_baselines
+from panda_fm.eval.runner import standardise_by_context
+from panda_fm.eval.testsets import FounderTestsetConfig, founders_testset
 from panda_fm.systems.store import open_dataset
-from panda_fm.testsets import FounderTestsetConfig, founders_testset
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def run_demo(
 
     The trajectory is integrated with dysts (4096 points, 100 per period) and cached under ``out/data``.
     """
-    from panda_fm.plotting import plot_forecast
+    from panda_fm.eval.plots import plot_forecast
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

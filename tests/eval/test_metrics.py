@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from panda_fm import metrics
+from panda_fm.eval import metrics
 
 
 def test_smape_known_values() -> None:

@@ -20,8 +20,7 @@ from panda_fm.systems.store import open_dataset
 from panda_fm.training.config import PretrainConfig, load_config
 from panda_fm.training.module import WarmupCosine
 from panda_fm.training.run import NonFiniteLossError, pretrain
-
-from .conftest import CONFIGS, cli, cli_env, write_dataset
+from tests.conftest import CONFIGS, cli, cli_env, write_dataset
 
 TINY = CONFIGS / "tiny-cpu.yaml"
 

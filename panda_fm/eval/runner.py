@@ -15,7 +15,7 @@ Protocol (REFERENCE.md section 4):
 4. Scoring. Truth and forecast are standardised by the clean context's per-channel mean and std. Point
    metrics: sMAPE, MAE, MSE, Spearman at each horizon; valid prediction time (normalised RMSE above
    ``vpt_threshold``, in context stds) over the longest horizon. Distributional metrics over the
-   rollout: attractor KL and spectral Hellinger distance (see :mod:`panda_fm.metrics`). A forecast with
+   rollout: attractor KL and spectral Hellinger distance (see :mod:`panda_fm.eval.metrics`). A forecast with
    NaN or inf is counted in ``nonfinite`` and those entries are scored as the context mean.
 """
 
@@ -27,14 +27,14 @@ import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from panda_fm import metrics
-from panda_fm.baselines import Forecaster
+from panda_fm.eval import metrics
+from panda_fm.forecasters import Forecaster
+from panda_fm.scaling import context_moments
 from panda_fm.systems.store import Dataset
 
 logger = logging.getLogger(__name__)
@@ -241,8 +241,7 @@ def standardise_by_context(
     context: np.ndarray, truth: np.ndarray, forecast: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Truth ``(L, C)`` and the forecast's first L steps, standardised by the context's mean and std."""
-    mu, sd = context.mean(axis=0), context.std(axis=0)  # (C,)
-    sd = np.where(sd > 0, sd, 1.0)
+    mu, sd = context_moments(context)  # (1, C)
     return (truth - mu) / sd, (forecast[: truth.shape[0]] - mu) / sd
 
 
@@ -398,44 +397,3 @@ def evaluate(methods: Sequence[Forecaster], dataset: Dataset, config: EvalConfig
         "per_window": per_window,
     }
     return EvalResult(report=report, samples=samples)
-
-
-class PipelineForecaster:
-    """A checkpoint directory as a :class:`~panda_fm.baselines.Forecaster`, loaded on first use.
-
-    Its wall time in a report therefore includes loading the checkpoint once.
-
-    Args:
-        path: checkpoint directory (anything :meth:`PandaPipeline.from_pretrained` reads locally).
-        name: the method's name in reports; defaults to the directory's name.
-        device: where the model runs ("cpu", "cuda", ...).
-    """
-
-    def __init__(self, path: str | Path, name: str | None = None, device: str = "cpu"):
-        self.path = Path(path)
-        if not self.path.is_dir():
-            raise FileNotFoundError(f"checkpoint {self.path} is not a directory; pass a saved checkpoint dir")
-        self.name = name or self.path.name
-        self.device = device
-        self._pipe: Any = None
-
-    def predict(self, context: np.ndarray, prediction_length: int) -> np.ndarray:
-        """Forecast with the checkpoint: ``(B, T, C) -> (B, H, C)``."""
-        if self._pipe is None:
-            from panda_fm import PandaPipeline  # imported here: torch loads only when a checkpoint is used
-
-            self._pipe = PandaPipeline.from_pretrained(self.path, device=self.device)
-        return np.asarray(self._pipe.predict(np.asarray(context, dtype=np.float32), prediction_length))
-
-
-def checkpoint_forecasters(paths: Sequence[str | Path], device: str = "cpu") -> list[PipelineForecaster]:
-    """One forecaster per checkpoint directory, named by the directory, or by its last two path parts
-    where two directories share a name (``run1/final``, ``run2/final``)."""
-    resolved = [Path(p) for p in paths]
-    short = [p.name for p in resolved]
-    return [
-        PipelineForecaster(
-            p, name=n if short.count(n) == 1 else "/".join(p.resolve().parts[-2:]), device=device
-        )
-        for p, n in zip(resolved, short, strict=True)
-    ]

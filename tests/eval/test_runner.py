@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from panda_fm.baselines import MeanForecaster, NaiveForecaster
 from panda_fm.cli import main
-from panda_fm.evaluate import EvalConfig, PipelineForecaster, checkpoint_forecasters, draw_windows, evaluate
+from panda_fm.eval.baselines import PipelineForecaster, checkpoint_forecasters
+from panda_fm.eval.runner import EvalConfig, draw_windows, evaluate
+from panda_fm.eval.testsets import FounderTestsetConfig, founders_testset
+from panda_fm.forecasters import MeanForecaster, NaiveForecaster
 from panda_fm.systems.store import DatasetWriter, open_dataset
-from panda_fm.testsets import FounderTestsetConfig, founders_testset
 
 CFG = EvalConfig(horizons=(16, 32), context_length=128, windows_per_system=3, rollout=160, batch_size=2)
 

@@ -1,4 +1,4 @@
-"""Loading checkpoints in the published reference format (REFERENCE.md section 3)."""
+"""Loading checkpoints in the published reference format (docs/method.md)."""
 
 import json
 import logging
@@ -15,7 +15,6 @@ from panda_fm.hub import _PANDA_ONLY_KEYS, reconstruct_poly_indices
 from tests.conftest import REFERENCE_FIXTURE, tiny_config
 
 TINY_REF = REFERENCE_FIXTURE / "tiny"
-pytestmark = pytest.mark.skipif(not TINY_REF.exists(), reason="shared/ reference fixture not present")
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from panda_fm.baselines import EXPERTS, AnalogueForecaster, NVARForecaster
 from panda_fm.config import EXPERT_NAMES, PandaConfig
+from panda_fm.forecasters import EXPERTS, AnalogueForecaster, NVARForecaster
 from panda_fm.model.experts import _fill_missing, expert_forecasts
 
 

@@ -1,0 +1,110 @@
+"""The in-context experts: a frozen, versioned registry, their backtest, and the classical selector.
+
+A model with ``PandaConfig(incontext="experts")`` runs the experts of its ``experts_version`` on every
+context it reads, so their settings are part of the checkpoint's behaviour. They are spelled out here in
+full, never taken from a forecaster's defaults: tuning a baseline cannot change a shipped model's forecasts.
+A change to any expert is a new version (add an entry to :data:`EXPERT_VERSIONS`; configs name the version
+they were trained with). A saved-output regression test (``tests/forecasters/test_experts.py``) pins
+version 1.
+
+Shape letters: B batch, T time, C channels, E experts, H horizon, V backtest steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numpy as np
+
+from panda_fm.forecasters.analogue import AnalogueForecaster
+from panda_fm.forecasters.base import ContextForecaster, Forecaster
+from panda_fm.forecasters.denoise import DenoisedForecaster
+from panda_fm.forecasters.nvar import NVARForecaster
+
+__all__ = ["EXPERTS", "EXPERT_VERSIONS", "LATEST_EXPERTS_VERSION", "backtest_experts", "SelectorForecaster"]
+
+_RIDGES = (1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+
+
+def _nvar() -> NVARForecaster:
+    """Cubic NVAR on 2 delays, penalty chosen by a 64-step held-out rollout."""
+    return NVARForecaster(
+        delays=2, stride=1, clip=True, ridges=_RIDGES, validation=64, degree=3, max_feature_ratio=0.5
+    )
+
+
+def _analogue() -> AnalogueForecaster:
+    """4 nearest neighbours among delay vectors of 4 entries, 4 steps apart."""
+    return AnalogueForecaster(delays=4, stride=4, clip=True, k=4, exclude_recent=0)
+
+
+_V1: dict[str, Callable[[], Forecaster]] = {
+    "nvar": _nvar,
+    "nvar_g1": lambda: DenoisedForecaster(_nvar(), "gauss", 1.0, "nvar_g1"),
+    "nvar_sg11": lambda: DenoisedForecaster(_nvar(), "savgol", 11, "nvar_sg11"),
+    "analogue": _analogue,
+    "analogue_g2": lambda: DenoisedForecaster(_analogue(), "gauss", 2.0, "analogue_g2"),
+}
+
+#: version -> (expert name -> factory); read-only.
+EXPERT_VERSIONS: Mapping[int, Mapping[str, Callable[[], Forecaster]]] = MappingProxyType(
+    {1: MappingProxyType(_V1)}
+)
+LATEST_EXPERTS_VERSION = max(EXPERT_VERSIONS)
+#: The experts of the latest version; "_g" and "_sg" denoise first (Gaussian, Savitzky-Golay).
+EXPERTS = EXPERT_VERSIONS[LATEST_EXPERTS_VERSION]
+
+
+def backtest_experts(
+    z: np.ndarray, names: Sequence[str], horizon: int, backtest: int, version: int = LATEST_EXPERTS_VERSION
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each expert's forecast from the whole context, and its error on the context's own last steps.
+
+    Args:
+        z: ``(B, T, C)`` standardised contexts, finite.
+        names: keys of ``EXPERT_VERSIONS[version]``.
+        horizon: steps to forecast.
+        backtest: the last ``backtest`` steps of the context are forecast from the steps before them.
+        version: the registry version.
+
+    Returns:
+        Forecasts ``(B, E, H, C)`` and backtest mean absolute errors ``(B, E, C)``, both finite (a diverged
+        forecast's non-finite values become 0, its error stays large).
+    """
+    registry = EXPERT_VERSIONS[version]
+    experts = [registry[name]() for name in names]
+    forecasts = np.stack([e.predict(z, horizon) for e in experts], axis=1)  # (B, E, H, C)
+    past = np.stack([e.predict(z[:, :-backtest], backtest) for e in experts], axis=1)  # (B, E, V, C)
+    errors = np.abs(past - z[:, None, -backtest:]).mean(axis=2)  # (B, E, C)
+    errors = np.nan_to_num(errors, nan=1e6, posinf=1e6)
+    return np.nan_to_num(forecasts, nan=0.0, posinf=0.0, neginf=0.0), errors
+
+
+@dataclass
+class SelectorForecaster(ContextForecaster):
+    """Forecasts with whichever expert of :data:`EXPERTS` best forecast the context's own last steps.
+
+    Each expert forecasts the last ``backtest`` steps of the context from the steps before them; the one
+    with the smallest mean absolute error (over those steps and all channels) then forecasts from the whole
+    context. This is the in-context choice that ``PandaConfig(incontext="experts")`` starts from (which
+    averages the logarithm of the errors over channels instead).
+    """
+
+    name: str = "selector"
+    experts: tuple[str, ...] = tuple(EXPERTS)
+    backtest: int = 128
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.experts) - set(EXPERTS))
+        if unknown or not self.experts:
+            raise ValueError(f"experts must be names from {sorted(EXPERTS)}, got {list(self.experts)}")
+        if self.backtest < 1:
+            raise ValueError(f"backtest must be >= 1, got {self.backtest}")
+        self.min_context = self.backtest + 80  # the NVAR needs 74 steps to fit and choose its penalty
+
+    def _forecast(self, z: np.ndarray, horizon: int) -> np.ndarray:
+        forecasts, errors = backtest_experts(z, self.experts, horizon, self.backtest)
+        best = errors.mean(axis=2).argmin(axis=1)  # (B,)
+        return forecasts[np.arange(len(best)), best]
