@@ -1,0 +1,55 @@
+"""The experts registry: frozen, versioned, and pinned by saved outputs."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from panda_fm.forecasters import EXPERT_VERSIONS, EXPERTS, LATEST_EXPERTS_VERSION, backtest_experts
+from panda_fm.forecasters import experts as experts_module
+from panda_fm.forecasters.nvar import NVARForecaster
+from tests.conftest import FIXTURES
+
+
+def _lorenz_like(T: int = 512) -> np.ndarray:
+    t = np.arange(T) * 0.05
+    return np.stack([np.sin(t), np.cos(1.3 * t), np.sin(0.7 * t) * np.cos(t)], axis=1)
+
+
+def test_version_1_reproduces_its_saved_forecasts_and_backtest_errors():
+    saved = load_file(FIXTURES / "experts_outputs.safetensors")
+    names = list(EXPERT_VERSIONS[1])
+    forecasts, errors = backtest_experts(saved["standardised"].numpy(), names, 200, 128, version=1)
+    np.testing.assert_allclose(forecasts, saved["expert_forecasts_v1"].numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(errors, saved["expert_errors_v1"].numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_the_registry_is_read_only_and_its_experts_ignore_the_baselines_defaults(monkeypatch):
+    assert EXPERTS is EXPERT_VERSIONS[LATEST_EXPERTS_VERSION]
+    with pytest.raises(TypeError):
+        EXPERT_VERSIONS[1]["nvar"] = NVARForecaster  # type: ignore[index]
+    z = _lorenz_like()[None]
+    before = EXPERTS["nvar"]().predict(z, 32)
+
+    @dataclass
+    class Retuned(NVARForecaster):  # a baseline whose defaults someone tuned
+        delays: int = 5
+        degree: int = 2
+
+    monkeypatch.setattr(experts_module, "NVARForecaster", Retuned)
+    assert isinstance(EXPERTS["nvar"](), Retuned)
+    np.testing.assert_array_equal(EXPERTS["nvar"]().predict(z, 32), before)
+    assert not np.array_equal(Retuned().predict(z, 32), before)
+
+
+@pytest.mark.parametrize("name", ["nvar_g1", "nvar_sg11", "analogue_g2"])
+def test_denoised_experts_filter_the_noise_and_keep_the_shape(name: str):
+    clean = _lorenz_like()[None]
+    noisy = clean + 0.1 * np.random.default_rng(0).normal(size=clean.shape)
+    expert = EXPERTS[name]()
+    assert expert.name == name
+    smooth = expert.denoise(noisy)
+    assert smooth.shape == noisy.shape
+    assert np.abs(smooth - clean).mean() < 0.6 * np.abs(noisy - clean).mean()
+    assert expert.predict(noisy, 16).shape == (1, 16, 3)
