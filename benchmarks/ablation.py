@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from panda_fm.eval.report import read_report
+
 REPO = Path(__file__).resolve().parents[1]
 CORES = 2  # small-cpu.yaml: 2 processes x 1 thread
 
@@ -177,7 +179,7 @@ def evaluate(records: list[dict], args: argparse.Namespace) -> dict:
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     subprocess.run(cmd, cwd=REPO, env=env, check=True)
-    return json.loads((out / "report.json").read_text())
+    return read_report(out, details=False)
 
 
 def table(records: list[dict], report: dict, args: argparse.Namespace) -> str:

@@ -3,7 +3,8 @@
 # Step 1 generates 700 systems (seed 0; about 3 minutes on 2 cores; 189 of them were test systems with
 # the generator of branch `evolve` at bd070c9); step 2 draws 3 windows per test system and scores the
 # baselines clean and with 5% observation noise (about 5 minutes).
-# Writes benchmarks/results/evolved/{report.md,report.json,*.png}.
+# Writes benchmarks/results/evolved/{report.md,summary.json,*.png}
+# (and windows.json, the per-window records, which .gitignore keeps out of git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}

@@ -4,7 +4,8 @@
 #   - the test split of an evolved dataset (descendants of the held-out founders), 3 windows per system,
 #     horizons 128/256/512 (no rollout: it would triple the time).
 # Usage: benchmarks/checkpoint_eval.sh DATASET [CHECKPOINT]   (about 15 minutes on 2 cores)
-# Writes benchmarks/results/checkpoint-{founders,evolved}/{report.md,report.json,*.png}.
+# Writes benchmarks/results/checkpoint-{founders,evolved}/{report.md,summary.json,*.png}
+# (and windows.json, the per-window records, which .gitignore keeps out of git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:?usage: benchmarks/checkpoint_eval.sh DATASET [CHECKPOINT]}

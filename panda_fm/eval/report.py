@@ -1,4 +1,16 @@
-"""Writing a benchmark report: ``report.json`` (everything) and ``report.md`` (the tables)."""
+"""Writing and reading a benchmark report.
+
+:func:`write_report` splits a report into three files:
+
+- ``report.md``: the tables, for people;
+- ``summary.json``: everything but the per-window records and the per-system medians (settings, dataset,
+  medians and quartiles of every metric per method and noise level, per-step sMAPE curves, wall times); a
+  few tens of KB whatever the test set's size, small enough to keep under version control;
+- ``windows.json``: ``per_system`` and ``per_window``, which grow with the number of windows (megabytes
+  for a few hundred systems); the results committed under ``benchmarks/results/`` leave it out.
+
+:func:`read_report` puts them back together.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +21,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["write_report", "markdown_tables", "per_system_table"]
+__all__ = [
+    "write_report",
+    "read_report",
+    "markdown_tables",
+    "per_system_table",
+    "REPORT_NAME",
+    "SUMMARY_NAME",
+    "WINDOWS_NAME",
+]
+
+SUMMARY_NAME = "summary.json"
+WINDOWS_NAME = "windows.json"
+REPORT_NAME = "report.md"
+#: Report keys that grow with the number of windows: written to :data:`WINDOWS_NAME`, not the summary.
+DETAIL_KEYS = ("per_system", "per_window")
 
 
 def _fmt(stats: dict[str, float], digits: int = 1) -> str:
@@ -84,7 +110,7 @@ def _json_default(obj: Any) -> Any:
 def write_report(
     report: dict[str, Any], out_dir: str | Path, command: str | None = None, max_systems_listed: int = 40
 ) -> Path:
-    """Write ``report.json`` and ``report.md`` into ``out_dir`` (created if missing).
+    """Write ``report.md``, ``summary.json`` and ``windows.json`` into ``out_dir`` (created if missing).
 
     Args:
         report: the report of :func:`panda_fm.eval.runner.evaluate`.
@@ -97,7 +123,10 @@ def write_report(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=_json_default, allow_nan=True))
+    summary = {k: v for k, v in report.items() if k not in DETAIL_KEYS}
+    details = {k: report[k] for k in DETAIL_KEYS if k in report}
+    (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=1, default=_json_default, allow_nan=True))
+    (out / WINDOWS_NAME).write_text(json.dumps(details, default=_json_default, allow_nan=True))
     cfg, ds = report["config"], report["dataset"]
     text = [
         "# Zero-shot benchmark",
@@ -124,6 +153,33 @@ def write_report(
         text += [f"## Median {metric} per system", "", per_system_table(report, metric), ""]
     if any(v for levels in report["nonfinite"].values() for v in levels.values()):
         text += [f"Non-finite forecast values (scored as the context mean): {report['nonfinite']}", ""]
-    path = out / "report.md"
+    text += [
+        f"Aggregates: `{SUMMARY_NAME}`; every window's metrics and the per-system medians: `{WINDOWS_NAME}`.",
+        "",
+    ]
+    path = out / REPORT_NAME
     path.write_text("\n".join(text))
     return path
+
+
+def read_report(out_dir: str | Path, details: bool = True) -> dict[str, Any]:
+    """The report that :func:`write_report` wrote into ``out_dir``.
+
+    Args:
+        out_dir: a directory written by :func:`write_report`.
+        details: also read ``per_system`` and ``per_window`` from ``windows.json``.
+
+    Returns:
+        The report dict; without ``windows.json`` (e.g. in a checkout, where it is not committed), or with
+        ``details=False``, it lacks ``per_system`` and ``per_window``.
+
+    Raises:
+        FileNotFoundError: ``out_dir`` holds no report.
+    """
+    out = Path(out_dir)
+    if not (out / SUMMARY_NAME).exists():
+        raise FileNotFoundError(f"{out} holds no {SUMMARY_NAME}; run `panda-fm evaluate --out {out}` first")
+    report = json.loads((out / SUMMARY_NAME).read_text())
+    if details and (out / WINDOWS_NAME).exists():
+        report.update(json.loads((out / WINDOWS_NAME).read_text()))
+    return report

@@ -11,6 +11,7 @@ import pytest
 
 from panda_fm.cli import main
 from panda_fm.eval.baselines import PipelineForecaster, checkpoint_forecasters
+from panda_fm.eval.report import read_report
 from panda_fm.eval.runner import EvalConfig, draw_windows, evaluate
 from panda_fm.eval.testsets import FounderTestsetConfig, founders_testset
 from panda_fm.forecasters import MeanForecaster, NaiveForecaster
@@ -179,7 +180,12 @@ def test_cli_writes_report_and_plots(dataset_dir: Path, tmp_path: Path) -> None:
         "160",
     ]
     assert main(argv + ["--baselines", "mean", "naive", "nvar"]) == 0
-    report = json.loads((out / "report.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert "per_window" not in summary and "per_system" not in summary  # the summary stays small
+    assert set(json.loads((out / "windows.json").read_text())) == {"per_system", "per_window"}
+    report = read_report(out)
+    assert set(report) == set(summary) | {"per_system", "per_window"}
+    assert read_report(out, details=False) == summary
     assert report["methods"] == ["mean", "naive", "nvar"]
     assert len(report["per_window"]) == 2 * 2 * 3 * 2  # systems x windows x methods x noise levels
     assert set(report["summary"]) == {"0.0", "0.05"}
@@ -191,6 +197,8 @@ def test_cli_writes_report_and_plots(dataset_dir: Path, tmp_path: Path) -> None:
     table = (out / "report.md").read_text()
     assert "| 0.05 | nvar |" in table and "sMAPE@32" in table
     assert "## Median smape@16 per system" in table and "| 0.05 | Rossler |" in table
+    assert "`summary.json`" in table and "`windows.json`" in table
+    assert not (out / "report.json").exists()
     for png in ("error_vs_horizon.png", "sample_forecasts.png", "rollouts.png"):
         assert (out / png).stat().st_size > 10_000
     assert main(argv + ["--baselines", "none"]) == 2  # nothing to evaluate: a clear error, not a crash
@@ -227,7 +235,7 @@ def test_checkpoint_and_baselines_share_the_harness(dataset_dir: Path, tmp_path:
     ]
     argv += ["--out", str(out), "--horizons", "16", "32", "--context-length", "128", "--rollout", "160"]
     assert main(argv + ["--windows-per-system", "2"]) == 0
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     assert report["methods"] == ["tiny_panda", "naive"]
     assert report["nonfinite"]["0.0"]["tiny_panda"] == 0
     rows = [r for r in report["per_window"] if r["method"] == "tiny_panda"]
