@@ -16,6 +16,7 @@ import torch
 
 from panda_fm import hub
 from panda_fm.config import PandaConfig
+from panda_fm.data.validation import as_series
 from panda_fm.model import PandaModel
 
 if TYPE_CHECKING:  # fine-tuning needs Lightning: imported only when called
@@ -25,7 +26,6 @@ if TYPE_CHECKING:  # fine-tuning needs Lightning: imported only when called
 logger = logging.getLogger(__name__)
 
 ArrayLike = np.ndarray | torch.Tensor
-MAX_ABS_VALUE = 1e15  # larger values overflow float32 statistics
 
 
 class PandaPipeline:
@@ -194,75 +194,51 @@ class PandaPipeline:
         return torch.cat(steps, dim=1).float().cpu()
 
     def _prepare(self, context: ArrayLike | Sequence[ArrayLike]) -> tuple[torch.Tensor, Any, bool, Any]:
-        """Validate and stack the input into ``(B, L, C)`` float32, NaN-padded on the left."""
+        """Validate and stack the input into ``(B, L, C)`` float32, NaN-padded on the left.
+
+        Returns:
+            The batch, a function of the horizon giving the output's shape, whether the input is torch,
+            and the output dtype.
+        """
         L, P = self.config.context_length, self.config.patch_length
         if isinstance(context, (list, tuple)):
             if not context:
                 raise ValueError("context is an empty list; pass at least one (T, C) series")
-            series = [_as_tensor(s, f"context[{i}]") for i, s in enumerate(context)]
-            for i, s in enumerate(series):
-                if s.dim() == 1:
-                    series[i] = s[:, None]
-                elif s.dim() != 2:
-                    raise ValueError(f"context[{i}] must be (T,) or (T, C), got shape {tuple(s.shape)}")
+            first = context[0]
+            series = [as_series(s, f"context[{i}]") for i, s in enumerate(context)]
             channels = {s.shape[1] for s in series}
             if len(channels) > 1:
                 raise ValueError(
                     f"the series in the list disagree in channel count: {sorted(channels)}; "
                     "forecast groups of equal channel count separately"
                 )
-            as_torch = isinstance(context[0], torch.Tensor)
-            out_dtype = _out_dtype(context[0])
-            C = series[0].shape[1]
-
-            def out_shape(h: int) -> tuple[int, ...]:
-                return (len(series), h, C)
-
+            lead: tuple[int, ...] = (len(series),)
+            flat = False
         else:
-            x = _as_tensor(context, "context")
-            as_torch = isinstance(context, torch.Tensor)
-            out_dtype = _out_dtype(context)
-            if x.dim() == 1:
-                series = [x[:, None]]
-
-                def out_shape(h: int) -> tuple[int, ...]:
-                    return (h,)
-
-            elif x.dim() == 2:
-                series = [x]
-
-                def out_shape(h: int) -> tuple[int, ...]:
-                    return (h, x.shape[1])
-
-            elif x.dim() == 3:
-                series = list(x)
-
-                def out_shape(h: int) -> tuple[int, ...]:
-                    return (x.shape[0], h, x.shape[2])
-
-                if x.shape[0] == 0:
+            first = context
+            shape = tuple(context.shape) if isinstance(context, torch.Tensor) else np.shape(context)
+            flat = len(shape) == 1  # a (T,) input gets a (H,) forecast
+            if len(shape) == 3:
+                if shape[0] == 0:
                     raise ValueError("context has batch size 0; pass at least one series")
+                series = [as_series(s, f"series {i}") for i, s in enumerate(context)]
+                lead = (shape[0],)
+            elif len(shape) in (1, 2):
+                series = [as_series(context, "context")]
+                lead = ()
             else:
                 raise ValueError(
-                    f"context must be (T,), (T, C) or (B, T, C), got rank {x.dim()} shape {tuple(x.shape)}"
+                    f"context must be (T,), (T, C) or (B, T, C), got rank {len(shape)} shape {shape}"
                 )
-        batch = torch.full((len(series), L, series[0].shape[1]), float("nan"))
+        C = series[0].shape[1]
+
+        def out_shape(h: int) -> tuple[int, ...]:
+            return (h,) if flat else (*lead, h, C)
+
+        batch = torch.full((len(series), L, C), float("nan"))
         for i, s in enumerate(series):
             name = f"series {i}" if len(series) > 1 else "context"
-            if s.shape[0] == 0 or s.shape[1] == 0:
-                raise ValueError(
-                    f"{name} is empty (shape {tuple(s.shape)}); it needs time steps and channels"
-                )
-            if torch.isinf(s).any():
-                raise ValueError(
-                    f"{name} contains infinite values; replace them with NaN to mark them missing"
-                )
-            if float(torch.nan_to_num(s).abs().max()) > MAX_ABS_VALUE:
-                raise ValueError(
-                    f"{name} has values beyond +-{MAX_ABS_VALUE:g}; rescale the series (forecasts are "
-                    "returned in the input's units)"
-                )
-            s = s[-L:]
+            s = torch.from_numpy(s[-L:])
             observed = (~torch.isnan(s)).sum(dim=0)  # (C,)
             if int(observed.sum()) == 0:
                 raise ValueError(f"{name} is all NaN: nothing to forecast from")
@@ -278,24 +254,7 @@ class PandaPipeline:
                     "give a longer context"
                 )
             batch[i, L - s.shape[0] :] = s
-        return batch, out_shape, as_torch, out_dtype
-
-
-def _as_tensor(x: Any, name: str) -> torch.Tensor:
-    """float32 CPU tensor from a numeric numpy array or tensor; anything else is a ValueError."""
-    if isinstance(x, torch.Tensor):
-        if x.dtype == torch.bool or x.is_complex() or not (x.is_floating_point() or _is_int_dtype(x.dtype)):
-            raise ValueError(f"{name} has dtype {x.dtype}; pass real numbers (float or int)")
-        return x.detach().to("cpu", torch.float32)
-    arr = np.asarray(x) if not isinstance(x, np.ndarray) else x
-    if arr.dtype.kind not in "fiu":
-        raise ValueError(f"{name} has dtype {arr.dtype}; pass real numbers (float or int)")
-    with np.errstate(over="ignore"):
-        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-
-
-def _is_int_dtype(dtype: torch.dtype) -> bool:
-    return dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+        return batch, out_shape, isinstance(first, torch.Tensor), _out_dtype(first)
 
 
 def _out_dtype(x: Any) -> Any:

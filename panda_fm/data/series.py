@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from panda_fm.data.validation import as_series
 from panda_fm.data.windows import WindowSpec
 
 logger = logging.getLogger(__name__)
 
-MAX_ABS_VALUE = 1e15  # larger values overflow float32 statistics (as in the pipeline)
 SeriesInput = np.ndarray | torch.Tensor | str | os.PathLike | Sequence[Any]
 
 
@@ -182,27 +182,7 @@ def load_series(series: SeriesInput) -> list[np.ndarray]:
         )
     out = []
     for name, item in zip(names, items, strict=True):
-        if isinstance(item, torch.Tensor):
-            item = item.detach().cpu().numpy()
-        arr = np.asarray(item)
-        if arr.dtype.kind not in "fiu":
-            raise ValueError(
-                f"{name} has dtype {arr.dtype}; pass real numbers (float or int), NaN for missing"
-            )
-        if arr.ndim == 1:
-            arr = arr[:, None]
-        if arr.ndim != 2:
-            raise ValueError(f"{name} must be (T,) or (T, C) with time along axis 0, got shape {arr.shape}")
-        if arr.shape[0] == 0 or arr.shape[1] == 0:
-            raise ValueError(f"{name} is empty (shape {arr.shape}); it needs time steps and channels")
-        if np.isinf(arr).any():
-            raise ValueError(f"{name} contains infinite values; replace them with NaN to mark them missing")
-        if np.abs(np.nan_to_num(arr)).max() > MAX_ABS_VALUE:
-            raise ValueError(
-                f"{name} has values beyond +-{MAX_ABS_VALUE:g}; rescale it (the model standardises each "
-                "window, so the units do not matter)"
-            )
-        arr = arr.astype(np.float32)
+        arr = as_series(item, name)
         empty = np.flatnonzero(np.isnan(arr).all(axis=0))
         if len(empty):
             raise ValueError(f"{name} has all-NaN channel(s) {empty.tolist()}; drop those columns")
