@@ -1,4 +1,4 @@
-"""Augmentations of training windows (REFERENCE.md section 2).
+"""Augmentations of training windows (docs/method.md, "Training").
 
 Each function maps one raw window ``(T, D)`` (time-major, channels last) to a new window ``(T', D')``.
 All randomness enters through an explicit :class:`numpy.random.Generator`.

@@ -1,6 +1,6 @@
 """Zero-shot benchmark runner: the same windows of held-out systems for every method, scored alike.
 
-Protocol (REFERENCE.md section 4):
+Protocol (docs/method.md, "Evaluation"):
 
 1. Windows. For each system of the test split, ``windows_per_system`` windows are drawn with a
    generator seeded by ``(seed, crc32(system id))``, so the draw does not depend on which other systems

@@ -21,7 +21,7 @@ from panda_fm.systems.store import DatasetWriter
 
 logger = logging.getLogger(__name__)
 
-#: The held-out founders of the reference (REFERENCE.md section 1), in alphabetical order.
+#: The held-out founders of the reference (docs/method.md, "Generation"), in alphabetical order.
 HELD_OUT_FOUNDERS: tuple[str, ...] = tuple(sorted(HELD_OUT))
 
 

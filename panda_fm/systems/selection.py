@@ -4,7 +4,7 @@ Every test returns True when the trajectory passes (looks like a bounded, statio
 :func:`run_tests` applies them in order of cost, cheapest first, and stops at the first failure.
 :func:`descriptor` summarises an accepted trajectory for near-duplicate rejection.
 
-The thresholds follow REFERENCE.md section 1 (the reference's selection), with two additions of ours:
+The thresholds follow the reference's selection (docs/method.md, "Generation"), with two additions of ours:
 the limit-cycle test (near-exact return of the whole trajectory after some lag) and a positive largest
 Lyapunov exponent (Rosenstein's nearest-neighbour divergence).
 """
@@ -164,7 +164,7 @@ def count_spectral_peaks(y: np.ndarray, prominence: float = 1e-5) -> int:
 
 
 def is_broadband(traj: np.ndarray, min_peaks: int = 4, prominence: float = 1e-5) -> bool:
-    """Some coordinate's power spectrum has at least ``min_peaks`` peaks (REFERENCE.md)."""
+    """Some coordinate's power spectrum has at least ``min_peaks`` peaks."""
     x = _check(traj)
     return any(count_spectral_peaks(y, prominence) >= min_peaks for y in x.T)
 
