@@ -29,7 +29,7 @@ from panda_fm import PandaPipeline
 from panda_fm.eval.metrics import mae
 from panda_fm.eval.runner import standardise_by_context
 from panda_fm.systems.store import open_dataset
-from panda_fm.training.finetune import FineTuneConfig, fine_tune
+from panda_fm.training.finetune import FINETUNE_TRAINER, FineTuneConfig, fine_tune
 
 DEFAULT_TARGETS = ("Rossler", "SprottB", "ChenLee", "QiChen")
 
@@ -72,7 +72,7 @@ def main() -> None:
     p.add_argument("--windows", type=int, default=8, help="test windows per system")
     p.add_argument("--max-minutes", type=float, default=5.0, help="fine-tuning budget (per model)")
     p.add_argument("--max-steps", type=int, default=None, help="step budget (per model); default: time only")
-    p.add_argument("--lr", type=float, default=FineTuneConfig.lr)
+    p.add_argument("--lr", type=float, default=FINETUNE_TRAINER["lr"])
     p.add_argument("--freeze-layers", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     p.add_argument("--json", default=None, help="also write the figures here")
@@ -94,7 +94,7 @@ def main() -> None:
     windows = {s: test_windows(trajs[s], cut[s], L, H, args.windows) for s in systems}
     zero = {s: mae_at(base, *windows[s]) for s in systems}
 
-    cfg = FineTuneConfig(
+    cfg = FineTuneConfig.from_settings(
         max_minutes=args.max_minutes,
         max_steps=args.max_steps,
         lr=args.lr,
@@ -108,11 +108,12 @@ def main() -> None:
     runs = []
     for group in groups:
         started = time.perf_counter()
-        result = fine_tune(base, [trajs[s][: cut[s]] for s in group], cfg)
+        result = fine_tune(base.model, base.info, [trajs[s][: cut[s]] for s in group], cfg)
+        pipe = PandaPipeline(result.model, result.info)
         for s in group:
-            tuned[s] = mae_at(result.pipeline, *windows[s])
+            tuned[s] = mae_at(pipe, *windows[s])
         for s in others:
-            forget[s].append(mae_at(result.pipeline, *windows[s]))
+            forget[s].append(mae_at(pipe, *windows[s]))
         runs.append(
             {
                 "systems": group,
@@ -121,6 +122,7 @@ def main() -> None:
                 "stopped": result.stopped,
                 "train_s": round(result.wall_time_s, 1),
                 "total_s": round(time.perf_counter() - started, 1),
+                "loss": result.loss,
                 "val_before": result.val_loss_before,
                 "val_after": result.val_loss_after,
             }
@@ -130,13 +132,13 @@ def main() -> None:
         f"\nbase: {args.checkpoint} ({base.info.get('name', '?')}, {base.model.num_parameters:,} parameters)"
     )
     print(
-        f"mode {args.mode}, budget {args.max_minutes:g} min / {args.max_steps or 'any'} steps per model, lr {cfg.lr:g}, "
+        f"mode {args.mode}, budget {args.max_minutes:g} min / {args.max_steps or 'any'} steps per model, lr {cfg.trainer.lr:g}, "
         f"{args.threads} thread(s); split at {args.split:.0%} of 4096 steps; {args.windows} test windows per system"
     )
     for r in runs:
         print(
             f"  run {'+'.join(r['systems'])}: {r['steps']} steps ({r['stopped']}), kept step {r['best_step']}, "
-            f"train {r['train_s']} s, val MSE {r['val_before']:.4f} -> {r['val_after']:.4f}"
+            f"train {r['train_s']} s, val {r['loss']} {r['val_before']:.4f} -> {r['val_after']:.4f}"
         )
     print("\nMAE@128 (median over test windows, context-standardised units)")
     print(f"| {'system':<20} | {'role':<10} | {'zero-shot':>9} | {'fine-tuned':>10} | {'change':>7} |")

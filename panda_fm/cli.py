@@ -387,15 +387,32 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="optimizer steps at most (default: 500 without --max-minutes)",
     )
-    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
-    p.add_argument("--batch-size", type=int, default=16, help="windows per step (default 16)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="held-out tail per recording; 0: none")
-    p.add_argument("--patience", type=int, default=4, help="validations without improvement before stopping")
-    p.add_argument("--freeze-layers", type=int, default=0, help="freeze the embedding and first K layers")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-4)")
+    p.add_argument(
+        "--loss",
+        choices=("mse", "mae", "smape"),
+        default=None,
+        help="training and validation loss (default: the base checkpoint's training loss, from its record)",
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="windows per step (default 16)")
+    p.add_argument(
+        "--val-fraction", type=float, default=None, help="held-out tail per recording (default 0.2); 0: none"
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="validations without improvement before stopping (default 4)",
+    )
+    p.add_argument(
+        "--freeze-layers", type=int, default=None, help="freeze the embedding and first K layers (default 0)"
+    )
     p.add_argument("--min-context", type=int, default=None, help="fewest context steps of a window")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"), help="where to train")
+    p.add_argument(
+        "--device", default=None, choices=("auto", "cpu", "gpu"), help="where to train (default auto)"
+    )
     p.add_argument("--threads", type=int, default=None, help="CPU threads (1 is fastest on a busy machine)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="seeds the windows (default 0)")
     p.add_argument("--name", default=None, help="model card name (default: BASE-finetuned)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_finetune)
@@ -405,30 +422,33 @@ def _finetune(args: argparse.Namespace) -> int:
     from panda_fm.pipeline import PandaPipeline
     from panda_fm.training.finetune import FineTuneConfig, fine_tune
 
-    config = FineTuneConfig(
-        max_steps=args.max_steps,
-        max_minutes=args.max_minutes,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        val_fraction=args.val_fraction,
-        patience=args.patience,
-        freeze_layers=args.freeze_layers,
-        min_context=args.min_context,
-        accelerator=args.device,
-        torch_threads=args.threads,
-        seed=args.seed,
-        name=args.name,
-        progress_bar=not args.no_progress,
-    )
+    flags = {  # FineTuneConfig.from_settings keyword: value; an absent flag keeps the default
+        "max_steps": args.max_steps,
+        "max_minutes": args.max_minutes,
+        "lr": args.lr,
+        "loss": args.loss,
+        "batch_size": args.batch_size,
+        "val_fraction": args.val_fraction,
+        "patience": args.patience,
+        "freeze_layers": args.freeze_layers,
+        "min_context": args.min_context,
+        "accelerator": args.device,
+        "torch_threads": args.threads,
+        "seed": args.seed,
+        "name": args.name,
+        "progress_bar": False if args.no_progress else None,
+    }
+    config = FineTuneConfig.from_settings(**{k: v for k, v in flags.items() if v is not None})
     base = PandaPipeline.from_pretrained(args.checkpoint)
     data = args.data[0] if len(args.data) == 1 else args.data
-    result = fine_tune(base, data, config)
-    result.pipeline.save_pretrained(args.out)
+    result = fine_tune(base.model, base.info, data, config)
+    PandaPipeline(result.model, result.info).save_pretrained(args.out)
     logging.getLogger("panda_fm").info(
-        "done: %d steps (%s), kept step %d; validation loss %s -> %s; checkpoint %s",
+        "done: %d steps (%s), kept step %d; validation loss (%s) %s -> %s; checkpoint %s",
         result.steps,
         result.stopped,
         result.best_step,
+        result.loss,
         "n/a" if result.val_loss_before is None else f"{result.val_loss_before:.4f}",
         "n/a" if result.val_loss_after is None else f"{result.val_loss_after:.4f}",
         args.out,

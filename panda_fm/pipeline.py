@@ -108,30 +108,29 @@ class PandaPipeline:
         """A new pipeline fine-tuned on ``series``; this one is left untouched.
 
         A thin wrapper over :func:`panda_fm.training.finetune.fine_tune` (which needs Lightning and
-        returns the loss history too).
+        returns the losses and the history too: ``fine_tune(pipe.model, pipe.info, series, config)``).
 
         Args:
             series: a ``(T, C)`` array, a list of them (recordings of the same channels), a ``(K, T, C)``
                 array, or a ``.csv``/``.npy`` path. NaN marks a missing value (masked, never filled).
-            config: a :class:`panda_fm.training.finetune.FineTuneConfig`; or give its fields as keywords,
-                e.g. ``max_minutes=5, freeze_layers=2``.
+            config: a :class:`panda_fm.training.finetune.FineTuneConfig`; or give its fields, and those of
+                its ``trainer`` (:class:`panda_fm.training.config.TrainerConfig`), as keywords, e.g.
+                ``max_minutes=5, freeze_layers=2, lr=3e-4, torch_threads=1``. The loss is this model's
+                training loss (its ``info``) unless given.
 
         Returns:
-            The fine-tuned pipeline; its ``info`` (the model card) names the base model and the data.
+            The fine-tuned pipeline; its ``info`` (the model card) names the base model, the data and the loss.
 
         Raises:
-            ValueError: unusable input or settings, naming the fix.
+            ValueError: unusable input or settings (an unknown keyword lists the known ones), naming the fix.
         """
         from panda_fm.training.finetune import FineTuneConfig, fine_tune
 
         if config is not None and settings:
             raise ValueError("pass either config or keyword settings, not both")
-        known = set(FineTuneConfig.__dataclass_fields__)
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise ValueError(f"unknown fine-tuning setting(s) {unknown}; known: {sorted(known)}")
-        cfg = config if config is not None else FineTuneConfig(**settings)
-        return fine_tune(self, series, cfg).pipeline
+        cfg = config if config is not None else FineTuneConfig.from_settings(**settings)
+        result = fine_tune(self.model, self.info, series, cfg)
+        return PandaPipeline(result.model, result.info)
 
     # --- forecasting -------------------------------------------------------------------------------
 

@@ -54,7 +54,8 @@ class DataConfig:
 
 @dataclass
 class TrainerConfig:
-    """Optimisation, hardware, logging and checkpointing."""
+    """Optimisation, hardware, logging and checkpointing of pretraining, and of fine-tuning
+    (``FineTuneConfig.trainer``)."""
 
     out_dir: str = "runs/pretrain"  # logs, Lightning checkpoints and the exported checkpoint (or --out)
     accelerator: str = "auto"  # "cpu", "gpu" or "auto"
@@ -66,7 +67,9 @@ class TrainerConfig:
         None  # intra-op threads per process; None: torch's (DDP on CPU: cores / processes)
     )
     float32_matmul_precision: str = "highest"  # torch matmul precision ("high" allows TF32 on GPUs)
-    max_steps: int = 1000  # optimizer steps (or --max-steps); skipped non-finite steps do not count
+    # optimizer steps (or --max-steps); skipped non-finite steps do not count. None: no step limit (refused by
+    # pretraining; fine-tuning then stops at its time budget, FineTuneConfig.max_minutes, or after 500 steps)
+    max_steps: int | None = 1000
     lr: float = 1e-3  # peak AdamW learning rate
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     beta1: float = 0.9  # AdamW first-moment decay
@@ -90,10 +93,11 @@ class TrainerConfig:
     debug_nonfinite_rank: int | None = None  # the rank those NaNs hit; None means every rank
 
     def __post_init__(self) -> None:
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"trainer.max_steps must be >= 1 or null, got {self.max_steps}")
         positive = (
             "devices",
             "num_nodes",
-            "max_steps",
             "val_every_n_steps",
             "checkpoint_every_n_steps",
             "log_every_n_steps",

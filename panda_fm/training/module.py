@@ -134,6 +134,8 @@ class PandaLightningModule(L.LightningModule):
         model: train this (pretrained) model instead of a fresh one (fine-tuning); its parameters with
             ``requires_grad=False`` stay frozen. Its config must equal ``model_config``.
         mask_missing: windows may hold NaN (missing values): use :func:`masked_standardised_mse`.
+        schedule_steps: length of the warmup + cosine when ``trainer_config.max_steps`` is None (a run with
+            a time budget, whose callback refits it); else ignored.
     """
 
     def __init__(
@@ -143,10 +145,14 @@ class PandaLightningModule(L.LightningModule):
         debug_dir: str | Path | None = None,
         model: PandaModel | None = None,
         mask_missing: bool = False,
+        schedule_steps: int | None = None,
     ):
         super().__init__()
         if model is not None and model.config != model_config:
             raise ValueError("model_config differs from the config of the model passed in")
+        if trainer_config.max_steps is None and schedule_steps is None:
+            raise ValueError("trainer_config.max_steps is None: pass schedule_steps, the schedule's length")
+        self.schedule_steps = trainer_config.max_steps or schedule_steps
         self.model = model if model is not None else PandaModel(model_config, seed=trainer_config.seed)
         self.loss_fn = partial(
             masked_standardised_mse if mask_missing else standardised_mse, kind=trainer_config.loss
@@ -180,9 +186,9 @@ class PandaLightningModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def schedule(self) -> WarmupCosine:
-        """The learning-rate multiplier for the configured ``max_steps``."""
-        cfg = self.cfg
-        return WarmupCosine(int(cfg.warmup_fraction * cfg.max_steps), cfg.max_steps, cfg.min_lr_ratio)
+        """The learning-rate multiplier for the configured ``max_steps`` (or ``schedule_steps``)."""
+        cfg, total = self.cfg, self.schedule_steps
+        return WarmupCosine(int(cfg.warmup_fraction * total), total, cfg.min_lr_ratio)
 
     def _sync_schedule(self) -> None:
         """Make the schedule follow this run's ``lr`` and ``max_steps``.

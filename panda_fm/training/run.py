@@ -14,22 +14,19 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.callbacks import Callback
 
 from panda_fm.data.augment import AugmentConfig
 from panda_fm.hub import save_model
 from panda_fm.training.config import PretrainConfig, save_config
 from panda_fm.training.datamodule import PandaDataModule, check_dataset
 from panda_fm.training.module import PandaLightningModule
+from panda_fm.training.trainer import build_trainer, describe_objective, hardware_description, setup_process
 
 logger = logging.getLogger(__name__)
 
@@ -79,97 +76,6 @@ def is_launching_process() -> bool:
     return all(os.environ.get(v, "0") == "0" for v in RANK_VARIABLES)
 
 
-def hardware_description(trainer: L.Trainer) -> str:
-    """E.g. ``"1 node x 2 x CPU (Intel Xeon ..., 2 cores)"`` or ``"2 nodes x 8 x NVIDIA H100"``."""
-    if torch.cuda.is_available() and trainer.strategy.root_device.type == "cuda":
-        name = torch.cuda.get_device_name(trainer.strategy.root_device)
-    else:
-        model = platform.processor() or platform.machine()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-        name = f"CPU ({model}, {os.cpu_count()} cores)"
-    nodes = trainer.num_nodes
-    return f"{nodes} node{'s' if nodes > 1 else ''} x {trainer.num_devices} x {name}"
-
-
-def make_loggers(out: Path, tensorboard: bool) -> list[Logger]:
-    loggers: list[Logger] = [CSVLogger(out, name="csv")]
-    if tensorboard:
-        try:
-            import tensorboard as _  # noqa: F401
-        except ImportError:
-            try:
-                import tensorboardX as _  # noqa: F401
-            except ImportError:
-                warnings.warn(
-                    "TensorBoard is not installed: logging to CSV only (pip install tensorboard)",
-                    stacklevel=2,
-                )
-                return loggers
-        loggers.append(TensorBoardLogger(out, name="tensorboard", default_hp_metric=False))
-    return loggers
-
-
-def build_trainer(config: PretrainConfig, out: Path, has_validation: bool) -> L.Trainer:
-    """The Lightning trainer of a run: loggers, checkpoints, strategy and precision from the config."""
-    tc = config.trainer
-    strategy = tc.strategy
-    if strategy == "auto" and tc.world_size > 1:
-        strategy = "ddp"
-    callbacks = [
-        ModelCheckpoint(
-            dirpath=out / CHECKPOINT_DIR,
-            filename="step{step:07d}",
-            auto_insert_metric_name=False,
-            every_n_train_steps=tc.checkpoint_every_n_steps,
-            save_top_k=0,  # only last.ckpt, rewritten every checkpoint_every_n_steps
-            save_last=True,
-            enable_version_counter=False,
-        ),
-        NonFiniteStop(out / CHECKPOINT_DIR / LAST),
-    ]
-    return L.Trainer(
-        accelerator=tc.accelerator,
-        devices=tc.devices,
-        num_nodes=tc.num_nodes,
-        strategy=strategy,
-        precision=tc.precision,
-        max_steps=tc.max_steps,
-        max_epochs=-1,
-        val_check_interval=tc.val_every_n_steps if has_validation else None,
-        check_val_every_n_epoch=None,
-        limit_val_batches=None if has_validation else 0,
-        num_sanity_val_steps=0,
-        log_every_n_steps=tc.log_every_n_steps,
-        logger=make_loggers(out, tc.tensorboard),
-        callbacks=callbacks,
-        enable_progress_bar=tc.progress_bar,
-        enable_model_summary=False,
-        default_root_dir=out,
-    )
-
-
-def quiet_lightning() -> None:
-    """Silence Lightning messages that do not apply here, and its duplicate log handler."""
-    # Our checkpoints are meant to hold the state after the optimizer step.
-    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging")
-    # Validation sets are split evenly over ranks when val_windows is a multiple of the world size.
-    warnings.filterwarnings(
-        "ignore", message="Using `DistributedSampler` with the dataloaders. During `trainer.validate"
-    )
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        log = logging.getLogger(name)
-        if log.handlers and logging.getLogger().handlers:
-            log.propagate = False
-
-
 def pretrain(config: PretrainConfig, resume: bool = False) -> PretrainResult:
     """Pretrain a model as ``config`` says and export it to ``OUT/checkpoint``.
 
@@ -183,6 +89,11 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> PretrainResult:
         NonFiniteLossError: too many consecutive non-finite losses (a resumable checkpoint was saved).
     """
     tc = config.trainer
+    if tc.max_steps is None:
+        raise ValueError(
+            "trainer.max_steps is null (no step limit, for fine-tuning with a time budget); pretraining needs a "
+            "step count: set trainer.max_steps or --max-steps"
+        )
     out = Path(tc.out_dir)
     dataset_info = check_dataset(config.data.path)
     last = out / CHECKPOINT_DIR / LAST
@@ -198,16 +109,19 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> PretrainResult:
             )
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
-    torch.set_float32_matmul_precision(tc.float32_matmul_precision)
-    if tc.torch_threads is not None:
-        torch.set_num_threads(tc.torch_threads)
-        os.environ["OMP_NUM_THREADS"] = str(tc.torch_threads)  # for launched ranks; Lightning keeps it
-    quiet_lightning()
+    setup_process(tc)
 
     module = PandaLightningModule(config.model, tc, debug_dir=out / "debug")
     datamodule = PandaDataModule(config.data, config.model.context_length, config.target_length, seed=tc.seed)
     datamodule.setup("fit")
-    trainer = build_trainer(config, out, has_validation=bool(datamodule.val_names))
+    trainer = build_trainer(
+        tc,
+        out,
+        has_validation=bool(datamodule.val_names),
+        callbacks=[NonFiniteStop(last)],
+        log_dir=out,
+        checkpoint_dir=out / CHECKPOINT_DIR,
+    )
     if resume and resume_from is not None:
         logger.info("resuming from %s", resume_from)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume and resume_from else None)
@@ -230,17 +144,6 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> PretrainResult:
         logger.info("exported the trained model to %s", export_dir)
     trainer.strategy.barrier()
     return PretrainResult(export_dir, trainer.global_step, windows_seen, metrics, info, trainer.global_rank)
-
-
-def objective(config: PretrainConfig) -> str:
-    """The training objective in words, for the model card."""
-    loss = {"mse": "MSE", "mae": "MAE", "smape": "sMAPE"}[config.trainer.loss]
-    units = (
-        f"over {config.target_length} steps, in units standardised by the context's per-channel statistics"
-    )
-    if config.model.incontext == "experts" and config.model.expert_combine == "select":
-        return f"expected {loss} of the expert the network weighs, {units}"
-    return f"{loss} {units}"
 
 
 def augmentations(aug: AugmentConfig) -> str:
@@ -269,7 +172,7 @@ def export_info(
         "optimizer steps": trainer.global_step,
         "windows seen": f"{windows_seen:,}",
         "global batch": f"{dc.batch_size * trainer.world_size} windows of {dc.num_channels} random channels",
-        "objective": objective(config),
+        "objective": describe_objective(tc.loss, config.target_length, config.model),
         "optimizer": f"AdamW, lr {tc.lr:g}, weight decay {tc.weight_decay:g}, betas ({tc.beta1:g}, {tc.beta2:g})",
         "schedule": f"cosine to {tc.min_lr_ratio:g} x lr after {tc.warmup_fraction:.0%} linear warmup",
         "gradient clipping": f"{tc.grad_clip:g} (global norm)" if tc.grad_clip > 0 else "none",

@@ -8,7 +8,8 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from panda_fm.training.module import WarmupCosine
-from panda_fm.training.run import latest_checkpoint, make_loggers
+from panda_fm.training.run import latest_checkpoint
+from panda_fm.training.trainer import make_loggers
 
 
 def test_tensorboard_falls_back_to_csv_with_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
