@@ -226,7 +226,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "evaluate",
         help="zero-shot benchmark of checkpoints and classical baselines on held-out systems",
         description="Forecast the same windows of every test system with each checkpoint and baseline; "
-        "write OUT/report.json, OUT/report.md and PNG plots.",
+        "write OUT/report.md (tables), OUT/summary.json (aggregates), OUT/windows.json (per-window records) "
+        "and PNG plots.",
     )
     p.add_argument("--checkpoint", nargs="+", default=[], metavar="DIR", help="checkpoint directories")
     p.add_argument(
