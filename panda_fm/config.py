@@ -1,27 +1,53 @@
-"""PandaConfig: every hyperparameter of the model, validated on construction."""
+"""PandaConfig: every hyperparameter of the model, validated on construction.
+
+A :class:`transformers.PreTrainedConfig` (``model_type = "panda_fm"``), so ``AutoConfig`` reads a checkpoint's
+``config.json`` once :mod:`panda_fm` is imported, and ``save_pretrained``/``from_pretrained`` write and read it.
+Our own fields are listed by :meth:`PandaConfig.field_types`; transformers' base fields (``dtype``,
+``id2label``, ...) are not hyperparameters of the model.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
+import copy
+import inspect
+from dataclasses import field
 from typing import Any
 
-from panda_fm.forecasters import EXPERTS
+from transformers import PreTrainedConfig
+
+from panda_fm.forecasters import EXPERT_VERSIONS, EXPERTS
 
 POOLING_TYPES = ("mean", "max")
 INCONTEXT_TYPES = ("none", "analogue", "experts")
 EXPERT_NAMES = tuple(EXPERTS)  # the in-context experts a config may name
+MODEL_TYPE = "panda_fm"
+# Keys that are not fields but that transformers writes into config.json (to_dict) or passes when it loads one
+# (from_pretrained); "panda_fm_version" was written by earlier panda_fm versions. Any other key is an error.
+TRANSFORMERS_KEYS = frozenset(
+    {
+        "model_type",
+        "_name_or_path",
+        "name_or_path",
+        "torch_dtype",
+        "output_attentions",
+        "attn_implementation",
+        "experts_implementation",
+        "num_labels",
+        "_commit_hash",
+        "panda_fm_version",
+    }
+)
 
 
-@dataclass
-class PandaConfig:
+class PandaConfig(PreTrainedConfig):
     """Hyperparameters of :class:`panda_fm.PandaModel`.
 
     Names follow the published reference model (a PatchTST variant) where one exists.
-    Defaults are the reference's 21M configuration.
+    Defaults are the reference's 21M configuration. Fields are keyword-only (transformers makes every config
+    class a keyword-only dataclass).
     """
+
+    model_type = MODEL_TYPE
 
     context_length: int = 512  # steps of history the model reads
     prediction_length: int = 128  # steps forecast by one forward pass
@@ -58,8 +84,26 @@ class PandaConfig:
     experts: list[str] = field(default_factory=lambda: list(EXPERT_NAMES))
     expert_combine: str = "select"
     expert_backtest: int = 128
+    # the version of panda_fm.forecasters.EXPERT_VERSIONS the experts come from (their frozen settings)
+    experts_version: int = 1
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, **kwargs: Any) -> None:
+        unknown = sorted(set(kwargs) - TRANSFORMERS_KEYS)
+        if unknown:
+            raise ValueError(
+                f"unknown PandaConfig keys {unknown}; known keys are {sorted(self.field_types())}"
+            )
+        model_type = kwargs.pop("model_type", MODEL_TYPE)
+        if model_type != MODEL_TYPE:
+            raise ValueError(
+                f"model_type is {model_type!r}, PandaConfig reads {MODEL_TYPE!r} configs; load other formats "
+                "with panda_fm.PandaPipeline.from_pretrained, which converts the reference's"
+            )
+        kwargs.pop("panda_fm_version", None)
+        super().__post_init__(**kwargs)
+        self._validate()
+
+    def _validate(self) -> None:
         positive = (
             "context_length",
             "prediction_length",
@@ -119,12 +163,16 @@ class PandaConfig:
                     "analogue windows need analogue_delays, analogue_lag >= 1 and "
                     "(analogue_delays - 1) * analogue_lag + 1 + prediction_length < context_length"
                 )
+        if isinstance(self.experts_version, bool) or self.experts_version not in EXPERT_VERSIONS:
+            raise ValueError(
+                f"experts_version must be one of {sorted(EXPERT_VERSIONS)} (panda_fm.forecasters.EXPERT_VERSIONS), "
+                f"got {self.experts_version!r}; a newer panda_fm may know it"
+            )
         if self.incontext == "experts":
-            unknown = sorted(set(self.experts) - set(EXPERT_NAMES))
+            names = list(EXPERT_VERSIONS[self.experts_version])
+            unknown = sorted(set(self.experts) - set(names))
             if unknown or not self.experts or len(set(self.experts)) != len(self.experts):
-                raise ValueError(
-                    f"experts must be distinct names from {list(EXPERT_NAMES)}, got {self.experts!r}"
-                )
+                raise ValueError(f"experts must be distinct names from {names}, got {self.experts!r}")
             if self.expert_combine not in ("select", "mix"):
                 raise ValueError(f"expert_combine must be 'select' or 'mix', got {self.expert_combine!r}")
             if self.expert_backtest < 1 or self.context_length < self.expert_backtest + 80:
@@ -160,17 +208,19 @@ class PandaConfig:
         """Patches cut from a full context (N)."""
         return (self.context_length - self.patch_length) // self.patch_stride + 1
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PandaConfig:
-        """Build a config from a dict; unknown keys are an error that names them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known - {"model_type", "panda_fm_version"})
-        if unknown:
-            raise ValueError(f"unknown PandaConfig keys {unknown}; known keys are {sorted(known)}")
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def field_types(cls) -> dict[str, Any]:
+        """Our own fields (the hyperparameters, not transformers' base fields) and their types, in order."""
+        return inspect.get_annotations(PandaConfig, eval_str=True)
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"model_type": "panda_fm", **self.to_dict()}, indent=2) + "\n")
+    def hyperparameters(self) -> dict[str, Any]:
+        """Our own fields and their values: what defines the model. ``to_dict()`` adds transformers' fields."""
+        return {name: copy.deepcopy(getattr(self, name)) for name in self.field_types()}
+
+    def __eq__(self, other: object) -> bool:
+        """Configs are equal when their hyperparameters are (transformers' bookkeeping fields are ignored)."""
+        if not isinstance(other, PandaConfig):
+            return NotImplemented
+        return self.hyperparameters() == other.hyperparameters()
+
+    __hash__ = None  # mutable, like every dataclass with an __eq__

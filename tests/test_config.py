@@ -1,6 +1,11 @@
+import json
+from pathlib import Path
+
 import pytest
+import transformers
 
 from panda_fm import PandaConfig
+from panda_fm.training.config import load_config, override_keys, save_config
 
 
 def test_defaults_are_the_reference_21m_configuration():
@@ -47,3 +52,67 @@ def test_analogue_option_is_validated():
         PandaConfig(incontext="nvar2")
     with pytest.raises(ValueError, match="analogue windows"):
         PandaConfig(incontext="analogue", analogue_delays=200, analogue_lag=3)
+
+
+def test_unknown_keys_are_refused_however_the_config_is_built(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown PandaConfig keys \['d_modle', 'vocab_size'\]"):
+        PandaConfig(d_modle=3, vocab_size=10)
+    config = PandaConfig().to_dict() | {"dmodel": 64}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ValueError, match=r"unknown PandaConfig keys \['dmodel'\]; known keys are \[.*'d_model'"
+    ):
+        transformers.AutoConfig.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="model_type is 'llama'"):
+        PandaConfig(model_type="llama")
+
+
+def test_keys_transformers_writes_are_accepted_and_are_not_hyperparameters(tmp_path):
+    cfg = PandaConfig(d_model=256, num_rff=0, num_poly_feats=120)
+    cfg.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "panda_fm" and "transformers_version" in saved
+    loaded = transformers.AutoConfig.from_pretrained(tmp_path)
+    assert type(loaded) is PandaConfig and loaded == cfg
+    assert loaded.transformers_version is not None and cfg.transformers_version is None  # bookkeeping differs
+    extra = {
+        "architectures": ["PandaModel"],
+        "dtype": "float32",
+        "torch_dtype": "float32",
+        "panda_fm_version": "0",
+    }
+    assert PandaConfig(**cfg.hyperparameters(), **extra) == cfg
+    assert list(cfg.hyperparameters()) == list(PandaConfig.field_types())
+    assert {"dtype", "id2label", "return_dict", "transformers_version"} & set(cfg.hyperparameters()) == set()
+    assert cfg != PandaConfig()
+
+
+def test_the_shipped_config_loads_unchanged():
+    path = Path(__file__).resolve().parents[1] / "checkpoints" / "panda-fm-small"
+    raw = json.loads((path / "config.json").read_text())
+    assert "experts_version" not in raw
+    cfg = PandaConfig.from_dict(raw)
+    assert cfg.experts_version == 1 and cfg.incontext == "experts"
+    assert {k: v for k, v in cfg.hyperparameters().items() if k in raw} == {
+        k: v for k, v in raw.items() if k != "model_type"
+    }
+    assert transformers.AutoConfig.from_pretrained(path) == cfg
+
+
+def test_experts_version_is_validated():
+    with pytest.raises(ValueError, match=r"experts_version must be one of \[1\]"):
+        PandaConfig(incontext="experts", experts_version=7)
+    with pytest.raises(ValueError, match="experts_version"):
+        PandaConfig(experts_version=True)
+
+
+def test_run_configs_list_and_write_only_our_fields(tmp_path):
+    keys = override_keys()
+    assert "model.experts_version" in keys and "model.d_model" in keys
+    assert not {"model.dtype", "model.id2label", "model.return_dict"} & set(keys)
+    with pytest.raises(ValueError, match=r"unknown config key 'model.dtype'"):
+        load_config(None, {"model.dtype": "float32"})
+    cfg = load_config(None, {"model.d_model": "256", "model.num_rff": "0", "model.num_poly_feats": "120"})
+    assert set(cfg.to_dict()["model"]) == set(PandaConfig.field_types())
+    save_config(cfg, tmp_path / "run.yaml")
+    assert load_config(tmp_path / "run.yaml") == cfg

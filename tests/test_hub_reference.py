@@ -108,7 +108,7 @@ def write_reference_checkpoint(model: PandaModel, directory: Path) -> None:
     cfg = model.config
     directory.mkdir(parents=True)
     reference = json.loads((TINY_REF / "config.json").read_text())
-    reference.update({k: v for k, v in cfg.to_dict().items() if k not in _PANDA_ONLY_KEYS})
+    reference.update({k: v for k, v in cfg.hyperparameters().items() if k not in _PANDA_ONLY_KEYS})
     (directory / "config.json").write_text(json.dumps(reference))
     state = {}
     for key, value in model.state_dict().items():

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from panda_fm.forecasters import backtest_experts
+from panda_fm.forecasters import LATEST_EXPERTS_VERSION, backtest_experts
 
 
 def _fill_missing(x: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -37,16 +37,22 @@ def _fill_missing(x: np.ndarray, observed: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def expert_forecasts(
-    x: torch.Tensor, observed: torch.Tensor | None, names: Sequence[str], horizon: int, backtest: int
+    x: torch.Tensor,
+    observed: torch.Tensor | None,
+    names: Sequence[str],
+    horizon: int,
+    backtest: int,
+    version: int = LATEST_EXPERTS_VERSION,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forecast each context with each expert, and backtest each expert on the context.
 
     Args:
         x: ``(B, T, C)`` standardised context (unobserved entries arbitrary).
         observed: ``(B, T, C)`` bool or None; gaps are filled with the last observed value first.
-        names: keys of :data:`panda_fm.forecasters.EXPERTS`.
+        names: keys of ``panda_fm.forecasters.EXPERT_VERSIONS[version]``.
         horizon: steps to forecast.
         backtest: steps at the end of the context each expert is scored on.
+        version: the version of the experts' registry (``PandaConfig.experts_version``).
 
     Returns:
         Forecasts ``(B, E, H, C)`` and backtest mean absolute errors ``(B, E, C)``, float32 on ``x``'s device.
@@ -54,5 +60,5 @@ def expert_forecasts(
     z = x.detach().to("cpu", torch.float64).numpy()
     if observed is not None and not bool(observed.all()):
         z = _fill_missing(z, observed.detach().cpu().numpy())
-    forecasts, errors = backtest_experts(z, names, horizon, backtest)
+    forecasts, errors = backtest_experts(z, names, horizon, backtest, version=version)
     return tuple(torch.from_numpy(a.astype(np.float32)).to(x.device) for a in (forecasts, errors))

@@ -10,9 +10,12 @@ Shape letters: B batch, T time, C channels, N patches, P patch length, D model w
 from __future__ import annotations
 
 import math
+import os
+from typing import Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from panda_fm.config import PandaConfig
 from panda_fm.model.experts import expert_forecasts
@@ -21,24 +24,91 @@ from panda_fm.model.layers import DynamicsEmbedding, EncoderLayer, LinearPatchEm
 from panda_fm.scaling import fit_scale
 
 
-class PandaModel(nn.Module):
+class PandaModel(PreTrainedModel):
     """Forecasts ``prediction_length`` steps of a multichannel series from its context.
 
     The same weights serve any number of channels: channels are independent sequences in temporal
     attention and a set (no positions) in channel attention.
+
+    A :class:`transformers.PreTrainedModel`: after ``import panda_fm``, ``transformers.AutoModel`` loads a
+    panda_fm checkpoint directory, strictly (a missing, unexpected or misshapen tensor is an error), and
+    ``save_pretrained`` writes one that :meth:`panda_fm.PandaPipeline.from_pretrained` reads. The pipeline
+    adds input validation, rollout, reference-format conversion and the model card.
 
     Args:
         config: the hyperparameters.
         seed: seeds the initial weights, polynomial index tuples and Fourier projection.
     """
 
+    config_class = PandaConfig
+    base_model_prefix = "panda"
+    main_input_name = "context"
+
     def __init__(self, config: PandaConfig, seed: int = 0):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         # torch's layer constructors draw from the global RNG; fork it so that building a model
         # (e.g. at load time) leaves the caller's random state untouched.
         with torch.random.fork_rng(devices=[]):
             self._build(config, torch.Generator().manual_seed(seed))
+        self.post_init()  # transformers' bookkeeping; _init_weights leaves the seeded weights as they are
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any
+    ) -> PandaModel | tuple[PandaModel, dict[str, Any]]:
+        """transformers' loader, made strict: a missing, unexpected or misshapen tensor is a ValueError naming it.
+
+        Reads panda_fm-format checkpoints (``config.json`` with ``model_type`` ``"panda_fm"``); use
+        :meth:`panda_fm.PandaPipeline.from_pretrained` for the reference format. Arguments are those of
+        :meth:`transformers.PreTrainedModel.from_pretrained` (``ignore_mismatched_sizes`` is ignored).
+        """
+        want_info = kwargs.pop("output_loading_info", False)
+        kwargs.pop("ignore_mismatched_sizes", None)
+        # transformers then reports misshapen tensors instead of raising an error that does not name them
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path,
+            *args,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+            **kwargs,
+        )
+        missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+        misshapen = [
+            f"{key} {tuple(saved)} (the config implies {tuple(built)})"
+            for key, saved, built in sorted(info["mismatched_keys"])
+        ]
+        if missing or unexpected or misshapen:
+            raise ValueError(
+                f"checkpoint {pretrained_model_name_or_path} does not match its config: missing tensors "
+                f"{missing}, unexpected tensors {unexpected}, tensors of another shape {misshapen}"
+            )
+        return (model, info) if want_info else model
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """transformers' initialisation hook.
+
+        Weights are drawn from the seed in ``__init__`` (and a checkpoint overwrites all of them), so nothing
+        is redrawn here; only the rotary tables, which no checkpoint holds, are computed again, for
+        transformers' loader, which builds the model on the meta device first.
+        """
+        if module is self:
+            cos, sin = self._rope_buffers(self.config)
+            with torch.no_grad():
+                self.rope_cos.copy_(cos)
+                self.rope_sin.copy_(sin)
+
+    @staticmethod
+    def _rope_buffers(config: PandaConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary tables ``(N + E * F, head_dim)`` of the context's and the future tokens' positions, on the CPU."""
+        cpu = torch.device("cpu")
+        future = config.prediction_length // config.patch_length if config.incontext != "none" else 0
+        positions = torch.arange(config.num_patches + future, device=cpu)
+        if config.incontext == "experts":  # every expert's future patches take the same positions
+            positions = torch.cat(
+                [positions[: config.num_patches], positions[config.num_patches :].repeat(len(config.experts))]
+            )
+        cos, sin = rope_tables(config, config.num_patches + future, cpu)
+        return cos[positions], sin[positions]
 
     def _build(self, config: PandaConfig, gen: torch.Generator) -> None:
         self.embedder = (
@@ -78,15 +148,9 @@ class PandaModel(nn.Module):
         if config.incontext != "none":
             # training starts from the in-context forecast itself (analogue) or the backtest prior (experts)
             nn.init.zeros_(self.head.weight)
-        future = config.prediction_length // config.patch_length if config.incontext != "none" else 0
-        positions = torch.arange(config.num_patches + future)
-        if config.incontext == "experts":  # every expert's future patches take the same positions
-            positions = torch.cat(
-                [positions[: config.num_patches], positions[config.num_patches :].repeat(len(config.experts))]
-            )
-        cos, sin = rope_tables(config, config.num_patches + future, torch.device("cpu"))
-        self.register_buffer("rope_cos", cos[positions], persistent=False)
-        self.register_buffer("rope_sin", sin[positions], persistent=False)
+        cos, sin = self._rope_buffers(config)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
 
     @property
     def num_parameters(self) -> int:
@@ -170,7 +234,7 @@ class PandaModel(nn.Module):
         tokens, patch_mask = self._context_tokens(x, observed)
         H = cfg.prediction_length
         forecasts, errors = expert_forecasts(
-            x, observed, cfg.experts, max(horizon or H, H), cfg.expert_backtest
+            x, observed, cfg.experts, max(horizon or H, H), cfg.expert_backtest, version=cfg.experts_version
         )  # (B, E, >= H, C), (B, E, C)
         B, E, _, C = forecasts.shape
         F = H // cfg.patch_length

@@ -165,7 +165,7 @@ class PretrainConfig:
         return self.trainer.loss_horizon or self.model.prediction_length
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self) | {"model": self.model.hyperparameters()}
 
 
 # --- building dataclasses from plain data ---------------------------------------------------------------
@@ -234,8 +234,8 @@ def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     Raises:
         ValueError: for an unknown key (the message lists the known keys) or a value of the wrong type.
     """
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    hints = _field_types(cls)
+    fields = set(hints)
     where = f"section {prefix!r}" if prefix else "the top level"
     unknown = sorted(set(data) - fields)
     if cls is PandaConfig:
@@ -253,16 +253,26 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
+def _field_types(cls: type) -> dict[str, Any]:
+    """The fields of dataclass ``cls`` a config file may set, and their types.
+
+    For :class:`PandaConfig` its own fields only: transformers' base fields (``dtype``, ``id2label``, ...) are
+    not hyperparameters of the model.
+    """
+    if cls is PandaConfig:
+        return PandaConfig.field_types()
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
 def override_keys(cls: type = PretrainConfig, prefix: str = "") -> list[str]:
     """Every dotted key a command-line override may set, e.g. ``model.d_model``, ``data.augment.rate``."""
     keys = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
+    for name, hint in _field_types(cls).items():
         if dataclasses.is_dataclass(hint):
-            keys += override_keys(hint, _join(prefix, f.name))
+            keys += override_keys(hint, _join(prefix, name))
         else:
-            keys.append(_join(prefix, f.name))
+            keys.append(_join(prefix, name))
     return keys
 
 

@@ -301,18 +301,22 @@ class PandaLightningModule(L.LightningModule):
             "nonfinite_total": self.nonfinite_total,
             "nonfinite_in_row": self.nonfinite_in_row,
             "wall_time": self.wall_time,
-            "model_config": self.model.config.to_dict(),
+            "model_config": self.model.config.hyperparameters(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("panda_fm", {})
         saved = state.get("model_config")
-        if saved is not None and saved != self.model.config.to_dict():
-            diff = sorted(k for k in saved if saved[k] != self.model.config.to_dict().get(k))
-            raise ValueError(
-                f"the checkpoint was trained with other model settings ({diff}); resume with the run's "
-                "original config or start a new run in another --out directory"
-            )
+        if saved is not None:
+            # a setting added to PandaConfig since the checkpoint was written had its default then
+            saved = PandaConfig().hyperparameters() | saved
+            current = self.model.config.hyperparameters()
+            diff = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+            if diff:
+                raise ValueError(
+                    f"the checkpoint was trained with other model settings ({diff}); resume with the run's "
+                    "original config or start a new run in another --out directory"
+                )
         self.batches_seen = int(state.get("batches_seen", 0))
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         self.nonfinite_in_row = 0

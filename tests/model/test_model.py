@@ -1,8 +1,13 @@
+import json
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
-from panda_fm import PandaModel
-from tests.conftest import random_model, tiny_config
+from panda_fm import PandaConfig, PandaModel, PandaPipeline
+from panda_fm.forecasters import NaiveForecaster
+from tests.conftest import TINY_CHECKPOINT, random_model, tiny_config
 
 
 @pytest.mark.parametrize("channels", [1, 3, 7, 32, 64])
@@ -194,3 +199,118 @@ def test_experts_model_forecasts_any_horizon_in_one_pass(rng):
     torch.testing.assert_close(long[:, :64], short)  # the same choice, the experts' longer forecasts
     with pytest.raises(ValueError, match="roll out"):
         random_model()(x, horizon=200)
+
+
+# --- transformers integration: AutoConfig / AutoModel / save_pretrained ----------------------------------
+
+SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "panda-fm-small"
+
+
+def _gappy_context(seed: int) -> torch.Tensor:
+    """(3, 512, 3) random walks of different scales, one with a gap in one channel and one half missing."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 512, 3, generator=gen).cumsum(1) * torch.tensor([1.0, 10.0, 0.1]) + 5
+    x[0, 100:160, 1] = float("nan")
+    x[1, :200] = float("nan")
+    return x
+
+
+@pytest.mark.parametrize("path", [TINY_CHECKPOINT, SHIPPED], ids=["tiny", "panda-fm-small"])
+def test_auto_classes_load_checkpoints_bit_identical_to_the_pipeline(path):
+    import transformers
+
+    pipe = PandaPipeline.from_pretrained(path)
+    config = transformers.AutoConfig.from_pretrained(path)
+    assert type(config) is PandaConfig and config == pipe.config
+    model = transformers.AutoModel.from_pretrained(path)
+    assert type(model) is PandaModel and not model.training
+    # transformers builds the model on the meta device and then loads the weights: every tensor, the
+    # non-persistent rotary tables and the int64 index tuples included, must come out as the pipeline's
+    ours = dict(pipe.model.named_buffers()) | dict(pipe.model.named_parameters())
+    theirs = dict(model.named_buffers()) | dict(model.named_parameters())
+    assert theirs.keys() == ours.keys() and "rope_cos" in theirs
+    for key, value in ours.items():
+        assert theirs[key].dtype == value.dtype and torch.equal(theirs[key], value), key
+    x = _gappy_context(0)
+    horizons = [config.prediction_length] + ([300] if config.incontext == "experts" else [])
+    with torch.inference_mode():
+        for horizon in horizons:
+            assert torch.equal(model(x, horizon=horizon), pipe.predict(x, horizon)), horizon
+
+
+def test_transformers_save_pretrained_loads_in_the_pipeline_and_back(tmp_path):
+    import transformers
+
+    model = transformers.AutoModel.from_pretrained(TINY_CHECKPOINT)
+    model.save_pretrained(tmp_path / "hf")
+    saved = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert saved["model_type"] == "panda_fm" and saved["architectures"] == ["PandaModel"]
+    pipe = PandaPipeline.from_pretrained(tmp_path / "hf")
+    x = _gappy_context(1)
+    with torch.inference_mode():
+        assert torch.equal(pipe.predict(x), model(x))
+    # and what the pipeline writes, transformers reads
+    pipe.save_pretrained(tmp_path / "pipe")
+    again = transformers.AutoModel.from_pretrained(tmp_path / "pipe")
+    with torch.inference_mode():
+        assert torch.equal(again(x), model(x))
+
+
+def test_transformers_loading_is_strict_about_tensors(tmp_path):
+    import transformers
+
+    PandaPipeline.from_pretrained(TINY_CHECKPOINT).save_pretrained(tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    state = load_file(weights)
+    del state["embedder.poly_indices_3"]
+    state["extra.weight"] = torch.zeros(2)
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(
+        ValueError,
+        match=r"missing tensors \['embedder.poly_indices_3'\].*unexpected tensors \['extra.weight'\]",
+    ):
+        transformers.AutoModel.from_pretrained(tmp_path / "ckpt")
+    PandaPipeline.from_pretrained(TINY_CHECKPOINT).save_pretrained(tmp_path / "ckpt")
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    config["ffn_dim"] = 32
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ValueError,
+        match=r"tensors of another shape \[.layers.0.ff.0.bias \(64,\) \(the config implies \(32,\)\)",
+    ):
+        transformers.AutoModel.from_pretrained(tmp_path / "ckpt")
+
+
+def test_building_a_model_is_seeded_and_leaves_the_global_rng_alone():
+    state = torch.random.get_rng_state()
+    a = random_model(seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    # transformers' initialisation hook keeps the seeded weights
+    b = random_model(seed=5)
+    b.init_weights()
+    for key, value in a.state_dict().items():
+        assert torch.equal(b.state_dict()[key], value), key
+
+
+def test_experts_version_reaches_the_experts(monkeypatch, rng):
+    import panda_fm.config
+    import panda_fm.forecasters.experts
+    import panda_fm.model.experts
+
+    versions = dict(panda_fm.forecasters.experts.EXPERT_VERSIONS) | {2: {"nvar": lambda: NaiveForecaster()}}
+    monkeypatch.setattr(panda_fm.forecasters.experts, "EXPERT_VERSIONS", versions)
+    monkeypatch.setattr(panda_fm.config, "EXPERT_VERSIONS", versions)
+    seen = []
+    real = panda_fm.model.experts.backtest_experts
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("version"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(panda_fm.model.experts, "backtest_experts", spy)
+    model = random_model(incontext="experts", experts=["nvar"], experts_version=2)
+    x = torch.randn(1, 512, 2, generator=rng).cumsum(1)
+    with torch.no_grad():
+        y = model(x)
+    assert seen == [2]
+    torch.testing.assert_close(y, x[:, -1:].expand(-1, 64, -1))  # version 2's "nvar" is the naive forecast
