@@ -1,12 +1,14 @@
 """Checkpoint I/O: panda_fm's own format, the published reference format, hub downloads, model cards.
 
-A checkpoint is a directory holding ``config.json``, ``model.safetensors`` and a ``README.md`` model card.
-No pickle is read or written anywhere.
+A checkpoint is a directory holding ``config.json``, ``model.safetensors``, a ``README.md`` model card and
+``training_info.json``, as written by transformers' ``save_pretrained`` (so ``transformers.AutoModel`` reads it
+too, once :mod:`panda_fm` is imported). Hub ids are fetched with ``huggingface_hub.snapshot_download``, which
+honours ``HF_HUB_OFFLINE=1``, ``HF_ENDPOINT`` and the hub cache. No pickle is read or written anywhere.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import json
 import logging
 import os
@@ -16,9 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub
 import torch
+from huggingface_hub import ModelCard, ModelCardData
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from panda_fm.config import PandaConfig
 from panda_fm.model import PandaModel
@@ -29,7 +33,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 TRAINING_INFO_NAME = "training_info.json"
-HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
+HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, TRAINING_INFO_NAME)
 REFERENCE_DEFAULT_SEED = 99  # the reference's training seed when no training_info.json says otherwise
 
 # PandaConfig fields that the reference format lacks; every other field is a reference key of the same name.
@@ -43,9 +47,10 @@ _PANDA_ONLY_KEYS = frozenset(
         "experts",
         "expert_combine",
         "expert_backtest",
+        "experts_version",
     }
 )
-_REFERENCE_KEYS = tuple(f.name for f in dataclasses.fields(PandaConfig) if f.name not in _PANDA_ONLY_KEYS)
+_REFERENCE_KEYS = tuple(name for name in PandaConfig.field_types() if name not in _PANDA_ONLY_KEYS)
 # Reference settings the mapping does not support: key -> (supported value, what it would need).
 _REFERENCE_REQUIRED = {
     "distribution_output": (None, "a distribution head"),
@@ -70,7 +75,11 @@ def resolve_checkpoint(
     """A local checkpoint directory for ``path_or_id``, downloading from the hub if it is a hub id.
 
     A path that exists locally is used as is and never touches the network. Anything else of the form
-    ``org/name`` is fetched with huggingface_hub (which honours ``HF_HUB_OFFLINE=1`` and ``HF_ENDPOINT``).
+    ``org/name`` is fetched (its checkpoint files only) with ``huggingface_hub.snapshot_download``.
+
+    Raises:
+        FileNotFoundError: neither a directory nor a hub id, or a hub repo without config.json or weights.
+        OSError: the hub cannot be reached (network, HF_ENDPOINT), or offline the files are not cached.
     """
     path = Path(path_or_id)
     if path.is_dir():
@@ -80,28 +89,25 @@ def resolve_checkpoint(
         raise FileNotFoundError(
             f"{name!r} is neither a checkpoint directory nor a hub id of the form 'org/name'"
         )
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-    local: Path | None = None
-    for filename in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, TRAINING_INFO_NAME):
-        try:
-            got = Path(hf_hub_download(name, filename, revision=revision, cache_dir=cache_dir))
-        except Exception as err:  # network, offline-mode and HTTP errors: one clear message
-            # LocalEntryNotFoundError is an EntryNotFoundError too, but means "not cached", not "not on the hub"
-            absent = isinstance(err, EntryNotFoundError) and not isinstance(err, LocalEntryNotFoundError)
-            if absent and filename in (CONFIG_NAME, WEIGHTS_NAME):
-                raise FileNotFoundError(
-                    f"hub repo {name!r} has no {filename}; it is not a panda_fm checkpoint"
-                ) from None
-            if filename in (CARD_NAME, TRAINING_INFO_NAME) and (absent or local is not None):
-                continue  # optional files
+    try:
+        local = Path(
+            huggingface_hub.snapshot_download(
+                name, revision=revision, cache_dir=cache_dir, allow_patterns=list(HUB_FILES)
+            )
+        )
+    except Exception as err:  # network, offline-mode, HTTP and incomplete-cache errors: one clear message
+        raise OSError(
+            f"could not fetch {CONFIG_NAME} and {WEIGHTS_NAME} of hub repo {name!r} ({type(err).__name__}: "
+            f"{err}). Check the network or HF_ENDPOINT; offline (HF_HUB_OFFLINE=1) they must already be cached"
+        ) from err
+    for filename in (CONFIG_NAME, WEIGHTS_NAME):
+        if (local / filename).is_file():
+            continue
+        if huggingface_hub.constants.HF_HUB_OFFLINE:
             raise OSError(
-                f"could not fetch {filename} of hub repo {name!r} ({type(err).__name__}: {err}). "
-                "Check the network or HF_ENDPOINT; offline (HF_HUB_OFFLINE=1) it must already be cached"
-            ) from err
-        local = got.parent
-    assert local is not None
+                f"{filename} of hub repo {name!r} is not cached; offline (HF_HUB_OFFLINE=1) it cannot be fetched"
+            )
+        raise FileNotFoundError(f"hub repo {name!r} has no {filename}; it is not a panda_fm checkpoint")
     return local
 
 
@@ -266,24 +272,21 @@ def load_model(
 
 
 def save_model(model: PandaModel, directory: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` as a checkpoint directory (config, safetensors weights, model card, training info).
+    """Write ``model`` as a checkpoint directory (config, float32 safetensors weights, model card, training info).
 
-    Files are written into a temporary sibling directory which then replaces ``directory``, so a crash
-    never leaves a half-written checkpoint.
+    transformers' ``save_pretrained`` writes the config and weights into a temporary sibling directory, which
+    then replaces ``directory``, so a crash never leaves a half-written checkpoint.
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        model.config.save(tmp / CONFIG_NAME)
-        state = {
-            k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
-            for k, v in model.state_dict().items()
-        }
-        save_file(state, tmp / WEIGHTS_NAME, metadata={"format": "pt", "library": "panda_fm"})
+        # checkpoints hold float32 weights whatever dtype the model runs in
+        saved = model if model.dtype == torch.float32 else copy.deepcopy(model).float()
+        saved.save_pretrained(tmp)
         info = dict(info or {})
         (tmp / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
-        (tmp / CARD_NAME).write_text(model_card(model, info))
+        model_card(model, info).save(tmp / CARD_NAME)
         for path in (tmp, *tmp.iterdir()):  # mkdtemp makes private files; a checkpoint is for sharing
             path.chmod(0o755 if path.is_dir() else 0o644)
         if directory.exists():
@@ -300,8 +303,8 @@ def save_model(model: PandaModel, directory: str | os.PathLike, info: dict[str, 
     return directory
 
 
-def model_card(model: PandaModel, info: dict[str, Any]) -> str:
-    """A hub model card: YAML header, architecture, size, training data and measured results."""
+def model_card(model: PandaModel, info: dict[str, Any]) -> ModelCard:
+    """A hub model card: metadata (library, pipeline tag, tags), architecture, size, training data and results."""
     cfg = model.config
     embedding = (
         f"dynamics embedding ({cfg.poly_degrees} degrees x {cfg.num_poly_feats} products, {cfg.num_rff} Fourier features)"
@@ -315,11 +318,14 @@ def model_card(model: PandaModel, info: dict[str, Any]) -> str:
         f"{cfg.expert_backtest} steps; the network weighs them per "
         f"channel and forecasts with {'the highest-weighted one' if cfg.expert_combine == 'select' else 'their weighted mean'})",
     }
+    metadata = ModelCardData(
+        library_name="panda_fm",
+        pipeline_tag="time-series-forecasting",
+        tags=["chaos", "dynamical-systems", "forecasting", "panda_fm"],
+    )
     lines = [
         "---",
-        "library_name: panda_fm",
-        "pipeline_tag: time-series-forecasting",
-        "tags: [chaos, dynamical-systems, forecasting, panda_fm]",
+        metadata.to_yaml(),
         "---",
         "",
         f"# {info.get('name', 'panda_fm checkpoint')}",
@@ -354,4 +360,4 @@ def model_card(model: PandaModel, info: dict[str, Any]) -> str:
     lines += ["", "## Measured results", ""]
     results = info.get("results")
     lines.append(str(results) if results else "None recorded yet.")
-    return "\n".join(lines) + "\n"
+    return ModelCard("\n".join(lines) + "\n")

@@ -1,7 +1,11 @@
 """The real hub download path of ``PandaPipeline.from_pretrained``, against a hub-compatible server on loopback.
 
-``FakeHub`` speaks the part of the Hugging Face hub protocol that ``huggingface_hub.hf_hub_download`` uses:
+``FakeHub`` speaks the part of the Hugging Face hub protocol that ``huggingface_hub.snapshot_download`` uses:
 
+- ``GET /api/models/{repo_id}/revision/{revision}``: the repo's info, whose ``sha`` is the commit the revision
+  points to; ``GET /api/models/{repo_id}/tree/{revision}``: its files (path, git blob id, size, and for an LFS
+  file its sha256 and size). snapshot_download lists the repo this way, then fetches each file it wants with
+  ``hf_hub_download`` at that commit.
 - ``HEAD``/``GET /{repo_id}/resolve/{revision}/{filename}`` on the hub origin. A regular file is answered with
   ``200``, ``X-Repo-Commit``, ``ETag`` (its git blob sha1) and ``Content-Length``. An LFS file
   (``model.safetensors``) is answered with a ``302`` to a second loopback origin standing in for the CDN,
@@ -25,6 +29,7 @@ faster and lets the broken-server tests skip huggingface_hub's one-second pause 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import socket
@@ -87,6 +92,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
         if role == "cdn":
             self._serve_cdn(hub, path, head)
+        elif path.startswith("/api/models/"):
+            self._serve_api(hub, path, head)
         else:
             self._serve_resolve(hub, path, head)
 
@@ -104,6 +111,33 @@ class _Handler(BaseHTTPRequestHandler):
         message = f"{code}: {self.path}".encode()
         headers = {"X-Error-Code": code, "X-Error-Message": message.decode(), "Content-Type": "text/plain"}
         self._send(status, headers | (extra or {}), message, head)
+
+    def _serve_api(self, hub: FakeHub, path: str, head: bool) -> None:
+        """The repo info (``/revision/``) and file listing (``/tree/``) that snapshot_download reads."""
+        match = re.fullmatch(
+            r"/api/models/(?P<repo>[^/]+/[^/]+)/(?P<kind>revision|tree)/(?P<rev>[^/]+)", path
+        )
+        if match is None or match["repo"] not in hub.repos:
+            self._error(404, "RepoNotFound", head)
+            return
+        files, commit = hub.repos[match["repo"]], hub.commits[match["repo"]]
+        if match["rev"] not in ("main", commit):
+            self._error(404, "RevisionNotFound", head)
+            return
+        if match["kind"] == "revision":
+            body = {"id": match["repo"], "sha": commit, "siblings": [{"rfilename": name} for name in files]}
+        else:
+            body = []
+            for name, data in files.items():
+                entry = {"type": "file", "oid": _git_blob_sha1(data), "size": len(data), "path": name}
+                if name in LFS_FILES:
+                    entry["lfs"] = {
+                        "oid": hashlib.sha256(data).hexdigest(),
+                        "size": len(data),
+                        "pointerSize": 134,
+                    }
+                body.append(entry)
+        self._send(200, {"Content-Type": "application/json"}, json.dumps(body).encode(), head)
 
     def _serve_resolve(self, hub: FakeHub, path: str, head: bool) -> None:
         match = re.fullmatch(r"/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)", path)
@@ -361,10 +395,15 @@ def test_download_into_empty_cache_and_forecast(downloaded, repo_files, local_fo
     hub, cache = downloaded["hub"], downloaded["cache"]
     np.testing.assert_array_equal(downloaded["forecast"], local_forecast)
 
-    # every checkpoint file came over the wire: metadata from the hub, the weights from the "CDN"
+    # main was resolved to its commit (once per call: the script resolves twice) and the commit's files listed
+    # once (then cached), then every checkpoint file came over the wire at that commit: metadata from the hub,
+    # the weights from the "CDN"
     commit = hub.commits[REPO_ID]
+    paths = [path.split("?")[0] for _, _, path, _ in hub.requests]
+    assert paths.count(f"/api/models/{REPO_ID}/revision/main") == 2
+    assert paths.count(f"/api/models/{REPO_ID}/tree/{commit}") == 1
     for name in repo_files:
-        assert ("hub", "HEAD", f"/{REPO_ID}/resolve/main/{name}", None) in hub.requests
+        assert ("hub", "HEAD", f"/{REPO_ID}/resolve/{commit}/{name}", None) in hub.requests
     weights_url = f"/cdn/{hashlib.sha256(repo_files[WEIGHTS]).hexdigest()}"
     assert ("cdn", "GET", weights_url, None) in hub.requests
     assert len(hub.requests) <= 4 * len(repo_files)  # bounded: no retry storms
@@ -465,8 +504,9 @@ def test_local_directory_never_touches_the_network(
     hub_env.point_at(sentinel.url)
 
     def no_download(*args, **kwargs):
-        raise AssertionError(f"hf_hub_download called for a local directory: {args} {kwargs}")
+        raise AssertionError(f"a hub download was asked for a local directory: {args} {kwargs}")
 
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_download)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
     forecast = PandaPipeline.from_pretrained(checkpoint).predict(context, HORIZON)
     np.testing.assert_array_equal(forecast, local_forecast)
