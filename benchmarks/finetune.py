@@ -129,7 +129,7 @@ def main() -> None:
         )
 
     print(
-        f"\nbase: {args.checkpoint} ({base.info.get('name', '?')}, {base.model.num_parameters:,} parameters)"
+        f"\nbase: {args.checkpoint} ({base.info.get('name', '?')}, {base.model.num_parameters():,} parameters)"
     )
     print(
         f"mode {args.mode}, budget {args.max_minutes:g} min / {args.max_steps or 'any'} steps per model, lr {cfg.trainer.lr:g}, "

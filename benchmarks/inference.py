@@ -41,7 +41,7 @@ def main() -> None:
     torch.manual_seed(0)
     config = PandaConfig()  # the reference 21M configuration
     model = PandaModel(config).eval()
-    print(f"threads: {torch.get_num_threads()}  parameters: {model.num_parameters:,}")
+    print(f"threads: {torch.get_num_threads()}  parameters: {model.num_parameters():,}")
     x32 = torch.randn(32, config.context_length, args.channels)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model(x32)

@@ -101,7 +101,7 @@ def measure(
         step(i)
     seconds = (time.perf_counter() - t) / steps
     result = {
-        "params": model.num_parameters,
+        "params": model.num_parameters(),
         "batch": batch_size,
         "step_s": seconds,
         "windows_per_s": batch_size / seconds,

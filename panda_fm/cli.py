@@ -119,7 +119,7 @@ def _convert(args: argparse.Namespace) -> int:
     pipe.info.setdefault("name", f"panda_fm conversion of {args.src}")
     pipe.info.setdefault("converted_from", str(args.src))
     pipe.save_pretrained(args.dst)
-    logging.getLogger("panda_fm").info("wrote %s (%d parameters)", args.dst, pipe.model.num_parameters)
+    logging.getLogger("panda_fm").info("wrote %s (%d parameters)", args.dst, pipe.model.num_parameters())
     return 0
 
 

@@ -335,7 +335,7 @@ def model_card(model: PandaModel, info: dict[str, Any]) -> ModelCard:
         "",
         "## Architecture",
         "",
-        f"- parameters: {model.num_parameters:,}",
+        f"- parameters: {model.num_parameters():,}",
         f"- context {cfg.context_length} steps, horizon {cfg.prediction_length} per pass "
         + (
             "(any horizon in one pass: the experts roll out)"

@@ -152,10 +152,6 @@ class PandaModel(PreTrainedModel):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, C) -> (B, C, N, P)``, patches aligned to the end of the context."""
         cfg = self.config

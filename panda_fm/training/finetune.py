@@ -449,7 +449,7 @@ def fine_tune(
         "fine-tuning %s (%s of %s parameters trainable) on %s Loss (%s, %s) before: train %.4f, validation %s",
         info.get("name", "the model"),
         f"{trainable:,}",
-        f"{work.num_parameters:,}",
+        f"{work.num_parameters():,}",
         split.description,
         LOSS_NAMES[tc.loss],
         loss_source,

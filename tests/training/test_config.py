@@ -26,9 +26,9 @@ def test_config_sizes():
     ddp = load_config(CONFIGS / "base-21m-ddp.yaml")
     assert ddp.trainer.devices == 8 and ddp.data.batch_size * ddp.trainer.world_size == 1024
     assert load_config(CONFIGS / "base-21m-gpu.yaml").trainer.precision == "bf16-mixed"
-    small = PandaModel(load_config(CONFIGS / "small-cpu.yaml").model).num_parameters
+    small = PandaModel(load_config(CONFIGS / "small-cpu.yaml").model).num_parameters()
     assert 2e6 < small < 1e7
-    assert PandaModel(load_config(CONFIGS / "tiny-cpu.yaml").model).num_parameters < 1e5
+    assert PandaModel(load_config(CONFIGS / "tiny-cpu.yaml").model).num_parameters() < 1e5
 
 
 def test_overrides_are_coerced():
