@@ -52,6 +52,7 @@ def test_csv_with_text_is_refused_with_its_position(tmp_path):
         read_series(src)
 
 
+@pytest.mark.slow
 def test_console_entry_point_reports_errors_without_traceback(tmp_path):
     np.save(tmp_path / "x.npy", np.full((50, 2), np.nan))
     out = subprocess.run(
@@ -76,6 +77,7 @@ def test_console_entry_point_reports_errors_without_traceback(tmp_path):
     assert not (tmp_path / "y.npy").exists()
 
 
+@pytest.mark.slow
 def test_demo_forecasts_a_held_out_system_and_writes_a_plot(tmp_path, caplog):
     import logging
 

@@ -391,6 +391,7 @@ def downloaded(tmp_path_factory, repo_files, context):
     return {"cache": cache, "forecast": forecast, "resolved": resolved, "hub": hub}
 
 
+@pytest.mark.slow
 def test_download_into_empty_cache_and_forecast(downloaded, repo_files, local_forecast):
     hub, cache = downloaded["hub"], downloaded["cache"]
     np.testing.assert_array_equal(downloaded["forecast"], local_forecast)
@@ -418,6 +419,7 @@ def test_download_into_empty_cache_and_forecast(downloaded, repo_files, local_fo
     assert _cached_files(cache)["incomplete"] == []
 
 
+@pytest.mark.slow
 def test_offline_loads_from_cache(downloaded, context, hub_server, tmp_path):
     """HF_HUB_OFFLINE=1 with the download server stopped: the cache alone gives the identical forecast.
 

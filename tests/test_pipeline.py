@@ -106,6 +106,7 @@ np.save(sys.argv[2], PandaPipeline.from_pretrained(sys.argv[3]).predict(x, 150))
 """
 
 
+@pytest.mark.slow
 def test_two_processes_give_bit_identical_forecasts(tmp_path):
     x = np.random.default_rng(6).normal(size=(2, 512, 3)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)

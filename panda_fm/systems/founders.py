@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 CATALOGUE = Path(__file__).with_name("data") / "founders.json"
 
-#: Held-out founders (REFERENCE.md section 1): they and all their descendants form the test split.
+#: Held-out founders (those of the published reference, docs/method.md): they and all their descendants form the test split.
 HELD_OUT = frozenset(
     {
         "Bouali",

@@ -215,7 +215,9 @@ def _gappy_context(seed: int) -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("path", [TINY_CHECKPOINT, SHIPPED], ids=["tiny", "panda-fm-small"])
+@pytest.mark.parametrize(
+    "path", [TINY_CHECKPOINT, pytest.param(SHIPPED, marks=pytest.mark.slow)], ids=["tiny", "panda-fm-small"]
+)
 def test_auto_classes_load_checkpoints_bit_identical_to_the_pipeline(path):
     import transformers
 

@@ -14,8 +14,7 @@ import torch
 
 from panda_fm import PandaPipeline
 from panda_fm.cli import main
-from panda_fm.data.series import load_series, longest_nan_run, split_series, usable_targets
-from panda_fm.data.windows import WindowSpec
+from panda_fm.data.series import load_series, longest_nan_run, split_series
 from panda_fm.training import finetune, run, trainer
 from panda_fm.training.config import TrainerConfig, load_config
 from panda_fm.training.finetune import (
@@ -352,14 +351,6 @@ def test_nan_runs_are_masked_and_logged(base: PandaPipeline, caplog) -> None:
     assert np.isfinite(result.train_loss_after) and np.isfinite(result.val_loss_after)
 
 
-def test_windows_without_enough_observed_context_are_not_drawn() -> None:
-    spec = WindowSpec(64, 16, 2)
-    x = np.ones((200, 2), np.float32)
-    x[:100, 0] = np.nan  # channel 0 unobserved for the first 100 steps
-    t = usable_targets(x, 0, 184, spec, min_context=16, min_observed=16)
-    assert t.min() == 116 and t.max() == 184  # 16 observed steps of channel 0 before the target
-
-
 # --- bad input ---------------------------------------------------------------------------------------
 
 
@@ -448,6 +439,7 @@ def test_cli_finetune(tmp_path, caplog) -> None:
     assert rc == 2 and "has 100 steps; fine-tuning needs at least" in caplog.text
 
 
+@pytest.mark.slow
 def test_import_stays_light_and_cli_help() -> None:
     code = (
         "import sys, panda_fm; panda_fm.PandaPipeline.fine_tune; assert 'lightning' not in sys.modules; "

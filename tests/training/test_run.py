@@ -120,6 +120,7 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run_resumably(tiny_dataset: 
     assert lrs == pytest.approx([5e-4 * schedule(step) for step in range(4, 10)])
 
 
+@pytest.mark.slow
 def test_kill_and_resume_matches_an_uninterrupted_run(tiny_dataset: Path, tmp_path: Path):
     steps = "300"
     common = {
@@ -162,6 +163,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_dataset: Path, tmp_pa
     assert resumed.metrics == pytest.approx(reference.metrics, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_two_process_ddp_run_exports_one_checkpoint_from_disjoint_windows(tiny_dataset: Path, tmp_path: Path):
     out = tmp_path / "ddp"
     steps = 12

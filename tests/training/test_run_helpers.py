@@ -54,6 +54,7 @@ def test_datamodule_remembers_its_dataset(tiny_dataset: Path, caplog: pytest.Log
     assert "different dataset" in caplog.text
 
 
+@pytest.mark.slow
 def test_ship_checkpoint_puts_the_reports_in_the_model_card(tmp_path: Path):
     import shutil
     import subprocess

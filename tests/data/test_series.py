@@ -1,0 +1,60 @@
+"""Windows cut from users' recordings, and the checks every recording passes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from panda_fm.data.series import load_series, longest_nan_run, usable_targets
+from panda_fm.data.validation import as_series
+from panda_fm.data.windows import WindowSpec
+
+
+def test_windows_without_enough_observed_context_are_not_drawn() -> None:
+    spec = WindowSpec(64, 16, 2)
+    x = np.ones((200, 2), np.float32)
+    x[:100, 0] = np.nan  # channel 0 unobserved for the first 100 steps
+    t = usable_targets(x, 0, 184, spec, min_context=16, min_observed=16)
+    assert t.min() == 116 and t.max() == 184  # 16 observed steps of channel 0 before the target
+
+
+def test_longest_nan_run_counts_steps_with_any_missing_channel() -> None:
+    x = np.ones((50, 2))
+    x[10:14, 0] = np.nan
+    x[13:20, 1] = np.nan
+    assert longest_nan_run(x) == 10 and longest_nan_run(np.ones((5, 1))) == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.array([-(2**63), 1], dtype=np.int64), r"beyond \+-1e\+15"),  # |x| computed without wrapping
+        (np.array([1e300, np.nan]), r"beyond \+-1e\+15"),
+        (np.array([1.0, np.inf]), "infinite values; replace them with NaN"),
+        (torch.ones(5, dtype=torch.bool), "dtype torch.bool"),
+        (np.ones((2, 3, 4)), r"time along axis 0, got shape \(2, 3, 4\)"),
+        (np.zeros((4, 0)), "empty"),
+        ([["a"]], "dtype <U1"),
+    ],
+)
+def test_bad_series_are_named_errors(value, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        as_series(value, "x")
+
+
+def test_series_become_float32_time_by_channel_whatever_their_type() -> None:
+    for value in (np.arange(6), torch.arange(6.0, dtype=torch.bfloat16), [0, 1, 2, 3, 4, 5]):
+        out = as_series(value, "x")
+        assert out.shape == (6, 1) and out.dtype == np.float32
+        np.testing.assert_array_equal(out[:, 0], np.arange(6))
+    assert np.isnan(as_series(np.array([np.nan, 1.0], dtype=np.float16), "x")[0, 0])  # NaN stays missing
+
+
+def test_load_series_splits_a_batch_into_recordings_and_checks_each() -> None:
+    recordings = load_series(np.ones((2, 100, 3)))
+    assert [r.shape for r in recordings] == [(100, 3), (100, 3)]
+    x = np.ones((100, 3))
+    x[:, 2] = np.nan
+    with pytest.raises(ValueError, match=r"all-NaN channel\(s\) \[2\]"):
+        load_series([np.ones((100, 3)), x])
