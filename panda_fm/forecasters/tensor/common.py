@@ -1,0 +1,82 @@
+"""What the tensor experts share: standardisation by the context, delay vectors, the clipped rollout.
+
+Each function mirrors its numpy counterpart in :mod:`panda_fm.forecasters.base` (same arithmetic, batched).
+
+Shape letters: B batch, T time, C channels, H horizon, N time indices, L delays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["standardise", "delay_vectors", "rollout"]
+
+
+def standardise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-channel standardisation over time, as ``panda_fm.scaling.context_moments``.
+
+    Args:
+        x: ``(B, T, C)`` finite contexts.
+
+    Returns:
+        ``(z, mean, std)``: ``z`` ``(B, T, C)``, ``mean`` and ``std`` ``(B, 1, C)`` (population std; 1 for a
+        constant channel).
+    """
+    mu = x.mean(dim=1, keepdim=True)
+    sd = x.std(dim=1, keepdim=True, correction=0)
+    sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+    return (x - mu) / sd, mu, sd
+
+
+def delay_vectors(z: torch.Tensor, t: torch.Tensor | int, delays: int, stride: int) -> torch.Tensor:
+    """Delay vectors ``[z[t], z[t - stride], ..., z[t - (delays - 1) stride]]``, flattened delay-major.
+
+    Args:
+        z: ``(B, T, C)``.
+        t: a time index, or ``(N,)`` indices (int64).
+        delays: ``L``.
+        stride: steps between copies.
+
+    Returns:
+        ``(B, L*C)`` for an int ``t``, ``(B, N, L*C)`` for indices; entry ``l*C + c`` is channel ``c`` at
+        ``t - l*stride`` (the layout of the numpy forecasters).
+    """
+    offsets = torch.arange(delays, device=z.device) * stride
+    if isinstance(t, int):
+        v = z[:, t - offsets]  # (B, L, C)
+        return v.reshape(z.shape[0], -1)
+    idx = t[:, None] - offsets  # (N, L)
+    v = z[:, idx]  # (B, N, L, C)
+    return v.reshape(z.shape[0], idx.shape[0], -1)
+
+
+def rollout(
+    z: torch.Tensor,
+    step: Callable[[torch.Tensor, int], torch.Tensor],
+    horizon: int,
+    clip: bool = True,
+) -> torch.Tensor:
+    """Iterate a one-step map from the end of ``z``: ``z[t+1] = z[t] + step(history, t)``.
+
+    With ``clip``, every new state is clipped to the context's range widened by its span on each side (a
+    diverging rollout stays finite and visibly wrong).
+
+    Args:
+        z: ``(B, T, C)`` contexts.
+        step: ``(history (B, T + H, C), t) -> increments (B, C)`` from the states up to index ``t``.
+        horizon: ``H``.
+        clip: bound the states.
+
+    Returns:
+        ``(B, H, C)``.
+    """
+    lo, hi = z.amin(dim=1), z.amax(dim=1)  # (B, C)
+    lo, hi = lo - (hi - lo), hi + (hi - lo)
+    t0 = z.shape[1]
+    history = torch.cat([z, z.new_empty(z.shape[0], horizon, z.shape[2])], dim=1)  # (B, T + H, C)
+    for t in range(t0 - 1, t0 - 1 + horizon):
+        nxt = history[:, t] + step(history, t)  # (B, C)
+        history[:, t + 1] = torch.clamp(nxt, lo, hi) if clip else nxt
+    return history[:, t0:]
