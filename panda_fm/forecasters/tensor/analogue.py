@@ -1,0 +1,108 @@
+"""The method of analogues as batched torch code: nearest neighbours in delay space vote on the next increment.
+
+Reproduces :class:`panda_fm.forecasters.analogue.AnalogueForecaster` (the float64 numpy reference) for a
+whole batch at once, on the context's device and in its dtype: every series has a library of the same
+size, so the libraries stack into one ``(B, L*C, N)`` tensor, and each step of the rollout (the only Python
+loop) takes the distances of all series at once, as sums of squared differences over the ``L*C`` rows
+(no matrix product, so float32 stays float32 on a GPU whatever the TF32 settings), and the ``k`` nearest by
+``torch.topk``.
+
+Shape letters: B batch, T time, C channels, H horizon, N library states, L delays.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from panda_fm.forecasters.tensor.common import delay_vectors, rollout, standardise
+
+__all__ = ["analogue_forecast", "analogue_min_context"]
+
+
+def analogue_min_context(delays: int = 4, stride: int = 4, k: int = 4, exclude_recent: int = 0) -> int:
+    """The shortest context :func:`analogue_forecast` accepts, as ``AnalogueForecaster.min_context``.
+
+    The library then holds at least ``k + 1`` delay vectors.
+    """
+    return (delays - 1) * stride + 1 + exclude_recent + k + 1
+
+
+def analogue_forecast(
+    x: torch.Tensor,
+    horizon: int,
+    *,
+    delays: int = 4,
+    stride: int = 4,
+    k: int = 4,
+    exclude_recent: int = 0,
+    clip: bool = True,
+) -> torch.Tensor:
+    """Forecast each series by the method of analogues on its own context, the whole batch at once.
+
+    Each context is standardised per channel; its library is the delay vectors
+    ``[z[t], z[t - stride], ..., z[t - (delays - 1) stride]]`` at every ``t`` from the first full one to
+    ``T - 2 - exclude_recent``, each paired with its next increment ``z[t + 1] - z[t]``. At each step of the
+    rollout the ``k`` library vectors nearest (Euclidean) to the current delay vector vote on the increment
+    with weights ``exp(-d / max(d_min, 1e-12))``; with ``clip`` the states are bounded as in
+    :func:`panda_fm.forecasters.tensor.common.rollout`. The neighbours are ranked by squared distance (the
+    same order as numpy's distances); equal distances at the ``k``-th place may pick a different neighbour
+    than numpy's ``argpartition`` (only with repeated library vectors).
+
+    Args:
+        x: ``(B, T, C)`` finite contexts in any units (not checked: the check would synchronise a GPU),
+            float32 or float64 (other dtypes are computed in float32, integers in float64).
+        horizon: ``H``, steps to forecast.
+        delays: ``L``, entries of a delay vector.
+        stride: steps between the entries.
+        k: neighbours that vote.
+        exclude_recent: the context's last steps left out of the library (a Theiler window).
+        clip: bound the rollout by the context's range widened by its span on each side.
+
+    Returns:
+        ``(B, H, C)`` in the units, dtype and device of ``x``.
+
+    Raises:
+        ValueError: for a context that is not ``(B, T, C)``, shorter than :func:`analogue_min_context`, a
+            horizon below 1 or invalid settings.
+    """
+    if delays < 1 or stride < 1 or k < 1 or exclude_recent < 0:
+        raise ValueError(
+            f"need delays, stride, k >= 1 and exclude_recent >= 0, got {delays}, {stride}, {k}, {exclude_recent}"
+        )
+    if x.ndim != 3:
+        raise ValueError(f"context must be (B, T, C), got shape {tuple(x.shape)}")
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    min_context = analogue_min_context(delays, stride, k, exclude_recent)
+    if x.shape[1] < min_context:
+        raise ValueError(
+            f"analogue needs a context of at least {min_context} steps, got {x.shape[1]}; pass a longer context"
+        )
+    work = _working_dtype(x.dtype)
+    z, mu, sd = standardise(x.to(work))  # (B, T, C), (B, 1, C), (B, 1, C)
+    span = (delays - 1) * stride + 1
+    t = torch.arange(span - 1, z.shape[1] - 1 - exclude_recent, device=z.device)  # (N,)
+    library = delay_vectors(z, t, delays, stride).transpose(1, 2).contiguous()  # (B, L*C, N)
+    increments = z[:, t + 1] - z[:, t]  # (B, N, C)
+    kk = min(k, t.shape[0])
+    c = z.shape[2]
+
+    def step(history: torch.Tensor, now: int) -> torch.Tensor:
+        """Increments ``(B, C)`` voted by the ``kk`` nearest library vectors to the delay vector at ``now``."""
+        q = delay_vectors(history, now, delays, stride)  # (B, L*C)
+        d2 = (library - q[:, :, None]).square_().sum(dim=1)  # (B, N) squared distances
+        d2n, idx = torch.topk(d2, kk, dim=1, largest=False)  # (B, kk), ascending
+        dn = d2n.sqrt()  # (B, kk)
+        w = torch.exp(-dn / dn[:, :1].clamp_min(1e-12))  # (B, kk)
+        inc = torch.gather(increments, 1, idx[:, :, None].expand(-1, -1, c))  # (B, kk, C)
+        return (w[:, :, None] * inc).sum(dim=1) / w.sum(dim=1, keepdim=True)
+
+    out = rollout(z, step, horizon, clip=clip) * sd + mu  # (B, H, C)
+    return out.to(x.dtype) if x.dtype.is_floating_point else out
+
+
+def _working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 and float32 as they are, other floats in float32, integers and bools in float64."""
+    if dtype in (torch.float64, torch.float32):
+        return dtype
+    return torch.float32 if dtype.is_floating_point else torch.float64
