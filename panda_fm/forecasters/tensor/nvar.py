@@ -1,0 +1,288 @@
+"""The NVAR (ridge regression on polynomial features of a delay embedding) as batched torch code.
+
+:func:`nvar_forecast` computes what :meth:`panda_fm.forecasters.NVARForecaster.predict` computes, for a whole
+batch at once and on the input's device and dtype: the features of all series in one tensor operation, the
+Gram matrices of all series ``(B, F, F)``, one batched solve for every penalty of every series
+``(B, R, F, F)``, the held-out rollouts of all ``R`` penalties of all ``B`` series in lockstep, and the final
+rollout of all series in lockstep. The only Python loops run over the time steps of a rollout.
+
+Shape letters: B batch, T time, C channels, H horizon, N training pairs, F features, R penalties, L delays,
+D delay-vector entries (``L*C``), M monomials of one degree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from functools import lru_cache
+from itertools import combinations_with_replacement
+
+import torch
+
+from panda_fm.forecasters.nvar import n_monomials
+from panda_fm.forecasters.tensor.common import delay_vectors, rollout, standardise
+
+__all__ = ["nvar_forecast"]
+
+_RIDGES = (1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+
+
+@lru_cache(maxsize=64)
+def _monomial_table(n_vars: int, degree: int) -> tuple[tuple[int, ...], ...]:
+    """Every monomial of degree 1 to ``degree`` of ``n_vars`` variables as ``degree`` factor indices.
+
+    The order is that of the numpy forecasters: degree 1, then degree 2, ..., each degree in
+    ``itertools.combinations_with_replacement`` order. Index 0 is a constant 1 and index ``i + 1`` is
+    variable ``i``; a lower degree's monomial is padded in front with 1s, so the left-to-right product of its
+    factors is exactly the product ``np.prod`` computes (a product with 1 is exact).
+    """
+    rows = []
+    for d in range(1, degree + 1):
+        for combo in combinations_with_replacement(range(1, n_vars + 1), d):
+            rows.append((0,) * (degree - d) + combo)
+    return tuple(rows)
+
+
+def _monomial_index(n_vars: int, degree: int, device: torch.device) -> torch.Tensor:
+    """:func:`_monomial_table` as an int64 ``(degree, F)`` tensor on ``device`` (row ``k``: ``k``-th factors)."""
+    return torch.tensor(_monomial_table(n_vars, degree), dtype=torch.long, device=device).T.contiguous()
+
+
+def _monomials(v: torch.Tensor, index: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """All unique monomials of degree 1 to ``degree`` of the variables along ``dim``.
+
+    Args:
+        v: ``D`` variables along ``dim``, e.g. ``(B, D)`` or ``(B, D, N)``.
+        index: ``(degree, F)`` from :func:`_monomial_index` for ``D`` variables.
+        dim: the variables' axis.
+
+    Returns:
+        ``v`` with ``F`` monomials along ``dim`` in the numpy forecasters' order, e.g. ``(B, F)`` or
+        ``(B, F, N)``.
+    """
+    if index.shape[0] == 1:
+        return v
+    va = torch.cat([torch.ones_like(v.narrow(dim, 0, 1)), v], dim=dim)  # D + 1 along dim: a constant first
+    out = va.index_select(dim, index[0])  # F along dim
+    for factor in index[1:]:
+        out = out * va.index_select(dim, factor)
+    return out
+
+
+def _degree(
+    n_steps: int, n_channels: int, *, delays: int, span: int, degree: int, validation: int, n_ridges: int,
+    max_feature_ratio: float,
+) -> int:  # fmt: skip
+    """The feature degree for contexts of ``n_steps`` steps (the numpy forecaster's ``_degree``)."""
+    n_pairs = n_steps - span - (validation if n_ridges > 1 else 0)
+    while degree > 1 and n_monomials(delays * n_channels, degree) > max_feature_ratio * n_pairs:
+        degree -= 1
+    return degree
+
+
+def _ridge_path(x: torch.Tensor, y: torch.Tensor, alphas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ridge regressions with an unpenalised intercept, batched over series and penalties.
+
+    The arithmetic of the numpy forecaster's ``_ridge_path``: features scaled to unit variance (population
+    std, 1 where it is 0), features and targets centred, ``(alpha * N + 1e-10) * I`` added to the Gram
+    matrix, weights returned in the original feature units with intercept ``ym - xm @ w``.
+
+    Args:
+        x: ``(B, F, N)`` features, feature-major (every reduction then runs over contiguous memory).
+        y: ``(B, N, C)`` targets.
+        alphas: ``(R,)`` penalties shared by all series, or ``(B, R)`` per series.
+
+    Returns:
+        Weights ``(B, R, F, C)`` and intercepts ``(B, R, C)``.
+    """
+    n = x.shape[2]
+    xm, ym = x.mean(dim=2, keepdim=True), y.mean(dim=1, keepdim=True)  # (B, F, 1), (B, 1, C)
+    xd = x - xm  # (B, F, N)
+    xs = (xd * xd).mean(dim=2, keepdim=True).sqrt()  # (B, F, 1): numpy's two-pass population std
+    xs = torch.where(xs > 0, xs, torch.ones_like(xs))
+    xc = xd / xs  # (B, F, N)
+    gram = xc @ xc.mT  # (B, F, F)
+    rhs = xc @ (y - ym)  # (B, F, C)
+    jitter = (alphas.to(x.dtype) * n + 1e-10).expand(x.shape[0], -1)  # (B, R)
+    a = gram[:, None].repeat(1, jitter.shape[1], 1, 1)  # (B, R, F, F)
+    a.diagonal(dim1=-2, dim2=-1).add_(jitter[:, :, None])  # + (alpha N + 1e-10) I
+    # solve_ex: no host synchronisation to check for singular systems (the jitter keeps them regular; a
+    # failed solve would give non-finite weights, whose rollout loses the validation or is non-finite)
+    w = torch.linalg.solve_ex(a, rhs[:, None].expand(-1, a.shape[1], -1, -1))[0]  # (B, R, F, C)
+    w = w / xs[:, None]  # (B, R, F, C): back to the original feature units
+    b = ym - (xm.mT[:, None] @ w).squeeze(-2)  # (B, 1, 1, F) @ (B, R, F, C) -> (B, R, C)
+    return w, b
+
+
+def _fit_path(
+    z: torch.Tensor, alphas: torch.Tensor, delays: int, stride: int, index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ridge fits of the increment ``z[t+1] - z[t]`` on the features of the delay vector at ``t``.
+
+    Args:
+        z: ``(B, T, C)`` standardised contexts.
+        alphas: ``(R,)`` or ``(B, R)`` penalties.
+        delays: ``L``.
+        stride: steps between delayed copies.
+        index: :func:`_monomial_index` ``(degree, F)`` of the feature degree.
+
+    Returns:
+        Weights ``(B, R, F, C)`` and intercepts ``(B, R, C)``.
+    """
+    span = (delays - 1) * stride + 1
+    t = torch.arange(span - 1, z.shape[1] - 1, device=z.device)  # (N,) times with a full delay vector
+    v = delay_vectors(z, t, delays, stride).mT  # (B, N, L*C) -> (B, L*C, N)
+    return _ridge_path(_monomials(v, index, dim=1), z[:, t + 1] - z[:, t], alphas)  # features (B, F, N)
+
+
+def _rollout(
+    z: torch.Tensor, w: torch.Tensor, b: torch.Tensor, horizon: int, delays: int, stride: int, clip: bool,
+    index: torch.Tensor,
+) -> torch.Tensor:  # fmt: skip
+    """Iterate the fitted one-step maps of all series in lockstep.
+
+    Args:
+        z: ``(B, T, C)`` contexts the rollouts continue.
+        w: ``(B, F, C)`` weights.
+        b: ``(B, C)`` intercepts.
+        horizon: ``H``.
+        delays: ``L``.
+        stride: steps between delayed copies.
+        clip: bound the states to the context's range widened by its span on each side.
+        index: :func:`_monomial_index` ``(degree, F)`` of the feature degree.
+
+    Returns:
+        ``(B, H, C)``.
+    """
+
+    wt = w.mT.contiguous()  # (B, C, F): a multiply and a contiguous sum per step beat a batched matmul
+
+    def step(history: torch.Tensor, t: int) -> torch.Tensor:
+        x = _monomials(delay_vectors(history, t, delays, stride), index)  # (B, F)
+        return (x[:, None] * wt).sum(dim=-1) + b  # (B, C)
+
+    return rollout(z, step, horizon, clip)
+
+
+def _choose_penalties(
+    z: torch.Tensor, alphas: torch.Tensor, validation: int, delays: int, stride: int, clip: bool,
+    index: torch.Tensor,
+) -> torch.Tensor:  # fmt: skip
+    """Each series' penalty by a held-out rollout, all penalties of all series in lockstep.
+
+    Every penalty is fitted on the context less its last ``validation`` steps, which it then forecasts
+    iteratively; the penalty of the smallest mean squared error wins (NaN counts as +inf, ties go to the
+    first, as ``np.nanargmin``).
+
+    Args:
+        z: ``(B, T, C)`` standardised contexts.
+        alphas: ``(R,)`` penalties.
+        validation: ``V``, steps held out.
+        delays: ``L``.
+        stride: steps between delayed copies.
+        clip: bound the rollouts' states.
+        index: :func:`_monomial_index` ``(degree, F)`` of the feature degree.
+
+    Returns:
+        ``(B,)`` int64 indices into ``alphas``.
+    """
+    B, T, C = z.shape
+    R = alphas.shape[0]
+    head, tail = z[:, :-validation], z[:, -validation:]  # (B, T - V, C), (B, V, C)
+    w, b = _fit_path(head, alphas, delays, stride, index)  # (B, R, F, C), (B, R, C)
+    starts = head[:, None].expand(-1, R, -1, -1).reshape(B * R, T - validation, C)  # one rollout per penalty
+    forecasts = _rollout(starts, w.flatten(0, 1), b.flatten(0, 1), validation, delays, stride, clip, index)
+    forecasts = forecasts.reshape(B, R, validation, C)  # (B*R, V, C) -> (B, R, V, C)
+    mse = ((forecasts - tail[:, None]) ** 2).mean(dim=(2, 3))  # (B, R)
+    return torch.where(mse.isnan(), torch.inf, mse).argmin(dim=1)
+
+
+def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """Switch off autocast on ``device`` (the fits need their full precision), where autocast exists."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def nvar_forecast(
+    x: torch.Tensor,
+    horizon: int,
+    *,
+    delays: int = 2,
+    stride: int = 1,
+    degree: int = 3,
+    ridges: Sequence[float] = _RIDGES,
+    validation: int = 64,
+    max_feature_ratio: float = 0.5,
+    clip: bool = True,
+) -> torch.Tensor:
+    """``NVARForecaster(...).predict(x, horizon)`` for a whole batch at once, on ``x``'s device and dtype.
+
+    Each series is standardised per channel by its own context. The feature degree is the largest up to
+    ``degree`` whose monomial count stays within ``max_feature_ratio`` times the training pairs. With more
+    than one penalty, each series fits all of ``ridges`` on its context less the last ``validation`` steps,
+    forecasts those steps iteratively with each, keeps the penalty of the smallest mean squared error (NaN
+    counts as +inf) and refits on the whole context. The forecast iterates the fitted increments from the
+    end of the context (clipped with ``clip``) and undoes the scaling.
+
+    The arithmetic is that of the numpy forecaster, in ``x``'s dtype (float64 agrees with it to rounding;
+    float32 can choose another penalty where the fits are ill-conditioned). Autocast is switched off
+    inside. Non-finite contexts are not checked for (that would synchronise with the device): they give
+    non-finite forecasts.
+
+    Args:
+        x: ``(B, T, C)`` finite contexts in any units, float32 or float64.
+        horizon: ``H``, steps to forecast.
+        delays: ``L``, delayed copies in the embedding.
+        stride: steps between delayed copies.
+        degree: highest polynomial degree of the features.
+        ridges: ``R`` penalties per sample on the standardised features' weights, all >= 0.
+        validation: steps at the end of the context held out to choose the penalty (with ``R > 1``).
+        max_feature_ratio: features per training pair, at most.
+        clip: keep the rollout within the context's range widened by its span on each side.
+
+    Returns:
+        ``(B, H, C)`` forecasts in ``x``'s units, dtype and device.
+
+    Raises:
+        ValueError: for invalid settings, a context that is not ``(B, T, C)`` or is shorter than the
+            numpy forecaster's ``min_context``, or ``horizon < 1``.
+        TypeError: for a context that is not float32 or float64.
+    """
+    ridges = tuple(float(r) for r in ridges)
+    if delays < 1 or stride < 1:
+        raise ValueError(f"delays and stride must be >= 1, got {delays} and {stride}")
+    if degree < 1:
+        raise ValueError(f"degree must be >= 1, got {degree}")
+    if not ridges or min(ridges) < 0:
+        raise ValueError(f"ridges must be non-empty and >= 0, got {ridges}")
+    if validation < 1 or max_feature_ratio <= 0:
+        raise ValueError("validation must be >= 1 and max_feature_ratio > 0")
+    if x.ndim != 3:
+        raise ValueError(f"context must be (B, T, C), got shape {tuple(x.shape)}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"context must be float32 or float64, got {x.dtype}")
+    if horizon < 1:
+        raise ValueError(f"prediction_length must be >= 1, got {horizon}")
+    span = (delays - 1) * stride + 1
+    n_ridges = len(ridges)
+    min_context = span + 8 + (validation if n_ridges > 1 else 0)
+    if x.shape[1] < min_context:
+        raise ValueError(
+            f"nvar needs a context of at least {min_context} steps, got {x.shape[1]}; pass a longer context"
+        )
+    T, C = x.shape[1:]
+    with _autocast_off(x.device):
+        z, mu, sd = standardise(x)  # (B, T, C), (B, 1, C), (B, 1, C)
+        d = _degree(
+            T, C, delays=delays, span=span, degree=degree, validation=validation, n_ridges=n_ridges,
+            max_feature_ratio=max_feature_ratio,
+        )  # fmt: skip
+        index = _monomial_index(delays * C, d, x.device)  # (d, F)
+        alphas = torch.tensor(ridges, dtype=x.dtype, device=x.device)  # (R,)
+        if n_ridges > 1:
+            best = _choose_penalties(z, alphas, validation, delays, stride, clip, index)  # (B,)
+            alphas = alphas[best][:, None]  # (B, 1)
+        w, b = _fit_path(z, alphas, delays, stride, index)  # (B, 1, F, C), (B, 1, C)
+        out = _rollout(z, w[:, 0], b[:, 0], horizon, delays, stride, clip, index)  # (B, H, C)
+        return out * sd + mu
