@@ -59,7 +59,7 @@ def analogue_forecast(
         clip: bound the rollout by the context's range widened by its span on each side.
 
     Returns:
-        ``(B, H, C)`` in the units, dtype and device of ``x``.
+        ``(B, H, C)`` in the units, dtype and device of ``x`` (float64 for integer ``x``).
 
     Raises:
         ValueError: for a context that is not ``(B, T, C)``, shorter than :func:`analogue_min_context`, a

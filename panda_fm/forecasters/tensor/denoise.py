@@ -3,12 +3,13 @@
 
 :func:`gaussian_smooth` reproduces ``scipy.ndimage.gaussian_filter1d(x, sigma, axis=-2, mode="nearest")``
 and :func:`savgol_smooth` reproduces ``scipy.signal.savgol_filter(x, window, order, axis=-2, mode="interp")``.
-Both are correlations along time written as sums of products over sliding windows (``Tensor.unfold``), not
+Both are correlations along time written as one multiply-add of a shifted slice per kernel tap, not
 ``conv1d`` or matrix products: cuDNN runs float32 convolutions in TF32 by default and matrix products follow
 ``torch.set_float32_matmul_precision``, either of which would cost float32 three decimal digits on a GPU.
-The kernels are computed in float64 and cast to the input's dtype on its device.
+The kernels are computed in float64 (on the host: they are a few numbers) and applied in the input's dtype on
+its device.
 
-Shape letters: B batch, T time, C channels, K kernel taps, W window, P edge points.
+Shape letters: B batch, T time, C channels, K kernel taps, W window, P edge points (``W // 2``).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ __all__ = ["gaussian_smooth", "savgol_smooth"]
 def gaussian_smooth(x: torch.Tensor, sigma: float, *, truncate: float = 4.0) -> torch.Tensor:
     """Gaussian smoothing along time, edges extended by their last value.
 
-    As ``gaussian_filter1d(x, sigma, axis=-2, mode="nearest", truncate=truncate)``: the kernel has radius
-    ``int(truncate * sigma + 0.5)`` and sums to 1; any ``T >= 1`` is accepted (a context shorter than the
-    radius is padded with copies of its end values, as scipy does).
+    As ``gaussian_filter1d(x, sigma, axis=-2, mode="nearest", truncate=truncate)``: the kernel (scipy's,
+    computed the same way in float64) has radius ``int(truncate * sigma + 0.5)`` and sums to 1; any
+    ``T >= 1`` is accepted (a context shorter than the radius is padded with copies of its end values, as
+    scipy does).
 
     Args:
         x: ``(B, T, C)``, floating point (integers are smoothed in float64).
@@ -34,7 +36,7 @@ def gaussian_smooth(x: torch.Tensor, sigma: float, *, truncate: float = 4.0) -> 
         truncate: the kernel's radius in standard deviations.
 
     Returns:
-        ``(B, T, C)``, dtype and device of ``x``.
+        ``(B, T, C)``, dtype and device of ``x`` (float64 for integer ``x``).
 
     Raises:
         ValueError: for a shape other than ``(B, T, C)``, ``T < 1``, ``sigma <= 0`` or ``truncate < 0``.
@@ -44,13 +46,11 @@ def gaussian_smooth(x: torch.Tensor, sigma: float, *, truncate: float = 4.0) -> 
         raise ValueError(f"need sigma > 0 and truncate >= 0, got {sigma} and {truncate}")
     x = x if x.is_floating_point() else x.double()
     radius = int(truncate * float(sigma) + 0.5)
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64, device=x.device)  # (K,)
-    kernel = torch.exp(-0.5 / (float(sigma) * float(sigma)) * offsets.square())  # (K,)
-    kernel = (kernel / kernel.sum()).to(x.dtype)
-    length = x.shape[1]
-    idx = torch.arange(-radius, length + radius, device=x.device).clamp(0, length - 1)  # (T + 2 radius,)
-    windows = x[:, idx].unfold(1, 2 * radius + 1, 1)  # (B, T, C, K)
-    return (windows * kernel).sum(dim=-1)
+    offsets = np.arange(-radius, radius + 1)  # (K,)
+    kernel = np.exp(-0.5 / (float(sigma) * float(sigma)) * offsets**2)  # (K,) float64
+    kernel = kernel / kernel.sum()
+    head, tail = x[:, :1].expand(-1, radius, -1), x[:, -1:].expand(-1, radius, -1)  # (B, radius, C) each
+    return _correlate(torch.cat([head, x, tail], dim=1), kernel.tolist())  # (B, T + 2 radius, C) -> (B, T, C)
 
 
 def savgol_smooth(x: torch.Tensor, window: int, order: int = 3) -> torch.Tensor:
@@ -67,7 +67,7 @@ def savgol_smooth(x: torch.Tensor, window: int, order: int = 3) -> torch.Tensor:
         order: polynomial degree, ``0 <= order < window``.
 
     Returns:
-        ``(B, T, C)``, dtype and device of ``x``.
+        ``(B, T, C)``, dtype and device of ``x`` (float64 for integer ``x``).
 
     Raises:
         ValueError: for a shape other than ``(B, T, C)``, an even window, ``order`` out of range or
@@ -82,14 +82,36 @@ def savgol_smooth(x: torch.Tensor, window: int, order: int = 3) -> torch.Tensor:
         raise ValueError(f"savgol_smooth needs at least window = {window} steps, got {x.shape[1]}")
     x = x if x.is_floating_point() else x.double()
     half = window // 2
-    projection = torch.tensor(_polynomial_projection(window, order), dtype=x.dtype, device=x.device)
-    # (W, W): row i gives the fitted polynomial's value at point i of a window from the window's values
-    interior = (x.unfold(1, window, 1) * projection[half]).sum(dim=-1)  # (B, T - 2 half, C)
+    projection = _polynomial_projection(window, order)  # (W, W) float64
+    interior = _correlate(x, projection[half].tolist())  # (B, T - 2 half, C)
     if half == 0:
         return interior
-    first = (x[:, None, :window] * projection[:half, :, None]).sum(dim=2)  # (B, P, C)
-    last = (x[:, None, -window:] * projection[-half:, :, None]).sum(dim=2)  # (B, P, C)
+    # (2P, W): rows giving the fitted values at the first and the last P points of a window
+    edges = torch.tensor(
+        np.concatenate([projection[:half], projection[-half:]]), dtype=x.dtype, device=x.device
+    )
+    first = (x[:, None, :window] * edges[:half, :, None]).sum(dim=2)  # (B, 1, W, C) * (P, W, 1) -> (B, P, C)
+    last = (x[:, None, -window:] * edges[half:, :, None]).sum(dim=2)  # (B, P, C)
     return torch.cat([first, interior, last], dim=1)
+
+
+def _correlate(x: torch.Tensor, taps: list[float]) -> torch.Tensor:
+    """Correlation along time without padding: ``y[:, t] = sum_j taps[j] x[:, t + j]``.
+
+    One multiply-add of a shifted slice per tap (the taps are float64 numbers, applied in ``x``'s dtype).
+
+    Args:
+        x: ``(B, T, C)``.
+        taps: ``K <= T`` weights.
+
+    Returns:
+        ``(B, T - K + 1, C)``.
+    """
+    n = x.shape[1] - len(taps) + 1
+    y = x[:, :n] * taps[0]  # (B, n, C)
+    for j in range(1, len(taps)):
+        y.add_(x[:, j : j + n], alpha=taps[j])
+    return y
 
 
 def _check_context(x: torch.Tensor) -> None:
