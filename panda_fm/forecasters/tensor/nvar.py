@@ -7,7 +7,7 @@ Gram matrices of all series ``(B, F, F)``, one batched solve for every penalty o
 rollout of all series in lockstep. The only Python loops run over the time steps of a rollout.
 
 Shape letters: B batch, T time, C channels, H horizon, N training pairs, F features, R penalties, L delays,
-D delay-vector entries (``L*C``), M monomials of one degree.
+D delay-vector entries (``L*C``).
 """
 
 from __future__ import annotations
@@ -69,13 +69,10 @@ def _monomials(v: torch.Tensor, index: torch.Tensor, dim: int = -1) -> torch.Ten
     return out
 
 
-def _degree(
-    n_steps: int, n_channels: int, *, delays: int, span: int, degree: int, validation: int, n_ridges: int,
-    max_feature_ratio: float,
-) -> int:  # fmt: skip
-    """The feature degree for contexts of ``n_steps`` steps (the numpy forecaster's ``_degree``)."""
-    n_pairs = n_steps - span - (validation if n_ridges > 1 else 0)
-    while degree > 1 and n_monomials(delays * n_channels, degree) > max_feature_ratio * n_pairs:
+def _degree(n_vars: int, n_pairs: int, degree: int, max_feature_ratio: float) -> int:
+    """The largest degree up to ``degree`` whose features of ``n_vars`` variables number at most
+    ``max_feature_ratio * n_pairs`` (else 1): the numpy forecaster's ``_degree``."""
+    while degree > 1 and n_monomials(n_vars, degree) > max_feature_ratio * n_pairs:
         degree -= 1
     return degree
 
@@ -136,9 +133,15 @@ def _fit_path(
 
 
 def _rollout(
-    z: torch.Tensor, w: torch.Tensor, b: torch.Tensor, horizon: int, delays: int, stride: int, clip: bool,
+    z: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor,
+    horizon: int,
+    delays: int,
+    stride: int,
+    clip: bool,
     index: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Iterate the fitted one-step maps of all series in lockstep.
 
     Args:
@@ -167,9 +170,14 @@ def _rollout(
 
 
 def _choose_penalties(
-    z: torch.Tensor, alphas: torch.Tensor, validation: int, delays: int, stride: int, clip: bool,
+    z: torch.Tensor,
+    alphas: torch.Tensor,
+    validation: int,
+    delays: int,
+    stride: int,
+    clip: bool,
     index: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Each series' penalty by a held-out rollout, all penalties of all series in lockstep.
 
     Every penalty is fitted on the context less its last ``validation`` steps, which it then forecasts
@@ -284,10 +292,8 @@ def nvar_forecast(
     T, C = x.shape[1:]
     with _autocast_off(x.device):
         z, mu, sd = standardise(x)  # (B, T, C), (B, 1, C), (B, 1, C)
-        d = _degree(
-            T, C, delays=delays, span=span, degree=degree, validation=validation, n_ridges=n_ridges,
-            max_feature_ratio=max_feature_ratio,
-        )  # fmt: skip
+        n_pairs = T - span - (validation if n_ridges > 1 else 0)  # training pairs of the degree rule
+        d = _degree(delays * C, n_pairs, degree, max_feature_ratio)
         index = _monomial_index(delays * C, d, x.device)  # (d, F)
         alphas = torch.tensor(ridges, dtype=x.dtype, device=x.device)  # (R,)
         if n_ridges > 1:
