@@ -4,18 +4,23 @@
 
 Random weights, 3 channels, context 512, one forward pass (128 steps) per forecast. Prints forecasts/s at
 batch 1 and 32 in fp32 and bf16, the model's GFLOP/s (FLOPs counted by torch's FlopCounterMode), and in the
-same run the GFLOP/s of a large fp32 matmul. Last lines: roofline_fraction_fp32 and bf16_speedup.
+same run the GFLOP/s of a large fp32 matmul; then the shipped checkpoint's forecasts/s at batch 32 with its
+in-context experts, and of the same network without them (random weights, ``incontext="none"``). Last lines:
+roofline_fraction_fp32, bf16_speedup and experts_slowdown.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from panda_fm import PandaConfig, PandaModel
+from panda_fm import PandaConfig, PandaModel, PandaPipeline
+
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "panda-fm-small"
 
 
 def best_time(fn, repeats: int) -> float:
@@ -70,6 +75,14 @@ def main() -> None:
     print(f"bf16 vs fp32 forecast relative RMS difference: {rel_rms:.4f}")
     print(f"roofline_fraction_fp32: {model_gflops / matmul:.3f}")
     print(f"bf16_speedup: {results[torch.float32, 32] / results[torch.bfloat16, 32]:.2f}")
+    shipped = PandaPipeline.from_pretrained(SHIPPED).model
+    plain = PandaModel(PandaConfig(**{**shipped.config.hyperparameters(), "incontext": "none"})).eval()
+    seconds = {}
+    for name, m in (("with experts", shipped), ("without experts", plain)):
+        with torch.inference_mode():
+            seconds[name] = best_time(lambda m=m: m(x32), args.repeats)
+        print(f"{SHIPPED.name} {name:15s} batch 32: {32 / seconds[name]:8.1f} forecasts/s")
+    print(f"experts_slowdown: {seconds['with experts'] / seconds['without experts']:.2f}")
 
 
 if __name__ == "__main__":

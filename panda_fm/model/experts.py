@@ -5,8 +5,8 @@ With ``PandaConfig.incontext = "experts"`` the model runs the context-only forec
 on the context's own last steps, forecast from the steps before them). The forecasts become future patch
 tokens marked by expert and by backtest error, and the network learns which forecast to trust for each
 channel, starting from the one with the smallest backtest error (see :class:`panda_fm.PandaModel`). The
-experts have no trainable parameters: they run under ``no_grad`` on the CPU in float64, whatever device
-the network is on.
+experts have no trainable parameters: they run under ``no_grad`` as batched tensor code
+(:mod:`panda_fm.forecasters.tensor`) on the network's device, in :data:`EXPERT_DTYPE`.
 
 Shape letters: B batch, T time, C channels, E experts, H horizon.
 """
@@ -15,24 +15,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
-from panda_fm.forecasters import LATEST_EXPERTS_VERSION, backtest_experts
+from panda_fm.forecasters import LATEST_EXPERTS_VERSION
+from panda_fm.forecasters.tensor.experts import backtest_experts_tensor
+
+# float64, as the numpy reference: the NVAR's ridge fits on clean contexts are ill-conditioned enough that
+# float32 round-off moves its forecasts visibly (tests/forecasters/test_tensor_nvar.py measures it).
+EXPERT_DTYPE = torch.float64
 
 
-def _fill_missing(x: np.ndarray, observed: np.ndarray) -> np.ndarray:
+def _fill_missing(x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
     """Carry the last observed value of each channel forward (the first one backward) over gaps.
 
-    A channel without any observation is left at 0 (its mean in standardised units).
+    Args:
+        x: ``(B, T, C)``.
+        observed: ``(B, T, C)`` bool.
+
+    Returns:
+        ``(B, T, C)``; a channel without any observation is 0 (its mean in standardised units).
     """
-    T = x.shape[1]
-    idx = np.where(observed, np.arange(T)[None, :, None], -1)
-    last = np.maximum.accumulate(idx, axis=1)  # (B, T, C): index of the last observed step so far
-    first = np.where(observed.any(axis=1), observed.argmax(axis=1), 0)  # (B, C)
-    last = np.where(last < 0, first[:, None, :], last)
-    out = np.take_along_axis(x, last, axis=1)
-    return np.where(observed.any(axis=1, keepdims=True), out, 0.0)
+    steps = torch.arange(x.shape[1], device=x.device).view(1, -1, 1)  # (1, T, 1)
+    last = torch.where(observed, steps, -1).cummax(dim=1).values  # (B, T, C): last observed index so far
+    seen = observed.any(dim=1)  # (B, C)
+    first = observed.int().argmax(dim=1)  # (B, C): the first observed index (0 when none)
+    last = torch.where(last < 0, first[:, None, :], last)
+    return torch.where(seen[:, None, :], x.gather(1, last), 0.0)
 
 
 @torch.no_grad()
@@ -57,8 +65,8 @@ def expert_forecasts(
     Returns:
         Forecasts ``(B, E, H, C)`` and backtest mean absolute errors ``(B, E, C)``, float32 on ``x``'s device.
     """
-    z = x.detach().to("cpu", torch.float64).numpy()
+    z = x.detach().to(EXPERT_DTYPE)
     if observed is not None and not bool(observed.all()):
-        z = _fill_missing(z, observed.detach().cpu().numpy())
-    forecasts, errors = backtest_experts(z, names, horizon, backtest, version=version)
-    return tuple(torch.from_numpy(a.astype(np.float32)).to(x.device) for a in (forecasts, errors))
+        z = _fill_missing(z, observed)
+    forecasts, errors = backtest_experts_tensor(z, names, horizon, backtest, version=version)
+    return forecasts.float(), errors.float()

@@ -296,23 +296,25 @@ def test_building_a_model_is_seeded_and_leaves_the_global_rng_alone():
 
 def test_experts_version_reaches_the_experts(monkeypatch, rng):
     import panda_fm.config
-    import panda_fm.forecasters.experts
+    import panda_fm.forecasters.tensor.experts as tensor_experts
     import panda_fm.model.experts
 
-    versions = dict(panda_fm.forecasters.experts.EXPERT_VERSIONS) | {2: {"nvar": lambda: NaiveForecaster()}}
-    monkeypatch.setattr(panda_fm.forecasters.experts, "EXPERT_VERSIONS", versions)
+    versions = dict(tensor_experts.EXPERT_VERSIONS) | {2: {"nvar": lambda: NaiveForecaster()}}
+    monkeypatch.setattr(tensor_experts, "EXPERT_VERSIONS", versions)
     monkeypatch.setattr(panda_fm.config, "EXPERT_VERSIONS", versions)
+    tensor_experts._registry.cache_clear()
     seen = []
-    real = panda_fm.model.experts.backtest_experts
+    real = panda_fm.model.experts.backtest_experts_tensor
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("version"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(panda_fm.model.experts, "backtest_experts", spy)
+    monkeypatch.setattr(panda_fm.model.experts, "backtest_experts_tensor", spy)
     model = random_model(incontext="experts", experts=["nvar"], experts_version=2)
     x = torch.randn(1, 512, 2, generator=rng).cumsum(1)
     with torch.no_grad():
         y = model(x)
     assert seen == [2]
     torch.testing.assert_close(y, x[:, -1:].expand(-1, 64, -1))  # version 2's "nvar" is the naive forecast
+    tensor_experts._registry.cache_clear()
