@@ -1,15 +1,18 @@
 """The experts of :data:`panda_fm.forecasters.EXPERT_VERSIONS` as tensor code, and their backtest.
 
 Settings are read off the numpy registry's forecasters (one source of truth for every setting): each
-registry entry becomes a function ``(x (B, T, C), horizon) -> (B, H, C)`` on the input's device and dtype.
+registry entry becomes a :class:`TensorExpert` ``(x (B, T, C), horizon) -> (B, H, C)`` on the input's device
+and dtype, and experts that share a base forecaster (the raw and denoised NVARs, say) run as one batch.
 
 Shape letters: B batch, T time, C channels, E experts, H horizon, V backtest steps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, replace
 from functools import cache, partial
+from typing import Any
 
 import torch
 
@@ -22,37 +25,62 @@ from panda_fm.forecasters.tensor.analogue import analogue_forecast
 from panda_fm.forecasters.tensor.denoise import gaussian_smooth, savgol_smooth
 from panda_fm.forecasters.tensor.nvar import nvar_forecast
 
-__all__ = ["tensor_expert", "backtest_experts_tensor"]
+__all__ = ["TensorExpert", "tensor_expert", "run_experts", "backtest_experts_tensor"]
 
 TensorForecast = Callable[[torch.Tensor, int], torch.Tensor]
 
 
-def _denoised(smooth: Callable[[torch.Tensor], torch.Tensor], base: TensorForecast) -> TensorForecast:
-    def forecast(x: torch.Tensor, horizon: int) -> torch.Tensor:
-        return base(smooth(x), horizon)
+@dataclass(frozen=True)
+class TensorExpert:
+    """An expert as tensor code: an optional filter, then a base forecast.
 
-    return forecast
+    Experts whose bases are the same function with the same settings (``key``) run as one batched call
+    (:func:`run_experts`): the raw and the filtered contexts stacked along the batch.
+    """
+
+    base: TensorForecast  # (x (B, T, C), horizon) -> (B, H, C)
+    key: Hashable  # the base function and its settings
+    smooth: Callable[[torch.Tensor], torch.Tensor] | None = None  # (B, T, C) -> (B, T, C)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The context the base forecasts from: ``x`` filtered, or ``x``."""
+        return x if self.smooth is None else self.smooth(x)
+
+    def __call__(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
+        return self.base(self.prepare(x), horizon)
 
 
-def tensor_expert(forecaster: Forecaster) -> TensorForecast:
-    """The tensor function that computes what ``forecaster.predict`` does, with its settings.
+def _naive(x: torch.Tensor, horizon: int) -> torch.Tensor:
+    return x[:, -1:].expand(-1, horizon, -1).clone()
+
+
+def _mean(x: torch.Tensor, horizon: int) -> torch.Tensor:
+    return x.mean(dim=1, keepdim=True).expand(-1, horizon, -1).clone()
+
+
+def _with_settings(function: TensorForecast, **settings: Any) -> TensorExpert:
+    return TensorExpert(partial(function, **settings), (function.__name__, *sorted(settings.items())))
+
+
+def tensor_expert(forecaster: Forecaster) -> TensorExpert:
+    """The tensor code that computes what ``forecaster.predict`` does, with its settings.
 
     Raises:
         TypeError: for a forecaster without a tensor implementation.
     """
     f = forecaster
     if isinstance(f, NaiveForecaster):
-        return lambda x, horizon: x[:, -1:].expand(-1, horizon, -1).clone()
+        return TensorExpert(_naive, "naive")
     if isinstance(f, MeanForecaster):
-        return lambda x, horizon: x.mean(dim=1, keepdim=True).expand(-1, horizon, -1).clone()
+        return TensorExpert(_mean, "mean")
     if isinstance(f, DenoisedForecaster):
         if f.smoother == "gauss":
             smooth = partial(gaussian_smooth, sigma=float(f.width))
         else:
             smooth = partial(savgol_smooth, window=int(f.width), order=3)
-        return _denoised(smooth, tensor_expert(f.base))
+        return replace(tensor_expert(f.base), smooth=smooth)
     if isinstance(f, NVARForecaster):
-        return partial(
+        return _with_settings(
             nvar_forecast,
             delays=f.delays,
             stride=f.stride,
@@ -63,7 +91,7 @@ def tensor_expert(forecaster: Forecaster) -> TensorForecast:
             clip=f.clip,
         )
     if isinstance(f, AnalogueForecaster):
-        return partial(
+        return _with_settings(
             analogue_forecast,
             delays=f.delays,
             stride=f.stride,
@@ -74,8 +102,23 @@ def tensor_expert(forecaster: Forecaster) -> TensorForecast:
     raise TypeError(f"no tensor implementation of {type(f).__name__}")
 
 
+def run_experts(experts: Sequence[TensorExpert], x: torch.Tensor, horizon: int) -> torch.Tensor:
+    """Every expert's forecast from ``x`` ``(B, T, C)``: ``(B, E, H, C)``, one batched call per distinct base."""
+    B = x.shape[0]
+    groups: dict[Hashable, list[int]] = {}
+    for i, expert in enumerate(experts):
+        groups.setdefault(expert.key, []).append(i)
+    out: list[torch.Tensor] = [x] * len(experts)  # placeholders, all replaced below
+    for members in groups.values():
+        contexts = torch.cat([experts[i].prepare(x) for i in members])  # (G*B, T, C)
+        forecasts = experts[members[0]].base(contexts, horizon).split(B)  # G x (B, H, C)
+        for i, forecast in zip(members, forecasts, strict=True):
+            out[i] = forecast
+    return torch.stack(out, dim=1)
+
+
 @cache
-def _registry(version: int) -> dict[str, TensorForecast]:
+def _registry(version: int) -> dict[str, TensorExpert]:
     return {name: tensor_expert(make()) for name, make in EXPERT_VERSIONS[version].items()}
 
 
@@ -97,8 +140,8 @@ def backtest_experts_tensor(
     """
     experts = [_registry(version)[name] for name in names]
     past_context, held_out = z[:, :-backtest], z[:, -backtest:]
-    forecasts = torch.stack([e(z, horizon) for e in experts], dim=1)  # (B, E, H, C)
-    past = torch.stack([e(past_context, backtest) for e in experts], dim=1)  # (B, E, V, C)
+    forecasts = run_experts(experts, z, horizon)  # (B, E, H, C)
+    past = run_experts(experts, past_context, backtest)  # (B, E, V, C)
     errors = (past - held_out[:, None]).abs().mean(dim=2)  # (B, E, C)
     errors = torch.nan_to_num(errors, nan=1e6, posinf=1e6)
     return torch.nan_to_num(forecasts, nan=0.0, posinf=0.0, neginf=0.0), errors
