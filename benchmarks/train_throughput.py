@@ -1,5 +1,6 @@
-"""Training throughput on this machine: windows/s for small-cpu and the 21M config, and the 21M config's
-achieved fraction of the fp32 matmul rate, all measured in one run.
+"""Training throughput on this machine: windows/s for small-cpu (the shipped design, with in-context experts),
+for the same network without experts, and for the 21M config, and the 21M config's achieved fraction of the
+fp32 matmul rate, all measured in one run.
 
 small-cpu runs in its config's CPU layout (trainer.devices processes of trainer.torch_threads threads, as
 its DDP run would, less the gradient all-reduce); the 21M config runs in one process of --threads threads.
@@ -163,6 +164,16 @@ def main() -> None:
         small_r = measure_processes(
             "small-cpu", small.model, data, small.data.batch_size, args.steps, small_procs, small_threads
         )
+        plain = PandaConfig(**{**small.model.hyperparameters(), "incontext": "none"})  # the same network
+        plain_r = measure_processes(
+            "small-cpu without experts",
+            plain,
+            data,
+            small.data.batch_size,
+            args.steps,
+            small_procs,
+            small_threads,
+        )
         torch.set_num_threads(threads)
         peak_before = matmul_rate()
         base_r = measure("21M", PandaConfig(), data, args.batch_21m, args.steps)
@@ -171,12 +182,13 @@ def main() -> None:
         f"small-cpu layout: {small_procs} process(es) x {small_threads} thread(s); 21M: 1 process x {threads}"
     )
     print(f"fp32 matmul rate (2048^3, {threads} threads): {peak / 1e9:.1f} GFLOP/s")
-    for name, r in (("small-cpu", small_r), ("21m", base_r)):
+    for name, r in (("small-cpu", small_r), ("small-cpu-no-experts", plain_r), ("21m", base_r)):
         print(
             f"{name}: {r['params'] / 1e6:.2f}M params, batch {r['batch']} per process, {r['step_s']:.3f} s/step, "
             f"{r['gflop_per_window']:.2f} GFLOP/window (fwd+bwd), {r['achieved_gflops']:.1f} GFLOP/s"
         )
         print(f"train_windows_per_s_{name.replace('-', '_')}: {r['windows_per_s']:.2f}")
+    print(f"experts_training_slowdown: {plain_r['windows_per_s'] / small_r['windows_per_s']:.2f}")
     print(f"roofline_fraction_train_fp32: {base_r['achieved_gflops'] * 1e9 / peak:.3f}")
 
 
