@@ -42,7 +42,8 @@ def as_series(x: Any, name: str) -> np.ndarray:
         raise ValueError(f"{name} is empty (shape {arr.shape}); it needs time steps and channels")
     if np.isinf(arr).any():
         raise ValueError(f"{name} contains infinite values; replace them with NaN to mark them missing")
-    if np.abs(np.nan_to_num(arr.astype(np.float64, copy=False))).max() > MAX_ABS_VALUE:  # float64: no overflow
+    magnitude = np.abs(np.nan_to_num(arr.astype(np.float64, copy=False))).max()  # in float64: no overflow
+    if magnitude > MAX_ABS_VALUE:
         raise ValueError(
             f"{name} has values beyond +-{MAX_ABS_VALUE:g}; rescale it (each window is standardised, so the "
             "units do not matter, and forecasts come back in the input's units)"

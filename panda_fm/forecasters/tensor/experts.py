@@ -125,18 +125,8 @@ def _registry(version: int) -> dict[str, TensorExpert]:
 def backtest_experts_tensor(
     z: torch.Tensor, names: Sequence[str], horizon: int, backtest: int, version: int = LATEST_EXPERTS_VERSION
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`panda_fm.forecasters.backtest_experts` in torch, on ``z``'s device and dtype.
-
-    Args:
-        z: ``(B, T, C)`` standardised contexts, finite.
-        names: keys of ``EXPERT_VERSIONS[version]``.
-        horizon: steps to forecast.
-        backtest: the last ``backtest`` steps of the context are forecast from the steps before them.
-        version: the registry version.
-
-    Returns:
-        Forecasts ``(B, E, H, C)`` and backtest mean absolute errors ``(B, E, C)``, both finite (a diverged
-        forecast's non-finite values become 0, its error stays large).
+    """:func:`panda_fm.forecasters.backtest_experts` in torch, on ``z``'s device and dtype: the same arguments
+    (``z`` a ``(B, T, C)`` tensor) and the same finite forecasts ``(B, E, H, C)`` and backtest errors ``(B, E, C)``.
     """
     experts = [_registry(version)[name] for name in names]
     past_context, held_out = z[:, :-backtest], z[:, -backtest:]
