@@ -8,8 +8,11 @@ settings reuses it.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -103,10 +106,23 @@ def founders_testset(cache_dir: str | Path, config: FounderTestsetConfig | None 
     root = Path(cache_dir)
     meta = {"kind": "held-out founders", **asdict(cfg)}
     meta["systems"] = list(cfg.systems)
-    with DatasetWriter(root, shard_size=len(cfg.systems), metadata=meta) as writer:
+    with _exclusive(root), DatasetWriter(root, shard_size=len(cfg.systems), metadata=meta) as writer:
         todo = [name for name in cfg.systems if name not in writer]
         for name in tqdm(todo, desc="integrating held-out founders", disable=not todo):
             traj, record = _integrate(name, cfg)
             writer.add(record, traj)
             writer.flush()  # one system per shard write, so an interrupted build resumes
     return root
+
+
+@contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """Hold a lock beside ``root`` (a file ``.NAME.lock``), so that concurrent builds of one cache (two
+    evaluations started together) take turns: the later one finds the systems written and reuses them."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -221,6 +223,22 @@ def test_founders_testset_builds_once(tmp_path: Path) -> None:
         founders_testset(tmp_path / "f", FounderTestsetConfig(systems=("Rossler",), n_steps=300))
     with pytest.raises(ValueError, match="not a dysts flow"):
         founders_testset(tmp_path / "g", FounderTestsetConfig(systems=("NoSuchFlow",)))
+
+
+@pytest.mark.slow
+def test_concurrent_builds_of_one_founders_cache_take_turns(tmp_path: Path) -> None:
+    code = (
+        "import sys; from panda_fm.eval.testsets import FounderTestsetConfig, founders_testset; "
+        "founders_testset(sys.argv[1], FounderTestsetConfig(systems=('Rossler', 'SprottB'), n_steps=200, "
+        "pts_per_period=20))"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "f")], stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    errors = [p.communicate()[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert sorted(open_dataset(tmp_path / "f").ids("test")) == ["Rossler", "SprottB"]
 
 
 def test_checkpoint_and_baselines_share_the_harness(dataset_dir: Path, tmp_path: Path) -> None:
