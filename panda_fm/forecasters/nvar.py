@@ -101,7 +101,7 @@ class _RidgeDelayForecaster(IteratedDelayForecaster):
             raise ValueError("validation must be >= 1 and max_feature_ratio > 0")
         self.min_context = self.span + 8 + (self.validation if len(self.ridges) > 1 else 0)
 
-    def _degree(self, n_steps: int, n_channels: int) -> int:
+    def feature_degree(self, n_steps: int, n_channels: int) -> int:
         """The feature degree used for contexts of this size (the same for every series of a batch)."""
         n_pairs = n_steps - self.span - (self.validation if len(self.ridges) > 1 else 0)
         degree = self.degree
@@ -119,7 +119,7 @@ class _RidgeDelayForecaster(IteratedDelayForecaster):
         return np.stack([w for w, _ in path]), np.stack([b for _, b in path])
 
     def _fit(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        degree = self._degree(*z.shape)
+        degree = self.feature_degree(*z.shape)
         ridge = self.ridges[0]
         if len(self.ridges) > 1:
             head, tail = z[: -self.validation], z[-self.validation :]  # (T - V, C), (V, C)

@@ -14,17 +14,10 @@ from __future__ import annotations
 
 import torch
 
+from panda_fm.forecasters.analogue import AnalogueForecaster
 from panda_fm.forecasters.tensor.common import delay_vectors, rollout, standardise
 
-__all__ = ["analogue_forecast", "analogue_min_context"]
-
-
-def analogue_min_context(delays: int = 4, stride: int = 4, k: int = 4, exclude_recent: int = 0) -> int:
-    """The shortest context :func:`analogue_forecast` accepts, as ``AnalogueForecaster.min_context``.
-
-    The library then holds at least ``k + 1`` delay vectors.
-    """
-    return (delays - 1) * stride + 1 + exclude_recent + k + 1
+__all__ = ["analogue_forecast"]
 
 
 def analogue_forecast(
@@ -62,26 +55,22 @@ def analogue_forecast(
         ``(B, H, C)`` in the units, dtype and device of ``x`` (float64 for integer ``x``).
 
     Raises:
-        ValueError: for a context that is not ``(B, T, C)``, shorter than :func:`analogue_min_context`, a
+        ValueError: for a context that is not ``(B, T, C)``, shorter than ``AnalogueForecaster.min_context``, a
             horizon below 1 or invalid settings.
     """
-    if delays < 1 or stride < 1 or k < 1 or exclude_recent < 0:
-        raise ValueError(
-            f"need delays, stride, k >= 1 and exclude_recent >= 0, got {delays}, {stride}, {k}, {exclude_recent}"
-        )
+    # the numpy forecaster of these settings validates them and owns the shortest context
+    spec = AnalogueForecaster(delays=delays, stride=stride, k=k, exclude_recent=exclude_recent, clip=clip)
     if x.ndim != 3:
         raise ValueError(f"context must be (B, T, C), got shape {tuple(x.shape)}")
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
-    min_context = analogue_min_context(delays, stride, k, exclude_recent)
-    if x.shape[1] < min_context:
+    if x.shape[1] < spec.min_context:
         raise ValueError(
-            f"analogue needs a context of at least {min_context} steps, got {x.shape[1]}; pass a longer context"
+            f"analogue needs a context of at least {spec.min_context} steps, got {x.shape[1]}; pass a longer context"
         )
     work = _working_dtype(x.dtype)
     z, mu, sd = standardise(x.to(work))  # (B, T, C), (B, 1, C), (B, 1, C)
-    span = (delays - 1) * stride + 1
-    t = torch.arange(span - 1, z.shape[1] - 1 - exclude_recent, device=z.device)  # (N,)
+    t = torch.arange(spec.span - 1, z.shape[1] - 1 - exclude_recent, device=z.device)  # (N,)
     library = delay_vectors(z, t, delays, stride).transpose(1, 2).contiguous()  # (B, L*C, N)
     increments = z[:, t + 1] - z[:, t]  # (B, N, C)
     kk = min(k, t.shape[0])

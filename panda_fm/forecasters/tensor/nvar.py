@@ -19,12 +19,10 @@ from itertools import combinations_with_replacement
 
 import torch
 
-from panda_fm.forecasters.nvar import n_monomials
+from panda_fm.forecasters.nvar import NVARForecaster
 from panda_fm.forecasters.tensor.common import delay_vectors, rollout, standardise
 
 __all__ = ["nvar_forecast"]
-
-_RIDGES = (1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 
 
 @lru_cache(maxsize=64)
@@ -67,14 +65,6 @@ def _monomials(v: torch.Tensor, index: torch.Tensor, dim: int = -1) -> torch.Ten
     for factor in index[1:]:
         out = out * va.index_select(dim, factor)
     return out
-
-
-def _degree(n_vars: int, n_pairs: int, degree: int, max_feature_ratio: float) -> int:
-    """The largest degree up to ``degree`` whose features of ``n_vars`` variables number at most
-    ``max_feature_ratio * n_pairs`` (else 1): the numpy forecaster's ``_degree``."""
-    while degree > 1 and n_monomials(n_vars, degree) > max_feature_ratio * n_pairs:
-        degree -= 1
-    return degree
 
 
 def _ridge_path(x: torch.Tensor, y: torch.Tensor, alphas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,7 +212,7 @@ def nvar_forecast(
     delays: int = 2,
     stride: int = 1,
     degree: int = 3,
-    ridges: Sequence[float] = _RIDGES,
+    ridges: Sequence[float] = NVARForecaster.ridges,
     validation: int = 64,
     max_feature_ratio: float = 0.5,
     clip: bool = True,
@@ -268,35 +258,33 @@ def nvar_forecast(
         TypeError: for a context that is not float32 or float64.
     """
     ridges = tuple(float(r) for r in ridges)
-    if delays < 1 or stride < 1:
-        raise ValueError(f"delays and stride must be >= 1, got {delays} and {stride}")
-    if degree < 1:
-        raise ValueError(f"degree must be >= 1, got {degree}")
-    if not ridges or min(ridges) < 0:
-        raise ValueError(f"ridges must be non-empty and >= 0, got {ridges}")
-    if validation < 1 or max_feature_ratio <= 0:
-        raise ValueError("validation must be >= 1 and max_feature_ratio > 0")
+    # the numpy forecaster of these settings validates them and owns the context and degree rules
+    spec = NVARForecaster(
+        delays=delays,
+        stride=stride,
+        degree=degree,
+        ridges=ridges,
+        validation=validation,
+        max_feature_ratio=max_feature_ratio,
+        clip=clip,
+    )
     if x.ndim != 3:
         raise ValueError(f"context must be (B, T, C), got shape {tuple(x.shape)}")
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"context must be float32 or float64, got {x.dtype}")
     if horizon < 1:
         raise ValueError(f"prediction_length must be >= 1, got {horizon}")
-    span = (delays - 1) * stride + 1
-    n_ridges = len(ridges)
-    min_context = span + 8 + (validation if n_ridges > 1 else 0)
-    if x.shape[1] < min_context:
+    if x.shape[1] < spec.min_context:
         raise ValueError(
-            f"nvar needs a context of at least {min_context} steps, got {x.shape[1]}; pass a longer context"
+            f"nvar needs a context of at least {spec.min_context} steps, got {x.shape[1]}; pass a longer context"
         )
     T, C = x.shape[1:]
     with _autocast_off(x.device):
         z, mu, sd = standardise(x)  # (B, T, C), (B, 1, C), (B, 1, C)
-        n_pairs = T - span - (validation if n_ridges > 1 else 0)  # training pairs of the degree rule
-        d = _degree(delays * C, n_pairs, degree, max_feature_ratio)
+        d = spec.feature_degree(T, C)
         index = _monomial_index(delays * C, d, x.device)  # (d, F)
         alphas = torch.tensor(ridges, dtype=x.dtype, device=x.device)  # (R,)
-        if n_ridges > 1:
+        if len(ridges) > 1:
             best = _choose_penalties(z, alphas, validation, delays, stride, clip, index)  # (B,)
             alphas = alphas[best][:, None]  # (B, 1)
         w, b = _fit_path(z, alphas, delays, stride, index)  # (B, 1, F, C), (B, 1, C)
