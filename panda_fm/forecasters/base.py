@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from panda_fm.forecasters.gaps import fill_gaps, nan_moments
 from panda_fm.scaling import context_moments
 
 __all__ = ["Forecaster", "ContextForecaster", "IteratedDelayForecaster", "MeanForecaster", "NaiveForecaster"]
@@ -46,7 +47,8 @@ class ContextForecaster:
         """Forecast each series from its own context.
 
         Args:
-            context: ``(T, C)`` or ``(B, T, C)``, finite.
+            context: ``(T, C)`` or ``(B, T, C)``; NaN marks a missing value (handled as
+                :mod:`panda_fm.forecasters.gaps` describes), every channel needs an observation.
             prediction_length: ``H``, number of steps to forecast.
 
         Returns:
@@ -62,16 +64,28 @@ class ContextForecaster:
                 f"{self.name} needs a context of at least {self.min_context} steps, got {x.shape[-2]}; "
                 "pass a longer context"
             )
-        if not np.isfinite(x).all():
-            raise ValueError("context contains NaN or inf; fill or drop missing values first")
+        if np.isinf(x).any():
+            raise ValueError("context contains inf; replace it with NaN to mark it missing")
         batch = (x if x.ndim == 3 else x[None]).astype(np.float64)  # (B, T, C)
-        mu, sd = context_moments(batch)  # (B, 1, C)
-        out = self._forecast((batch - mu) / sd, prediction_length) * sd + mu  # (B, H, C)
+        trusted = None
+        if np.isnan(batch).any():
+            if np.isnan(batch).all(axis=1).any():
+                raise ValueError("a channel of the context has no observation; drop it or give one")
+            observed = ~np.isnan(batch)
+            batch, trusted = fill_gaps(batch)
+            mu, sd = nan_moments(batch, observed)
+        else:
+            mu, sd = context_moments(batch)  # (B, 1, C)
+        out = self._forecast((batch - mu) / sd, prediction_length, trusted) * sd + mu  # (B, H, C)
         out = out.astype(np.result_type(x.dtype, np.float32), copy=False)
         return out if x.ndim == 3 else out[0]
 
-    def _forecast(self, z: np.ndarray, horizon: int) -> np.ndarray:
-        """Forecast standardised contexts ``z (B, T, C)`` for ``horizon`` steps: ``(B, H, C)``."""
+    def _forecast(self, z: np.ndarray, horizon: int, trusted: np.ndarray | None = None) -> np.ndarray:
+        """Forecast standardised contexts ``z (B, T, C)`` for ``horizon`` steps: ``(B, H, C)``.
+
+        ``trusted`` ``(B, T, C)`` marks the entries that are data (None: all are); the others were filled
+        in by :func:`panda_fm.forecasters.gaps.fill_gaps`.
+        """
         raise NotImplementedError
 
 
@@ -81,7 +95,7 @@ class MeanForecaster(ContextForecaster):
 
     name: str = "mean"
 
-    def _forecast(self, z: np.ndarray, horizon: int) -> np.ndarray:
+    def _forecast(self, z: np.ndarray, horizon: int, trusted: np.ndarray | None = None) -> np.ndarray:
         return np.zeros((z.shape[0], horizon, z.shape[2]))  # the mean, in standardised coordinates
 
 
@@ -91,7 +105,7 @@ class NaiveForecaster(ContextForecaster):
 
     name: str = "naive"
 
-    def _forecast(self, z: np.ndarray, horizon: int) -> np.ndarray:
+    def _forecast(self, z: np.ndarray, horizon: int, trusted: np.ndarray | None = None) -> np.ndarray:
         return np.repeat(z[:, -1:], horizon, axis=1)
 
 
@@ -134,8 +148,48 @@ class IteratedDelayForecaster(ContextForecaster):
         """Steps of history one delay vector covers."""
         return (self.delays - 1) * self.stride + 1
 
-    def _fit(self, z: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Fit one standardised series ``z (T, C)``; returns the arrays ``_step`` needs."""
+    def pair_times(
+        self, n_steps: int, trusted: np.ndarray | None = None, exclude_recent: int = 0
+    ) -> np.ndarray:
+        """The times ``t`` whose delay vector and successor ``t + 1`` are data: the training pairs.
+
+        Args:
+            n_steps: ``T``.
+            trusted: ``(T, C)`` bool, or None when every entry is data.
+            exclude_recent: leave out the last ``exclude_recent`` pairs' times.
+
+        Returns:
+            ``(N,)`` int indices, ascending.
+        """
+        t = np.arange(self.span - 1, n_steps - 1 - exclude_recent)  # (N,)
+        if trusted is None:
+            return t
+        known = trusted.all(axis=-1)  # (T,): every channel is data
+        keep = known[t + 1] & known[t[:, None] - np.arange(self.delays) * self.stride].all(axis=1)
+        return t[keep]
+
+    def start_index(self, trusted: np.ndarray | None, n_steps: int) -> int:
+        """Where the rollout of a batch starts: the last time at which every series' delay vector is data.
+
+        Args:
+            trusted: ``(B, T, C)`` bool, or None when every entry is data.
+            n_steps: ``T``.
+
+        Returns:
+            ``T - 1`` without gaps at the end; earlier when some series' last steps are not data (the
+            rollout then forecasts them, keeping every trusted entry it passes).
+        """
+        if trusted is None:
+            return n_steps - 1
+        known = trusted.all(axis=2)  # (B, T)
+        t = np.arange(self.span - 1, n_steps)  # (S,)
+        full = known[:, t[:, None] - np.arange(self.delays) * self.stride].all(axis=2)  # (B, S)
+        last = np.where(full.any(axis=1), len(t) - 1 - full[:, ::-1].argmax(axis=1), 0)  # (B,)
+        return int(t[last.min()])
+
+    def _fit(self, z: np.ndarray, trusted: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """Fit one standardised series ``z (T, C)`` on its trusted entries (``trusted (T, C)`` or None: all);
+        returns the arrays ``_step`` needs."""
         raise NotImplementedError
 
     def _step(self, state: tuple[np.ndarray, ...], history: np.ndarray, t: int) -> np.ndarray:
@@ -143,17 +197,27 @@ class IteratedDelayForecaster(ContextForecaster):
         ``state`` holds the ``_fit`` arrays stacked along a leading batch axis."""
         raise NotImplementedError
 
-    def _forecast(self, z: np.ndarray, horizon: int) -> np.ndarray:
-        states = [self._fit(series) for series in z]
-        return self._rollout(z, tuple(np.stack(parts) for parts in zip(*states, strict=True)), horizon)
+    def _forecast(self, z: np.ndarray, horizon: int, trusted: np.ndarray | None = None) -> np.ndarray:
+        masks = [None] * len(z) if trusted is None else list(trusted)
+        states = [self._fit(series, mask) for series, mask in zip(z, masks, strict=True)]
+        return self._rollout(
+            z, tuple(np.stack(parts) for parts in zip(*states, strict=True)), horizon, trusted
+        )
 
-    def _rollout(self, z: np.ndarray, state: tuple[np.ndarray, ...], horizon: int) -> np.ndarray:
-        """Iterate the fitted one-step maps from the end of ``z (B, T, C)``: ``(B, H, C)``."""
+    def _rollout(
+        self, z: np.ndarray, state: tuple[np.ndarray, ...], horizon: int, trusted: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Iterate the fitted one-step maps from the end of ``z (B, T, C)``: ``(B, H, C)``.
+
+        With ``trusted`` ``(B, T, C)``, the rollout starts at :meth:`start_index` and keeps every trusted
+        entry of the context it passes (each series' own data), forecasting the others.
+        """
         lo, hi = z.min(axis=1), z.max(axis=1)  # (B, C)
         lo, hi = lo - (hi - lo), hi + (hi - lo)
         t0 = z.shape[1]
         history = np.concatenate([z, np.empty((z.shape[0], horizon, z.shape[2]))], axis=1)  # (B, T + H, C)
-        for t in range(t0 - 1, t0 - 1 + horizon):
+        for t in range(self.start_index(trusted, t0), t0 - 1 + horizon):
             nxt = history[:, t] + self._step(state, history, t)  # (B, C)
-            history[:, t + 1] = np.clip(nxt, lo, hi) if self.clip else nxt
+            nxt = np.clip(nxt, lo, hi) if self.clip else nxt
+            history[:, t + 1] = np.where(trusted[:, t + 1], z[:, t + 1], nxt) if t + 1 < t0 else nxt
         return history[:, t0:]

@@ -9,6 +9,7 @@ from scipy.ndimage import gaussian_filter1d
 from scipy.signal import savgol_filter
 
 from panda_fm.forecasters.base import ContextForecaster
+from panda_fm.forecasters.gaps import fill_gaps
 
 __all__ = ["DenoisedForecaster"]
 
@@ -31,11 +32,23 @@ class DenoisedForecaster:
             raise ValueError(f"smoother must be 'gauss' or 'savgol', got {self.smoother!r}")
 
     def denoise(self, context: np.ndarray) -> np.ndarray:
-        """The filtered context, same shape: ``(T, C)`` or ``(B, T, C)``."""
+        """The filtered context, same shape: ``(T, C)`` or ``(B, T, C)``.
+
+        Missing values (NaN) are filtered over as :func:`panda_fm.forecasters.gaps.fill_gaps` fills them and
+        stay missing where they are not trusted as data.
+        """
         x = np.asarray(context)
+        gaps = np.isnan(x).any()
+        if gaps:
+            filled, trusted = fill_gaps(x if x.ndim == 3 else x[None])
+            filled, trusted = (filled, trusted) if x.ndim == 3 else (filled[0], trusted[0])
+        else:
+            filled = x
         if self.smoother == "gauss":
-            return gaussian_filter1d(x, self.width, axis=-2, mode="nearest")
-        return savgol_filter(x, int(self.width), 3, axis=-2, mode="interp")
+            out = gaussian_filter1d(filled, self.width, axis=-2, mode="nearest")
+        else:
+            out = savgol_filter(filled, int(self.width), 3, axis=-2, mode="interp")
+        return np.where(trusted, out, np.nan) if gaps else out
 
     def predict(self, context: np.ndarray, prediction_length: int) -> np.ndarray:
         return self.base.predict(self.denoise(context), prediction_length)

@@ -63,7 +63,8 @@ def backtest_experts(
     """Each expert's forecast from the whole context, and its error on the context's own last steps.
 
     Args:
-        z: ``(B, T, C)`` standardised contexts, finite.
+        z: ``(B, T, C)`` standardised contexts; NaN marks a missing value (the experts handle gaps as
+            :mod:`panda_fm.forecasters.gaps` describes; a backtest is scored on the observed steps).
         names: keys of ``EXPERT_VERSIONS[version]``.
         horizon: steps to forecast.
         backtest: the last ``backtest`` steps of the context are forecast from the steps before them.
@@ -77,7 +78,16 @@ def backtest_experts(
     experts = [registry[name]() for name in names]
     forecasts = np.stack([e.predict(z, horizon) for e in experts], axis=1)  # (B, E, H, C)
     past = np.stack([e.predict(z[:, :-backtest], backtest) for e in experts], axis=1)  # (B, E, V, C)
-    errors = np.abs(past - z[:, None, -backtest:]).mean(axis=2)  # (B, E, C)
+    misses = np.abs(past - z[:, None, -backtest:])  # (B, E, V, C); NaN where the context is missing
+    if np.isnan(z[:, -backtest:]).any():
+        missing = np.isnan(z[:, None, -backtest:])  # (B, 1, V, C)
+        misses = np.where(missing, 0.0, misses)
+        count = (~missing).sum(axis=2)  # (B, 1, C)
+        errors = np.where(
+            count > 0, misses.sum(axis=2) / np.maximum(count, 1), 1.0
+        )  # no step observed: 1 std
+    else:
+        errors = misses.mean(axis=2)  # (B, E, C)
     errors = np.nan_to_num(errors, nan=1e6, posinf=1e6)
     return np.nan_to_num(forecasts, nan=0.0, posinf=0.0, neginf=0.0), errors
 
@@ -104,7 +114,9 @@ class SelectorForecaster(ContextForecaster):
             raise ValueError(f"backtest must be >= 1, got {self.backtest}")
         self.min_context = self.backtest + 80  # the NVAR needs 74 steps to fit and choose its penalty
 
-    def _forecast(self, z: np.ndarray, horizon: int) -> np.ndarray:
+    def _forecast(self, z: np.ndarray, horizon: int, trusted: np.ndarray | None = None) -> np.ndarray:
+        if trusted is not None:  # the experts see the gaps as gaps
+            z = np.where(trusted, z, np.nan)
         forecasts, errors = backtest_experts(z, self.experts, horizon, self.backtest)
         best = errors.mean(axis=2).argmin(axis=1)  # (B,)
         return forecasts[np.arange(len(best)), best]

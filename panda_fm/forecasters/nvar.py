@@ -110,25 +110,36 @@ class _RidgeDelayForecaster(IteratedDelayForecaster):
         return degree
 
     def _fit_path(
-        self, z: np.ndarray, ridges: tuple[float, ...], degree: int
+        self, z: np.ndarray, ridges: tuple[float, ...], degree: int, trusted: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Weights ``(R, F, C)`` and intercepts ``(R, C)`` for each of ``R`` penalties, on ``z (T, C)``."""
-        t = np.arange(self.span - 1, z.shape[0] - 1)  # (N,) times with a full delay vector and a successor
+        """Weights ``(R, F, C)`` and intercepts ``(R, C)`` for each of ``R`` penalties, on ``z (T, C)``'s
+        trusted pairs (``trusted (T, C)`` or None: all)."""
+        t = self.pair_times(z.shape[0], trusted)  # (N,) times with a full delay vector and a successor
+        if len(t) == 0:  # nothing to fit: no increment (a flat forecast)
+            F = n_monomials(self.delays * z.shape[1], degree)
+            return np.zeros((len(ridges), F, z.shape[1])), np.zeros((len(ridges), z.shape[1]))
         x = _monomials(delay_vector(z, t, self.delays, self.stride), degree)  # (N, F)
         path = _ridge_path(x, z[t + 1] - z[t], ridges)  # increments (N, C) as targets
         return np.stack([w for w, _ in path]), np.stack([b for _, b in path])
 
-    def _fit(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _fit(self, z: np.ndarray, trusted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         degree = self.feature_degree(*z.shape)
         ridge = self.ridges[0]
         if len(self.ridges) > 1:
-            head, tail = z[: -self.validation], z[-self.validation :]  # (T - V, C), (V, C)
+            V = self.validation
+            head, tail = z[:-V], z[-V:]  # (T - V, C), (V, C)
+            head_ok = None if trusted is None else trusted[:-V]
             starts = np.broadcast_to(head, (len(self.ridges), *head.shape))  # one rollout per penalty
-            forecasts = self._rollout(
-                starts, self._fit_path(head, self.ridges, degree), self.validation
-            )  # (R, V, C)
-            ridge = self.ridges[int(np.nanargmin(((forecasts - tail) ** 2).mean(axis=(1, 2))))]
-        w, b = self._fit_path(z, (ridge,), degree)
+            masks = None if head_ok is None else np.broadcast_to(head_ok, starts.shape)
+            path = self._fit_path(head, self.ridges, degree, head_ok)
+            forecasts = self._rollout(starts, path, V, masks)  # (R, V, C)
+            err = (forecasts - tail) ** 2  # (R, V, C)
+            if trusted is None or not trusted[-V:].any():
+                mse = err.mean(axis=(1, 2))
+            else:  # scored on the held-out steps that are data
+                mse = (err * trusted[-V:]).sum(axis=(1, 2)) / trusted[-V:].sum()
+            ridge = self.ridges[int(np.nanargmin(mse))]
+        w, b = self._fit_path(z, (ridge,), degree, trusted)
         return w[0], b[0]
 
     def _step(self, state: tuple[np.ndarray, np.ndarray], history: np.ndarray, t: int) -> np.ndarray:

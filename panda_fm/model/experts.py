@@ -25,24 +25,6 @@ from panda_fm.forecasters.tensor.experts import backtest_experts_tensor
 EXPERT_DTYPE = torch.float64
 
 
-def _fill_missing(x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-    """Carry the last observed value of each channel forward (the first one backward) over gaps.
-
-    Args:
-        x: ``(B, T, C)``.
-        observed: ``(B, T, C)`` bool.
-
-    Returns:
-        ``(B, T, C)``; a channel without any observation is 0 (its mean in standardised units).
-    """
-    steps = torch.arange(x.shape[1], device=x.device).view(1, -1, 1)  # (1, T, 1)
-    last = torch.where(observed, steps, -1).cummax(dim=1).values  # (B, T, C): last observed index so far
-    seen = observed.any(dim=1)  # (B, C)
-    first = observed.int().argmax(dim=1)  # (B, C): the first observed index (0 when none)
-    last = torch.where(last < 0, first[:, None, :], last)
-    return torch.where(seen[:, None, :], x.gather(1, last), 0.0)
-
-
 @torch.no_grad()
 def expert_forecasts(
     x: torch.Tensor,
@@ -56,7 +38,9 @@ def expert_forecasts(
 
     Args:
         x: ``(B, T, C)`` standardised context (unobserved entries arbitrary).
-        observed: ``(B, T, C)`` bool or None; gaps are filled with the last observed value first.
+        observed: ``(B, T, C)`` bool or None; the experts treat the unobserved entries as missing values
+            (:mod:`panda_fm.forecasters.gaps`: short holes interpolated, longer gaps never fitted, missing
+            steps at the end forecast).
         names: keys of ``panda_fm.forecasters.EXPERT_VERSIONS[version]``.
         horizon: steps to forecast.
         backtest: steps at the end of the context each expert is scored on.
@@ -67,6 +51,6 @@ def expert_forecasts(
     """
     z = x.detach().to(EXPERT_DTYPE)
     if observed is not None and not bool(observed.all()):
-        z = _fill_missing(z, observed)
+        z = z.masked_fill(~observed, torch.nan)
     forecasts, errors = backtest_experts_tensor(z, names, horizon, backtest, version=version)
     return forecasts.float(), errors.float()

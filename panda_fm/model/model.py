@@ -18,10 +18,11 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from panda_fm.config import PandaConfig
+from panda_fm.forecasters.tensor.gaps import fill_gaps
 from panda_fm.model.experts import expert_forecasts
 from panda_fm.model.incontext import AnalogueForecast
 from panda_fm.model.layers import DynamicsEmbedding, EncoderLayer, LinearPatchEmbedding, rope_tables
-from panda_fm.scaling import fit_scale
+from panda_fm.scaling import InstanceScale, fit_scale
 
 
 class PandaModel(PreTrainedModel):
@@ -301,6 +302,31 @@ class PandaModel(PreTrainedModel):
             B, _, C = context.shape
             context = torch.cat([context.new_zeros(B, pad, C), context], dim=1)
             mask = torch.cat([mask.new_zeros(B, pad, C), mask], dim=1)
-        stats = fit_scale(context, mask, cfg.scaling_eps)
-        x = torch.where(mask, stats.normalise(context.float()), 0.0)
+        x, mask, stats = self.standardise(context, mask, cfg.scaling_eps)
         return stats.denormalise(self.forward_normalised(x, mask, horizon))
+
+    @staticmethod
+    def standardise(
+        context: torch.Tensor, observed: torch.Tensor, eps: float
+    ) -> tuple[torch.Tensor, torch.Tensor | None, InstanceScale]:
+        """The network's input: the context standardised by its observed entries, short holes filled.
+
+        Runs of at most :data:`panda_fm.forecasters.gaps.MAX_FILL` missing steps between observations are
+        interpolated and count as observed (scattered dropouts then look like data to the network and the
+        experts alike); longer gaps stay unobserved, as 0.
+
+        Args:
+            context: ``(B, context_length, C)``; entries where ``observed`` is False are ignored.
+            observed: ``(B, context_length, C)`` bool.
+            eps: added to the variance (``config.scaling_eps``).
+
+        Returns:
+            ``x`` ``(B, context_length, C)`` float32, the observed mask after filling (None when complete) and
+            the statistics that undo the standardisation.
+        """
+        stats = fit_scale(context, observed, eps)
+        x = stats.normalise(context.float())
+        if bool(observed.all()):
+            return x, None, stats
+        x, trusted = fill_gaps(torch.where(observed, x, torch.nan))
+        return torch.where(trusted, x, 0.0), trusted, stats

@@ -99,8 +99,8 @@ def masked_standardised_mse(
 ) -> torch.Tensor:
     """:func:`standardised_mse` for windows with missing values (NaN), as in users' series.
 
-    Missing context entries are masked (statistics from the observed ones, the model told which patches
-    hold data) and missing target entries are left out of the mean. On windows without NaN it equals
+    Missing context entries are handled as in the model's ``forward`` (:meth:`PandaModel.standardise`) and
+    missing target entries are left out of the mean. On windows without NaN it equals
     :func:`standardised_mse`.
 
     Args:
@@ -113,9 +113,7 @@ def masked_standardised_mse(
     Returns:
         Scalar float32 loss (NaN when no target entry is observed).
     """
-    observed = torch.isfinite(context)  # (B, L, C)
-    stats = fit_scale(context, observed, eps)
-    x = torch.where(observed, stats.normalise(context.float()), 0.0)
+    x, observed, stats = model.standardise(context, torch.isfinite(context), eps)  # short holes filled
     y = stats.normalise(target.float())
     valid = torch.isfinite(y)  # (B, H, C)
     return (

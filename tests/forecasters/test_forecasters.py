@@ -119,8 +119,11 @@ def test_bad_input_raises_a_clear_error(lorenz: np.ndarray) -> None:
     with pytest.raises(ValueError, match="at least"):
         f.predict(lorenz[:20], 10)
     bad = lorenz[:300].copy()
-    bad[5, 1] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
+    bad[5, 1] = np.inf
+    with pytest.raises(ValueError, match="inf.*NaN"):
+        f.predict(bad, 10)
+    bad[:, 1] = np.nan
+    with pytest.raises(ValueError, match="no observation"):
         f.predict(bad, 10)
     with pytest.raises(ValueError, match="unknown baselines"):
         make_baselines(["nvar", "prophet"])

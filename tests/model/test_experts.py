@@ -1,4 +1,4 @@
-"""The model's in-context experts: gap filling, agreement with the classical forecasters, saved outputs."""
+"""The model's in-context experts: missing values, agreement with the classical forecasters, saved outputs."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 from panda_fm import PandaPipeline
 from panda_fm.config import EXPERT_NAMES, PandaConfig
 from panda_fm.forecasters import EXPERTS, AnalogueForecaster, NVARForecaster
-from panda_fm.model.experts import _fill_missing, expert_forecasts
+from panda_fm.forecasters.experts import backtest_experts
+from panda_fm.model.experts import expert_forecasts
 from tests.conftest import FIXTURES
 
 
@@ -31,26 +32,19 @@ def test_raw_experts_are_the_baselines():
     )
 
 
-def test_gaps_are_filled_with_the_last_observation():
-    x = torch.arange(12, dtype=torch.float64).reshape(1, 6, 2)
-    observed = torch.ones_like(x, dtype=torch.bool)
-    observed[0, [0, 1, 4], 0] = False
-    observed[0, :, 1] = False  # a channel without data becomes 0
-    filled = _fill_missing(x, observed)
-    assert filled[0, :, 0].tolist() == [4, 4, 4, 6, 6, 10]
-    assert filled[0, :, 1].tolist() == [0] * 6
-
-
-def test_forecasts_with_gaps_use_the_filled_context():
+def test_gaps_reach_the_experts_as_missing_values():
+    """Unobserved entries are missing values to the experts: the model's experts give what the numpy experts
+    give on the context with NaN there (left padding, a long gap in one channel, the last steps of another)."""
     x = torch.from_numpy(_lorenz_like()[None]).float()
     observed = torch.ones_like(x, dtype=torch.bool)
     observed[:, :100] = False
-    observed[:, 300:310, 1] = False
-    out = expert_forecasts(torch.where(observed, x, 0.0), observed, list(EXPERT_NAMES), 16, 64)
-    filled = _fill_missing(x.double(), observed).float()
-    again = expert_forecasts(filled, None, list(EXPERT_NAMES), 16, 64)
-    for a, b in zip(out, again, strict=True):
-        torch.testing.assert_close(a, b)
+    observed[:, 300:340, 1] = False
+    observed[:, -20:, 2] = False
+    out, errors = expert_forecasts(torch.where(observed, x, 0.0), observed, list(EXPERT_NAMES), 16, 64)
+    z = torch.where(observed, x, torch.nan).double().numpy()
+    ref, ref_errors = backtest_experts(z, list(EXPERT_NAMES), 16, 64)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(errors.numpy(), ref_errors, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import torch
 
 from panda_fm.forecasters.analogue import AnalogueForecaster
 from panda_fm.forecasters.tensor.common import delay_vectors, rollout, standardise
+from panda_fm.forecasters.tensor.gaps import fill_gaps, pair_mask, start_index
 
 __all__ = ["analogue_forecast"]
 
@@ -42,8 +43,9 @@ def analogue_forecast(
     than numpy's ``argpartition`` (only with repeated library vectors).
 
     Args:
-        x: ``(B, T, C)`` finite contexts in any units (not checked: the check would synchronise a GPU),
-            float32 or float64 (other dtypes are computed in float32, integers in float64).
+        x: ``(B, T, C)`` contexts in any units, float32 or float64 (other dtypes are computed in float32,
+            integers in float64); NaN marks a missing value, handled as :mod:`panda_fm.forecasters.gaps`
+            describes (library states touching a gap are no candidates).
         horizon: ``H``, steps to forecast.
         delays: ``L``, entries of a delay vector.
         stride: steps between the entries.
@@ -69,8 +71,16 @@ def analogue_forecast(
             f"analogue needs a context of at least {spec.min_context} steps, got {x.shape[1]}; pass a longer context"
         )
     work = _working_dtype(x.dtype)
-    z, mu, sd = standardise(x.to(work))  # (B, T, C), (B, 1, C), (B, 1, C)
+    x = x.to(work)
+    observed = trusted = valid = start = None
+    if x.is_floating_point() and bool(torch.isnan(x).any()):
+        observed = ~torch.isnan(x)
+        x, trusted = fill_gaps(x)
+    z, mu, sd = standardise(x, observed)  # (B, T, C), (B, 1, C), (B, 1, C)
     t = torch.arange(spec.span - 1, z.shape[1] - 1 - exclude_recent, device=z.device)  # (N,)
+    if trusted is not None:
+        valid = pair_mask(trusted, t, delays, stride)  # (B, N): library states that are data
+        start = start_index(trusted, delays, stride)
     library = delay_vectors(z, t, delays, stride).transpose(1, 2).contiguous()  # (B, L*C, N)
     increments = z[:, t + 1] - z[:, t]  # (B, N, C)
     kk = min(k, t.shape[0])
@@ -80,13 +90,22 @@ def analogue_forecast(
         """Increments ``(B, C)`` voted by the ``kk`` nearest library vectors to the delay vector at ``now``."""
         q = delay_vectors(history, now, delays, stride)  # (B, L*C)
         d2 = (library - q[:, :, None]).square_().sum(dim=1)  # (B, N) squared distances
+        if valid is not None:
+            d2 = d2.masked_fill(~valid, torch.inf)
         d2n, idx = torch.topk(d2, kk, dim=1, largest=False)  # (B, kk), ascending
         dn = d2n.sqrt()  # (B, kk)
-        w = torch.exp(-dn / dn[:, :1].clamp_min(1e-12))  # (B, kk)
+        if valid is None:
+            w = torch.exp(-dn / dn[:, :1].clamp_min(1e-12))  # (B, kk)
+            total = w.sum(dim=1, keepdim=True)
+        else:  # a missing neighbour weighs 0; no candidate at all: no increment
+            nearest = dn[:, :1]
+            w = torch.exp(-dn / torch.where(nearest.isfinite(), nearest.clamp_min(1e-12), 1.0))
+            total = w.sum(dim=1, keepdim=True)
+            total = torch.where(total > 0, total, 1.0)
         inc = torch.gather(increments, 1, idx[:, :, None].expand(-1, -1, c))  # (B, kk, C)
-        return (w[:, :, None] * inc).sum(dim=1) / w.sum(dim=1, keepdim=True)
+        return (w[:, :, None] * inc).sum(dim=1) / total
 
-    out = rollout(z, step, horizon, clip=clip) * sd + mu  # (B, H, C)
+    out = rollout(z, step, horizon, clip, trusted, start) * sd + mu  # (B, H, C)
     return out.to(x.dtype) if x.dtype.is_floating_point else out
 
 

@@ -14,18 +14,28 @@ import torch
 __all__ = ["standardise", "delay_vectors", "rollout"]
 
 
-def standardise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-channel standardisation over time, as ``panda_fm.scaling.context_moments``.
+def standardise(
+    x: torch.Tensor, observed: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-channel standardisation over time, as ``panda_fm.scaling.context_moments`` (with ``observed``:
+    ``panda_fm.forecasters.gaps.nan_moments``, the moments of the observed entries).
 
     Args:
         x: ``(B, T, C)`` finite contexts.
+        observed: ``(B, T, C)`` bool or None (all observed).
 
     Returns:
         ``(z, mean, std)``: ``z`` ``(B, T, C)``, ``mean`` and ``std`` ``(B, 1, C)`` (population std; 1 for a
         constant channel).
     """
-    mu = x.mean(dim=1, keepdim=True)
-    sd = x.std(dim=1, keepdim=True, correction=0)
+    if observed is None:
+        mu = x.mean(dim=1, keepdim=True)
+        sd = x.std(dim=1, keepdim=True, correction=0)
+    else:
+        w = observed.to(x.dtype)
+        count = w.sum(dim=1, keepdim=True).clamp_min(1)
+        mu = (x * w).sum(dim=1, keepdim=True) / count
+        sd = ((((x - mu) * w) ** 2).sum(dim=1, keepdim=True) / count).sqrt()
     sd = torch.where(sd > 0, sd, torch.ones_like(sd))
     return (x - mu) / sd, mu, sd
 
@@ -57,17 +67,23 @@ def rollout(
     step: Callable[[torch.Tensor, int], torch.Tensor],
     horizon: int,
     clip: bool = True,
+    trusted: torch.Tensor | None = None,
+    start: int | None = None,
 ) -> torch.Tensor:
     """Iterate a one-step map from the end of ``z``: ``z[t+1] = z[t] + step(history, t)``.
 
     With ``clip``, every new state is clipped to the context's range widened by its span on each side (a
-    diverging rollout stays finite and visibly wrong).
+    diverging rollout stays finite and visibly wrong). With ``trusted`` the rollout starts at ``start`` (see
+    :func:`panda_fm.forecasters.tensor.gaps.start_index`) and keeps every trusted entry of the context it
+    passes, forecasting the others (the numpy forecasters' rule for missing values at the end).
 
     Args:
         z: ``(B, T, C)`` contexts.
         step: ``(history (B, T + H, C), t) -> increments (B, C)`` from the states up to index ``t``.
         horizon: ``H``.
         clip: bound the states.
+        trusted: ``(B, T, C)`` bool or None (every entry is data).
+        start: the index the rollout starts from with ``trusted`` (default ``T - 1``).
 
     Returns:
         ``(B, H, C)``.
@@ -76,7 +92,9 @@ def rollout(
     lo, hi = lo - (hi - lo), hi + (hi - lo)
     t0 = z.shape[1]
     history = torch.cat([z, z.new_empty(z.shape[0], horizon, z.shape[2])], dim=1)  # (B, T + H, C)
-    for t in range(t0 - 1, t0 - 1 + horizon):
+    first = t0 - 1 if trusted is None or start is None else start
+    for t in range(first, t0 - 1 + horizon):
         nxt = history[:, t] + step(history, t)  # (B, C)
-        history[:, t + 1] = torch.clamp(nxt, lo, hi) if clip else nxt
+        nxt = torch.clamp(nxt, lo, hi) if clip else nxt
+        history[:, t + 1] = torch.where(trusted[:, t + 1], z[:, t + 1], nxt) if t + 1 < t0 else nxt
     return history[:, t0:]

@@ -23,6 +23,7 @@ from panda_fm.forecasters.experts import EXPERT_VERSIONS, LATEST_EXPERTS_VERSION
 from panda_fm.forecasters.nvar import NVARForecaster
 from panda_fm.forecasters.tensor.analogue import analogue_forecast
 from panda_fm.forecasters.tensor.denoise import gaussian_smooth, savgol_smooth
+from panda_fm.forecasters.tensor.gaps import fill_gaps
 from panda_fm.forecasters.tensor.nvar import nvar_forecast
 
 __all__ = ["TensorExpert", "tensor_expert", "run_experts", "backtest_experts_tensor"]
@@ -42,20 +43,30 @@ class TensorExpert:
     key: Hashable  # the base function and its settings
     smooth: Callable[[torch.Tensor], torch.Tensor] | None = None  # (B, T, C) -> (B, T, C)
 
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """The context the base forecasts from: ``x`` filtered, or ``x``."""
-        return x if self.smooth is None else self.smooth(x)
+    def prepare(self, x: torch.Tensor, gaps: bool = False) -> torch.Tensor:
+        """The context the base forecasts from: ``x`` filtered, or ``x``.
+
+        With ``gaps`` (``x`` holds NaN), the filter runs over the filled context and the entries that are
+        not data stay NaN (the numpy ``DenoisedForecaster.denoise``).
+        """
+        if self.smooth is None:
+            return x
+        if not gaps:
+            return self.smooth(x)
+        filled, trusted = fill_gaps(x)
+        return torch.where(trusted, self.smooth(filled), torch.nan)
 
     def __call__(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
         return self.base(self.prepare(x), horizon)
 
 
 def _naive(x: torch.Tensor, horizon: int) -> torch.Tensor:
-    return x[:, -1:].expand(-1, horizon, -1).clone()
+    last = fill_gaps(x)[0][:, -1:]  # the last observed value of each channel
+    return last.expand(-1, horizon, -1).clone()
 
 
 def _mean(x: torch.Tensor, horizon: int) -> torch.Tensor:
-    return x.mean(dim=1, keepdim=True).expand(-1, horizon, -1).clone()
+    return x.nanmean(dim=1, keepdim=True).expand(-1, horizon, -1).clone()
 
 
 def _with_settings(function: TensorForecast, **settings: Any) -> TensorExpert:
@@ -103,14 +114,16 @@ def tensor_expert(forecaster: Forecaster) -> TensorExpert:
 
 
 def run_experts(experts: Sequence[TensorExpert], x: torch.Tensor, horizon: int) -> torch.Tensor:
-    """Every expert's forecast from ``x`` ``(B, T, C)``: ``(B, E, H, C)``, one batched call per distinct base."""
+    """Every expert's forecast from ``x`` ``(B, T, C)`` (NaN for missing values): ``(B, E, H, C)``, one batched
+    call per distinct base."""
     B = x.shape[0]
+    gaps = bool(torch.isnan(x).any())
     groups: dict[Hashable, list[int]] = {}
     for i, expert in enumerate(experts):
         groups.setdefault(expert.key, []).append(i)
     out: list[torch.Tensor] = [x] * len(experts)  # placeholders, all replaced below
     for members in groups.values():
-        contexts = torch.cat([experts[i].prepare(x) for i in members])  # (G*B, T, C)
+        contexts = torch.cat([experts[i].prepare(x, gaps) for i in members])  # (G*B, T, C)
         forecasts = experts[members[0]].base(contexts, horizon).split(B)  # G x (B, H, C)
         for i, forecast in zip(members, forecasts, strict=True):
             out[i] = forecast
@@ -126,12 +139,20 @@ def backtest_experts_tensor(
     z: torch.Tensor, names: Sequence[str], horizon: int, backtest: int, version: int = LATEST_EXPERTS_VERSION
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`panda_fm.forecasters.backtest_experts` in torch, on ``z``'s device and dtype: the same arguments
-    (``z`` a ``(B, T, C)`` tensor) and the same finite forecasts ``(B, E, H, C)`` and backtest errors ``(B, E, C)``.
+    (``z`` a ``(B, T, C)`` tensor, NaN for missing values) and the same finite forecasts ``(B, E, H, C)`` and
+    backtest errors ``(B, E, C)``.
     """
     experts = [_registry(version)[name] for name in names]
     past_context, held_out = z[:, :-backtest], z[:, -backtest:]
     forecasts = run_experts(experts, z, horizon)  # (B, E, H, C)
     past = run_experts(experts, past_context, backtest)  # (B, E, V, C)
-    errors = (past - held_out[:, None]).abs().mean(dim=2)  # (B, E, C)
+    misses = (past - held_out[:, None]).abs()  # (B, E, V, C)
+    missing = torch.isnan(held_out)[:, None]  # (B, 1, V, C)
+    if bool(missing.any()):  # scored on the observed steps; a channel without any: 1 std
+        count = (~missing).sum(dim=2)  # (B, 1, C)
+        total = misses.masked_fill(missing, 0.0).sum(dim=2)
+        errors = torch.where(count > 0, total / count.clamp_min(1), 1.0)
+    else:
+        errors = misses.mean(dim=2)  # (B, E, C)
     errors = torch.nan_to_num(errors, nan=1e6, posinf=1e6)
     return torch.nan_to_num(forecasts, nan=0.0, posinf=0.0, neginf=0.0), errors

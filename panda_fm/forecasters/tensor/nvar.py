@@ -21,6 +21,7 @@ import torch
 
 from panda_fm.forecasters.nvar import NVARForecaster
 from panda_fm.forecasters.tensor.common import delay_vectors, rollout, standardise
+from panda_fm.forecasters.tensor.gaps import fill_gaps, pair_mask, start_index
 
 __all__ = ["nvar_forecast"]
 
@@ -67,7 +68,9 @@ def _monomials(v: torch.Tensor, index: torch.Tensor, dim: int = -1) -> torch.Ten
     return out
 
 
-def _ridge_path(x: torch.Tensor, y: torch.Tensor, alphas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _ridge_path(
+    x: torch.Tensor, y: torch.Tensor, alphas: torch.Tensor, weight: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Ridge regressions with an unpenalised intercept, batched over series and penalties.
 
     The arithmetic of the numpy forecaster's ``_ridge_path``: features scaled to unit variance (population
@@ -78,18 +81,29 @@ def _ridge_path(x: torch.Tensor, y: torch.Tensor, alphas: torch.Tensor) -> tuple
         x: ``(B, F, N)`` features, feature-major (every reduction then runs over contiguous memory).
         y: ``(B, N, C)`` targets.
         alphas: ``(R,)`` penalties shared by all series, or ``(B, R)`` per series.
+        weight: ``(B, N)`` 0/1 marking the pairs that are data (None: all); a series without any pair gets
+            zero weights and intercept.
 
     Returns:
         Weights ``(B, R, F, C)`` and intercepts ``(B, R, C)``.
     """
-    n = x.shape[2]
-    xm, ym = x.mean(dim=2, keepdim=True), y.mean(dim=1, keepdim=True)  # (B, F, 1), (B, 1, C)
-    xd = x - xm  # (B, F, N)
-    xs = (xd * xd).mean(dim=2, keepdim=True).sqrt()  # (B, F, 1): numpy's two-pass population std
+    if weight is None:
+        n = torch.tensor(float(x.shape[2]), dtype=x.dtype, device=x.device)
+        xm, ym = x.mean(dim=2, keepdim=True), y.mean(dim=1, keepdim=True)  # (B, F, 1), (B, 1, C)
+        xd = x - xm  # (B, F, N)
+        xs = (xd * xd).mean(dim=2, keepdim=True).sqrt()  # (B, F, 1): numpy's two-pass population std
+        yc = y - ym  # (B, N, C)
+    else:  # the same arithmetic on the pairs of weight 1 only
+        n = weight.sum(dim=1).clamp_min(1)[:, None]  # (B, 1)
+        xm = (x * weight[:, None]).sum(dim=2, keepdim=True) / n[..., None]  # (B, F, 1)
+        ym = (y * weight[..., None]).sum(dim=1, keepdim=True) / n[..., None]  # (B, 1, C)
+        xd = (x - xm) * weight[:, None]
+        xs = ((xd * xd).sum(dim=2, keepdim=True) / n[..., None]).sqrt()
+        yc = (y - ym) * weight[..., None]
     xs = torch.where(xs > 0, xs, torch.ones_like(xs))
     xc = xd / xs  # (B, F, N)
     gram = xc @ xc.mT  # (B, F, F)
-    rhs = xc @ (y - ym)  # (B, F, C)
+    rhs = xc @ yc  # (B, F, C)
     jitter = (alphas.to(x.dtype) * n + 1e-10).expand(x.shape[0], -1)  # (B, R)
     a = gram[:, None].repeat(1, jitter.shape[1], 1, 1)  # (B, R, F, F)
     a.diagonal(dim1=-2, dim2=-1).add_(jitter[:, :, None])  # + (alpha N + 1e-10) I
@@ -102,7 +116,12 @@ def _ridge_path(x: torch.Tensor, y: torch.Tensor, alphas: torch.Tensor) -> tuple
 
 
 def _fit_path(
-    z: torch.Tensor, alphas: torch.Tensor, delays: int, stride: int, index: torch.Tensor
+    z: torch.Tensor,
+    alphas: torch.Tensor,
+    delays: int,
+    stride: int,
+    index: torch.Tensor,
+    trusted: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ridge fits of the increment ``z[t+1] - z[t]`` on the features of the delay vector at ``t``.
 
@@ -112,6 +131,7 @@ def _fit_path(
         delays: ``L``.
         stride: steps between delayed copies.
         index: :func:`_monomial_index` ``(degree, F)`` of the feature degree.
+        trusted: ``(B, T, C)`` bool or None: fit only the pairs that are data.
 
     Returns:
         Weights ``(B, R, F, C)`` and intercepts ``(B, R, C)``.
@@ -119,7 +139,10 @@ def _fit_path(
     span = (delays - 1) * stride + 1
     t = torch.arange(span - 1, z.shape[1] - 1, device=z.device)  # (N,) times with a full delay vector
     v = delay_vectors(z, t, delays, stride).mT  # (B, N, L*C) -> (B, L*C, N)
-    return _ridge_path(_monomials(v, index, dim=1), z[:, t + 1] - z[:, t], alphas)  # features (B, F, N)
+    weight = None if trusted is None else pair_mask(trusted, t, delays, stride).to(z.dtype)  # (B, N)
+    return _ridge_path(
+        _monomials(v, index, dim=1), z[:, t + 1] - z[:, t], alphas, weight
+    )  # features (B, F, N)
 
 
 def _rollout(
@@ -131,6 +154,7 @@ def _rollout(
     stride: int,
     clip: bool,
     index: torch.Tensor,
+    trusted: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Iterate the fitted one-step maps of all series in lockstep.
 
@@ -143,6 +167,7 @@ def _rollout(
         stride: steps between delayed copies.
         clip: bound the states to the context's range widened by its span on each side.
         index: :func:`_monomial_index` ``(degree, F)`` of the feature degree.
+        trusted: ``(B, T, C)`` bool or None; the rollout then starts at the last delay vector that is data.
 
     Returns:
         ``(B, H, C)``.
@@ -156,7 +181,8 @@ def _rollout(
         x = _monomials(delay_vectors(history, t, delays, stride).T, index, dim=0)  # (B, L*C) -> (F, B)
         return (x * wt).sum(dim=1).T + b  # (C, F, B) -> (C, B) -> (B, C)
 
-    return rollout(z, step, horizon, clip)
+    start = None if trusted is None else start_index(trusted, delays, stride)
+    return rollout(z, step, horizon, clip, trusted, start)
 
 
 def _choose_penalties(
@@ -167,6 +193,7 @@ def _choose_penalties(
     stride: int,
     clip: bool,
     index: torch.Tensor,
+    trusted: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Each series' penalty by a held-out rollout, all penalties of all series in lockstep.
 
@@ -182,18 +209,29 @@ def _choose_penalties(
         stride: steps between delayed copies.
         clip: bound the rollouts' states.
         index: :func:`_monomial_index` ``(degree, F)`` of the feature degree.
+        trusted: ``(B, T, C)`` bool or None: fit on the pairs that are data, score on the held-out steps
+            that are data (on all of them where none is).
 
     Returns:
         ``(B,)`` int64 indices into ``alphas``.
     """
     B, T, C = z.shape
-    R = alphas.shape[0]
-    head, tail = z[:, :-validation], z[:, -validation:]  # (B, T - V, C), (B, V, C)
-    w, b = _fit_path(head, alphas, delays, stride, index)  # (B, R, F, C), (B, R, C)
-    starts = head[:, None].expand(-1, R, -1, -1).reshape(B * R, T - validation, C)  # one rollout per penalty
-    forecasts = _rollout(starts, w.flatten(0, 1), b.flatten(0, 1), validation, delays, stride, clip, index)
-    forecasts = forecasts.reshape(B, R, validation, C)  # (B*R, V, C) -> (B, R, V, C)
-    mse = ((forecasts - tail[:, None]) ** 2).mean(dim=(2, 3))  # (B, R)
+    R, V = alphas.shape[0], validation
+    head, tail = z[:, :-V], z[:, -V:]  # (B, T - V, C), (B, V, C)
+    head_ok = None if trusted is None else trusted[:, :-V]
+    w, b = _fit_path(head, alphas, delays, stride, index, head_ok)  # (B, R, F, C), (B, R, C)
+
+    def per_penalty(a: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (B*R, ...): one rollout per penalty
+        return a[:, None].expand(-1, R, *a.shape[1:]).flatten(0, 1)
+
+    starts, starts_ok = per_penalty(head), None if head_ok is None else per_penalty(head_ok)
+    forecasts = _rollout(starts, w.flatten(0, 1), b.flatten(0, 1), V, delays, stride, clip, index, starts_ok)
+    err = (forecasts.reshape(B, R, V, C) - tail[:, None]) ** 2  # (B, R, V, C)
+    mse = err.mean(dim=(2, 3))  # (B, R)
+    if trusted is not None:
+        scored = trusted[:, None, -V:].to(z.dtype)  # (B, 1, V, C)
+        count = scored.sum(dim=(2, 3))  # (B, 1)
+        mse = torch.where(count > 0, (err * scored).sum(dim=(2, 3)) / count.clamp_min(1), mse)
     return torch.where(mse.isnan(), torch.inf, mse).argmin(dim=1)
 
 
@@ -235,11 +273,12 @@ def nvar_forecast(
     ``torch.set_float32_matmul_precision`` (TF32 on GPUs under "high"). Pass float64 where the numpy
     forecaster's results are wanted.
 
-    Autocast is switched off and no gradients are recorded (as the numpy forecaster). Non-finite contexts
-    are not checked for (that would synchronise with the device): they give non-finite forecasts.
+    Autocast is switched off and no gradients are recorded (as the numpy forecaster). NaN marks a missing
+    value, handled as :mod:`panda_fm.forecasters.gaps` describes (checking for it reads one flag back from
+    the device); infinite values are not checked for and give non-finite forecasts.
 
     Args:
-        x: ``(B, T, C)`` finite contexts in any units, float32 or float64.
+        x: ``(B, T, C)`` contexts in any units, float32 or float64; NaN for missing values.
         horizon: ``H``, steps to forecast.
         delays: ``L``, delayed copies in the embedding.
         stride: steps between delayed copies.
@@ -280,13 +319,17 @@ def nvar_forecast(
         )
     T, C = x.shape[1:]
     with _autocast_off(x.device):
-        z, mu, sd = standardise(x)  # (B, T, C), (B, 1, C), (B, 1, C)
+        observed = trusted = None
+        if bool(torch.isnan(x).any()):
+            observed = ~torch.isnan(x)
+            x, trusted = fill_gaps(x)
+        z, mu, sd = standardise(x, observed)  # (B, T, C), (B, 1, C), (B, 1, C)
         d = spec.feature_degree(T, C)
         index = _monomial_index(delays * C, d, x.device)  # (d, F)
         alphas = torch.tensor(ridges, dtype=x.dtype, device=x.device)  # (R,)
         if len(ridges) > 1:
-            best = _choose_penalties(z, alphas, validation, delays, stride, clip, index)  # (B,)
+            best = _choose_penalties(z, alphas, validation, delays, stride, clip, index, trusted)  # (B,)
             alphas = alphas[best][:, None]  # (B, 1)
-        w, b = _fit_path(z, alphas, delays, stride, index)  # (B, 1, F, C), (B, 1, C)
-        out = _rollout(z, w[:, 0], b[:, 0], horizon, delays, stride, clip, index)  # (B, H, C)
+        w, b = _fit_path(z, alphas, delays, stride, index, trusted)  # (B, 1, F, C), (B, 1, C)
+        out = _rollout(z, w[:, 0], b[:, 0], horizon, delays, stride, clip, index, trusted)  # (B, H, C)
         return out * sd + mu
