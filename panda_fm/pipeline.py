@@ -16,7 +16,7 @@ import torch
 
 from panda_fm import hub
 from panda_fm.config import PandaConfig
-from panda_fm.data.validation import as_series
+from panda_fm.data.validation import InputForm, as_series_list
 from panda_fm.model import PandaModel
 
 if TYPE_CHECKING:  # fine-tuning needs Lightning: imported only when called
@@ -24,8 +24,6 @@ if TYPE_CHECKING:  # fine-tuning needs Lightning: imported only when called
     from panda_fm.training.finetune import FineTuneConfig
 
 logger = logging.getLogger(__name__)
-
-ArrayLike = np.ndarray | torch.Tensor
 
 
 class PandaPipeline:
@@ -136,23 +134,28 @@ class PandaPipeline:
 
     def predict(
         self,
-        context: ArrayLike | Sequence[ArrayLike],
+        context: Any,
         prediction_length: int | None = None,
         *,
         batch_size: int = 64,
-    ) -> ArrayLike:
+    ) -> Any:
         """Forecast the continuation of one or many series.
 
         Args:
-            context: ``(T,)``, ``(T, C)``, ``(B, T, C)`` (numpy or torch), or a list of ``(T_i, C)`` arrays of
-                different lengths. NaN marks a missing value. Only the last ``context_length`` steps are read;
-                shorter contexts are left-padded as missing.
+            context: one series, time along axis 0: ``(T,)`` or ``(T, C)`` numpy or torch, a list of numbers,
+                a list of rows ``[[x, y, z], ...]``, a pandas Series, or a DataFrame with a column per
+                channel. Or a batch: ``(B, T, C)``, or a list of series of different lengths (``(T_i, C)``
+                arrays, DataFrames, ``(T_i,)`` arrays). NaN marks a missing value. Only the last
+                ``context_length`` steps are read; shorter contexts are left-padded as missing.
+                :mod:`panda_fm.data.validation` gives the rules for lists.
             prediction_length: steps to forecast (default: the model's ``prediction_length``); longer
                 horizons roll out autoregressively with a sliding context.
             batch_size: series per forward pass.
 
         Returns:
-            The forecast, of the input's type: ``(H,)``, ``(H, C)`` or ``(B, H, C)``; a list gives ``(B, H, C)``.
+            The forecast, of the input's type: ``(H,)``, ``(H, C)`` or ``(B, H, C)`` (a list gives
+            ``(B, H, C)``); for pandas input a Series or DataFrame (a list of them for a list) with the same
+            name or columns, its index continuing the input's (:mod:`panda_fm.data.frames`).
 
         Raises:
             ValueError: naming what is wrong with the input.
@@ -162,15 +165,12 @@ class PandaPipeline:
             raise ValueError(f"prediction_length must be a positive integer, got {prediction_length!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        batch, out_shape, as_torch, out_dtype = self._prepare(context)
+        batch, form = self._prepare(context)
         with torch.inference_mode():
             chunks = [
                 self._rollout(batch[i : i + batch_size], int(H)) for i in range(0, len(batch), batch_size)
             ]
-        forecast = torch.cat(chunks).reshape(out_shape(int(H)))
-        if as_torch:
-            return forecast.to(out_dtype)
-        return forecast.numpy().astype(out_dtype, copy=False)
+        return form.wrap(torch.cat(chunks))
 
     def _rollout(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
         """``(B, L, C)`` with NaN for missing -> ``(B, horizon, C)``, 128 (the model's horizon) steps a pass.
@@ -192,73 +192,51 @@ class PandaPipeline:
                 x = torch.cat([x, step], dim=1)[:, -L:]
         return torch.cat(steps, dim=1).float().cpu()
 
-    def _prepare(self, context: ArrayLike | Sequence[ArrayLike]) -> tuple[torch.Tensor, Any, bool, Any]:
+    def _prepare(self, context: Any) -> tuple[torch.Tensor, InputForm]:
         """Validate and stack the input into ``(B, L, C)`` float32, NaN-padded on the left.
 
         Returns:
-            The batch, a function of the horizon giving the output's shape, whether the input is torch,
-            and the output dtype.
+            The batch, and the input's form (which gives the forecast back in it).
         """
         L, P = self.config.context_length, self.config.patch_length
-        if isinstance(context, (list, tuple)):
-            if not context:
-                raise ValueError("context is an empty list; pass at least one (T, C) series")
-            first = context[0]
-            series = [as_series(s, f"context[{i}]") for i, s in enumerate(context)]
-            channels = {s.shape[1] for s in series}
-            if len(channels) > 1:
-                raise ValueError(
-                    f"the series in the list disagree in channel count: {sorted(channels)}; "
-                    "forecast groups of equal channel count separately"
-                )
-            lead: tuple[int, ...] = (len(series),)
-            flat = False
-        else:
-            first = context
-            shape = tuple(context.shape) if isinstance(context, torch.Tensor) else np.shape(context)
-            flat = len(shape) == 1  # a (T,) input gets a (H,) forecast
-            if len(shape) == 3:
-                if shape[0] == 0:
-                    raise ValueError("context has batch size 0; pass at least one series")
-                series = [as_series(s, f"series {i}") for i, s in enumerate(context)]
-                lead = (shape[0],)
-            elif len(shape) in (1, 2):
-                series = [as_series(context, "context")]
-                lead = ()
-            else:
-                raise ValueError(
-                    f"context must be (T,), (T, C) or (B, T, C), got rank {len(shape)} shape {shape}"
-                )
+        series, form = as_series_list(context, "context")
+        channels = {s.shape[1] for s in series}
+        if len(channels) > 1:
+            raise ValueError(
+                f"the series in the list disagree in channel count: {sorted(channels)}; "
+                "forecast groups of equal channel count separately"
+            )
         C = series[0].shape[1]
-
-        def out_shape(h: int) -> tuple[int, ...]:
-            return (h,) if flat else (*lead, h, C)
-
         batch = torch.full((len(series), L, C), float("nan"))
         for i, s in enumerate(series):
             name = f"series {i}" if len(series) > 1 else "context"
+            transposed = s.shape[0] < s.shape[1]  # a hint for the errors below
             s = torch.from_numpy(s[-L:])
             observed = (~torch.isnan(s)).sum(dim=0)  # (C,)
             if int(observed.sum()) == 0:
                 raise ValueError(f"{name} is all NaN: nothing to forecast from")
             if (observed == 0).any():
-                bad = torch.nonzero(observed == 0).flatten().tolist()
+                bad = _channels(torch.nonzero(observed == 0).flatten().tolist())
                 raise ValueError(
                     f"{name} has all-NaN channel(s) {bad} in its last {L} steps; drop or fill them"
                 )
             if (observed < P).any():
-                bad = torch.nonzero(observed < P).flatten().tolist()
+                bad = _channels(torch.nonzero(observed < P).flatten().tolist())
+                hint = (
+                    f" (it has {s.shape[0]} steps of {C} channels: if time runs along axis 1, pass x.T)"
+                    if transposed
+                    else ""
+                )
                 raise ValueError(
                     f"{name} channel(s) {bad} have fewer than {P} observed steps (one patch); "
-                    "give a longer context"
+                    f"give a longer context{hint}"
                 )
             batch[i, L - s.shape[0] :] = s
-        return batch, out_shape, isinstance(first, torch.Tensor), _out_dtype(first)
+        return batch, form
 
 
-def _out_dtype(x: Any) -> Any:
-    """Floating inputs keep their precision; integer inputs get float32."""
-    if isinstance(x, torch.Tensor):
-        return x.dtype if x.is_floating_point() else torch.float32
-    arr = np.asarray(x)
-    return arr.dtype if arr.dtype.kind == "f" else np.float32
+def _channels(index: list[int], shown: int = 10) -> str:
+    """Channel indices for an error message; a long list is cut after ``shown``."""
+    if len(index) <= shown:
+        return str(index)
+    return f"{str(index[:shown])[:-1]}, ...] ({len(index)} channels)"

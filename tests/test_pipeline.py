@@ -128,6 +128,53 @@ def test_bfloat16_pipeline(tiny_pipeline):
     assert (y16 - y32).pow(2).mean().sqrt() / y32.pow(2).mean().sqrt() < 0.02
 
 
+# --- inputs as people write them -------------------------------------------------------------------
+
+
+def test_a_plain_list_of_3000_floats_is_one_series(tiny_pipeline):
+    values = np.sin(np.arange(3000) * 0.05).tolist()
+    y = tiny_pipeline.predict(values, 30)
+    assert isinstance(y, np.ndarray) and y.shape == (30,)
+    np.testing.assert_array_equal(y, tiny_pipeline.predict(np.asarray(values), 30))
+
+
+def test_a_list_of_rows_is_one_series(tiny_pipeline):
+    x = np.random.default_rng(8).normal(size=(600, 3))
+    y = tiny_pipeline.predict(x.tolist(), 20)
+    assert y.shape == (20, 3)
+    np.testing.assert_array_equal(y, tiny_pipeline.predict(x, 20))
+
+
+def test_a_transposed_input_says_time_is_axis_0(tiny_pipeline):
+    x = np.random.default_rng(9).normal(size=(3000, 3))
+    with pytest.raises(ValueError, match=r"3 steps of 3000 channels.*time along axis 0.*x\.T") as err:
+        tiny_pipeline.predict(x.T)
+    assert len(str(err.value)) < 400  # no list of 3000 channel indices
+    with pytest.raises(
+        ValueError, match=r"\.\.\.\] \(40 channels\) have fewer than 16 observed steps.*pass x\.T"
+    ):
+        tiny_pipeline.predict(np.ones((10, 40)))  # too short to be read as a series: transposed?
+
+
+def test_a_dataframe_comes_back_with_its_columns_and_datetime_index(tiny_pipeline):
+    pd = pytest.importorskip("pandas")
+    x = np.random.default_rng(10).normal(size=(600, 3))
+    times = pd.DatetimeIndex(list(pd.date_range("2024-05-01", periods=600, freq="15min")), name="time")
+    df = pd.DataFrame(x, index=times, columns=["temperature", "pressure", "flow"])  # freq not set
+    y = tiny_pipeline.predict(df, 40)
+    assert isinstance(y, pd.DataFrame) and list(y.columns) == ["temperature", "pressure", "flow"]
+    assert y.index.name == "time" and y.index[0] == times[-1] + pd.Timedelta("15min")
+    assert (np.diff(y.index) == pd.Timedelta("15min")).all()
+    np.testing.assert_array_equal(y.to_numpy(), tiny_pipeline.predict(x, 40))
+    s = tiny_pipeline.predict(df["flow"], 10)
+    assert isinstance(s, pd.Series) and s.name == "flow" and s.index[0] == y.index[0]
+    ragged = tiny_pipeline.predict([df, df.iloc[:300].reset_index(drop=True)], 5)
+    assert [list(f.index) for f in ragged[1:]] == [[300, 301, 302, 303, 304]]
+    np.testing.assert_allclose(
+        ragged[0].to_numpy(), tiny_pipeline.predict(df, 5).to_numpy(), rtol=1e-5, atol=1e-6
+    )
+
+
 # --- bad input --------------------------------------------------------------------------------------
 
 

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from panda_fm.data.validation import as_series
+from panda_fm.data.frames import is_pandas
+from panda_fm.data.validation import as_series, as_series_list
 from panda_fm.data.windows import WindowSpec
 
 logger = logging.getLogger(__name__)
@@ -153,40 +154,40 @@ class SeriesWindowSampler:
 
 
 def load_series(series: SeriesInput) -> list[np.ndarray]:
-    """Recordings ``(T_i, C)`` float32 from an array, a list of arrays, or a ``.csv``/``.npy`` path.
+    """Recordings ``(T_i, C)`` float32 from an array, a pandas object, a list, or a ``.csv``/``.npy`` path.
 
-    A 1-D array is one channel; a 3-D array ``(K, T, C)`` is K recordings; a list may mix arrays and paths.
+    One recording: a 1-D array, a list of numbers or a pandas Series (one channel); a 2-D array, a list of
+    rows or a DataFrame. Several: a 3-D array ``(K, T, C)``, or a list of recordings, which may mix arrays and
+    paths. Lists are read as the pipeline reads them (:mod:`panda_fm.data.validation`).
 
     Raises:
         ValueError: non-numeric data, wrong rank, infinite values, empty recordings, all-NaN channels,
-            or recordings that disagree in channel count.
+            ambiguous lists, or recordings that disagree in channel count.
     """
     from panda_fm.data.io import read_series
 
-    if isinstance(series, (str, os.PathLike)):
-        items: list[Any] = [read_series(series)[0]]
+    def is_path(x: Any) -> bool:
+        return isinstance(x, (str, os.PathLike))
+
+    if is_path(series):
+        out = [as_series(read_series(series)[0], str(series))]
         names = [str(series)]
-    elif isinstance(series, (np.ndarray, torch.Tensor)):
-        items = list(series) if series.ndim == 3 else [series]
-        names = [f"recording {i}" for i in range(len(items))] if series.ndim == 3 else ["the series"]
-    elif isinstance(series, Sequence):
-        if not series:
-            raise ValueError("series is an empty list; pass at least one (T, C) recording")
-        items = [read_series(s)[0] if isinstance(s, (str, os.PathLike)) else s for s in series]
-        names = [
-            str(s) if isinstance(s, (str, os.PathLike)) else f"recording {i}" for i, s in enumerate(series)
-        ]
+    elif isinstance(series, Sequence) and any(is_path(s) for s in series):
+        names = [str(s) if is_path(s) else f"recording {i}" for i, s in enumerate(series)]
+        items = [read_series(s)[0] if is_path(s) else s for s in series]
+        out = [as_series(item, name) for name, item in zip(names, items, strict=True)]
+    elif isinstance(series, (np.ndarray, torch.Tensor, Sequence)) or is_pandas(series):
+        out, form = as_series_list(series, "the series", item="recording")
+        names = [f"recording {i}" for i in range(len(out))] if form.batched else ["the series"]
     else:
         raise ValueError(
-            f"series must be a numpy array (T, C), a list of them, or a .csv/.npy path, got {type(series).__name__}"
+            "series must be a numpy array (T, C), a list of them, or a .csv/.npy path (or a pandas "
+            f"DataFrame), got {type(series).__name__}"
         )
-    out = []
-    for name, item in zip(names, items, strict=True):
-        arr = as_series(item, name)
+    for name, arr in zip(names, out, strict=True):
         empty = np.flatnonzero(np.isnan(arr).all(axis=0))
         if len(empty):
             raise ValueError(f"{name} has all-NaN channel(s) {empty.tolist()}; drop those columns")
-        out.append(arr)
     channels = [a.shape[1] for a in out]
     if len(set(channels)) > 1:
         detail = ", ".join(f"{n}: {c}" for n, c in zip(names, channels, strict=True))
