@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+import traceback
 from collections.abc import Callable
 
 Handler = Callable[[argparse.Namespace], int]
@@ -12,6 +14,7 @@ Handler = Callable[[argparse.Namespace], int]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="panda-fm", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="on an error, show its full traceback")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (
         _add_demo,
@@ -24,19 +27,73 @@ def build_parser() -> argparse.ArgumentParser:
         _add_finetune,
     ):
         add(sub)
+    for subparser in sub.choices.values():  # --debug also after the subcommand
+        subparser.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="on an error, show its full traceback",
+        )
     return parser
 
 
+# Errors that mean "the input is wrong" (exit code 2, like argparse's usage errors); any other error exits 1.
+_INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    KeyError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+)
+# The package's expected errors, reported by their message alone; anything else is reported with its type, as
+# unexpected.
+_EXPECTED_ERRORS: tuple[type[BaseException], ...] = (*_INPUT_ERRORS, OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``panda-fm`` command line.
+
+    Every error is reported as one line on stderr, ``panda-fm COMMAND: error: MESSAGE``, without a traceback
+    (``--debug`` prints it first). Usage errors are argparse's.
+
+    Args:
+        argv: the arguments after the program name; ``sys.argv[1:]`` when None.
+
+    Returns:
+        The exit code: 0 on success, 2 for usage and input errors (bad values, missing files or checkpoints),
+        1 for other errors (network, disk, unexpected ones), 130 when interrupted (Ctrl-C), or a subcommand's
+        own code.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as err:
-        logging.getLogger("panda_fm").error("%s", err)
-        return 2
+    except KeyboardInterrupt:
+        _report_error(args, "interrupted")
+        return 130
+    except Exception as err:
+        _report_error(args, _one_line(err))
+        return 2 if isinstance(err, _INPUT_ERRORS) else 1
+
+
+def _one_line(err: Exception) -> str:
+    """``err``'s message on one line; unexpected error types are named, with the way to see more."""
+    if isinstance(err, KeyError) and len(err.args) == 1 and " " not in str(err.args[0]):
+        text = f"no entry {err.args[0]!r}"  # a bare dict lookup: str(err) would be the key alone
+    else:
+        text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    if isinstance(err, _EXPECTED_ERRORS):
+        return text
+    return f"{type(err).__name__}: {text} (unexpected: rerun with --debug for the traceback, and please report it)"
+
+
+def _report_error(args: argparse.Namespace, message: str) -> None:
+    """Print ``message`` as one line on stderr, after the traceback when --debug is on."""
+    if getattr(args, "debug", False):
+        traceback.print_exc(file=sys.stderr)
+    print(f"panda-fm {args.command}: error: {message}", file=sys.stderr)
 
 
 # --- demo ----------------------------------------------------------------------------------------
@@ -44,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="zero-shot forecast of a held-out chaotic system, against baselines")
-    p.add_argument("--checkpoint", default="checkpoints/panda-fm-small", help="checkpoint directory")
+    p.add_argument(
+        "--checkpoint",
+        default="panda-fm-small",
+        help="checkpoint directory, registered name or hub id (default: panda-fm-small, shipped in the package)",
+    )
     p.add_argument("--system", default="Rossler", help="a dysts flow, e.g. one of the held-out founders")
     p.add_argument("--horizon", type=int, default=256)
     p.add_argument("--out", default="demo", help="directory for the cached trajectory and the PNG")
@@ -68,7 +129,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _add_forecast(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("forecast", help="zero-shot forecast of a series stored as .csv or .npy")
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory or hub id")
+    p.add_argument(
+        "--checkpoint", required=True, help="checkpoint directory, registered name (panda-fm-small) or hub id"
+    )
     p.add_argument(
         "--input", required=True, help=".npy (T,), (T, C) or (B, T, C), or .csv with a column per channel"
     )

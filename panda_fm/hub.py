@@ -4,11 +4,18 @@ A checkpoint is a directory holding ``config.json``, ``model.safetensors``, a ``
 ``training_info.json``, as written by transformers' ``save_pretrained`` (so ``transformers.AutoModel`` reads it
 too, once :mod:`panda_fm` is imported). Hub ids are fetched with ``huggingface_hub.snapshot_download``, which
 honours ``HF_HUB_OFFLINE=1``, ``HF_ENDPOINT`` and the hub cache. No pickle is read or written anywhere.
+
+Checkpoints shipped with the package have registered names (:data:`REGISTERED_CHECKPOINTS`, e.g.
+``"panda-fm-small"``): their files are the package data of ``panda_fm.checkpoints``, which ``pyproject.toml``
+maps onto the repository's top-level ``checkpoints/`` directory, so a name works after any ``pip install``,
+from any directory, offline.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
+import importlib.resources
 import json
 import logging
 import os
@@ -21,6 +28,8 @@ from typing import Any
 import huggingface_hub
 import torch
 from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
@@ -66,29 +75,142 @@ _REFERENCE_REQUIRED = {
 }
 
 
-# --- resolving a path or hub id ----------------------------------------------------------------------
+# --- resolving a path, a registered name or a hub id -----------------------------------------------------
+
+# Checkpoints shipped inside the package: registered name -> what it is. The files of name N lie in the
+# repository's checkpoints/N/, installed as the package data panda_fm/checkpoints/N/ (pyproject.toml lists
+# the files to ship). A local directory of the same name, relative to the current directory, wins over the
+# registered name: a path the user can see is the least surprising reading.
+REGISTERED_CHECKPOINTS: dict[str, str] = {
+    "panda-fm-small": "4.8M parameters, trained on CPU on evolved chaotic systems; the default of `panda-fm demo`",
+}
+_REPOSITORY_DIR = "checkpoints"  # where the registered checkpoints lie in a clone of the repository
+
+
+def registered_checkpoint(name: str) -> Path:
+    """The installed directory of the shipped checkpoint registered as ``name``.
+
+    Args:
+        name: a key of :data:`REGISTERED_CHECKPOINTS`, e.g. ``"panda-fm-small"``.
+
+    Returns:
+        The directory holding the checkpoint's files inside the installed package.
+
+    Raises:
+        ValueError: ``name`` is not registered.
+        FileNotFoundError: the installed package lacks the checkpoint's files (an install from before the
+            checkpoint became package data, or files removed by hand).
+    """
+    if name not in REGISTERED_CHECKPOINTS:
+        raise ValueError(f"{name!r} is not a registered checkpoint name; registered: {_registered_names()}")
+    reinstall = "reinstall panda_fm (`pip install .`, or `pip install -e .` in a clone) to restore them"
+    try:
+        directory = Path(str(importlib.resources.files("panda_fm.checkpoints") / name))
+    except ModuleNotFoundError as err:
+        raise FileNotFoundError(
+            f"the registered checkpoint {name!r} is not installed: this install of panda_fm has no "
+            f"panda_fm.checkpoints package; {reinstall}"
+        ) from err
+    for filename in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (directory / filename).is_file():
+            raise FileNotFoundError(
+                f"the registered checkpoint {name!r} lacks {filename} in the installed package ({directory}); "
+                f"{reinstall}"
+            )
+    return directory
+
+
+def _registered_names() -> str:
+    return ", ".join(repr(name) for name in REGISTERED_CHECKPOINTS)
+
+
+def _why_local(name: str, given_as_path: bool) -> str | None:
+    """Why ``name``, which is not an existing path, can only be meant as a local path; None if it may be a hub id.
+
+    Decided from the text alone (and whether its parent directory exists), never from the network.
+    """
+    if given_as_path:
+        return "it was passed as a path object"
+    if name.startswith((".", "/", "~")):
+        return "it starts like a path"
+    if name.endswith(("/", "\\")):
+        return "it ends with a path separator"
+    if "\\" in name:  # the separator on Windows
+        return "it contains a backslash, which no hub id has"
+    if name.count("/") > 1:
+        return "it has more than one '/', which no hub id has"
+    if name.count("/") == 0:
+        return "it is neither a registered name nor a hub id of the form 'org/name'"
+    parent, last = name.split("/")
+    if parent == _REPOSITORY_DIR and last in REGISTERED_CHECKPOINTS:
+        return "it is the repository's path of a shipped checkpoint"
+    if Path(parent).expanduser().is_dir():
+        return f"{parent!r} is a directory here"
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return "it is not a valid hub id"
+    return None
+
+
+def _missing_path_message(name: str, reason: str) -> str:
+    path = Path(name).expanduser()
+    where = f"{path.absolute()}" if not path.is_absolute() else str(path)
+    message = f"checkpoint directory {name!r} does not exist ({where}; current directory {Path.cwd()})"
+    message += f"; it is read as a local path because {reason}"
+    registered = difflib.get_close_matches(path.name, REGISTERED_CHECKPOINTS, n=1)
+    if registered:
+        return f"{message}. The shipped checkpoint loads from anywhere by its registered name: {registered[0]!r}"
+    return (
+        f"{message}. Pass an existing checkpoint directory (holding {CONFIG_NAME} and {WEIGHTS_NAME}), a "
+        f"registered name ({_registered_names()}) or a hub id 'org/name'"
+    )
 
 
 def resolve_checkpoint(
     path_or_id: str | os.PathLike, revision: str | None = None, cache_dir: str | None = None
 ) -> Path:
-    """A local checkpoint directory for ``path_or_id``, downloading from the hub if it is a hub id.
+    """A local checkpoint directory for ``path_or_id``: a directory, a registered name, or a hub download.
 
-    A path that exists locally is used as is and never touches the network. Anything else of the form
-    ``org/name`` is fetched (its checkpoint files only) with ``huggingface_hub.snapshot_download``.
+    In this order: an existing directory is used as is (a directory named like a registered name wins); a
+    registered name (:data:`REGISTERED_CHECKPOINTS`) is the checkpoint shipped in the package; anything that
+    reads as a path (starts with ``.``, ``/`` or ``~``, ends with a separator, has a backslash or more than one
+    ``/``, names an existing parent directory, or is a ``pathlib.Path``) and does not exist is an error at once,
+    without any network call; only what remains, ``org/name``, is fetched (its checkpoint files only) with
+    ``huggingface_hub.snapshot_download``.
+
+    Args:
+        path_or_id: a checkpoint directory, a registered name or a hub id ``org/name``.
+        revision: hub revision (branch, tag or commit); ignored for local directories and registered names.
+        cache_dir: hub cache directory.
+
+    Returns:
+        The directory holding the checkpoint's files.
 
     Raises:
-        FileNotFoundError: neither a directory nor a hub id, or a hub repo without config.json or weights.
+        FileNotFoundError: a local path that does not exist or is a file (the message names it, the current
+            directory and the registered names), a registered checkpoint missing from the install, or a hub
+            repo without config.json or weights.
         OSError: the hub cannot be reached (network, HF_ENDPOINT), or offline the files are not cached.
     """
-    path = Path(path_or_id)
+    given_as_path = isinstance(path_or_id, os.PathLike)
+    name = os.fspath(path_or_id)
+    path = Path(name).expanduser()
     if path.is_dir():
         return path
-    name = str(path_or_id)
-    if path.exists() or name.count("/") != 1 or name.startswith((".", "/")):
+    if path.exists():
         raise FileNotFoundError(
-            f"{name!r} is neither a checkpoint directory nor a hub id of the form 'org/name'"
+            f"checkpoint {name!r} is a file, not a checkpoint directory; pass the directory that holds "
+            f"{CONFIG_NAME} and {WEIGHTS_NAME}"
         )
+    if name in REGISTERED_CHECKPOINTS:
+        return registered_checkpoint(name)
+    reason = _why_local(name, given_as_path)
+    if reason is not None:
+        raise FileNotFoundError(_missing_path_message(name, reason))
+    not_local = (
+        f"(no local directory {name!r} under {Path.cwd()} either; registered names: {_registered_names()})"
+    )
     try:
         local = Path(
             huggingface_hub.snapshot_download(
@@ -96,9 +218,16 @@ def resolve_checkpoint(
             )
         )
     except Exception as err:  # network, offline-mode, HTTP and incomplete-cache errors: one clear message
+        if huggingface_hub.constants.HF_HUB_OFFLINE:
+            raise OSError(
+                f"hub repo {name!r} is not cached and offline mode is on (HF_HUB_OFFLINE=1), so its "
+                f"{CONFIG_NAME} and {WEIGHTS_NAME} cannot be fetched: unset HF_HUB_OFFLINE to download them, or "
+                f"pass a local checkpoint directory {not_local}"
+            ) from err
         raise OSError(
             f"could not fetch {CONFIG_NAME} and {WEIGHTS_NAME} of hub repo {name!r} ({type(err).__name__}: "
-            f"{err}). Check the network or HF_ENDPOINT; offline (HF_HUB_OFFLINE=1) they must already be cached"
+            f"{err}). Check the network or HF_ENDPOINT; offline (HF_HUB_OFFLINE=1) they must already be cached "
+            f"{not_local}"
         ) from err
     for filename in (CONFIG_NAME, WEIGHTS_NAME):
         if (local / filename).is_file():

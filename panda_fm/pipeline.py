@@ -63,10 +63,12 @@ class PandaPipeline:
         revision: str | None = None,
         cache_dir: str | None = None,
     ) -> PandaPipeline:
-        """Load a checkpoint directory or hub id, in panda_fm's format or the reference's.
+        """Load a checkpoint directory, registered name or hub id, in panda_fm's format or the reference's.
 
         Args:
-            path_or_hub_id: a local directory (never touches the network) or ``org/name`` on the hub.
+            path_or_hub_id: a local directory, a registered name of a checkpoint shipped in the package
+                (``"panda-fm-small"``; neither touches the network) or ``org/name`` on the hub. A path that
+                does not exist fails at once: see :func:`panda_fm.hub.resolve_checkpoint`.
             device: where the model runs.
             dtype: weight dtype (``torch.float32`` or ``torch.bfloat16``); scaling stays in float32.
             poly_indices: for reference checkpoints only, the polynomial index tuples (one ``(K, d)``

@@ -78,11 +78,116 @@ def test_console_entry_point_reports_errors_without_traceback(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_forecasts_a_held_out_system_and_writes_a_plot(tmp_path, caplog):
+def test_demo_forecasts_a_held_out_system_and_writes_a_plot(tmp_path, caplog, monkeypatch):
+    """Outside the repository, with the default checkpoint: the shipped one, by its registered name."""
     import logging
 
+    monkeypatch.chdir(tmp_path)
     with caplog.at_level(logging.INFO, logger="panda_fm"):
-        rc = main(["demo", "--checkpoint", str(TINY_CHECKPOINT), "--out", str(tmp_path), "--horizon", "100"])
+        rc = main(["demo", "--out", "d", "--horizon", "100"])
     assert rc == 0
     assert "panda_fm" in caplog.text and "analogue" in caplog.text and "sMAPE" in caplog.text
-    assert (tmp_path / "forecast_Rossler.png").stat().st_size > 10_000
+    assert (tmp_path / "d" / "forecast_Rossler.png").stat().st_size > 10_000
+
+
+# --- errors: one line on stderr, no traceback unless --debug ---------------------------------------------
+
+
+def _forecast_args(tmp_path: Path, checkpoint: str) -> list[str]:
+    np.save(tmp_path / "x.npy", np.sin(np.arange(600) * 0.1)[:, None])
+    return [
+        "forecast",
+        "--checkpoint",
+        checkpoint,
+        "--input",
+        str(tmp_path / "x.npy"),
+        "--out",
+        str(tmp_path / "y.npy"),
+    ]
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path):
+    """huggingface_hub offline, with an empty cache: a hub id fails at once, without the network."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("checkpoint", ["wrong/path", "wrong/path/x", "./wrong"])
+def test_a_wrong_checkpoint_is_one_line_without_traceback(tmp_path, capsys, offline_hub, checkpoint):
+    rc = main(_forecast_args(tmp_path, checkpoint))
+    line = _one_line(capsys.readouterr().err)
+    assert rc != 0 and line.startswith("panda-fm forecast: error: ") and repr(checkpoint) in line
+    assert rc == (1 if checkpoint == "wrong/path" else 2)  # a hub id that cannot be fetched; a missing path
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_debug_shows_the_traceback_before_the_line(tmp_path, capsys):
+    for argv in (
+        ["--debug", *_forecast_args(tmp_path, "./wrong")],
+        [*_forecast_args(tmp_path, "./wrong"), "--debug"],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("Traceback") and "FileNotFoundError" in err
+        assert (
+            err.strip()
+            .splitlines()[-1]
+            .startswith("panda-fm forecast: error: checkpoint directory './wrong'")
+        )
+
+
+def test_unexpected_errors_and_interrupts_are_one_line(tmp_path, capsys, monkeypatch):
+    import panda_fm.data.io
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something broke\nover two lines")
+
+    monkeypatch.setattr(panda_fm.data.io, "read_series", broken)
+    assert main(_forecast_args(tmp_path, str(TINY_CHECKPOINT))) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert "RuntimeError: something broke over two lines" in line and "--debug" in line
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(panda_fm.data.io, "read_series", interrupted)
+    assert main(_forecast_args(tmp_path, str(TINY_CHECKPOINT))) == 130
+    assert _one_line(capsys.readouterr().err) == "panda-fm forecast: error: interrupted"
+
+
+def test_demo_checks_its_checkpoint_before_integrating(tmp_path, capsys, monkeypatch):
+    import panda_fm.eval.demo
+
+    def no_integration(*args, **kwargs):
+        raise AssertionError("the demo integrated before checking its checkpoint")
+
+    monkeypatch.setattr(panda_fm.eval.demo, "founders_testset", no_integration)
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--checkpoint", "checkpoints/panda-fm-small", "--out", "d"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "'checkpoints/panda-fm-small'" in line and "registered name: 'panda-fm-small'" in line
+    assert not (tmp_path / "d").exists()
+    from panda_fm.cli import build_parser
+
+    assert build_parser().parse_args(["demo"]).checkpoint == "panda-fm-small"
+
+
+@pytest.mark.slow
+def test_console_entry_point_reports_a_wrong_checkpoint_in_one_line(tmp_path):
+    from tests.conftest import cli, cli_env
+
+    env = cli_env() | {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    out = subprocess.run(
+        cli(*_forecast_args(tmp_path, "wrong/path")), capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    line = _one_line(out.stderr)
+    assert out.returncode == 1 and "'wrong/path'" in line and "offline mode is on" in line

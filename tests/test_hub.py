@@ -24,6 +24,9 @@ The first two tests run ``from_pretrained`` in a fresh interpreter configured on
 variables (``HF_ENDPOINT``, ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``), exactly as a user would; huggingface_hub
 reads them at import time. The others run in this process with ``huggingface_hub.constants`` patched, which is
 faster and lets the broken-server tests skip huggingface_hub's one-second pause between download retries.
+
+The last section needs no server: registered names and local-looking paths are resolved without any network
+call, and the shipped checkpoint is package data (pyproject.toml, the built wheel).
 """
 
 from __future__ import annotations
@@ -584,6 +587,7 @@ def test_offline_without_any_cache_says_so(hub_env, hub_server):
         PandaPipeline.from_pretrained(REPO_ID)
     message = str(info.value)
     assert REPO_ID in message and "config.json" in message and "cached" in message, message
+    assert "offline mode is on" in message and "HF_HUB_OFFLINE=1" in message, message
     assert "not a panda_fm checkpoint" not in message, message
     assert sentinel.requests == []
 
@@ -607,3 +611,161 @@ def test_repo_without_weights_is_not_a_checkpoint(hub_env, hub_server, repo_file
     hub_env.point_at(hub.url)
     with pytest.raises(FileNotFoundError, match=r"has no model\.safetensors"):
         PandaPipeline.from_pretrained(REPO_ID)
+
+
+# --- registered names and local paths: resolved before any network call; the shipped checkpoint as package data
+
+
+@pytest.fixture
+def no_hub(monkeypatch):
+    """Fail the test if anything asks the hub."""
+    import huggingface_hub
+
+    def no_download(*args, **kwargs):
+        raise AssertionError(f"the hub was asked: {args} {kwargs}")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_download)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
+
+
+def test_registered_name_loads_the_shipped_checkpoint_from_any_directory(no_hub, monkeypatch, tmp_path):
+    from panda_fm.hub import REGISTERED_CHECKPOINTS, resolve_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    assert "panda-fm-small" in REGISTERED_CHECKPOINTS
+    directory = resolve_checkpoint("panda-fm-small")
+    # in this (editable) install, the package data is the repository's checkpoints/ directory itself
+    assert directory.resolve() == (ROOT / "checkpoints" / "panda-fm-small").resolve()
+    pipe = PandaPipeline.from_pretrained("panda-fm-small")
+    assert pipe.model.num_parameters() > 1_000_000 and pipe.info["name"] == "panda-fm-small"
+
+
+def test_a_local_directory_wins_over_the_registered_name_it_shadows(
+    no_hub, monkeypatch, tmp_path, checkpoint
+):
+    import shutil
+
+    from panda_fm.hub import resolve_checkpoint
+
+    shutil.copytree(checkpoint, tmp_path / "panda-fm-small")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_checkpoint("panda-fm-small") == Path("panda-fm-small")
+    assert PandaPipeline.from_pretrained("panda-fm-small").model.config.d_model == 32  # the tiny one
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "checkpoints/panda-fm-small",  # the repository's path, from outside the repository
+        "./nope",
+        "../nope",
+        "/nonexistent/panda",
+        "~/nonexistent-panda-checkpoint",
+        "nope/",
+        "a/b/c",
+        "a\\b",
+        "exists/nope",  # exists/ is a directory here
+        "panda-fm-smal",  # neither a registered name nor org/name
+        "org/bad name",  # not a valid hub id
+        Path("org/name"),  # a path object is a path
+    ],
+    ids=str,
+)
+def test_a_missing_local_path_fails_at_once_naming_it(no_hub, monkeypatch, tmp_path, name):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exists").mkdir()
+    with pytest.raises(FileNotFoundError) as info:
+        PandaPipeline.from_pretrained(name)
+    message = str(info.value)
+    assert repr(str(name)) in message and str(tmp_path) in message and "'panda-fm-small'" in message, message
+
+
+def test_a_file_is_not_a_checkpoint(no_hub, tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="is a file, not a checkpoint directory"):
+        PandaPipeline.from_pretrained(tmp_path / "model.safetensors")
+
+
+def test_a_hub_id_still_goes_to_the_hub(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    asked = []
+
+    def offline_download(repo_id, **kwargs):
+        asked.append(repo_id)
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline_download)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OSError) as info:
+        PandaPipeline.from_pretrained(REPO_ID)
+    assert asked == [REPO_ID]
+    message = str(info.value)
+    assert "is not cached and offline mode is on" in message and str(tmp_path) in message, message
+
+
+def test_pyproject_ships_every_package_and_the_registered_checkpoints():
+    """pyproject.toml lists its packages (panda_fm.checkpoints lies outside panda_fm/): the list must be whole,
+    and its package-data globs must match every file of every registered checkpoint."""
+    import fnmatch
+
+    from setuptools import find_namespace_packages
+
+    from panda_fm.hub import REGISTERED_CHECKPOINTS
+
+    tomllib = pytest.importorskip("tomllib")
+    setuptools_cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set(find_namespace_packages(where=str(ROOT), include=["panda_fm*"]))
+    assert set(setuptools_cfg["packages"]) == found | {"panda_fm.checkpoints"}, (
+        "add the missing package to [tool.setuptools] packages in pyproject.toml"
+    )
+    assert setuptools_cfg["package-dir"] == {"panda_fm.checkpoints": "checkpoints"}
+    globs = setuptools_cfg["package-data"]["panda_fm.checkpoints"]
+    for name in REGISTERED_CHECKPOINTS:
+        files = [p for p in (ROOT / "checkpoints" / name).iterdir() if not p.name.startswith(".")]
+        assert {p.name for p in files} >= {"config.json", WEIGHTS, "README.md", "training_info.json"}
+        for path in files:
+            relative = f"{name}/{path.name}"
+            assert any(fnmatch.fnmatch(relative, g) for g in globs), f"{relative} is not package data"
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_the_registered_checkpoints(tmp_path):
+    """A wheel built from (a copy of) the source tree carries the checkpoint files, byte for byte."""
+    import importlib.util
+    import shutil
+    import zipfile
+
+    from panda_fm.hub import REGISTERED_CHECKPOINTS
+
+    src = tmp_path / "src"  # a copy, so the build writes nothing into the working tree
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", ".*")
+    shutil.copytree(ROOT / "panda_fm", src / "panda_fm", ignore=ignore)
+    shutil.copytree(ROOT / "checkpoints", src / "checkpoints", ignore=ignore)
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        str(src),
+        "--no-deps",
+        "-q",
+        "-w",
+        str(tmp_path),
+        *isolation,
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("panda_fm-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert "panda_fm/checkpoints/__init__.py" in names
+        for name in REGISTERED_CHECKPOINTS:
+            for path in (ROOT / "checkpoints" / name).iterdir():
+                if not path.name.startswith("."):
+                    assert archive.read(f"panda_fm/checkpoints/{name}/{path.name}") == path.read_bytes()
+    assert wheel.stat().st_size < 40e6  # the checkpoint once, compressed

@@ -53,41 +53,57 @@ def make_baselines(names: list[str] | tuple[str, ...] | str = "all") -> list[For
 
 
 class PipelineForecaster:
-    """A checkpoint directory as a :class:`~panda_fm.forecasters.Forecaster`, loaded on first use.
+    """A checkpoint as a :class:`~panda_fm.forecasters.Forecaster`, loaded on first use (or by :meth:`load`).
 
-    Its wall time in a report therefore includes loading the checkpoint once.
+    Its wall time in a report therefore includes loading the checkpoint once, unless :meth:`load` ran first.
 
     Args:
-        path: checkpoint directory (anything :meth:`PandaPipeline.from_pretrained` reads locally).
-        name: the method's name in reports; defaults to the directory's name.
+        path: checkpoint directory, registered name (``"panda-fm-small"``) or hub id: anything
+            :meth:`PandaPipeline.from_pretrained` reads. A name or hub id is resolved to its directory here.
+        name: the method's name in reports; defaults to the last part of ``path``.
         device: where the model runs ("cpu", "cuda", ...).
+
+    Raises:
+        FileNotFoundError: ``path`` is neither a directory nor a registered name nor a hub id (see
+            :func:`panda_fm.hub.resolve_checkpoint`), at once, before any forecast.
+        OSError: a hub id that cannot be fetched.
     """
 
     def __init__(self, path: str | Path, name: str | None = None, device: str = "cpu"):
         self.path = Path(path)
         if not self.path.is_dir():
-            raise FileNotFoundError(f"checkpoint {self.path} is not a directory; pass a saved checkpoint dir")
-        self.name = name or self.path.name
+            from panda_fm.hub import resolve_checkpoint  # imported here: torch loads only for a checkpoint
+
+            self.path = resolve_checkpoint(path)
+        self.name = name or Path(path).name
         self.device = device
         self._pipe: Any = None
 
-    def predict(self, context: np.ndarray, prediction_length: int) -> np.ndarray:
-        """Forecast with the checkpoint: ``(B, T, C) -> (B, H, C)``."""
+    def load(self) -> PipelineForecaster:
+        """Load the checkpoint now (a broken one fails here, not at the first forecast); returns ``self``.
+
+        Raises:
+            ValueError: the checkpoint's files are corrupt or do not match its config.
+        """
         if self._pipe is None:
             from panda_fm import PandaPipeline  # imported here: torch loads only when a checkpoint is used
 
             self._pipe = PandaPipeline.from_pretrained(self.path, device=self.device)
+        return self
+
+    def predict(self, context: np.ndarray, prediction_length: int) -> np.ndarray:
+        """Forecast with the checkpoint: ``(B, T, C) -> (B, H, C)``."""
+        self.load()
         return np.asarray(self._pipe.predict(np.asarray(context, dtype=np.float32), prediction_length))
 
 
 def checkpoint_forecasters(paths: Sequence[str | Path], device: str = "cpu") -> list[PipelineForecaster]:
-    """One forecaster per checkpoint directory, named by the directory, or by its last two path parts
-    where two directories share a name (``run1/final``, ``run2/final``)."""
-    resolved = [Path(p) for p in paths]
-    short = [p.name for p in resolved]
+    """One forecaster per checkpoint (directory, registered name or hub id), named by the path's last part, or
+    by its last two path parts where two share a name (``run1/final``, ``run2/final``)."""
+    short = [Path(p).name for p in paths]
     return [
         PipelineForecaster(
-            p, name=n if short.count(n) == 1 else "/".join(p.resolve().parts[-2:]), device=device
+            p, name=n if short.count(n) == 1 else "/".join(Path(p).resolve().parts[-2:]), device=device
         )
-        for p, n in zip(resolved, short, strict=True)
+        for p, n in zip(paths, short, strict=True)
     ]

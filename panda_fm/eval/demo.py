@@ -28,8 +28,8 @@ class DemoResult:
 
 
 def run_demo(
-    checkpoint: str | Path,
-    out: str | Path,
+    checkpoint: str | Path = "panda-fm-small",
+    out: str | Path = "demo",
     system: str = "Rossler",
     horizon: int = 256,
     context_length: int = 512,
@@ -37,16 +37,33 @@ def run_demo(
 ) -> DemoResult:
     """Forecast the end of a held-out founder's trajectory from the ``context_length`` steps before it.
 
-    The trajectory is integrated with dysts (4096 points, 100 per period) and cached under ``out/data``.
+    The checkpoint is loaded first, so a wrong one fails before the trajectory is integrated with dysts (4096
+    points, 100 per period) and cached under ``out/data``.
+
+    Args:
+        checkpoint: checkpoint directory, registered name or hub id; by default the checkpoint shipped in the
+            package, so the demo runs from any directory.
+        out: directory for the cached trajectory and the plot.
+        system: a dysts flow, e.g. one of the held-out founders.
+        horizon: steps forecast and scored.
+        context_length: context steps every method sees.
+        baselines: the classical forecasters compared, by name.
+
+    Returns:
+        Each method's errors and the plot's path.
+
+    Raises:
+        FileNotFoundError: the checkpoint does not exist (before any integration).
+        ValueError: the checkpoint is corrupt, or the system or a baseline is unknown.
     """
     from panda_fm.eval.plots import plot_forecast
 
+    methods = [PipelineForecaster(checkpoint, name="panda_fm").load(), *make_baselines(list(baselines))]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = founders_testset(out / "data" / system, FounderTestsetConfig(systems=(system,)))
     traj = np.asarray(open_dataset(data).load(system)[0], dtype=np.float64)  # (T, D)
     context, truth = traj[-(context_length + horizon) : -horizon], traj[-horizon:]
-    methods = [PipelineForecaster(checkpoint, name="panda_fm"), *make_baselines(list(baselines))]
     scores, forecasts = {}, {}
     for method in methods:
         forecast = np.asarray(method.predict(context[None], horizon))[0]

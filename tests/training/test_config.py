@@ -83,12 +83,12 @@ def test_cli_parses_dotted_overrides_and_common_options():
     assert "data.augment.rate" in override_keys()
 
 
-def test_cli_reports_bad_input(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+def test_cli_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     tiny = str(CONFIGS / "tiny-cpu.yaml")
     assert main(["pretrain", "--config", tiny, "--data", str(tmp_path / "nowhere")]) == 2
-    assert "not a panda_fm dataset" in caplog.text
+    assert "not a panda_fm dataset" in capsys.readouterr().err
     assert main(["pretrain", "--config", tiny]) == 2
-    assert "pass --data DIR" in caplog.text
+    assert "pass --data DIR" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["pretrain", "--config", tiny, "--model.dmodel", "3"])
 

@@ -422,7 +422,7 @@ def test_csv_input(base: PandaPipeline, tmp_path) -> None:
         fine_tune(base, tmp_path / "bad.csv", fast())
 
 
-def test_cli_finetune(tmp_path, caplog) -> None:
+def test_cli_finetune(tmp_path, caplog, capsys) -> None:
     write_csv(tmp_path / "data.csv", series(900))
     out = tmp_path / "ft"
     args = ["--checkpoint", str(TINY_CHECKPOINT), "--out", str(out), "--threads", "1", "--no-progress"]
@@ -436,7 +436,7 @@ def test_cli_finetune(tmp_path, caplog) -> None:
     write_csv(tmp_path / "short.csv", series(100))
     with caplog.at_level(logging.INFO, logger="panda_fm"):
         rc = main(["finetune", "--data", str(tmp_path / "short.csv"), *args])
-    assert rc == 2 and "has 100 steps; fine-tuning needs at least" in caplog.text
+    assert rc == 2 and "has 100 steps; fine-tuning needs at least" in capsys.readouterr().err
 
 
 @pytest.mark.slow
