@@ -11,8 +11,40 @@ from collections.abc import Callable
 Handler = Callable[[argparse.Namespace], int]
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help that ends each option with its default, unless it has none (None, False) or says it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text, default = action.help or "", action.default
+        if (
+            not action.option_strings
+            or action.required
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or default == []
+            or "default" in text
+        ):
+            return action.help
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def _version() -> str:
+    """The installed distribution's version; ``panda_fm.__version__`` when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("panda-fm")
+    except PackageNotFoundError:
+        from panda_fm import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="panda-fm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="panda-fm", description=__doc__, formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="on an error, show its full traceback")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -27,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_finetune,
     ):
         add(sub)
+    for subparser in sub.choices.values():
+        subparser.formatter_class = _HelpFormatter
     for subparser in sub.choices.values():  # --debug also after the subcommand
         subparser.add_argument(
             "--debug",
@@ -107,7 +141,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         help="checkpoint directory, registered name or hub id (default: panda-fm-small, shipped in the package)",
     )
     p.add_argument("--system", default="Rossler", help="a dysts flow, e.g. one of the held-out founders")
-    p.add_argument("--horizon", type=int, default=256)
+    p.add_argument("--horizon", type=int, default=256, help="steps to forecast")
     p.add_argument("--out", default="demo", help="directory for the cached trajectory and the PNG")
     p.set_defaults(handler=_demo)
 
@@ -133,30 +167,59 @@ def _add_forecast(sub: argparse._SubParsersAction) -> None:
         "--checkpoint", required=True, help="checkpoint directory, registered name (panda-fm-small) or hub id"
     )
     p.add_argument(
-        "--input", required=True, help=".npy (T,), (T, C) or (B, T, C), or .csv with a column per channel"
+        "--input",
+        required=True,
+        help=".npy (T,), (T, C) or (B, T, C), or .csv (.tsv, .txt) with a column per channel: delimiter "
+        "sniffed, header optional, empty cells missing",
     )
     p.add_argument(
         "--horizon", type=int, default=None, help="steps to forecast (default: the model's horizon)"
     )
-    p.add_argument("--out", required=True, help="where to write the forecast (.npy or .csv)")
-    p.add_argument("--plot", default=None, help="optional PNG of context and forecast")
-    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--out", required=True, help="where to write the forecast (.npy or .csv; missing folders are created)"
+    )
+    p.add_argument(
+        "--plot", default=None, help="optional figure of context and forecast (.png, .pdf, .svg or .jpg)"
+    )
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, ...")
     p.set_defaults(handler=_forecast)
 
 
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
 def _forecast(args: argparse.Namespace) -> int:
-    from panda_fm.data.io import read_series, write_series
+    from panda_fm.data.io import atomic_path, prepare_output, read_series, write_series
     from panda_fm.pipeline import PandaPipeline
 
+    out = prepare_output(args.out, (".npy", ".csv"), "--out")  # folders made and checked before any work
+    plot = prepare_output(args.plot, PLOT_SUFFIXES, "--plot") if args.plot else None
     series, columns = read_series(args.input)
+    if out.suffix == ".csv" and series.ndim == 3:
+        raise ValueError(
+            f"--out {out}: a CSV holds one series, and {args.input} holds a batch {series.shape}; "
+            "write the forecasts to .npy"
+        )
     pipe = PandaPipeline.from_pretrained(args.checkpoint, device=args.device)
     forecast = pipe.predict(series, args.horizon)
-    write_series(args.out, forecast, columns)
-    logging.getLogger("panda_fm").info("wrote a forecast of shape %s to %s", forecast.shape, args.out)
-    if args.plot:
+    log = logging.getLogger("panda_fm")
+    if plot is not None:  # drawn first: a failure leaves no output at all
         from panda_fm.eval.plots import plot_forecast
 
-        plot_forecast(series, forecast, args.plot, columns=columns)
+        batch = series.ndim == 3
+        title = f"series 0 of {len(series)}" if batch else None
+        with atomic_path(plot) as tmp:
+            plot_forecast(
+                series[0] if batch else series,
+                forecast[0] if batch else forecast,
+                tmp,
+                columns=columns,
+                title=title,
+            )
+    write_series(out, forecast, columns)
+    log.info("wrote a forecast of shape %s to %s", forecast.shape, out)
+    if plot is not None:
+        log.info("plot: %s", plot)
     return 0
 
 
@@ -215,15 +278,13 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="evolve chaotic systems into a dataset (resumes if OUT exists)")
     p.add_argument("--out", required=True, help="dataset directory")
     p.add_argument("--systems", type=int, required=True, help="number of systems wanted (in this shard)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the whole run: same seed, same dataset")
     p.add_argument("--workers", type=int, default=1, help="worker processes (results do not depend on it)")
     p.add_argument(
-        "--shard", type=_shard_arg, default=(0, 1), help="i/n: generate part i of n independent parts"
+        "--shard", type=_shard_arg, default="0/1", help="i/n: generate part i of n independent parts"
     )
     p.add_argument("--points", type=int, default=4096, help="samples per trajectory")
-    p.add_argument(
-        "--periods", type=_range_arg, default=(40.0, 40.0), help="periods per trajectory: 40 or 20-60"
-    )
+    p.add_argument("--periods", type=_range_arg, default="40", help="periods per trajectory: 40 or 20-60")
     p.add_argument("--ics", type=int, default=1, help="initial conditions per system")
     p.add_argument("--max-dim", type=int, default=12, help="dimension cap")
     p.add_argument("--batch-size", type=int, default=64, help="systems per integration batch")
@@ -471,7 +532,12 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--freeze-layers", type=int, default=None, help="freeze the embedding and first K layers (default 0)"
     )
-    p.add_argument("--min-context", type=int, default=None, help="fewest context steps of a window")
+    p.add_argument(
+        "--min-context",
+        type=int,
+        default=None,
+        help="fewest context steps of a window (default: a quarter of the model's context)",
+    )
     p.add_argument(
         "--device", default=None, choices=("auto", "cpu", "gpu"), help="where to train (default auto)"
     )

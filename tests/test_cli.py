@@ -191,3 +191,107 @@ def test_console_entry_point_reports_a_wrong_checkpoint_in_one_line(tmp_path):
     )
     line = _one_line(out.stderr)
     assert out.returncode == 1 and "'wrong/path'" in line and "offline mode is on" in line
+
+
+# --- files: header-less and semicolon CSVs, output folders made before any work -----------------------------
+
+
+def _forecast(src: Path, out: Path, *extra: str) -> int:
+    return main(
+        ["forecast", "--checkpoint", str(TINY_CHECKPOINT), "--input", str(src), "--out", str(out), *extra]
+    )
+
+
+def test_forecast_of_a_headerless_csv_keeps_its_first_row_and_makes_output_folders(tmp_path):
+    x = np.stack([np.sin(np.arange(600) * 0.1), np.cos(np.arange(600) * 0.13)], -1)
+    np.savetxt(tmp_path / "in.csv", x, delimiter=",")
+    out, plot = tmp_path / "new" / "deeper" / "f.csv", tmp_path / "figures" / "f.png"
+    assert _forecast(tmp_path / "in.csv", out, "--horizon", "20", "--plot", str(plot)) == 0
+    forecast, columns = read_series(out)
+    assert columns == ["x0", "x1"] and forecast.shape == (20, 2)
+    expected = PandaPipeline.from_pretrained(TINY_CHECKPOINT).predict(x, 20)  # all 600 rows, the first too
+    np.testing.assert_allclose(forecast, expected, rtol=1e-6)
+    assert plot.stat().st_size > 10_000
+    assert sorted(p.name for p in plot.parent.iterdir()) == ["f.png"]  # no temporary file left
+
+
+def test_forecast_of_a_semicolon_csv_with_decimal_commas(tmp_path):
+    x = np.stack([np.sin(np.arange(600) * 0.1), np.cos(np.arange(600) * 0.13)], -1)
+    rows = ["zeit;a;b"] + [f"{i};{u:.6f};{v:.6f}".replace(".", ",") for i, (u, v) in enumerate(x)]
+    (tmp_path / "in.csv").write_text("\n".join(rows) + "\n")
+    assert _forecast(tmp_path / "in.csv", tmp_path / "f.csv", "--horizon", "10") == 0
+    forecast, columns = read_series(tmp_path / "f.csv")
+    assert columns == ["zeit", "a", "b"] and forecast.shape == (10, 3)
+
+
+def test_a_bad_output_path_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    np.save(tmp_path / "x.npy", np.sin(np.arange(600) * 0.1))
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the checkpoint was loaded before the outputs were checked")
+
+    monkeypatch.setattr(PandaPipeline, "from_pretrained", no_work)
+    assert _forecast(tmp_path / "x.npy", tmp_path / "f.npy", "--plot", str(tmp_path / "f.txt")) == 2
+    assert "--plot" in capsys.readouterr().err and not (tmp_path / "f.npy").exists()
+    assert _forecast(tmp_path / "x.npy", tmp_path / "f.json") == 2
+    assert "unsupported file type '.json'" in capsys.readouterr().err
+
+
+# --- version, python -m panda_fm, defaults in --help --------------------------------------------------------
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    import panda_fm
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() in (
+        f"panda-fm {version('panda-fm')}",
+        f"panda-fm {panda_fm.__version__}",
+    )
+
+
+def test_every_help_shows_the_defaults():
+    import argparse
+
+    from panda_fm.cli import build_parser
+
+    subcommands = build_parser()._subparsers._group_actions[0].choices
+    helps = {name: " ".join(p.format_help().split()) for name, p in subcommands.items()}
+    assert "(default: 256)" in helps["demo"] and "(default: cpu)" in helps["forecast"]
+    assert "(default: 0/1)" in helps["generate"] and "(default: 128 256 512)" in helps["evaluate"]
+    assert "(default: None)" not in str(helps) and "(default: False)" not in str(helps)
+    for name, parser in subcommands.items():  # every option with a value and a default says it
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if (
+                action.option_strings
+                and action.nargs != 0
+                and action.default not in (None, [], argparse.SUPPRESS)
+            ):
+                assert "default" in formatter._get_help_string(action), (name, action.option_strings)
+
+
+@pytest.mark.slow
+def test_python_dash_m_panda_fm(tmp_path):
+    from tests.conftest import cli_env
+
+    out = subprocess.run(
+        [sys.executable, "-m", "panda_fm", "--help"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0 and "usage: panda-fm" in out.stdout and "forecast" in out.stdout
+    version = subprocess.run(
+        [sys.executable, "-m", "panda_fm", "--version"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+    )
+    assert version.returncode == 0 and version.stdout.startswith("panda-fm ")
