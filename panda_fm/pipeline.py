@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -210,6 +211,7 @@ class PandaPipeline:
             )
         C = series[0].shape[1]
         batch = torch.full((len(series), L, C), float("nan"))
+        notes: list[str] = []
         for i, s in enumerate(series):
             name = f"series {i}" if len(series) > 1 else "context"
             transposed = s.shape[0] < s.shape[1]  # a hint for the errors below
@@ -234,7 +236,43 @@ class PandaPipeline:
                     f"give a longer context{hint}"
                 )
             batch[i, L - s.shape[0] :] = s
+            note = _missing_note(name, s)
+            if note:
+                notes.append(note)
+        if notes:
+            more = f" (and {len(notes) - 3} more series)" if len(notes) > 3 else ""
+            warnings.warn("; ".join(notes[:3]) + more, MissingDataWarning, stacklevel=3)
         return batch, form
+
+
+class MissingDataWarning(UserWarning):
+    """A context's last steps, or most of it, are missing: the forecast rests on less than it seems."""
+
+
+#: A channel with more than this fraction of its context missing is reported.
+MOSTLY_MISSING = 0.5
+
+
+def _missing_note(name: str, s: torch.Tensor) -> str:
+    """What a user should know about the missing values of one context ``(T, C)``: the channels whose last
+    steps are missing (and how many), and those mostly missing; "" when neither."""
+    missing = torch.isnan(s)  # (T, C)
+    notes = []
+    trailing = missing.flip(0).int().cumprod(dim=0).sum(dim=0)  # (C,): missing steps at the end
+    if (trailing > 0).any():
+        ends = ", ".join(f"channel {c}: {int(n)}" for c, n in enumerate(trailing.tolist()) if n > 0)
+        notes.append(
+            f"{name} has no data in its last steps ({ends} steps missing at the end); they are forecast "
+            "from the last observed state, and the horizon still starts after the last step given"
+        )
+    fraction = missing.float().mean(dim=0)  # (C,)
+    mostly = torch.nonzero(fraction > MOSTLY_MISSING).flatten().tolist()
+    if mostly:
+        notes.append(
+            f"{name} channel(s) {_channels(mostly)} are {fraction.max().item():.0%} missing at worst; "
+            "expect a less accurate forecast"
+        )
+    return "; ".join(notes)
 
 
 def _channels(index: list[int], shown: int = 10) -> str:

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from panda_fm import PandaPipeline
+from panda_fm import MissingDataWarning, PandaPipeline
 from tests.conftest import FIXTURES, TINY_CHECKPOINT, random_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,7 +248,7 @@ def test_loading_is_strict_about_tensors(tmp_path, tiny_pipeline):
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither a checkpoint directory nor a hub id"):
+    with pytest.raises(FileNotFoundError, match="nope/deeper' does not exist"):
         PandaPipeline.from_pretrained(tmp_path / "nope" / "deeper")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="needs config.json"):
@@ -285,3 +286,19 @@ def test_any_input_gives_a_forecast_or_a_value_error(
         return
     assert y.shape[-2 if x.ndim > 1 else -1] == horizon
     assert np.isfinite(np.asarray(y, dtype=np.float64)).all()
+
+
+def test_missing_steps_at_the_end_and_mostly_missing_channels_are_reported(tmp_path):
+    """A context whose last steps are missing, or mostly missing, warns and names the channels; a complete
+    one does not."""
+    pipe = PandaPipeline.from_pretrained(FIXTURES / "tiny_experts")
+    x = np.sin(np.arange(600) / 10)[:, None].repeat(3, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pipe.predict(x, 16)
+    x[-50:, 1] = np.nan
+    x[:400, 2] = np.nan
+    with pytest.warns(MissingDataWarning) as record:
+        pipe.predict(x, 16)
+    message = str(record[0].message)
+    assert "channel 1: 50 steps missing at the end" in message and "channel(s) [2] are 61% missing" in message
