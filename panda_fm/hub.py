@@ -160,7 +160,9 @@ def _missing_path_message(name: str, reason: str) -> str:
     message += f"; it is read as a local path because {reason}"
     registered = difflib.get_close_matches(path.name, REGISTERED_CHECKPOINTS, n=1)
     if registered:
-        return f"{message}. The shipped checkpoint loads from anywhere by its registered name: {registered[0]!r}"
+        return (
+            f"{message}. The shipped checkpoint loads from anywhere by its registered name: {registered[0]!r}"
+        )
     return (
         f"{message}. Pass an existing checkpoint directory (holding {CONFIG_NAME} and {WEIGHTS_NAME}), a "
         f"registered name ({_registered_names()}) or a hub id 'org/name'"

@@ -23,7 +23,14 @@ from panda_fm.forecasters.base import ContextForecaster, Forecaster
 from panda_fm.forecasters.denoise import DenoisedForecaster
 from panda_fm.forecasters.nvar import NVARForecaster
 
-__all__ = ["EXPERTS", "EXPERT_VERSIONS", "LATEST_EXPERTS_VERSION", "backtest_experts", "SelectorForecaster"]
+__all__ = [
+    "CHANNEL_GROUPING",
+    "EXPERTS",
+    "EXPERT_VERSIONS",
+    "LATEST_EXPERTS_VERSION",
+    "backtest_experts",
+    "SelectorForecaster",
+]
 
 _RIDGES = (1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 
@@ -50,8 +57,11 @@ _V1: dict[str, Callable[[], Forecaster]] = {
 
 #: version -> (expert name -> factory); read-only.
 EXPERT_VERSIONS: Mapping[int, Mapping[str, Callable[[], Forecaster]]] = MappingProxyType(
-    {1: MappingProxyType(_V1)}
+    {1: MappingProxyType(_V1), 2: MappingProxyType(_V1)}
 )
+#: version -> whether the experts also forecast each group of related channels on its own and keep, per
+#: channel, whichever of the joint and the grouped forecast backtests better (version 2: the same experts).
+CHANNEL_GROUPING: Mapping[int, bool] = MappingProxyType({1: False, 2: True})
 LATEST_EXPERTS_VERSION = max(EXPERT_VERSIONS)
 #: The experts of the latest version; "_g" and "_sg" denoise first (Gaussian, Savitzky-Golay).
 EXPERTS = EXPERT_VERSIONS[LATEST_EXPERTS_VERSION]
@@ -61,6 +71,10 @@ def backtest_experts(
     z: np.ndarray, names: Sequence[str], horizon: int, backtest: int, version: int = LATEST_EXPERTS_VERSION
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each expert's forecast from the whole context, and its error on the context's own last steps.
+
+    With :data:`CHANNEL_GROUPING` (version 2), the experts also run on each group of related channels
+    (:func:`panda_fm.forecasters.tensor.channels.channel_groups`) and each channel keeps, per expert, the
+    forecast of the smaller backtest error.
 
     Args:
         z: ``(B, T, C)`` standardised contexts; NaN marks a missing value (the experts handle gaps as
@@ -76,20 +90,38 @@ def backtest_experts(
     """
     registry = EXPERT_VERSIONS[version]
     experts = [registry[name]() for name in names]
-    forecasts = np.stack([e.predict(z, horizon) for e in experts], axis=1)  # (B, E, H, C)
-    past = np.stack([e.predict(z[:, :-backtest], backtest) for e in experts], axis=1)  # (B, E, V, C)
-    misses = np.abs(past - z[:, None, -backtest:])  # (B, E, V, C); NaN where the context is missing
-    if np.isnan(z[:, -backtest:]).any():
-        missing = np.isnan(z[:, None, -backtest:])  # (B, 1, V, C)
-        misses = np.where(missing, 0.0, misses)
-        count = (~missing).sum(axis=2)  # (B, 1, C)
-        errors = np.where(
-            count > 0, misses.sum(axis=2) / np.maximum(count, 1), 1.0
-        )  # no step observed: 1 std
-    else:
-        errors = misses.mean(axis=2)  # (B, E, C)
-    errors = np.nan_to_num(errors, nan=1e6, posinf=1e6)
-    return np.nan_to_num(forecasts, nan=0.0, posinf=0.0, neginf=0.0), errors
+
+    def joint(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        forecasts = np.stack([e.predict(x, horizon) for e in experts], axis=1)  # (B, E, H, C)
+        past = np.stack([e.predict(x[:, :-backtest], backtest) for e in experts], axis=1)  # (B, E, V, C)
+        misses = np.abs(past - x[:, None, -backtest:])  # (B, E, V, C); NaN where the context is missing
+        if np.isnan(x[:, -backtest:]).any():
+            missing = np.isnan(x[:, None, -backtest:])  # (B, 1, V, C)
+            misses = np.where(missing, 0.0, misses)
+            count = (~missing).sum(axis=2)  # (B, 1, C)
+            errors = np.where(count > 0, misses.sum(axis=2) / np.maximum(count, 1), 1.0)  # none observed: 1
+        else:
+            errors = misses.mean(axis=2)  # (B, E, C)
+        errors = np.nan_to_num(errors, nan=1e6, posinf=1e6)
+        return np.nan_to_num(forecasts, nan=0.0, posinf=0.0, neginf=0.0), errors
+
+    forecasts, errors = joint(z)
+    if CHANNEL_GROUPING[version] and z.shape[2] > 1:
+        # the channel test is tensor code, shared with the model's experts (imported here: the tensor package
+        # imports this module)
+        import torch
+
+        from panda_fm.forecasters.tensor.channels import channel_groups, grouped
+        from panda_fm.forecasters.tensor.gaps import fill_gaps
+
+        zt = torch.from_numpy(np.asarray(z, dtype=np.float64))
+        labels = channel_groups(fill_gaps(zt)[0])  # (B, C)
+        if bool((labels != labels[:, :1]).any()):
+            parts = grouped(lambda x: tuple(map(torch.from_numpy, joint(x.numpy()))), zt, labels, (3, 2))
+            better = parts[1].numpy() < errors  # (B, E, C)
+            forecasts = np.where(better[:, :, None], parts[0].numpy(), forecasts)
+            errors = np.where(better, parts[1].numpy(), errors)
+    return forecasts, errors
 
 
 @dataclass

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from panda_fm.forecasters import LATEST_EXPERTS_VERSION
-from panda_fm.forecasters.tensor.experts import backtest_experts_tensor
+from panda_fm.forecasters.tensor.experts import backtest_experts_tensor, experts_channel_groups
 
 # float64, as the numpy reference: the NVAR's ridge fits on clean contexts are ill-conditioned enough that
 # float32 round-off moves its forecasts visibly (tests/forecasters/test_tensor_nvar.py measures it).
@@ -33,7 +33,7 @@ def expert_forecasts(
     horizon: int,
     backtest: int,
     version: int = LATEST_EXPERTS_VERSION,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Forecast each context with each expert, and backtest each expert on the context.
 
     Args:
@@ -47,10 +47,13 @@ def expert_forecasts(
         version: the version of the experts' registry (``PandaConfig.experts_version``).
 
     Returns:
-        Forecasts ``(B, E, H, C)`` and backtest mean absolute errors ``(B, E, C)``, float32 on ``x``'s device.
+        Forecasts ``(B, E, H, C)`` and backtest mean absolute errors ``(B, E, C)``, float32 on ``x``'s device,
+        and the channel groups ``(B, C)`` the experts fitted separately (None: all channels jointly; see
+        :func:`panda_fm.forecasters.tensor.experts.experts_channel_groups`).
     """
     z = x.detach().to(EXPERT_DTYPE)
     if observed is not None and not bool(observed.all()):
         z = z.masked_fill(~observed, torch.nan)
-    forecasts, errors = backtest_experts_tensor(z, names, horizon, backtest, version=version)
-    return forecasts.float(), errors.float()
+    labels = experts_channel_groups(z, version)
+    forecasts, errors = backtest_experts_tensor(z, names, horizon, backtest, version, labels)
+    return forecasts.float(), errors.float(), labels

@@ -121,6 +121,7 @@ class Attention(nn.Module):
         over_channels: bool,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         patch_mask: torch.Tensor | None = None,
+        channel_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attend along one axis.
 
@@ -129,6 +130,8 @@ class Attention(nn.Module):
             over_channels: attend across channels at each patch, else across patches of each channel.
             rope: cosine and sine tables ``(N, hd)`` for attention across patches, or None.
             patch_mask: ``(B, C, N)`` bool, False for patches without data (attention across patches only).
+            channel_mask: ``(B, C, C)`` bool, True where a channel may attend to another (attention across
+                channels only; every channel must attend to itself).
 
         Returns:
             ``(B, C, N, D)``.
@@ -145,7 +148,10 @@ class Attention(nn.Module):
         if over_channels:
             # (B, C, N, h, hd) -> (B, N, h, C, hd) -> (B*N, h, C, hd)
             q, k, v = (t.permute(0, 2, 3, 1, 4).reshape(B * N, h, C, -1) for t in (q, k, v))
-            out = F.scaled_dot_product_attention(q, k, v)
+            mask = None
+            if channel_mask is not None:  # (B, C, C) -> (B*N, 1, C, C)
+                mask = channel_mask[:, None, None].expand(B, N, 1, C, C).reshape(B * N, 1, C, C)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             out = out.view(B, N, h, C, -1).permute(0, 3, 1, 2, 4)  # (B, C, N, h, hd)
         else:
             # (B, C, N, h, hd) -> (B, C, h, N, hd) -> (B*C, h, N, hd)
@@ -177,10 +183,15 @@ class EncoderLayer(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], patch_mask: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        patch_mask: torch.Tensor | None,
+        channel_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``(B, C, N, D) -> (B, C, N, D)``; ``patch_mask`` ``(B, C, N)`` marks patches with data."""
+        """``(B, C, N, D) -> (B, C, N, D)``; ``patch_mask`` ``(B, C, N)`` marks patches with data and
+        ``channel_mask`` ``(B, C, C)`` the channels each channel attends to (None: all)."""
         x = x + self.temporal_self_attn(self.norm_sublayer1(x), False, rope, patch_mask)
         if self.channel_attention:
-            x = x + self.channel_self_attn(self.norm_sublayer2(x), True)
+            x = x + self.channel_self_attn(self.norm_sublayer2(x), True, channel_mask=channel_mask)
         return x + self.ff(self.norm_sublayer3(x))

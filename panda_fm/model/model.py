@@ -230,9 +230,9 @@ class PandaModel(PreTrainedModel):
         assert cfg.incontext == "experts", "expert_weights needs a model with incontext='experts'"
         tokens, patch_mask = self._context_tokens(x, observed)
         H = cfg.prediction_length
-        forecasts, errors = expert_forecasts(
+        forecasts, errors, groups = expert_forecasts(
             x, observed, cfg.experts, max(horizon or H, H), cfg.expert_backtest, version=cfg.experts_version
-        )  # (B, E, >= H, C), (B, E, C)
+        )  # (B, E, >= H, C), (B, E, C), (B, C) or None
         B, E, _, C = forecasts.shape
         F = H // cfg.patch_length
         log_error = errors.clamp_min(1e-6).log()  # (B, E, C)
@@ -248,11 +248,21 @@ class PandaModel(PreTrainedModel):
         marked = marked.flatten(2, 3)  # (B, C, E*F, D)
         tokens, patch_mask = self._append(tokens, patch_mask, marked)
         rope = (self.rope_cos, self.rope_sin)
+        # channels of different groups (systems) do not attend to each other: each system reads as it would
+        # alone (None: one group)
+        same = None if groups is None else groups[:, :, None] == groups[:, None, :]  # (B, C, C)
+        channel_mask = None if same is None or bool(same.all()) else same
         for layer in self.layers:
-            tokens = layer(tokens, rope, patch_mask)
+            tokens = layer(tokens, rope, patch_mask, channel_mask)
         pooled = tokens[:, :, -E * F :].unflatten(2, (E, F)).mean(dim=3)  # (B, C, E, D)
-        prior = -self.log_backtest_sharpness.exp() * log_error.mean(dim=2)  # (B, E): whole-window backtest
-        logits = self.head(pooled).squeeze(-1).float() + prior[:, None, :]  # (B, C, E)
+        # the prior: each expert's backtest, averaged over the channels of the system (the channel group)
+        if channel_mask is None:
+            system_error = log_error.mean(dim=2, keepdim=True)  # (B, E, 1): all channels are one system
+        else:
+            share = channel_mask.to(log_error.dtype)  # (B, C, C), symmetric
+            system_error = log_error @ (share / share.sum(dim=2, keepdim=True))  # (B, E, C)
+        prior = -self.log_backtest_sharpness.exp() * system_error  # (B, E, 1 or C)
+        logits = self.head(pooled).squeeze(-1).float() + prior.transpose(1, 2)  # (B, C, E)
         return forecasts[:, :, : horizon or H], torch.softmax(logits, dim=-1).transpose(1, 2)
 
     def _context_tokens(

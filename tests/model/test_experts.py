@@ -23,8 +23,11 @@ def test_a_default_experts_config_uses_every_expert_in_order():
 
 
 def test_raw_experts_are_the_baselines():
+    """Version 1 (no channel grouping): each expert is its classical forecaster on the whole context."""
     x = torch.from_numpy(_lorenz_like()[None]).float()
-    out, errors = expert_forecasts(x, None, ["nvar", "analogue"], 32, 100)  # (1, 2, 32, 3), (1, 2, 3)
+    out, errors, _ = expert_forecasts(
+        x, None, ["nvar", "analogue"], 32, 100, version=1
+    )  # (1, 2, 32, 3), (1, 2, 3)
     z = x.double().numpy()
     np.testing.assert_allclose(out[0, 0].numpy(), NVARForecaster().predict(z, 32)[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(
@@ -40,7 +43,7 @@ def test_gaps_reach_the_experts_as_missing_values():
     observed[:, :100] = False
     observed[:, 300:340, 1] = False
     observed[:, -20:, 2] = False
-    out, errors = expert_forecasts(torch.where(observed, x, 0.0), observed, list(EXPERT_NAMES), 16, 64)
+    out, errors, _ = expert_forecasts(torch.where(observed, x, 0.0), observed, list(EXPERT_NAMES), 16, 64)
     z = torch.where(observed, x, torch.nan).double().numpy()
     ref, ref_errors = backtest_experts(z, list(EXPERT_NAMES), 16, 64)
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-4)

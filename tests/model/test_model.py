@@ -166,7 +166,8 @@ def test_experts_model_starts_as_the_backtest_selector(rng):
         forecasts, weights = model.expert_weights(x)
         out = model.forward_normalised(x)
     assert forecasts.shape == (2, 3, 64, 3) and weights.shape == (2, 3, 3)
-    again, errors = expert_forecasts(x, None, model.config.experts, 64, model.config.expert_backtest)
+    cfg = model.config
+    again, errors, _ = expert_forecasts(x, None, cfg.experts, 64, cfg.expert_backtest, cfg.experts_version)
     torch.testing.assert_close(forecasts, again)
     # the head starts at zero: weights are a softmax of -8 x log(backtest error), the same for every channel
     expected = torch.softmax(-8.0 * errors.log().mean(dim=2), dim=1)  # (B, E)
@@ -299,22 +300,23 @@ def test_experts_version_reaches_the_experts(monkeypatch, rng):
     import panda_fm.forecasters.tensor.experts as tensor_experts
     import panda_fm.model.experts
 
-    versions = dict(tensor_experts.EXPERT_VERSIONS) | {2: {"nvar": lambda: NaiveForecaster()}}
+    versions = dict(tensor_experts.EXPERT_VERSIONS) | {3: {"nvar": lambda: NaiveForecaster()}}
     monkeypatch.setattr(tensor_experts, "EXPERT_VERSIONS", versions)
+    monkeypatch.setattr(tensor_experts, "CHANNEL_GROUPING", dict(tensor_experts.CHANNEL_GROUPING) | {3: False})
     monkeypatch.setattr(panda_fm.config, "EXPERT_VERSIONS", versions)
     tensor_experts._registry.cache_clear()
     seen = []
     real = panda_fm.model.experts.backtest_experts_tensor
 
     def spy(*args, **kwargs):
-        seen.append(kwargs.get("version"))
+        seen.append(args[4] if len(args) > 4 else kwargs.get("version"))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(panda_fm.model.experts, "backtest_experts_tensor", spy)
-    model = random_model(incontext="experts", experts=["nvar"], experts_version=2)
+    model = random_model(incontext="experts", experts=["nvar"], experts_version=3)
     x = torch.randn(1, 512, 2, generator=rng).cumsum(1)
     with torch.no_grad():
         y = model(x)
-    assert seen == [2]
-    torch.testing.assert_close(y, x[:, -1:].expand(-1, 64, -1))  # version 2's "nvar" is the naive forecast
+    assert seen == [3]
+    torch.testing.assert_close(y, x[:, -1:].expand(-1, 64, -1))  # version 3's "nvar" is the naive forecast
     tensor_experts._registry.cache_clear()

@@ -19,14 +19,21 @@ import torch
 from panda_fm.forecasters.analogue import AnalogueForecaster
 from panda_fm.forecasters.base import Forecaster, MeanForecaster, NaiveForecaster
 from panda_fm.forecasters.denoise import DenoisedForecaster
-from panda_fm.forecasters.experts import EXPERT_VERSIONS, LATEST_EXPERTS_VERSION
+from panda_fm.forecasters.experts import CHANNEL_GROUPING, EXPERT_VERSIONS, LATEST_EXPERTS_VERSION
 from panda_fm.forecasters.nvar import NVARForecaster
 from panda_fm.forecasters.tensor.analogue import analogue_forecast
+from panda_fm.forecasters.tensor.channels import channel_groups, grouped
 from panda_fm.forecasters.tensor.denoise import gaussian_smooth, savgol_smooth
 from panda_fm.forecasters.tensor.gaps import fill_gaps
 from panda_fm.forecasters.tensor.nvar import nvar_forecast
 
-__all__ = ["TensorExpert", "tensor_expert", "run_experts", "backtest_experts_tensor"]
+__all__ = [
+    "TensorExpert",
+    "tensor_expert",
+    "run_experts",
+    "experts_channel_groups",
+    "backtest_experts_tensor",
+]
 
 TensorForecast = Callable[[torch.Tensor, int], torch.Tensor]
 
@@ -135,24 +142,52 @@ def _registry(version: int) -> dict[str, TensorExpert]:
     return {name: tensor_expert(make()) for name, make in EXPERT_VERSIONS[version].items()}
 
 
+def experts_channel_groups(z: torch.Tensor, version: int = LATEST_EXPERTS_VERSION) -> torch.Tensor | None:
+    """The channel groups the experts of ``version`` fit separately: ``(B, C)`` labels of
+    :func:`panda_fm.forecasters.tensor.channels.channel_groups` for ``z`` ``(B, T, C)`` (NaN for missing
+    values), or None when the version fits all channels jointly or there is one channel."""
+    if not CHANNEL_GROUPING[version] or z.shape[2] == 1:
+        return None
+    return channel_groups(fill_gaps(z)[0])
+
+
 def backtest_experts_tensor(
-    z: torch.Tensor, names: Sequence[str], horizon: int, backtest: int, version: int = LATEST_EXPERTS_VERSION
+    z: torch.Tensor,
+    names: Sequence[str],
+    horizon: int,
+    backtest: int,
+    version: int = LATEST_EXPERTS_VERSION,
+    labels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`panda_fm.forecasters.backtest_experts` in torch, on ``z``'s device and dtype: the same arguments
     (``z`` a ``(B, T, C)`` tensor, NaN for missing values) and the same finite forecasts ``(B, E, H, C)`` and
-    backtest errors ``(B, E, C)``.
+    backtest errors ``(B, E, C)``, channel grouping included (``labels`` from :func:`experts_channel_groups`
+    when the caller has them).
     """
     experts = [_registry(version)[name] for name in names]
-    past_context, held_out = z[:, :-backtest], z[:, -backtest:]
-    forecasts = run_experts(experts, z, horizon)  # (B, E, H, C)
-    past = run_experts(experts, past_context, backtest)  # (B, E, V, C)
-    misses = (past - held_out[:, None]).abs()  # (B, E, V, C)
-    missing = torch.isnan(held_out)[:, None]  # (B, 1, V, C)
-    if bool(missing.any()):  # scored on the observed steps; a channel without any: 1 std
-        count = (~missing).sum(dim=2)  # (B, 1, C)
-        total = misses.masked_fill(missing, 0.0).sum(dim=2)
-        errors = torch.where(count > 0, total / count.clamp_min(1), 1.0)
-    else:
-        errors = misses.mean(dim=2)  # (B, E, C)
-    errors = torch.nan_to_num(errors, nan=1e6, posinf=1e6)
-    return torch.nan_to_num(forecasts, nan=0.0, posinf=0.0, neginf=0.0), errors
+
+    def joint(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        past_context, held_out = x[:, :-backtest], x[:, -backtest:]
+        forecasts = run_experts(experts, x, horizon)  # (B, E, H, C)
+        past = run_experts(experts, past_context, backtest)  # (B, E, V, C)
+        misses = (past - held_out[:, None]).abs()  # (B, E, V, C)
+        missing = torch.isnan(held_out)[:, None]  # (B, 1, V, C)
+        if bool(missing.any()):  # scored on the observed steps; a channel without any: 1 std
+            count = (~missing).sum(dim=2)  # (B, 1, C)
+            total = misses.masked_fill(missing, 0.0).sum(dim=2)
+            errors = torch.where(count > 0, total / count.clamp_min(1), 1.0)
+        else:
+            errors = misses.mean(dim=2)  # (B, E, C)
+        errors = torch.nan_to_num(errors, nan=1e6, posinf=1e6)
+        return torch.nan_to_num(forecasts, nan=0.0, posinf=0.0, neginf=0.0), errors
+
+    forecasts, errors = joint(z)
+    if labels is None:
+        labels = experts_channel_groups(z, version)  # (B, C) or None
+    if labels is not None:
+        if bool((labels != labels[:, :1]).any()):
+            group_forecasts, group_errors = grouped(joint, z, labels, (3, 2))
+            better = group_errors < errors  # (B, E, C): per expert and channel, the better backtest
+            forecasts = torch.where(better[:, :, None], group_forecasts, forecasts)
+            errors = torch.where(better, group_errors, errors)
+    return forecasts, errors

@@ -107,12 +107,26 @@ def _ridge_path(
     jitter = (alphas.to(x.dtype) * n + 1e-10).expand(x.shape[0], -1)  # (B, R)
     a = gram[:, None].repeat(1, jitter.shape[1], 1, 1)  # (B, R, F, F)
     a.diagonal(dim1=-2, dim2=-1).add_(jitter[:, :, None])  # + (alpha N + 1e-10) I
-    # solve_ex: no host synchronisation to check for singular systems (the jitter keeps them regular; a
-    # failed solve would give non-finite weights, whose rollout loses the validation or is non-finite)
-    w = torch.linalg.solve_ex(a, rhs[:, None].expand(-1, a.shape[1], -1, -1))[0]  # (B, R, F, C)
+    w = _solve_spd(a, rhs[:, None].expand(-1, a.shape[1], -1, -1))  # (B, R, F, C)
     w = w / xs[:, None]  # (B, R, F, C): back to the original feature units
     b = ym - (xm.mT[:, None] @ w).squeeze(-2)  # (B, 1, 1, F) @ (B, R, F, C) -> (B, R, C)
     return w, b
+
+
+def _solve_spd(a: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """Solve ``a x = rhs`` for symmetric positive definite ``a`` ``(..., F, F)``, ``rhs`` ``(..., F, C)``.
+
+    By Cholesky factors. (Batched LU solves of torch 2.13's CPU build fail with "pivots ... must all be
+    greater or equal to 1" for ``F`` above about 160 when more than one thread runs; Cholesky does not.)
+    A matrix that rounding leaves indefinite is solved by LU on its own.
+    """
+    factor, info = torch.linalg.cholesky_ex(a)
+    x = torch.cholesky_solve(rhs, factor)
+    failed = info != 0
+    if bool(failed.any()):  # rare: synchronises with the device only to check
+        for i in failed.nonzero().tolist():
+            x[tuple(i)] = torch.linalg.solve_ex(a[tuple(i)], rhs[tuple(i)])[0]
+    return x
 
 
 def _fit_path(
