@@ -34,6 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from panda_fm.config import PandaConfig
+from panda_fm.forecasters.experts import CHANNEL_GROUPING
 from panda_fm.model import PandaModel
 
 logger = logging.getLogger(__name__)
@@ -445,8 +446,10 @@ def model_card(model: PandaModel, info: dict[str, Any]) -> ModelCard:
     incontext = {
         "analogue": f" (kernel regression over delay windows of {cfg.analogue_delays} x lag {cfg.analogue_lag}, "
         "corrected patch by patch by the network)",
-        "experts": f" (classical forecasts {', '.join(cfg.experts)} of the context, each backtested on its last "
-        f"{cfg.expert_backtest} steps; the network weighs them per "
+        "experts": f", version {cfg.experts_version} (classical forecasts {', '.join(cfg.experts)} of the context, "
+        f"each backtested on its last {cfg.expert_backtest} steps"
+        f"{'; channels that do not interact are fitted apart' if CHANNEL_GROUPING[cfg.experts_version] else ''}; "
+        "the network weighs them per "
         f"channel and forecasts with {'the highest-weighted one' if cfg.expert_combine == 'select' else 'their weighted mean'})",
     }
     metadata = ModelCardData(

@@ -302,3 +302,37 @@ def test_missing_steps_at_the_end_and_mostly_missing_channels_are_reported(tmp_p
         pipe.predict(x, 16)
     message = str(record[0].message)
     assert "channel 1: 50 steps missing at the end" in message and "channel(s) [2] are 61% missing" in message
+
+
+@pytest.fixture(scope="module")
+def shipped() -> PandaPipeline:
+    return PandaPipeline.from_pretrained("panda-fm-small")
+
+
+def test_the_newcomer_gap_cases_stay_on_the_attractor(shipped):
+    """The issue's Lorenz cases: a 50-step gap in every channel 250-300 steps before the end (the forecast used
+    to jump and settle at x = -47 on an attractor with |x| < 20), y's last 50 steps missing (x used to rise in
+    a straight line), every channel's last 100 steps missing (a flat line, without a word). Each forecast now
+    stays within the context's range widened by its span, beats forecasting the mean, and the missing end
+    warns."""
+    from tests.forecasters.test_tensor_nvar import lorenz_trajectory
+
+    traj = lorenz_trajectory()
+    context, truth = traj[:512], traj[512:640]
+    scale = context.std(axis=0)
+    mean_error = (np.abs(context.mean(axis=0) - truth) / scale).mean()
+    lo, hi = context.min(axis=0), context.max(axis=0)
+    cases = {
+        "gap": (slice(212, 262), slice(None)),
+        "y_end": (slice(462, 512), [1]),
+        "end": (slice(412, 512), slice(None)),
+    }
+    for name, where in cases.items():
+        gappy = context.copy()
+        gappy[where] = np.nan
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            forecast = shipped.predict(gappy, 128)
+        assert ((forecast >= lo - (hi - lo)) & (forecast <= hi + (hi - lo))).all(), name
+        assert (np.abs(forecast - truth) / scale).mean() < 0.2 * mean_error, name
+        assert any(issubclass(w.category, MissingDataWarning) for w in caught) == (name != "gap"), name

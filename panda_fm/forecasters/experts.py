@@ -60,7 +60,7 @@ EXPERT_VERSIONS: Mapping[int, Mapping[str, Callable[[], Forecaster]]] = MappingP
     {1: MappingProxyType(_V1), 2: MappingProxyType(_V1)}
 )
 #: version -> whether the experts also forecast each group of related channels on its own and keep, per
-#: channel, whichever of the joint and the grouped forecast backtests better (version 2: the same experts).
+#: group, whichever of the joint and the grouped forecast backtests better (version 2: the same experts).
 CHANNEL_GROUPING: Mapping[int, bool] = MappingProxyType({1: False, 2: True})
 LATEST_EXPERTS_VERSION = max(EXPERT_VERSIONS)
 #: The experts of the latest version; "_g" and "_sg" denoise first (Gaussian, Savitzky-Golay).
@@ -73,8 +73,8 @@ def backtest_experts(
     """Each expert's forecast from the whole context, and its error on the context's own last steps.
 
     With :data:`CHANNEL_GROUPING` (version 2), the experts also run on each group of related channels
-    (:func:`panda_fm.forecasters.tensor.channels.channel_groups`) and each channel keeps, per expert, the
-    forecast of the smaller backtest error.
+    (:func:`panda_fm.forecasters.tensor.channels.channel_groups`) and each group keeps, per expert, the
+    forecasts (the joint fit's or its own) of the smaller backtest error averaged over its channels.
 
     Args:
         z: ``(B, T, C)`` standardised contexts; NaN marks a missing value (the experts handle gaps as
@@ -118,7 +118,9 @@ def backtest_experts(
         labels = channel_groups(fill_gaps(zt)[0])  # (B, C)
         if bool((labels != labels[:, :1]).any()):
             parts = grouped(lambda x: tuple(map(torch.from_numpy, joint(x.numpy()))), zt, labels, (3, 2))
-            better = parts[1].numpy() < errors  # (B, E, C)
+            same = (labels[:, :, None] == labels[:, None, :]).numpy()  # (B, C, C)
+            share = same / same.sum(axis=2, keepdims=True)  # averages over a channel's group
+            better = parts[1].numpy() @ share < errors @ share  # (B, E, C): per expert and group
             forecasts = np.where(better[:, :, None], parts[0].numpy(), forecasts)
             errors = np.where(better, parts[1].numpy(), errors)
     return forecasts, errors

@@ -196,7 +196,6 @@ def test_gap_suite_median_error_within_limit_of_the_mean_forecast(gap_summary: d
     assert not gap_summary["cases_over_limit"], f"median error / mean-forecast error > 1.1: {ratios}"
 
 
-@pytest.mark.xfail(strict=True, reason="channel grouping: in progress")
 @pytest.mark.parametrize(
     "case", [ChannelCase("noise", 3), ChannelCase("stack", 2, "others")], ids=lambda c: c.name
 )

@@ -79,3 +79,21 @@ def test_experts_checkpoint_reproduces_its_saved_forecasts_and_weights():
     with torch.no_grad():
         _, weights = pipe.model.expert_weights(saved["standardised"].float(), None, 64)
     torch.testing.assert_close(weights, saved["weights"], rtol=1e-4, atol=1e-6)
+
+
+def test_channels_of_another_system_leave_a_systems_forecast_alone():
+    """Experts version 2: a system's channels are forecast as if alone, whatever channels stand beside them
+    (noise here): the experts fit the group apart, and the network's channel attention and backtest prior
+    stay within the group. Version 1 mixes them."""
+    from tests.forecasters.test_tensor_nvar import lorenz_trajectory
+
+    pipe = PandaPipeline.from_pretrained(FIXTURES / "tiny_experts")
+    lorenz = lorenz_trajectory()[: pipe.config.context_length]
+    noise = 10 * np.random.default_rng(0).standard_normal((len(lorenz), 3))
+    pipe.model.config.experts_version = 2
+    alone = pipe.predict(lorenz, 64)
+    beside = pipe.predict(np.concatenate([lorenz, noise], axis=1), 64)[:, :3]
+    np.testing.assert_allclose(beside, alone, rtol=1e-4, atol=1e-4 * lorenz.std())
+    pipe.model.config.experts_version = 1
+    mixed = pipe.predict(np.concatenate([lorenz, noise], axis=1), 64)[:, :3]
+    assert np.abs(mixed - pipe.predict(lorenz, 64)).max() > 0.01 * lorenz.std()

@@ -18,7 +18,7 @@ split again with stricter thresholds while larger than :data:`MAX_GROUP`.
 Measured on 512-step windows of the held-out founders (``docs/design-choices.md``): noise channels come out
 alone every time; 61 of 76 windows of single systems (clean and with 5% noise) stay one group; stacks of 2
 to 13 systems separate imperfectly (in 12 stacks, 4 groups mixed systems and 14 of 52 systems were split).
-So callers choose per channel between the joint and the grouped forecast by backtest, as the model's
+So callers choose per group between the joint and the grouped forecast by backtest, as the model's
 experts do (:func:`panda_fm.forecasters.tensor.experts.backtest_experts_tensor`).
 
 Shape letters: B batch, T time, C channels, N samples, F features, G channels in a group, M groups.

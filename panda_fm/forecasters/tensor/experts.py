@@ -187,7 +187,9 @@ def backtest_experts_tensor(
     if labels is not None:
         if bool((labels != labels[:, :1]).any()):
             group_forecasts, group_errors = grouped(joint, z, labels, (3, 2))
-            better = group_errors < errors  # (B, E, C): per expert and channel, the better backtest
+            same = (labels[:, :, None] == labels[:, None, :]).to(errors.dtype)  # (B, C, C)
+            share = same / same.sum(dim=2, keepdim=True)  # averages over a channel's group
+            better = group_errors @ share < errors @ share  # (B, E, C): per expert and group
             forecasts = torch.where(better[:, :, None], group_forecasts, forecasts)
             errors = torch.where(better, group_errors, errors)
     return forecasts, errors
