@@ -176,6 +176,24 @@ class PandaPipeline:
         return form.wrap(torch.cat(chunks))
 
     def _rollout(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
+        """``(B, L, C)`` with NaN for missing -> ``(B, horizon, C)``.
+
+        A context whose last steps are missing in every channel is forecast from its last observed step: the
+        model reads the context up to there (padded on the left as missing) and forecasts the missing steps
+        and the horizon, of which the horizon is returned.
+        """
+        missing = torch.isnan(x).all(dim=2)  # (B, L)
+        blank = missing.flip(1).int().cumprod(dim=1).sum(dim=1)  # (B,): steps missing at the end, all channels
+        if not bool(blank.any()):
+            return self._forecast(x, horizon)
+        out = torch.empty(x.shape[0], horizon, x.shape[2])
+        for g in blank.unique().tolist():  # series missing the same number of last steps together
+            rows = torch.nonzero(blank == g).flatten()
+            shifted = torch.cat([torch.full_like(x[rows, :g], torch.nan), x[rows, : x.shape[1] - g]], dim=1)
+            out[rows] = self._forecast(shifted, horizon + g)[:, g:]
+        return out
+
+    def _forecast(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
         """``(B, L, C)`` with NaN for missing -> ``(B, horizon, C)``, 128 (the model's horizon) steps a pass.
 
         A model with in-context experts forecasts any horizon in one pass: its experts forecast it all, with

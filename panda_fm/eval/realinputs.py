@@ -379,9 +379,11 @@ def _mae(truth: np.ndarray, forecast: np.ndarray, sd: np.ndarray) -> float:
 
 def _inside(context: np.ndarray, forecast: np.ndarray) -> bool:
     """Whether every forecast value lies in ``[min - r, max + r]`` of the context's observed values (per
-    channel, ``r`` = :data:`BOUND_RANGES` times the channel's range); False for a non-finite value."""
+    channel, ``r`` = :data:`BOUND_RANGES` times the channel's range, up to float32 rounding); False for a
+    non-finite value."""
     lo, hi = np.nanmin(context, axis=0), np.nanmax(context, axis=0)
-    pad = BOUND_RANGES * (hi - lo)
+    # plus float32 rounding: a forecast clipped at the bound in float32 may pass the float64 bound by an ulp
+    pad = BOUND_RANGES * (hi - lo) + 1e-6 * np.maximum(np.abs(lo), np.abs(hi))
     return bool(np.all((forecast >= lo - pad) & (forecast <= hi + pad)))
 
 
@@ -1047,14 +1049,6 @@ def plot_real_inputs(summary: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (tuple, Path)):
-        return list(obj) if isinstance(obj, tuple) else str(obj)
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
-
-
 def write_real_inputs(
     summary: dict[str, Any], out_dir: str | Path, command: str | None = None
 ) -> dict[str, Path]:
@@ -1069,12 +1063,13 @@ def write_real_inputs(
         ``{"markdown": path, "json": path, "figure": path}``.
     """
     from panda_fm.data.io import atomic_path
+    from panda_fm.eval.report import json_default
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "summary.md", "json": out / "summary.json", "figure": out / "real_inputs.png"}
     with atomic_path(paths["json"]) as tmp:
-        tmp.write_text(json.dumps(summary, indent=1, default=_json_default, allow_nan=True))
+        tmp.write_text(json.dumps(summary, indent=1, default=json_default, allow_nan=True))
     with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text(summary_markdown(summary, command))
     plot_real_inputs(summary, paths["figure"])

@@ -99,7 +99,8 @@ def per_system_table(report: dict[str, Any], metric: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps``'s ``default`` for reports: numpy scalars, tuples and paths."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, (tuple, Path)):
@@ -125,8 +126,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     summary = {k: v for k, v in report.items() if k not in DETAIL_KEYS}
     details = {k: report[k] for k in DETAIL_KEYS if k in report}
-    (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=1, default=_json_default, allow_nan=True))
-    (out / WINDOWS_NAME).write_text(json.dumps(details, default=_json_default, allow_nan=True))
+    (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=1, default=json_default, allow_nan=True))
+    (out / WINDOWS_NAME).write_text(json.dumps(details, default=json_default, allow_nan=True))
     cfg, ds = report["config"], report["dataset"]
     text = [
         "# Zero-shot benchmark",
