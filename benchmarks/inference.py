@@ -12,30 +12,12 @@ roofline_fraction_fp32, bf16_speedup and experts_slowdown.
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
 
 import torch
+from _common import SHIPPED, best_time, matmul_rate
 from torch.utils.flop_counter import FlopCounterMode
 
 from panda_fm import PandaConfig, PandaModel, PandaPipeline
-
-SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "panda-fm-small"
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def matmul_gflops(n: int, repeats: int) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / best_time(lambda: a @ b, repeats) / 1e9
 
 
 def main() -> None:
@@ -52,7 +34,7 @@ def main() -> None:
         model(x32)
     flops_32 = counter.get_total_flops()
     print(f"model GFLOP per forecast: {flops_32 / 32 / 1e9:.3f}")
-    matmul = matmul_gflops(2048, args.repeats)
+    matmul = matmul_rate(2048, args.repeats) / 1e9
     print(f"fp32 matmul 2048^3: {matmul:.1f} GFLOP/s")
     results = {}
     outputs = {}

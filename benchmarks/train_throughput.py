@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import REPO, matmul_rate
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -38,20 +39,7 @@ from panda_fm.training.config import load_config
 from panda_fm.training.datamodule import WindowStream
 from panda_fm.training.module import standardised_mse
 
-REPO = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("train_throughput")
-
-
-def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 FLOP/s of an ``n x n`` by ``n x n`` matmul."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm up
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 def synthetic_dataset(root: Path, systems: int = 4, steps: int = 2048, dims: int = 3) -> Path:

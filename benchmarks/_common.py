@@ -1,0 +1,52 @@
+"""Helpers shared by the benchmark scripts: paths, device synchronisation, call timing, the matmul rate.
+
+The scripts import this module as ``_common``: run as ``python benchmarks/NAME.py``, their folder is the first
+entry of ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "checkpoints" / "panda-fm-small"  # the shipped checkpoint
+
+
+def synchronize(device: str | torch.device = "cpu") -> None:
+    """Wait for the work queued on ``device`` (a no-op off CUDA), so that a wall clock around it is honest."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time(fn: Callable[[], object], repeats: int, device: str | torch.device = "cpu") -> float:
+    """The best wall time in seconds of ``repeats`` calls of ``fn``, after one warm-up call.
+
+    Args:
+        fn: the call to time.
+        repeats: timed calls.
+        device: where ``fn`` queues its work; CUDA is synchronised around every call.
+    """
+    fn()  # warm-up
+    synchronize(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def matmul_rate(
+    n: int = 2048, repeats: int = 5, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> float:
+    """The best FLOP/s of an ``n x n`` by ``n x n`` matmul in ``dtype`` on ``device``: the roofline a model's
+    achieved FLOP/s is compared with."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    return 2 * n**3 / best_time(lambda: a @ b, repeats, device)
