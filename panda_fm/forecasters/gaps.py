@@ -82,7 +82,7 @@ def interpolate(
     """Values at the times ``t`` of the cubic through the observations at ``p0 < p1 <= t <= n1 < n2``.
 
     Written once for numpy and torch (``t`` and the indices are ``(B, T, C)`` integer arrays or tensors of
-    the same kind). The cubic fills holes of at most :data:`MAX_FILL` steps; longer gaps (never used as data)
+    the same kind). The cubic, bounded by the four observations, fills holes of at most :data:`MAX_FILL` steps; longer gaps (never used as data)
     and holes without a second observation on a side get the line through ``p1`` and ``n1``; times before the
     first and after the last observation the nearest one.
 
@@ -109,6 +109,11 @@ def interpolate(
         return (s - o1) * (s - o2) * (s - o3) / where(cubic, (u - o1) * (u - o2) * (u - o3), 1.0)
 
     curve = y0 * basis(a, b, c, d) + y1 * basis(b, a, c, d) + v1 * basis(c, a, b, d) + v2 * basis(d, a, b, c)
+    # never beyond the four observations (a cubic can overshoot them near an extremum)
+    top, bottom = y0, y0
+    for y in (y1, v1, v2):
+        top, bottom = where(y > top, y, top), where(y < bottom, y, bottom)
+    curve = where(curve > top, top, where(curve < bottom, bottom, curve))
     return where(cubic, curve, where(inner, line, where(p1 >= 0, y1, v1)))
 
 

@@ -299,7 +299,8 @@ class PandaModel(PreTrainedModel):
             horizon: steps to forecast, as for :meth:`forward_normalised`.
 
         Returns:
-            ``(B, horizon, C)`` float32 (``horizon`` defaults to ``prediction_length``).
+            ``(B, horizon, C)`` float32 (``horizon`` defaults to ``prediction_length``), never outside the
+            range of a channel's observed values widened by that range on each side.
         """
         cfg = self.config
         assert context.dim() == 3, f"expected (B, T, C), got shape {tuple(context.shape)}"
@@ -312,8 +313,15 @@ class PandaModel(PreTrainedModel):
             B, _, C = context.shape
             context = torch.cat([context.new_zeros(B, pad, C), context], dim=1)
             mask = torch.cat([mask.new_zeros(B, pad, C), mask], dim=1)
-        x, mask, stats = self.standardise(context, mask, cfg.scaling_eps)
-        return stats.denormalise(self.forward_normalised(x, mask, horizon))
+        x, observed, stats = self.standardise(context, mask, cfg.scaling_eps)
+        z = self.forward_normalised(x, observed, horizon)  # (B, H, C)
+        # within the observed range widened by its span on each side, as the experts' rollouts (whose denoising
+        # filters can overshoot the data a little); a channel without observations is left as it is
+        lo = x.masked_fill(~mask, torch.inf).amin(dim=1, keepdim=True)  # (B, 1, C)
+        hi = x.masked_fill(~mask, -torch.inf).amax(dim=1, keepdim=True)
+        seen = mask.any(dim=1, keepdim=True)
+        lo, hi = torch.where(seen, lo, -torch.inf), torch.where(seen, hi, torch.inf)
+        return stats.denormalise(torch.maximum(torch.minimum(z, 2 * hi - lo), 2 * lo - hi))
 
     @staticmethod
     def standardise(
