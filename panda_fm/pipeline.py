@@ -113,7 +113,8 @@ class PandaPipeline:
 
         Args:
             series: a ``(T, C)`` array, a list of them (recordings of the same channels), a ``(K, T, C)``
-                array, or a ``.csv``/``.npy`` path. NaN marks a missing value (masked, never filled).
+                array, or a ``.csv``/``.npy`` path. NaN marks a missing value (handled as in ``predict``; left
+                out of the loss in targets).
             config: a :class:`panda_fm.training.finetune.FineTuneConfig`; or give its fields, and those of
                 its ``trainer`` (:class:`panda_fm.training.config.TrainerConfig`), as keywords, e.g.
                 ``max_minutes=5, freeze_layers=2, lr=3e-4, torch_threads=1``. The loss is this model's
@@ -183,7 +184,8 @@ class PandaPipeline:
         and the horizon, of which the horizon is returned.
         """
         missing = torch.isnan(x).all(dim=2)  # (B, L)
-        blank = missing.flip(1).int().cumprod(dim=1).sum(dim=1)  # (B,): steps missing at the end, all channels
+        # (B,): steps missing at the end in every channel
+        blank = missing.flip(1).int().cumprod(dim=1).sum(dim=1)
         if not bool(blank.any()):
             return self._forecast(x, horizon)
         out = torch.empty(x.shape[0], horizon, x.shape[2])

@@ -19,8 +19,8 @@ tuning:
 - a step budget (``trainer.max_steps``) and/or a time budget (``max_minutes``); with a time budget the warmup
   and cosine are fitted to the steps the budget allows (estimated from the pace so far, every 10 steps).
 
-Missing values (NaN) are masked, never filled: context NaNs are read as missing by the model, target NaNs
-are left out of the loss, and windows without enough observed data are not drawn. Each recording's missing
+Missing values (NaN): context NaNs are read as missing by the model (short holes interpolated, longer gaps
+never used as data; :mod:`panda_fm.forecasters.gaps`), target NaNs are left out of the loss, and windows without enough observed data are not drawn. Each recording's missing
 count and longest NaN run are logged; a recording that is mostly missing, an all-NaN channel, infinite
 values, too-short recordings and recordings with different channel counts are errors naming the fix.
 
