@@ -111,12 +111,12 @@ def backtest_experts(
         # imports this module)
         import torch
 
-        from panda_fm.forecasters.tensor.channels import channel_groups, grouped
-        from panda_fm.forecasters.tensor.gaps import fill_gaps
+        from panda_fm.forecasters.tensor.channels import grouped
+        from panda_fm.forecasters.tensor.experts import experts_channel_groups
 
         zt = torch.from_numpy(np.asarray(z, dtype=np.float64))
-        labels = channel_groups(fill_gaps(zt)[0])  # (B, C)
-        if bool((labels != labels[:, :1]).any()):
+        labels = experts_channel_groups(zt, version)  # (B, C)
+        if bool((labels != labels[:, :1]).any()):  # some series have several groups
             parts = grouped(lambda x: tuple(map(torch.from_numpy, joint(x.numpy()))), zt, labels, (3, 2))
             same = (labels[:, :, None] == labels[:, None, :]).numpy()  # (B, C, C)
             share = same / same.sum(axis=2, keepdims=True)  # averages over a channel's group
