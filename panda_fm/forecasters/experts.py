@@ -107,15 +107,14 @@ def backtest_experts(
 
     forecasts, errors = joint(z)
     if CHANNEL_GROUPING[version] and z.shape[2] > 1:
-        # the channel test is tensor code, shared with the model's experts (imported here: the tensor package
-        # imports this module)
+        # the channel test is tensor code, shared with the model's experts (imported here: only with grouping)
         import torch
 
-        from panda_fm.forecasters.tensor.channels import grouped
-        from panda_fm.forecasters.tensor.experts import experts_channel_groups
+        from panda_fm.forecasters.tensor.channels import channel_groups, grouped
+        from panda_fm.forecasters.tensor.gaps import fill_gaps
 
         zt = torch.from_numpy(np.asarray(z, dtype=np.float64))
-        labels = experts_channel_groups(zt, version)  # (B, C)
+        labels = channel_groups(fill_gaps(zt)[0])  # (B, C), as experts_channel_groups of the tensor experts
         if bool((labels != labels[:, :1]).any()):  # some series have several groups
             parts = grouped(lambda x: tuple(map(torch.from_numpy, joint(x.numpy()))), zt, labels, (3, 2))
             same = (labels[:, :, None] == labels[:, None, :]).numpy()  # (B, C, C)
