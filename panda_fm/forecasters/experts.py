@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
+import torch
 
 from panda_fm.forecasters.analogue import AnalogueForecaster
 from panda_fm.forecasters.base import ContextForecaster, Forecaster
 from panda_fm.forecasters.denoise import DenoisedForecaster
 from panda_fm.forecasters.nvar import NVARForecaster
+from panda_fm.forecasters.tensor.channels import channel_groups, grouped  # the model's channel test
+from panda_fm.forecasters.tensor.gaps import fill_gaps
 
 __all__ = [
     "CHANNEL_GROUPING",
@@ -107,12 +110,6 @@ def backtest_experts(
 
     forecasts, errors = joint(z)
     if CHANNEL_GROUPING[version] and z.shape[2] > 1:
-        # the channel test is tensor code, shared with the model's experts (imported here: only with grouping)
-        import torch
-
-        from panda_fm.forecasters.tensor.channels import channel_groups, grouped
-        from panda_fm.forecasters.tensor.gaps import fill_gaps
-
         zt = torch.from_numpy(np.asarray(z, dtype=np.float64))
         labels = channel_groups(fill_gaps(zt)[0])  # (B, C), as experts_channel_groups of the tensor experts
         if bool((labels != labels[:, :1]).any()):  # some series have several groups
