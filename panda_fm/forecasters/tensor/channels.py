@@ -15,11 +15,11 @@ i when the ratio is below ``threshold`` and within ``factor`` times the best hel
 connected components of that relation (in either direction: a drive helps its response, not the reverse),
 split again with stricter thresholds while larger than :data:`MAX_GROUP`.
 
-Measured on 512-step windows of the held-out founders (docs/design-choices.md, "Channel groups"): noise channels come out
-alone every time; 61 of 76 windows of single systems (clean and with 5% noise) stay one group; stacks of 2
-to 13 systems separate imperfectly (in 12 stacks, 4 groups mixed systems and 14 of 52 systems were split).
-So callers choose per group between the joint and the grouped forecast by backtest, as the model's
-experts do (:func:`panda_fm.forecasters.tensor.experts.backtest_experts_tensor`).
+Measured on 512-step windows of the held-out founders (docs/design-choices.md, "Channel groups"): noise
+channels come out alone every time; 61 of 76 windows of single systems (clean and with 5% noise) stay one
+group; stacks of 2 to 13 systems separate imperfectly (in 12 stacks, 4 groups mixed systems and 14 of 52
+systems were split). So callers choose per group between the joint and the grouped forecast by backtest, as
+the model's experts do (:func:`panda_fm.forecasters.tensor.experts.backtest_experts_tensor`).
 
 Shape letters: B batch, T time, C channels, N samples, F features, G channels in a group, M groups.
 """
