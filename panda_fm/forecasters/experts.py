@@ -112,13 +112,18 @@ def backtest_experts(
     if CHANNEL_GROUPING[version] and z.shape[2] > 1:
         zt = torch.from_numpy(np.asarray(z, dtype=np.float64))
         labels = channel_groups(fill_gaps(zt)[0])  # (B, C), as experts_channel_groups of the tensor experts
-        if bool((labels != labels[:, :1]).any()):  # some series have several groups
-            parts = grouped(lambda x: tuple(map(torch.from_numpy, joint(x.numpy()))), zt, labels, (3, 2))
-            same = (labels[:, :, None] == labels[:, None, :]).numpy()  # (B, C, C)
+        rows = torch.nonzero((labels != labels[:, :1]).any(dim=1)).flatten()  # series with several groups
+        if len(rows):
+            labels = labels[rows]
+            parts = grouped(
+                lambda x: tuple(map(torch.from_numpy, joint(x.numpy()))), zt[rows], labels, (3, 2)
+            )
+            same = (labels[:, :, None] == labels[:, None, :]).numpy()  # (R, C, C)
             share = same / same.sum(axis=2, keepdims=True)  # averages over a channel's group
-            better = parts[1].numpy() @ share < errors @ share  # (B, E, C): per expert and group
-            forecasts = np.where(better[:, :, None], parts[0].numpy(), forecasts)
-            errors = np.where(better, parts[1].numpy(), errors)
+            r = rows.numpy()
+            better = parts[1].numpy() @ share < errors[r] @ share  # (R, E, C): per expert and group
+            forecasts[r] = np.where(better[:, :, None], parts[0].numpy(), forecasts[r])
+            errors[r] = np.where(better, parts[1].numpy(), errors[r])
     return forecasts, errors
 
 

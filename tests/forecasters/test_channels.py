@@ -92,3 +92,21 @@ def test_large_nvar_fits_solve_with_several_threads():
         assert torch.isfinite(nvar_forecast(x, 16)).all()
     finally:
         torch.set_num_threads(threads)
+
+
+def test_series_with_one_group_and_with_several_batch_together(lorenz):
+    """A batch mixing a series whose channels form one system with one that has noise channels gives each
+    series what it gets alone."""
+    names = ["nvar", "analogue"]
+    system = lorenz[:512]
+    one = np.concatenate(
+        [system, system[:, :3] ** 2 / 10 + system[:, [1, 2, 0]]], axis=1
+    )  # 6 related channels
+    several = np.concatenate([lorenz[600:1112], np.random.default_rng(2).standard_normal((512, 3))], axis=1)
+    z = torch.from_numpy(np.stack([one, several]))
+    z = (z - z.mean(dim=1, keepdim=True)) / z.std(dim=1, keepdim=True)
+    forecasts, errors = backtest_experts_tensor(z, names, 32, 128, version=2)
+    for b in range(2):
+        alone, alone_errors = backtest_experts_tensor(z[b : b + 1], names, 32, 128, version=2)
+        torch.testing.assert_close(forecasts[b : b + 1], alone)
+        torch.testing.assert_close(errors[b : b + 1], alone_errors)

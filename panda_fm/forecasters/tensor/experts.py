@@ -184,11 +184,15 @@ def backtest_experts_tensor(
     forecasts, errors = joint(z)
     if labels is None:
         labels = experts_channel_groups(z, version)  # (B, C) or None
-    if labels is not None and bool((labels != labels[:, :1]).any()):  # some series have several groups
-        group_forecasts, group_errors = grouped(joint, z, labels, (3, 2))
-        same = (labels[:, :, None] == labels[:, None, :]).to(errors.dtype)  # (B, C, C)
+    if labels is None:
+        return forecasts, errors
+    rows = torch.nonzero((labels != labels[:, :1]).any(dim=1)).flatten()  # series with several groups
+    if len(rows):
+        labels = labels[rows]
+        group_forecasts, group_errors = grouped(joint, z[rows], labels, (3, 2))
+        same = (labels[:, :, None] == labels[:, None, :]).to(errors.dtype)  # (R, C, C)
         share = same / same.sum(dim=2, keepdim=True)  # averages over a channel's group
-        better = group_errors @ share < errors @ share  # (B, E, C): per expert and group
-        forecasts = torch.where(better[:, :, None], group_forecasts, forecasts)
-        errors = torch.where(better, group_errors, errors)
+        better = group_errors @ share < errors[rows] @ share  # (R, E, C): per expert and group
+        forecasts[rows] = torch.where(better[:, :, None], group_forecasts, forecasts[rows])
+        errors[rows] = torch.where(better, group_errors, errors[rows])
     return forecasts, errors
