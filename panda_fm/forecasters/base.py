@@ -68,10 +68,10 @@ class ContextForecaster:
             raise ValueError("context contains inf; replace it with NaN to mark it missing")
         batch = (x if x.ndim == 3 else x[None]).astype(np.float64)  # (B, T, C)
         trusted = None
-        if np.isnan(batch).any():
-            if np.isnan(batch).all(axis=1).any():
+        observed = ~np.isnan(batch)
+        if not observed.all():
+            if not observed.any(axis=1).all():
                 raise ValueError("a channel of the context has no observation; drop it or give one")
-            observed = ~np.isnan(batch)
             batch, trusted = fill_gaps(batch)
             mu, sd = nan_moments(batch, observed)
         else:

@@ -23,7 +23,10 @@ from panda_fm.forecasters.analogue import AnalogueForecaster
 from panda_fm.forecasters.base import ContextForecaster, Forecaster
 from panda_fm.forecasters.denoise import DenoisedForecaster
 from panda_fm.forecasters.nvar import NVARForecaster
-from panda_fm.forecasters.tensor.channels import channel_groups, grouped  # the model's channel test
+from panda_fm.forecasters.tensor.channels import (  # the model's channel test
+    channel_groups,
+    keep_better_groups,
+)
 from panda_fm.forecasters.tensor.gaps import fill_gaps
 
 __all__ = [
@@ -112,18 +115,14 @@ def backtest_experts(
     if CHANNEL_GROUPING[version] and z.shape[2] > 1:
         zt = torch.from_numpy(np.asarray(z, dtype=np.float64))
         labels = channel_groups(fill_gaps(zt)[0])  # (B, C), as experts_channel_groups of the tensor experts
-        rows = torch.nonzero((labels != labels[:, :1]).any(dim=1)).flatten()  # series with several groups
-        if len(rows):
-            labels = labels[rows]
-            parts = grouped(
-                lambda x: tuple(map(torch.from_numpy, joint(x.numpy()))), zt[rows], labels, (3, 2)
-            )
-            same = (labels[:, :, None] == labels[:, None, :]).numpy()  # (R, C, C)
-            share = same / same.sum(axis=2, keepdims=True)  # averages over a channel's group
-            r = rows.numpy()
-            better = parts[1].numpy() @ share < errors[r] @ share  # (R, E, C): per expert and group
-            forecasts[r] = np.where(better[:, :, None], parts[0].numpy(), forecasts[r])
-            errors[r] = np.where(better, parts[1].numpy(), errors[r])
+        kept = keep_better_groups(
+            lambda x: tuple(map(torch.from_numpy, joint(x.numpy()))),
+            zt,
+            labels,
+            torch.from_numpy(forecasts),
+            torch.from_numpy(errors),
+        )
+        forecasts, errors = (t.numpy() for t in kept)
     return forecasts, errors
 
 

@@ -94,14 +94,11 @@ def analogue_forecast(
             d2 = d2.masked_fill(~valid, torch.inf)
         d2n, idx = torch.topk(d2, kk, dim=1, largest=False)  # (B, kk), ascending
         dn = d2n.sqrt()  # (B, kk)
-        if valid is None:
-            w = torch.exp(-dn / dn[:, :1].clamp_min(1e-12))  # (B, kk)
-            total = w.sum(dim=1, keepdim=True)
-        else:  # a missing neighbour weighs 0; no candidate at all: no increment
-            nearest = dn[:, :1]
-            w = torch.exp(-dn / torch.where(nearest.isfinite(), nearest.clamp_min(1e-12), 1.0))
-            total = w.sum(dim=1, keepdim=True)
-            total = torch.where(total > 0, total, 1.0)
+        # a missing neighbour (inf) weighs 0; no candidate at all: no increment
+        nearest = dn[:, :1]
+        w = torch.exp(-dn / torch.where(nearest.isfinite(), nearest.clamp_min(1e-12), 1.0))  # (B, kk)
+        total = w.sum(dim=1, keepdim=True)
+        total = torch.where(total > 0, total, 1.0)
         inc = torch.gather(increments, 1, idx[:, :, None].expand(-1, -1, c))  # (B, kk, C)
         return (w[:, :, None] * inc).sum(dim=1) / total
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["channel_groups", "grouped"]
+__all__ = ["channel_groups", "grouped", "keep_better_groups"]
 
 #: Steps ahead of the increment, and steps between the two delayed copies, in the helper test.
 HELP_STEP = 4
@@ -175,3 +175,35 @@ def grouped(
             moved[series[:, None], index] = part.movedim(axis, 1)  # (M, G, ...)
     assert outputs is not None
     return tuple(outputs)
+
+
+def keep_better_groups(
+    joint: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    forecasts: torch.Tensor,
+    errors: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace joint forecasts by each group's own where those backtest better over the group.
+
+    Args:
+        joint: contexts ``(M, T, G)`` -> forecasts ``(M, E, H, G)`` and backtest errors ``(M, E, G)``.
+        z: ``(B, T, C)`` contexts.
+        labels: ``(B, C)`` from :func:`channel_groups`.
+        forecasts: ``(B, E, H, C)``, ``joint(z)``'s forecasts; updated in place.
+        errors: ``(B, E, C)``, ``joint(z)``'s errors; updated in place.
+
+    Returns:
+        ``forecasts`` and ``errors``. Series whose channels form one group keep theirs without a second run.
+    """
+    rows = torch.nonzero((labels != labels[:, :1]).any(dim=1)).flatten()  # series with several groups
+    if len(rows) == 0:
+        return forecasts, errors
+    labels = labels[rows]
+    group_forecasts, group_errors = grouped(joint, z[rows], labels, (3, 2))
+    same = (labels[:, :, None] == labels[:, None, :]).to(errors.dtype)  # (R, C, C)
+    share = same / same.sum(dim=2, keepdim=True)  # averages over a channel's group
+    better = group_errors @ share < errors[rows] @ share  # (R, E, C): per expert and group
+    forecasts[rows] = torch.where(better[:, :, None], group_forecasts, forecasts[rows])
+    errors[rows] = torch.where(better, group_errors, errors[rows])
+    return forecasts, errors

@@ -22,7 +22,7 @@ from panda_fm.forecasters.denoise import DenoisedForecaster
 from panda_fm.forecasters.experts import CHANNEL_GROUPING, EXPERT_VERSIONS, LATEST_EXPERTS_VERSION
 from panda_fm.forecasters.nvar import NVARForecaster
 from panda_fm.forecasters.tensor.analogue import analogue_forecast
-from panda_fm.forecasters.tensor.channels import channel_groups, grouped
+from panda_fm.forecasters.tensor.channels import channel_groups, keep_better_groups
 from panda_fm.forecasters.tensor.denoise import gaussian_smooth, savgol_smooth
 from panda_fm.forecasters.tensor.gaps import fill_gaps
 from panda_fm.forecasters.tensor.nvar import nvar_forecast
@@ -186,13 +186,4 @@ def backtest_experts_tensor(
         labels = experts_channel_groups(z, version)  # (B, C) or None
     if labels is None:
         return forecasts, errors
-    rows = torch.nonzero((labels != labels[:, :1]).any(dim=1)).flatten()  # series with several groups
-    if len(rows):
-        labels = labels[rows]
-        group_forecasts, group_errors = grouped(joint, z[rows], labels, (3, 2))
-        same = (labels[:, :, None] == labels[:, None, :]).to(errors.dtype)  # (R, C, C)
-        share = same / same.sum(dim=2, keepdim=True)  # averages over a channel's group
-        better = group_errors @ share < errors[rows] @ share  # (R, E, C): per expert and group
-        forecasts[rows] = torch.where(better[:, :, None], group_forecasts, forecasts[rows])
-        errors[rows] = torch.where(better, group_errors, errors[rows])
-    return forecasts, errors
+    return keep_better_groups(joint, z, labels, forecasts, errors)
