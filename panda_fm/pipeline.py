@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from panda_fm import hub
 from panda_fm.config import PandaConfig
 from panda_fm.data.validation import InputForm, as_series_list
 from panda_fm.model import PandaModel
+from panda_fm.uncertainty import CalibrationConfig, ForecastDistribution, lead_spread
 
 if TYPE_CHECKING:  # fine-tuning needs Lightning: imported only when called
     from panda_fm.data.series import SeriesInput
@@ -164,9 +166,7 @@ class PandaPipeline:
         Raises:
             ValueError: naming what is wrong with the input.
         """
-        H = self.config.prediction_length if prediction_length is None else prediction_length
-        if isinstance(H, bool) or not isinstance(H, (int, np.integer)) or H <= 0:
-            raise ValueError(f"prediction_length must be a positive integer, got {prediction_length!r}")
+        H = self._horizon(prediction_length)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         batch, form = self._prepare(context)
@@ -175,6 +175,201 @@ class PandaPipeline:
                 self._rollout(batch[i : i + batch_size], int(H)) for i in range(0, len(batch), batch_size)
             ]
         return form.wrap(torch.cat(chunks))
+
+    # --- probabilistic forecasts (panda_fm.uncertainty; docs/probabilistic.md) ------------------------
+
+    def predict_quantiles(
+        self,
+        context: Any,
+        prediction_length: int | None = None,
+        quantile_levels: Sequence[float] = (0.1, 0.5, 0.9),
+        *,
+        batch_size: int = 64,
+        calibration: CalibrationConfig | None = None,
+    ) -> tuple[Any, Any]:
+        """Quantiles and mean of the forecast, calibrated on the context's own forecast errors.
+
+        The point forecast of :meth:`predict` is also made from several origins inside the context; its errors
+        there give the spread at each lead and channel, which widens into the context's own distribution of
+        values where the errors reach it (:mod:`panda_fm.uncertainty`). This costs about ``1 +
+        len(calibration.offsets)`` (6) times a ``predict`` call.
+
+        Args:
+            context: as for :meth:`predict` (same forms, rules and errors); a context needs at least
+                ``calibration.min_prefix + min(calibration.offsets)`` (192) steps.
+            prediction_length: steps to forecast (default: the model's ``prediction_length``).
+            quantile_levels: levels strictly between 0 and 1.
+            batch_size: series per forward pass.
+            calibration: the in-context calibration's settings (default :attr:`calibration`).
+
+        Returns:
+            ``(quantiles, mean)``. ``mean`` has the form of :meth:`predict`'s output. ``quantiles`` adds a
+            trailing axis of the levels: ``(H, Q)``, ``(H, C, Q)`` or ``(B, H, C, Q)`` of the input's type. For
+            a pandas DataFrame, a DataFrame with one column per channel and level (columns a MultiIndex
+            ``(channel, level)``: ``q["x"][0.9]`` is channel ``x``'s 0.9 quantile); for a Series, a DataFrame
+            with one column per level; the index continues the input's as in :meth:`predict`.
+
+        Raises:
+            ValueError: naming what is wrong with the input or the levels.
+        """
+        levels = _quantile_levels(quantile_levels)
+        dist, loc, scale, form = self._distribution(context, prediction_length, batch_size, calibration)
+        q = dist.quantiles(levels) * scale[..., None] + loc[..., None]  # (B, H, C, Q)
+        mean = dist.mean * scale + loc  # (B, H, C)
+        return form.wrap_levels(q.astype(np.float32), levels.tolist()), form.wrap(mean.astype(np.float32))
+
+    def sample(
+        self,
+        context: Any,
+        prediction_length: int | None = None,
+        num_samples: int = 100,
+        *,
+        seed: int = 0,
+        batch_size: int = 64,
+        calibration: CalibrationConfig | None = None,
+    ) -> Any:
+        """Sample paths from the forecast distribution of :meth:`predict_quantiles`.
+
+        Each path follows the point forecast with its own error, growing as measured on the context, until
+        the lead at which it loses track; from there it follows a stretch of the context (a state of the
+        attractor). Their quantiles at each step agree with :meth:`predict_quantiles` up to sampling error.
+
+        Args:
+            context, prediction_length, batch_size, calibration: as for :meth:`predict_quantiles`.
+            num_samples: paths per series (``K``).
+            seed: seeds the paths (same seed, same paths).
+
+        Returns:
+            Paths with a trailing sample axis: ``(H, K)``, ``(H, C, K)`` or ``(B, H, C, K)`` of the input's
+            type; for pandas, a DataFrame with one column per channel and sample (``(channel, k)``).
+        """
+        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        dist, loc, scale, form = self._distribution(context, prediction_length, batch_size, calibration)
+        paths = dist.sample(int(num_samples), np.random.default_rng(seed))  # (B, K, H, C)
+        paths = np.moveaxis(paths, 1, -1) * scale[..., None] + loc[..., None]  # (B, H, C, K)
+        return form.wrap_levels(paths.astype(np.float32), list(range(int(num_samples))))
+
+    def predictability_horizon(
+        self,
+        context: Any,
+        prediction_length: int | None = None,
+        *,
+        threshold: float = 0.5,
+        batch_size: int = 64,
+        calibration: CalibrationConfig | None = None,
+    ) -> Any:
+        """Lead time (steps) at which each channel's predicted spread first exceeds ``threshold`` context stds.
+
+        The spread is the calibrated root mean square error of :meth:`predict_quantiles`; a channel whose
+        spread stays below the threshold over the whole forecast gets ``prediction_length`` (the horizon is at
+        least that). Compare with the realised valid prediction time (:func:`panda_fm.eval.metrics.valid_prediction_time`).
+
+        Returns:
+            Integer steps: ``()`` (a Python int) for a ``(T,)`` series, ``(C,)`` for one series, ``(B, C)`` for a
+            batch (numpy or torch as the input); for a DataFrame a Series indexed by its columns (a list of
+            them for a list).
+        """
+        dist, _, _, form = self._distribution(context, prediction_length, batch_size, calibration)
+        return form.wrap_channels(dist.horizon(threshold))
+
+    #: The in-context calibration used when a call gives none (chosen on a calibration split of training
+    #: founders: docs/probabilistic.md).
+    calibration: CalibrationConfig = CalibrationConfig()
+
+    def forecast_distribution(
+        self,
+        context: np.ndarray | torch.Tensor,
+        prediction_length: int,
+        *,
+        batch_size: int = 64,
+        calibration: CalibrationConfig | None = None,
+    ) -> tuple[ForecastDistribution, np.ndarray, np.ndarray]:
+        """The predictive distribution itself, for a ``(B, T, C)`` batch (the evaluation's entry point).
+
+        Returns:
+            The distribution in context-standardised units, and the context's ``loc`` and ``scale``, ``(B, 1,
+            C)`` each, that give values in the input's units (``x * scale + loc``).
+        """
+        dist, loc, scale, _ = self._distribution(context, prediction_length, batch_size, calibration)
+        return dist, loc, scale
+
+    def _distribution(
+        self,
+        context: Any,
+        prediction_length: int | None,
+        batch_size: int,
+        calibration: CalibrationConfig | None,
+    ) -> tuple[ForecastDistribution, np.ndarray, np.ndarray, InputForm]:
+        cal = calibration or self.calibration
+        point, errors, x, loc, scale, form = self.incontext_errors(
+            context, prediction_length, batch_size, cal
+        )
+        dist = ForecastDistribution(point=point, spread=lead_spread(errors, point.shape[1], cal), context=x)
+        return dist, loc, scale, form
+
+    def incontext_errors(
+        self,
+        context: Any,
+        prediction_length: int | None,
+        batch_size: int = 64,
+        calibration: CalibrationConfig | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, InputForm]:
+        """The point forecast and the errors of the same forecaster from origins inside the context.
+
+        Returns:
+            ``point (B, H, C)``, ``errors (B, O, M, C)`` at leads ``1..M`` from each usable origin (NaN where an
+            origin does not reach a lead), the context ``(B, L, C)``, all standardised by the context's ``loc``
+            and ``scale`` ``(B, 1, C)``, which come next, and the input's form.
+        """
+        H = self._horizon(prediction_length)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        cal = calibration or self.calibration
+        batch, form = self._prepare(context)
+        B, L, _ = batch.shape
+        need = cal.min_prefix + min(cal.offsets)
+        first = (
+            torch.isnan(batch).all(dim=2).int().cumprod(dim=1).sum(dim=1)
+        )  # (B,) missing steps at the start
+        short = torch.nonzero(L - first < need).flatten().tolist()
+        if short:
+            raise ValueError(
+                f"quantiles are calibrated on the context's own forecast errors and need contexts of at least "
+                f"{need} steps; series {short[:10]} {'is' if len(short) == 1 else 'are'} shorter: give a longer "
+                "context, or use predict for a point forecast"
+            )
+        x = batch.double().numpy()  # (B, L, C)
+        loc = np.nanmean(x, axis=1, keepdims=True)  # (B, 1, C)
+        scale = np.nanstd(x, axis=1, keepdims=True)
+        scale = np.where(scale > 0, scale, 1.0)
+        usable = [o for o in cal.offsets if L - o >= cal.min_prefix]
+        M = max(usable)
+        errors = np.full((B, len(usable), M, x.shape[2]), np.nan)  # (B, O, M, C)
+        work = [(i, lo) for i in range(len(usable)) for lo in range(0, B, batch_size)]
+        with torch.inference_mode():
+            point = (
+                torch.cat([self._rollout(batch[i : i + batch_size], H) for i in range(0, B, batch_size)])
+                .double()
+                .numpy()
+            )  # (B, H, C)
+            for i, lo in tqdm(work, desc="in-context calibration", disable=len(work) < 8, leave=False):
+                o = usable[i]
+                rows = torch.arange(lo, min(lo + batch_size, B))
+                rows = rows[(L - o - first[rows]) >= cal.min_prefix]  # prefixes long enough
+                prefix = batch[rows, : L - o]  # (R, L - o, C)
+                rows = rows[((~torch.isnan(prefix)).sum(dim=1) >= self.config.patch_length).all(dim=1)]
+                if len(rows) == 0:
+                    continue
+                forecast = self._rollout(batch[rows, : L - o], o).double().numpy()  # (R, o, C), left-padded
+                errors[rows.numpy(), i, :o] = forecast - x[rows.numpy(), L - o :]
+        return (point - loc) / scale, errors / scale[:, None], (x - loc) / scale, loc, scale, form
+
+    def _horizon(self, prediction_length: int | None) -> int:
+        H = self.config.prediction_length if prediction_length is None else prediction_length
+        if isinstance(H, bool) or not isinstance(H, (int, np.integer)) or H <= 0:
+            raise ValueError(f"prediction_length must be a positive integer, got {prediction_length!r}")
+        return int(H)
 
     def _rollout(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
         """``(B, L, C)`` with NaN for missing -> ``(B, horizon, C)``.
@@ -300,3 +495,16 @@ def _channels(index: list[int], shown: int = 10) -> str:
     if len(index) <= shown:
         return str(index)
     return f"{str(index[:shown])[:-1]}, ...] ({len(index)} channels)"
+
+
+def _quantile_levels(levels: Sequence[float]) -> np.ndarray:
+    """Validated quantile levels ``(Q,)``: numbers strictly between 0 and 1, in the order given."""
+    try:
+        arr = np.asarray(levels, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"quantile_levels must be numbers between 0 and 1, got {levels!r}") from None
+    if arr.size == 0 or not ((arr > 0) & (arr < 1)).all():
+        raise ValueError(
+            f"quantile_levels must be numbers strictly between 0 and 1 (e.g. (0.1, 0.5, 0.9)), got {levels!r}"
+        )
+    return arr

@@ -93,6 +93,27 @@ class FrameTemplate:
             return pd.Series(values[:, 0], index=index, name=self.series_name)
         return pd.DataFrame(values, index=index, columns=self.columns)
 
+    def wrap_levels(self, values: np.ndarray, labels: list[Any]) -> Any:
+        """``(H, C, Q)`` values as a DataFrame with the continued index and a column per channel and label: a
+        MultiIndex ``(channel, label)`` for a DataFrame input, the labels alone for a Series input."""
+        import pandas as pd
+
+        H, C, Q = values.shape
+        values = np.asarray(values).astype(self.dtype, copy=False)
+        index = self._next_index(H)
+        if self.is_series:
+            return pd.DataFrame(values[:, 0], index=index, columns=pd.Index(labels))
+        columns = pd.MultiIndex.from_product([self.columns, labels])
+        return pd.DataFrame(values.reshape(H, C * Q), index=index, columns=columns)  # (H, C*Q), channel-major
+
+    def wrap_channels(self, values: np.ndarray) -> Any:
+        """``(C,)`` values as a Series indexed by the columns (for a Series input: an int)."""
+        import pandas as pd
+
+        if self.is_series:
+            return int(values[0])
+        return pd.Series(np.asarray(values), index=self.columns)
+
 
 def _index_continuation(index: Any, name: str) -> Callable[[int], Any]:
     """A function of ``H`` giving the ``H`` index labels after ``index``; see the module docstring."""

@@ -129,6 +129,35 @@ class InputForm:
             return torch.as_tensor(forecast).to(self.dtype)
         return np.asarray(forecast).astype(self.dtype, copy=False)
 
+    def wrap_levels(self, values: np.ndarray, labels: list[Any]) -> Any:
+        """``(B, H, C, Q)`` float32 values with a trailing axis (quantile levels, samples) in this form.
+
+        Returns:
+            ``(B, H, C, Q)``, ``(H, C, Q)`` or ``(H, Q)`` of the input's type and dtype; for pandas a DataFrame
+            per series with a column per channel and label (a MultiIndex ``(channel, label)``; for a Series, a
+            column per label).
+        """
+        if self.frames is not None:
+            out = [frame.wrap_levels(v, labels) for frame, v in zip(self.frames, values, strict=True)]
+            return out if self.batched else out[0]
+        if not self.batched:
+            values = values[0, :, 0] if self.univariate else values[0]
+        if self.torch:
+            return torch.as_tensor(values).to(self.dtype)
+        return np.asarray(values).astype(self.dtype, copy=False)
+
+    def wrap_channels(self, values: np.ndarray) -> Any:
+        """``(B, C)`` integers (one per series and channel) in this form: ``(B, C)``, ``(C,)`` or an int; for
+        pandas a Series indexed by the columns (a list of them for a list)."""
+        if self.frames is not None:
+            out = [frame.wrap_channels(v) for frame, v in zip(self.frames, values, strict=True)]
+            return out if self.batched else out[0]
+        if not self.batched:
+            values = values[0]
+            if self.univariate:
+                return int(values[0])
+        return torch.as_tensor(values) if self.torch else np.asarray(values)
+
 
 def as_series_list(
     x: Any, name: str = "context", item: str | None = None

@@ -1,4 +1,5 @@
-"""Forecast metrics: point errors over a horizon and distributional statistics of long rollouts.
+"""Forecast metrics: point errors over a horizon, distributional statistics of long rollouts, and scores of
+probabilistic forecasts (quantiles ``(H, C, Q)`` or samples ``(H, C, K)`` against the truth ``(H, C)``).
 
 All functions are pure: they take ``y_true`` and ``y_pred`` of shape ``(H, C)`` (time, channels; a
 1-D array is read as one channel) and return a float (or an int for the valid prediction time).
@@ -22,6 +23,12 @@ __all__ = [
     "normalised_rmse",
     "attractor_kl",
     "spectral_hellinger",
+    "pinball_loss",
+    "crps_quantiles",
+    "crps_samples",
+    "weighted_quantile_loss",
+    "interval_coverage",
+    "horizon_correlation",
 ]
 
 
@@ -235,3 +242,103 @@ def spectral_hellinger(y_true: np.ndarray, y_pred: np.ndarray, nperseg: int = 25
     p, q = _spectrum(a, n), _spectrum(b, n)  # (F, C) each
     bc = np.sqrt(p * q).sum(axis=0)  # (C,) Bhattacharyya coefficient
     return float(np.sqrt(np.clip(1.0 - bc, 0.0, 1.0)).mean())
+
+
+def _levels_pair(
+    y_true: np.ndarray, quantiles: np.ndarray, levels: np.ndarray | list[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate truth ``(H, C)`` (or ``(H,)``), quantiles ``(H, C, Q)`` (or ``(H, Q)``) and levels ``(Q,)``."""
+    y = np.asarray(y_true, dtype=np.float64)
+    q = np.asarray(quantiles, dtype=np.float64)
+    tau = np.asarray(levels, dtype=np.float64).reshape(-1)
+    if y.ndim == 1:
+        y, q = y[:, None], q[:, None] if q.ndim == 2 else q
+    if q.ndim != 3 or q.shape[:2] != y.shape or q.shape[2] != tau.size:
+        raise ValueError(
+            f"quantiles must be (H, C, Q) for truth (H, C) and Q levels; got truth {y.shape}, quantiles "
+            f"{q.shape}, {tau.size} levels"
+        )
+    if not ((tau > 0) & (tau < 1)).all():
+        raise ValueError(f"levels must lie strictly between 0 and 1, got {tau.tolist()}")
+    return y, q, tau
+
+
+def pinball_loss(y_true: np.ndarray, quantiles: np.ndarray, levels: np.ndarray | list[float]) -> np.ndarray:
+    """Pinball (quantile) loss at each level, averaged over steps and channels: ``(Q,)``.
+
+    ``rho_tau(y - q) = max(tau (y - q), (tau - 1) (y - q))``.
+    """
+    y, q, tau = _levels_pair(y_true, quantiles, levels)
+    d = y[..., None] - q  # (H, C, Q)
+    return np.maximum(tau * d, (tau - 1) * d).mean(axis=(0, 1))
+
+
+def crps_quantiles(y_true: np.ndarray, quantiles: np.ndarray, levels: np.ndarray | list[float]) -> float:
+    """CRPS approximated from quantiles: twice the pinball loss averaged over the levels, over steps and channels.
+
+    With levels evenly spread over (0, 1) (e.g. 0.05, 0.10, ..., 0.95) this approaches the CRPS, which is the
+    integral of twice the pinball loss over all levels. In the units of the data; 0 is perfect.
+
+    Args:
+        y_true: ``(H, C)`` truth.
+        quantiles: ``(H, C, Q)`` forecast quantiles at ``levels``.
+        levels: ``(Q,)`` levels in (0, 1).
+    """
+    return float(2 * pinball_loss(y_true, quantiles, levels).mean())
+
+
+def crps_samples(y_true: np.ndarray, samples: np.ndarray) -> float:
+    """CRPS of an ensemble (the unbiased-in-the-limit energy form), averaged over steps and channels.
+
+    ``CRPS = E|X - y| - E|X - X'| / 2`` over the samples ``X``; ``E|X - X'|`` from the sorted samples in
+    ``O(K log K)``: ``2 / K^2 sum_i (2 i - K - 1) x_(i)``.
+
+    Args:
+        y_true: ``(H, C)`` truth.
+        samples: ``(H, C, K)`` samples (``(H, K)`` for a ``(H,)`` truth).
+    """
+    y = np.asarray(y_true, dtype=np.float64)
+    x = np.asarray(samples, dtype=np.float64)
+    if y.ndim == 1:
+        y, x = y[:, None], x[:, None] if x.ndim == 2 else x
+    if x.ndim != 3 or x.shape[:2] != y.shape or x.shape[2] < 1:
+        raise ValueError(f"samples must be (H, C, K) for truth (H, C); got {x.shape} and {y.shape}")
+    K = x.shape[2]
+    first = np.abs(x - y[..., None]).mean(axis=2)  # (H, C)
+    xs = np.sort(x, axis=2)
+    weights = 2 * np.arange(1, K + 1) - K - 1  # (K,)
+    spread = 2 * (xs * weights).sum(axis=2) / K**2  # (H, C): E|X - X'|
+    return float((first - 0.5 * spread).mean())
+
+
+def weighted_quantile_loss(
+    y_true: np.ndarray, quantiles: np.ndarray, levels: np.ndarray | list[float]
+) -> float:
+    """Weighted quantile loss: ``mean_tau 2 sum rho_tau(y - q) / sum |y|`` (sums over steps and channels).
+
+    Scale-free, as the CRPS divided by the mean absolute value of the truth; an all-zero truth gives inf.
+    """
+    y, q, tau = _levels_pair(y_true, quantiles, levels)
+    denom = np.abs(y).mean()
+    if denom == 0:
+        return float("inf")
+    return float(2 * pinball_loss(y, q, tau).mean() / denom)
+
+
+def interval_coverage(y_true: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
+    """Fraction of the truth ``(H, C)`` inside ``[lower, upper]`` (both ``(H, C)``), ends included."""
+    y, lo = _pair(y_true, lower)
+    _, hi = _pair(y_true, upper)
+    if (lo > hi).any():
+        raise ValueError("lower exceeds upper somewhere: pass the interval's ends in order")
+    return float(((y >= lo) & (y <= hi)).mean())
+
+
+def horizon_correlation(predicted: np.ndarray, realised: np.ndarray) -> float:
+    """Spearman rank correlation between predicted predictability horizons and realised valid prediction
+    times, over forecasts ``(N,)`` (ties: average ranks); 0 when either is constant."""
+    a = np.asarray(predicted, dtype=np.float64).reshape(-1)
+    b = np.asarray(realised, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape or a.size < 2:
+        raise ValueError(f"need two equal-length arrays of at least 2 values, got {a.shape} and {b.shape}")
+    return spearman(a, b)

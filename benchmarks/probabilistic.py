@@ -1,0 +1,119 @@
+"""Probabilistic forecasts (issue 18): the calibration's choice on training founders, then the held-out score.
+
+    python benchmarks/probabilistic.py --split calibration [--out benchmarks/results/probabilistic]
+    python benchmarks/probabilistic.py --split test [--out benchmarks/results/probabilistic]
+
+``calibration`` runs 16 training founders (never the held-out ones), the checkpoint's in-context calibrated
+mixture at several spread inflations and the residual-bootstrap variant, beside the probabilistic baselines;
+``test`` runs the 20 held-out founders with the pipeline's default calibration and the baselines. Both at noise
+0 and 0.05, horizons 64, 128 and 256, and write ``{split}.md`` and ``{split}.json`` (summaries) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+#: Training founders (not held out) on which the calibration is chosen.
+CALIBRATION_SYSTEMS = (
+    "Aizawa",
+    "Arneodo",
+    "BurkeShaw",
+    "Chen",
+    "Chua",
+    "Dadras",
+    "Finance",
+    "Halvorsen",
+    "HindmarshRose",
+    "Lorenz",
+    "LuChen",
+    "NoseHoover",
+    "Rucklidge",
+    "SprottA",
+    "Thomas",
+    "WangSun",
+)
+INFLATIONS = (0.75, 1.0, 1.25, 1.5, 2.0)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--split", choices=("calibration", "test"), required=True, help="which systems")
+    p.add_argument("--checkpoint", default="panda-fm-small", help="checkpoint (default: %(default)s)")
+    p.add_argument(
+        "--out", default="benchmarks/results/probabilistic", help="output folder (default: %(default)s)"
+    )
+    p.add_argument(
+        "--windows-per-system", type=int, default=5, help="windows per system (default: %(default)s)"
+    )
+    p.add_argument("--max-systems", type=int, default=None, help="only the first N systems (a smoke run)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from panda_fm import PandaPipeline
+    from panda_fm.eval.probabilistic import (
+        ModelQuantiles,
+        default_baselines,
+        evaluate_quantiles,
+        markdown_table,
+    )
+    from panda_fm.eval.report import json_default
+    from panda_fm.eval.runner import EvalConfig
+    from panda_fm.eval.testsets import FounderTestsetConfig, founders_testset
+    from panda_fm.systems.store import open_dataset
+
+    cache = Path.home() / ".cache" / "panda_fm"
+    if args.split == "calibration":
+        root = founders_testset(
+            cache / "calibration-founders", FounderTestsetConfig(systems=CALIBRATION_SYSTEMS)
+        )
+    else:
+        root = founders_testset(cache / "founders-4096x1", FounderTestsetConfig())
+    config = EvalConfig(
+        horizons=(64, 128, 256),
+        windows_per_system=args.windows_per_system,
+        noise=(0.0, 0.05),
+        rollout=0,
+        seed=1 if args.split == "calibration" else 0,
+        max_systems=args.max_systems,
+        batch_size=8,
+    )
+    pipe = PandaPipeline.from_pretrained(args.checkpoint)
+    name = Path(args.checkpoint).name
+    variants = {}
+    if args.split == "calibration":
+        cal = pipe.calibration
+        variants = {f"{name}/mixture x{f}": ("mixture", replace(cal, inflation=f)) for f in INFLATIONS}
+        variants[f"{name}/residual"] = ("residual", replace(cal, inflation=1.0))
+    methods = [ModelQuantiles(pipe, name, variants, batch_size=8), *default_baselines()]
+    t = time.perf_counter()
+    report = evaluate_quantiles(methods, open_dataset(root), config)
+    wall = time.perf_counter() - t
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(["python", "benchmarks/probabilistic.py", *(argv or sys.argv[1:])])
+    table = markdown_table(report)
+    (out / f"{args.split}.md").write_text(
+        f"# Probabilistic forecasts, {args.split} split\n\n`{command}` ({wall:.0f} s)\n{table}"
+    )
+    summary = {k: v for k, v in report.items() if k not in ("per_window", "samples")}
+    (out / f"{args.split}.json").write_text(
+        json.dumps({**summary, "command": command, "wall_s": wall}, indent=1, default=json_default)
+    )
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

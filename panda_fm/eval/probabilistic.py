@@ -1,0 +1,415 @@
+"""Probabilistic benchmark: quantile forecasts of the model and of probabilistic baselines on the runner's windows.
+
+Windows, noise and standardisation are those of :mod:`panda_fm.eval.runner`. Every method forecasts the
+quantiles :data:`LEVELS` (0.05, 0.10, ..., 0.95) of each window and a spread (its expected root mean square
+error at each lead, in context stds, from which the predicted predictability horizon is read). Scores at each
+horizon ``h``, on the first ``h`` steps, standardised by the clean context: CRPS (from the quantiles,
+:func:`panda_fm.eval.metrics.crps_quantiles`), weighted quantile loss, coverage of the central 50% and 80%
+intervals, sMAPE of the median (and of the point forecast where a method has one). Over the windows of a noise
+level: means of the CRPS, loss and coverages, medians of the sMAPEs, and the Spearman correlation between the
+predicted horizon and the realised valid prediction time of the median.
+
+Methods (:class:`QuantileMethod`): the checkpoint with in-context calibration (:class:`ModelQuantiles`), the
+point baselines with residual-bootstrap intervals from their backtest on the context
+(:class:`BootstrapQuantiles`), an analogue ensemble of the ``k`` nearest neighbours of the last state
+(:class:`AnalogueEnsemble`) and the context's climatology (:class:`Climatology`).
+
+Shape letters: B batch, T time, C channels, H horizon, O origins, M leads, Q levels, K members.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from panda_fm.eval import metrics
+from panda_fm.eval.runner import EvalConfig, _no_windows, _noisy, _system_seed, _test_ids, system_windows
+from panda_fm.forecasters import ContextForecaster, NVARForecaster
+from panda_fm.scaling import context_moments
+from panda_fm.systems.store import Dataset
+from panda_fm.uncertainty import CalibrationConfig, ForecastDistribution, lead_spread
+
+logger = logging.getLogger(__name__)
+
+#: Quantile levels every method forecasts: 0.05 .. 0.95 in steps of 0.05 (the 50% and 80% intervals are
+#: 0.25-0.75 and 0.10-0.90).
+LEVELS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+INTERVALS: tuple[float, ...] = (0.5, 0.8)
+
+#: A method's forecast of a batch: quantiles ``(B, H, C, Q)`` in data units, spread ``(B, H, C)`` in context
+#: stds, and the point forecast ``(B, H, C)`` in data units (None where the method has none).
+Forecast = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
+class QuantileMethod(Protocol):
+    """A probabilistic method: one or more named forecasts of a batch (several when they share work)."""
+
+    names: list[str]
+
+    def forecast(self, contexts: np.ndarray, length: int, levels: np.ndarray) -> dict[str, Forecast]:
+        """Forecasts of ``contexts (B, T, C)`` for ``length`` steps, by name."""
+        ...
+
+
+def _moments(contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mu, sd = context_moments(contexts)  # (B, 1, C)
+    return mu, sd
+
+
+def residual_quantiles(
+    point: np.ndarray, errors: np.ndarray, levels: np.ndarray, config: CalibrationConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Residual bootstrap from a backtest: the point forecast plus the backtest's errors, rescaled by lead.
+
+    The errors ``(B, O, M, C)`` of in-context forecasts are divided by the spread at their lead
+    (:func:`panda_fm.uncertainty.lead_spread`); the quantiles of these standardised residuals (pooled over
+    origins, leads and channels of a series) times the spread at each lead of the forecast give its quantiles.
+
+    Returns:
+        Quantiles ``(B, H, C, Q)`` and spread ``(B, H, C)``, in the units of ``point`` and ``errors``.
+    """
+    B, H, C = point.shape
+    M = errors.shape[2]
+    spread = lead_spread(errors, max(H, M), config)  # (B, max(H, M), C)
+    u = errors / spread[:, None, :M]  # (B, O, M, C)
+    uq = np.nanquantile(u.reshape(B, -1), levels, axis=1).T  # (B, Q)
+    return point[..., None] + spread[:, :H, :, None] * uq[:, None, None, :], spread[:, :H]
+
+
+class ModelQuantiles:
+    """A checkpoint's probabilistic forecasts: its in-context calibrated mixture (the pipeline's
+    :meth:`~panda_fm.PandaPipeline.predict_quantiles`) and variants that share its in-context errors.
+
+    Args:
+        pipe: a :class:`panda_fm.PandaPipeline`.
+        name: the method's name in reports.
+        variants: extra named forecasts, ``name -> ("mixture" | "residual", CalibrationConfig)``; the plain
+            ``name`` is always the pipeline's own default.
+        batch_size: series per forward pass.
+    """
+
+    def __init__(
+        self,
+        pipe: Any,
+        name: str,
+        variants: dict[str, tuple[str, CalibrationConfig]] | None = None,
+        batch_size: int = 32,
+    ):
+        self.pipe = pipe
+        self.variants = {name: ("mixture", pipe.calibration), **(variants or {})}
+        for kind, _ in self.variants.values():
+            if kind not in ("mixture", "residual"):
+                raise ValueError(f"variant kind must be 'mixture' or 'residual', got {kind!r}")
+        offsets = {cal.offsets for _, cal in self.variants.values()}
+        prefixes = {cal.min_prefix for _, cal in self.variants.values()}
+        if len(offsets) > 1 or len(prefixes) > 1:
+            raise ValueError(
+                "variants share the in-context errors: give them the same offsets and min_prefix"
+            )
+        self.names = list(self.variants)
+        self.batch_size = batch_size
+
+    def forecast(self, contexts: np.ndarray, length: int, levels: np.ndarray) -> dict[str, Forecast]:
+        cal = next(iter(self.variants.values()))[1]
+        point, errors, x, loc, scale, _ = self.pipe.incontext_errors(
+            contexts.astype(np.float32), length, self.batch_size, cal
+        )
+        out: dict[str, Forecast] = {}
+        for name, (kind, cfg) in self.variants.items():
+            if kind == "mixture":
+                dist = ForecastDistribution(point, lead_spread(errors, length, cfg), x)
+                q, spread = dist.quantiles(levels), dist.spread
+            else:
+                q, spread = residual_quantiles(point, errors, levels, cfg)
+            out[name] = (q * scale[..., None] + loc[..., None], spread, point * scale + loc)
+        return out
+
+
+class BootstrapQuantiles:
+    """A point baseline with residual-bootstrap intervals from its own backtest on the context.
+
+    The baseline forecasts from the origins ``config.offsets`` inside the context as well; its errors there,
+    rescaled by lead, are added to its forecast (:func:`residual_quantiles`).
+
+    Args:
+        forecaster: a point baseline (:class:`panda_fm.forecasters.ContextForecaster`).
+        name: the method's name (default: the baseline's, with ``+bootstrap``).
+        config: origins and pooling, as the model's calibration.
+    """
+
+    def __init__(
+        self, forecaster: ContextForecaster, name: str | None = None, config: CalibrationConfig | None = None
+    ):
+        self.forecaster = forecaster
+        self.names = [name or f"{forecaster.name}+bootstrap"]
+        self.config = config or CalibrationConfig(inflation=1.0)
+
+    def forecast(self, contexts: np.ndarray, length: int, levels: np.ndarray) -> dict[str, Forecast]:
+        B, T, C = contexts.shape
+        mu, sd = _moments(contexts)
+        usable = [o for o in self.config.offsets if T - o >= self.config.min_prefix]
+        if not usable:
+            raise ValueError(
+                f"contexts of {T} steps are too short for the backtest origins {self.config.offsets}"
+            )
+        errors = np.full((B, len(usable), max(usable), C), np.nan)
+        for i, o in enumerate(usable):
+            errors[:, i, :o] = (self.forecaster.predict(contexts[:, : T - o], o) - contexts[:, T - o :]) / sd
+        point = np.asarray(self.forecaster.predict(contexts, length), dtype=np.float64)
+        q, spread = residual_quantiles((point - mu) / sd, errors, levels, self.config)
+        return {self.names[0]: (q * sd[..., None] + mu[..., None], spread, point)}
+
+
+class AnalogueEnsemble:
+    """Analogue ensemble: the continuations of the ``k`` nearest neighbours of the context's last state.
+
+    States are delay vectors of the standardised context (``delays`` entries ``lag`` steps apart, all channels).
+    Member ``i`` follows the context from the ``i``-th nearest earlier state onward; reaching the end of the
+    context, it jumps back to the same neighbour's successor and goes on (a member never leaves the attractor).
+    The quantiles are the members' empirical quantiles; the spread their standard deviation.
+
+    Args:
+        k: members.
+        delays: entries per delay vector.
+        lag: steps between entries.
+        exclusion: the last steps of the context that are not neighbours (they are the present itself).
+    """
+
+    def __init__(
+        self, k: int = 32, delays: int = 4, lag: int = 5, exclusion: int = 16, name: str = "analogue-ens"
+    ):
+        if k < 2 or delays < 1 or lag < 1 or exclusion < 1:
+            raise ValueError("need k >= 2 and delays, lag, exclusion >= 1")
+        self.k, self.delays, self.lag, self.exclusion = k, delays, lag, exclusion
+        self.names = [name]
+
+    def members(self, z: np.ndarray, length: int) -> np.ndarray:
+        """``(B, K, H, C)`` member paths of standardised contexts ``z (B, T, C)`` (complete)."""
+        B, T, C = z.shape
+        w = (self.delays - 1) * self.lag
+        ends = np.arange(w, T - self.exclusion)  # candidate states (their successors lie in the context)
+        if len(ends) < self.k:
+            raise ValueError(f"a context of {T} steps has fewer than k={self.k} candidate states; lower k")
+        taps = -self.lag * np.arange(self.delays)  # (D,)
+        cand = z[:, ends[:, None] + taps]  # (B, S, D, C)
+        now = z[:, (T - 1) + taps]  # (B, D, C)
+        dist = ((cand - now[:, None]) ** 2).sum(axis=(2, 3))  # (B, S)
+        nearest = ends[np.argsort(dist, axis=1)[:, : self.k]]  # (B, K)
+        cycle = T - 1 - nearest  # steps a member runs before it reaches the end, (B, K)
+        j = np.arange(length)[None, None, :]  # (1, 1, H)
+        t = nearest[..., None] + 1 + j % cycle[..., None]  # (B, K, H)
+        return np.take_along_axis(z[:, None], np.broadcast_to(t[..., None], (*t.shape, C)), axis=2)
+
+    def forecast(self, contexts: np.ndarray, length: int, levels: np.ndarray) -> dict[str, Forecast]:
+        mu, sd = _moments(contexts)
+        z = (contexts - mu) / sd
+        if np.isnan(z).any():
+            raise ValueError("the analogue ensemble needs complete contexts")
+        paths = self.members(z, length)  # (B, K, H, C)
+        q = np.moveaxis(np.quantile(paths, levels, axis=1), 0, -1)  # (B, H, C, Q)
+        spread = paths.std(axis=1)
+        return {self.names[0]: (q * sd[..., None] + mu[..., None], spread, None)}
+
+
+class Climatology:
+    """The context's own distribution of values, at every lead (the forecast of someone who knows nothing of
+    the dynamics); its spread is that of a random draw, sqrt(2) context stds."""
+
+    def __init__(self, name: str = "climatology"):
+        self.names = [name]
+
+    def forecast(self, contexts: np.ndarray, length: int, levels: np.ndarray) -> dict[str, Forecast]:
+        B, T, C = contexts.shape
+        q = np.moveaxis(np.nanquantile(contexts, levels, axis=1), 0, -1)  # (B, C, Q)
+        q = np.broadcast_to(q[:, None], (B, length, C, len(levels)))
+        return {self.names[0]: (q, np.full((B, length, C), np.sqrt(2.0)), None)}
+
+
+def default_baselines() -> list[QuantileMethod]:
+    """The probabilistic baselines: NVAR with residual bootstrap, an analogue ensemble, the climatology."""
+    return [BootstrapQuantiles(NVARForecaster()), AnalogueEnsemble(), Climatology()]
+
+
+def score_quantiles(
+    context: np.ndarray,
+    truth: np.ndarray,
+    quantiles: np.ndarray,
+    spread: np.ndarray,
+    point: np.ndarray | None,
+    config: EvalConfig,
+    levels: np.ndarray,
+) -> dict[str, float]:
+    """Scores of one window's quantile forecast, standardised by the clean context.
+
+    Args:
+        context: ``(T, C)`` clean context.
+        truth: ``(L, C)`` clean continuation.
+        quantiles: ``(H, C, Q)`` forecast quantiles at ``levels`` (``H >= max(config.horizons)``).
+        spread: ``(H, C)`` the forecast's spread in context stds.
+        point: ``(H, C)`` point forecast or None.
+    """
+    mu, sd = context_moments(context)  # (1, C)
+    y = (truth - mu) / sd
+    q = (quantiles - mu[..., None]) / sd[..., None]
+    median = q[..., int(np.argmin(np.abs(levels - 0.5)))]
+    out: dict[str, float] = {}
+    for h in config.horizons:
+        out[f"crps@{h}"] = metrics.crps_quantiles(y[:h], q[:h], levels)
+        out[f"wql@{h}"] = metrics.weighted_quantile_loss(y[:h], q[:h], levels)
+        for width in INTERVALS:
+            lo = int(np.argmin(np.abs(levels - (1 - width) / 2)))
+            hi = int(np.argmin(np.abs(levels - (1 + width) / 2)))
+            out[f"cov{round(width * 100)}@{h}"] = metrics.interval_coverage(y[:h], q[:h, :, lo], q[:h, :, hi])
+        out[f"smape_median@{h}"] = metrics.smape(y[:h], median[:h])
+        if point is not None:
+            out[f"smape_point@{h}"] = metrics.smape(y[:h], ((point - mu) / sd)[:h])
+    h_max = max(config.horizons)
+    out["vpt"] = float(
+        metrics.valid_prediction_time(y[:h_max], median[:h_max], config.vpt_threshold, scale=1.0)
+    )
+    rms = np.sqrt((spread[:h_max] ** 2).mean(axis=1))  # (H,)
+    over = np.flatnonzero(rms > config.vpt_threshold)
+    out["predicted_horizon"] = float(over[0] if over.size else h_max)
+    nominal = np.array(
+        [round(0.1 * i, 1) for i in range(1, 10)]
+    )  # central intervals for the reliability plot
+    for width in nominal:
+        lo = int(np.argmin(np.abs(levels - (1 - width) / 2)))
+        hi = int(np.argmin(np.abs(levels - (1 + width) / 2)))
+        out[f"reliability_{width:.1f}"] = metrics.interval_coverage(
+            y[:h_max], q[:h_max, :, lo], q[:h_max, :, hi]
+        )
+    return out
+
+
+def evaluate_quantiles(
+    methods: Sequence[QuantileMethod],
+    dataset: Dataset,
+    config: EvalConfig,
+    levels: Sequence[float] = LEVELS,
+    n_samples: int = 3,
+) -> dict[str, Any]:
+    """Run every probabilistic method on the runner's windows at every noise level and score them.
+
+    Returns:
+        A JSON-serialisable report: config, levels, per-window scores, and per noise level and method the means
+        (CRPS, loss, coverages), medians (sMAPEs) and the horizon correlation; ``samples`` keeps a few windows'
+        quantiles for the fan plot.
+    """
+    lv = np.asarray(levels, dtype=np.float64)
+    names = [n for m in methods for n in m.names]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"methods must be non-empty with distinct names, got {names}")
+    per_window: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
+    L = max(config.horizons)
+    for index, sid in enumerate(tqdm(_test_ids(dataset, config), desc="probabilistic evaluation")):
+        wins = system_windows(dataset, sid, config)
+        for level, sigma in enumerate(config.noise):
+            for lo in range(0, len(wins), config.batch_size):
+                batch = wins[lo : lo + config.batch_size]
+                clean = np.stack([w.context for w in batch])  # (B, T, C)
+                seen = _noisy(clean, sigma, _system_seed(config.seed, sid, level + 1, lo))
+                for method in methods:
+                    for name, (q, spread, point) in method.forecast(seen, L, lv).items():
+                        for i, w in enumerate(batch):
+                            scores = score_quantiles(
+                                w.context,
+                                w.truth[:L],
+                                q[i],
+                                spread[i],
+                                None if point is None else point[i],
+                                config,
+                                lv,
+                            )
+                            per_window.append(
+                                {
+                                    "system": sid,
+                                    "ic": w.ic,
+                                    "start": w.start,
+                                    "noise": sigma,
+                                    "method": name,
+                                    "metrics": scores,
+                                }
+                            )
+                        if lo == 0 and index < n_samples:  # the first window of the first systems
+                            samples.append(
+                                {
+                                    "system": sid,
+                                    "noise": sigma,
+                                    "method": name,
+                                    "context": seen[0],
+                                    "truth": batch[0].truth[:L],
+                                    "quantiles": q[0],
+                                }
+                            )
+    if not per_window:
+        raise _no_windows(dataset, config)
+    return {
+        "config": asdict(config),
+        "levels": lv.tolist(),
+        "methods": names,
+        "summary": summarise(per_window, names, config.noise),
+        "per_window": per_window,
+        "samples": samples,
+    }
+
+
+def summarise(per_window: list[dict[str, Any]], names: list[str], noise: Sequence[float]) -> dict[str, Any]:
+    """Per noise level and method: means of the scores, medians of the sMAPEs, the horizon correlation."""
+    groups: dict[tuple[float, str], list[dict[str, float]]] = defaultdict(list)
+    for r in per_window:
+        groups[r["noise"], r["method"]].append(r["metrics"])
+    out: dict[str, Any] = {}
+    for sigma in noise:
+        out[str(sigma)] = {}
+        for name in names:
+            rows = groups[sigma, name]
+            if not rows:
+                continue
+            stats: dict[str, float] = {}
+            for key in rows[0]:
+                v = np.array([r[key] for r in rows], dtype=np.float64)
+                stats[key] = float(np.median(v) if key.startswith("smape") or key == "vpt" else np.mean(v))
+            stats["horizon_spearman"] = (
+                metrics.horizon_correlation([r["predicted_horizon"] for r in rows], [r["vpt"] for r in rows])
+                if len(rows) > 1
+                else float("nan")
+            )
+            stats["windows"] = len(rows)
+            out[str(sigma)][name] = stats
+    return out
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """Tables per noise level: CRPS, coverages and sMAPE of the median at each horizon, and the horizon
+    correlation, one row per method."""
+    horizons = report["config"]["horizons"]
+    lines = []
+    for sigma, by_method in report["summary"].items():
+        lines.append(f"\n### noise {sigma}\n")
+        head = ["method"]
+        for h in horizons:
+            head += [f"CRPS@{h}", f"cov50@{h}", f"cov80@{h}", f"sMAPE med@{h}"]
+        head += ["Spearman(horizon, VPT)"]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        for name, s in by_method.items():
+            row = [name]
+            for h in horizons:
+                point = f" (pt {s[f'smape_point@{h}']:.1f})" if f"smape_point@{h}" in s else ""
+                row += [
+                    f"{s[f'crps@{h}']:.3f}",
+                    f"{s[f'cov50@{h}']:.2f}",
+                    f"{s[f'cov80@{h}']:.2f}",
+                    f"{s[f'smape_median@{h}']:.1f}{point}",
+                ]
+            row.append(f"{s['horizon_spearman']:.2f}")
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,224 @@
+"""Probabilistic forecasts calibrated in context: error growth measured on the context itself.
+
+A point forecaster is run from several origins inside the context (the context cut ``offset`` steps before its
+end, for each of :attr:`CalibrationConfig.offsets`), and its errors against the known continuation give, at
+each lead time and channel, the root mean square error the forecast makes from this context:
+:func:`lead_spread`. Chaos makes that error grow with lead time until the forecast is no closer to the truth
+than a random state of the attractor. The predictive distribution at lead ``h`` is then the mixture
+
+    (1 - w(h)) Normal(point(h), s(h)^2) + w(h) Climatology,
+
+where ``s(h)`` is the measured spread (times a calibration factor), ``Climatology`` is the distribution of the
+context's own values in that channel, and ``w(h) = min(1, s(h)^2 / 2)`` reaches 1 when the error is that of a
+random draw from the climatology (twice its unit variance). :class:`ForecastDistribution` gives its quantiles,
+mean, sample paths and predictability horizon.
+
+Everything here works in context-standardised units (each series and channel by its context's mean and std)
+and is numpy; the pipeline undoes the scaling.
+
+Shape letters: B batch, T time, C channels, H horizon, O origins, Q quantile levels, K samples, G grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import ndtr
+
+__all__ = ["CalibrationConfig", "ForecastDistribution", "lead_spread", "SATURATION_MS"]
+
+#: Mean squared error (in context variances) of a forecast drawn at random from the climatology: twice the
+#: variance, where the predictive distribution has become the climatology itself.
+SATURATION_MS = 2.0
+CLIMATOLOGY_GRID = 256  # quantiles of a context's values that represent its climatology
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """How the in-context calibration measures error growth (chosen on a calibration split: docs/probabilistic.md).
+
+    Attributes:
+        offsets: origins of the in-context forecasts, in steps before the end of the context; each forecasts
+            ``offset`` steps, so an origin measures leads up to its offset.
+        min_prefix: fewest steps (before an origin) an in-context forecast starts from; shorter prefixes are
+            skipped.
+        inflation: factor on the measured spread (the in-context origins see shorter contexts and few errors).
+        channel_pooling: weight of the mean over channels in each channel's mean squared error (0: each channel
+            alone, 1: one spread for all).
+        smoothing: the spread at lead ``h`` averages the errors at leads ``(1 - smoothing) h .. h``.
+        min_spread: smallest spread, in context stds (a noise-free, perfectly forecast context still gets one).
+    """
+
+    offsets: tuple[int, ...] = (320, 256, 192, 128, 64)
+    min_prefix: int = 128
+    inflation: float = 1.0
+    channel_pooling: float = 0.5
+    smoothing: float = 0.25
+    min_spread: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not self.offsets or min(self.offsets) < 1:
+            raise ValueError(f"offsets must be positive step counts, got {self.offsets}")
+        if self.min_prefix < 16:
+            raise ValueError(f"min_prefix must be at least one patch (16 steps), got {self.min_prefix}")
+        if self.inflation <= 0 or self.min_spread <= 0:
+            raise ValueError("inflation and min_spread must be positive")
+        if not 0 <= self.channel_pooling <= 1 or not 0 <= self.smoothing < 1:
+            raise ValueError("channel_pooling must be in [0, 1] and smoothing in [0, 1)")
+
+
+def lead_spread(errors: np.ndarray, horizon: int, config: CalibrationConfig) -> np.ndarray:
+    """The spread (root mean square error) of a forecast at each lead, from in-context errors.
+
+    Args:
+        errors: ``(B, O, M, C)`` errors of the in-context forecasts in context stds at leads ``1..M``; NaN
+            where an origin does not reach a lead or the truth is missing.
+        horizon: ``H``, the leads wanted.
+        config: pooling, smoothing, inflation and floor.
+
+    Returns:
+        ``(B, H, C)`` spread, non-decreasing in lead; leads beyond the measured ones keep the last measured
+        spread. A series without any measured error raises.
+    """
+    B, _, M, C = errors.shape
+    sq = np.nan_to_num(errors**2)  # (B, O, M, C)
+    n = (~np.isnan(errors)).sum(axis=1).astype(np.float64)  # (B, M, C)
+    total = sq.sum(axis=1)  # (B, M, C)
+    # windowed sums over leads lo..h via cumulative sums: (B, M + 1, C)
+    cum_s = np.concatenate([np.zeros((B, 1, C)), np.cumsum(total, axis=1)], axis=1)
+    cum_n = np.concatenate([np.zeros((B, 1, C)), np.cumsum(n, axis=1)], axis=1)
+    h = np.arange(1, M + 1)
+    lo = np.maximum(np.floor((1 - config.smoothing) * h).astype(int), 1)  # first lead of each window
+    s_win = cum_s[:, h] - cum_s[:, lo - 1]  # (B, M, C)
+    n_win = cum_n[:, h] - cum_n[:, lo - 1]
+    ms = np.divide(s_win, n_win, out=np.full_like(s_win, np.nan), where=n_win > 0)  # (B, M, C)
+    if np.isnan(ms).all(axis=(1, 2)).any():
+        raise ValueError("no in-context error was measured for a series: its context is too short")
+    ms = _ffill(ms)  # leads without errors keep the last measured value
+    ms = np.nan_to_num(ms, nan=np.nanmin(np.where(np.isnan(ms), np.inf, ms)))  # leading gaps (rare)
+    pooled = (1 - config.channel_pooling) * ms + config.channel_pooling * ms.mean(axis=2, keepdims=True)
+    spread = np.sqrt(pooled) * config.inflation
+    spread = np.maximum.accumulate(np.maximum(spread, config.min_spread), axis=1)  # error never shrinks
+    if horizon <= M:
+        return spread[:, :horizon]
+    return np.concatenate([spread, np.repeat(spread[:, -1:], horizon - M, axis=1)], axis=1)
+
+
+def _ffill(x: np.ndarray) -> np.ndarray:
+    """Forward-fill NaN along axis 1 of ``(B, M, C)``."""
+    idx = np.where(np.isnan(x), 0, np.arange(x.shape[1])[None, :, None])
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    return np.take_along_axis(x, idx, axis=1)
+
+
+@dataclass
+class ForecastDistribution:
+    """The predictive distribution of a batch of forecasts, in context-standardised units.
+
+    Attributes:
+        point: ``(B, H, C)`` the point forecast (the centre of the Gaussian part).
+        spread: ``(B, H, C)`` the calibrated root mean square error at each lead, in context stds.
+        context: ``(B, T, C)`` the standardised context (NaN missing): its values are the climatology.
+    """
+
+    point: np.ndarray
+    spread: np.ndarray
+    context: np.ndarray
+    _grid: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        assert self.point.shape == self.spread.shape, (self.point.shape, self.spread.shape)
+        assert self.context.shape[0] == self.point.shape[0] and self.context.shape[2] == self.point.shape[2]
+        levels = (np.arange(CLIMATOLOGY_GRID) + 0.5) / CLIMATOLOGY_GRID
+        self._grid = np.moveaxis(np.nanquantile(self.context, levels, axis=1), 0, 1)  # (B, G, C)
+
+    @property
+    def weight(self) -> np.ndarray:
+        """``(B, H, C)`` weight of the climatology in the mixture."""
+        return np.minimum(self.spread**2 / SATURATION_MS, 1.0)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """``(B, H, C)`` the mean of the mixture."""
+        w = self.weight
+        return (1 - w) * self.point + w * self._grid.mean(axis=1, keepdims=True)
+
+    def horizon(self, threshold: float = 0.5) -> np.ndarray:
+        """``(B, C)`` predictability horizon: leads before the spread first exceeds ``threshold`` context stds.
+
+        ``H`` where it never does (the horizon is at least the forecast's length).
+        """
+        if threshold <= 0:
+            raise ValueError(f"threshold must be positive, got {threshold}")
+        over = self.spread > threshold  # (B, H, C)
+        return np.where(over.any(axis=1), over.argmax(axis=1), self.spread.shape[1])
+
+    def horizon_all_channels(self, threshold: float = 0.5) -> np.ndarray:
+        """``(B,)`` the horizon of the forecast as a whole: where the spread's root mean square over channels
+        first exceeds ``threshold`` (the valid prediction time's criterion)."""
+        rms = np.sqrt((self.spread**2).mean(axis=2))  # (B, H)
+        over = rms > threshold
+        return np.where(over.any(axis=1), over.argmax(axis=1), rms.shape[1])
+
+    def cdf(self, x: np.ndarray) -> np.ndarray:
+        """The mixture's CDF at ``x`` ``(B, H, C, ...)`` (trailing axes broadcast)."""
+        extra = x.ndim - 3
+        expand = (slice(None),) * 3 + (None,) * extra
+        mu, s, w = self.point[expand], self.spread[expand], self.weight[expand]
+        return (1 - w) * ndtr((x - mu) / s) + w * self._climatology_cdf(x)
+
+    def _climatology_cdf(self, x: np.ndarray) -> np.ndarray:
+        """Fraction of the climatology grid at or below ``x`` ``(B, H, C, ...)``: one sorted search for all rows."""
+        B, G, C = self._grid.shape
+        grid = np.moveaxis(self._grid, 1, 2).reshape(B * C, G)  # (B*C, G), sorted per row
+        lo, hi = np.nanmin(grid), np.nanmax(grid)
+        width = (hi - lo) + 1.0
+        offsets = np.arange(B * C)[:, None] * 2 * width  # rows far apart: one flat sorted array
+        flat = (grid - lo + offsets).ravel()
+        xs = np.moveaxis(x, 2, 1)  # (B, C, H, ...)
+        row = offsets.reshape(B, C, *([1] * (xs.ndim - 2)))
+        q = np.clip(xs - lo, -width / 2, width * 1.5) + row  # clipped: never reaches a neighbouring row
+        counts = (
+            np.searchsorted(flat, q.ravel(), side="right").reshape(q.shape)
+            - np.arange(B * C).reshape(B, C, *([1] * (xs.ndim - 2))) * G
+        )
+        return np.moveaxis(np.clip(counts, 0, G) / G, 1, 2)
+
+    def quantiles(self, levels: np.ndarray, iterations: int = 48) -> np.ndarray:
+        """``(B, H, C, Q)`` quantiles of the mixture at ``levels`` (bisection on its CDF), ordered in level."""
+        levels = np.asarray(levels, dtype=np.float64)
+        mu, s = self.point[..., None], self.spread[..., None]
+        g_lo = self._grid[:, :1, :, None]  # (B, 1, C, 1)
+        g_hi = self._grid[:, -1:, :, None]
+        lo = np.minimum(mu - 10 * s, g_lo) * np.ones(levels.shape)  # (B, H, C, Q)
+        hi = np.maximum(mu + 10 * s, g_hi) * np.ones(levels.shape)
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            below = self.cdf(mid) < levels
+            lo = np.where(below, mid, lo)
+            hi = np.where(below, hi, mid)
+        return np.maximum.accumulate(0.5 * (lo + hi), axis=-1)  # exactly ordered despite round-off
+
+    def sample(self, num_samples: int, generator: np.random.Generator) -> np.ndarray:
+        """``(B, K, H, C)`` sample paths.
+
+        Each path follows the point forecast plus its own Gaussian error (one standard normal draw per path and
+        channel, times the spread at each lead), until the lead at which it loses track (where the
+        climatology's weight passes the path's own uniform draw); from there it follows a stretch of the
+        context starting at a random step: a state of the attractor, wandering as the attractor does.
+        """
+        B, H, C = self.point.shape
+        T = self.context.shape[1]
+        K = num_samples
+        z = generator.standard_normal((B, K, 1, C))
+        lost = generator.uniform(size=(B, K, 1, C)) < self.weight[:, None]  # (B, K, H, C)
+        start = generator.integers(0, T, size=(B, K, 1, 1))
+        steps = (start + np.arange(H)[None, None, :, None]) % T  # (B, K, H, 1)
+        stretch = np.take_along_axis(self.context[:, None], np.broadcast_to(steps, (B, K, H, C)), axis=2)
+        if np.isnan(stretch).any():  # missing context values: an independent draw from the climatology
+            pick = generator.integers(0, CLIMATOLOGY_GRID, size=stretch.shape)
+            grid = np.take_along_axis(self._grid[:, None], pick, axis=2)
+            stretch = np.where(np.isnan(stretch), grid, stretch)
+        tracked = self.point[:, None] + z * self.spread[:, None]
+        return np.where(lost, stretch, tracked)
