@@ -38,7 +38,8 @@ CALIBRATION_SYSTEMS = (
     "Thomas",
     "WangSun",
 )
-INFLATIONS = (0.75, 1.0, 1.25, 1.5, 2.0)
+INFLATIONS = (0.5, 0.75, 1.0, 1.5)
+RECENCY = (0.0, 4.0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,8 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     variants = {}
     if args.split == "calibration":
         cal = pipe.calibration
-        variants = {f"{name}/mixture x{f}": ("mixture", replace(cal, inflation=f)) for f in INFLATIONS}
-        variants[f"{name}/residual"] = ("residual", replace(cal, inflation=1.0))
+        for combine in ("mixture", "quantile"):
+            for p in RECENCY:
+                for f in INFLATIONS:
+                    variants[f"{name}/{combine} x{f} r{p:g}"] = (
+                        "mixture",
+                        replace(cal, inflation=f, recency=p, combine=combine),
+                    )
+        for p in RECENCY:
+            variants[f"{name}/residual r{p:g}"] = ("residual", replace(cal, inflation=1.0, recency=p))
     methods = [ModelQuantiles(pipe, name, variants, batch_size=8), *default_baselines()]
     t = time.perf_counter()
     report = evaluate_quantiles(methods, open_dataset(root), config)

@@ -7,6 +7,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -182,6 +183,15 @@ def _add_forecast(sub: argparse._SubParsersAction) -> None:
         "--plot", default=None, help="optional figure of context and forecast (.png, .pdf, .svg or .jpg)"
     )
     p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--quantiles",
+        nargs="+",
+        type=float,
+        default=None,
+        metavar="LEVEL",
+        help="write quantiles at these levels instead of the point forecast (a CSV column per channel and "
+        "level, CHANNEL_qLEVEL; .npy (H, C, Q)) and draw a fan with --plot, e.g. --quantiles 0.1 0.5 0.9",
+    )
     p.set_defaults(handler=_forecast)
 
 
@@ -201,8 +211,10 @@ def _forecast(args: argparse.Namespace) -> int:
             "write the forecasts to .npy"
         )
     pipe = PandaPipeline.from_pretrained(args.checkpoint, device=args.device)
-    forecast = pipe.predict(series, args.horizon)
     log = logging.getLogger("panda_fm")
+    if args.quantiles is not None:
+        return _forecast_quantiles(args, pipe, series, columns, out, plot)
+    forecast = pipe.predict(series, args.horizon)
     if plot is not None:  # drawn first: a failure leaves no output at all
         from panda_fm.eval.plots import plot_forecast
 
@@ -218,6 +230,45 @@ def _forecast(args: argparse.Namespace) -> int:
             )
     write_series(out, forecast, columns)
     log.info("wrote a forecast of shape %s to %s", forecast.shape, out)
+    if plot is not None:
+        log.info("plot: %s", plot)
+    return 0
+
+
+def _forecast_quantiles(
+    args: argparse.Namespace, pipe: Any, series: Any, columns: Any, out: Any, plot: Any
+) -> int:
+    """``forecast --quantiles``: quantiles written one column per channel and level, and the fan drawn."""
+    import numpy as np
+
+    from panda_fm.data.io import atomic_path, write_series
+
+    log = logging.getLogger("panda_fm")
+    levels = list(args.quantiles)
+    quantiles, _ = pipe.predict_quantiles(series, args.horizon, levels)  # (H, C, Q) or (B, H, C, Q)
+    if series.ndim == 1:
+        quantiles = quantiles[:, None]  # (H, 1, Q)
+    batch = series.ndim == 3
+    if plot is not None:  # drawn first: a failure leaves no output at all
+        from panda_fm.eval.plots import plot_fan
+
+        with atomic_path(plot) as tmp:
+            plot_fan(
+                series[0] if batch else series,
+                quantiles[0] if batch else quantiles,
+                levels,
+                tmp,
+                columns=columns,
+                title=f"series 0 of {len(series)}" if batch else None,
+            )
+    if out.suffix == ".csv":
+        H, C, Q = quantiles.shape
+        names = columns or [f"x{c}" for c in range(C)]
+        header = [f"{name}_q{level:g}" for name in names for level in levels]
+        write_series(out, np.asarray(quantiles).reshape(H, C * Q), header)
+    else:
+        write_series(out, np.asarray(quantiles))
+    log.info("wrote quantiles %s of shape %s to %s", levels, tuple(quantiles.shape), out)
     if plot is not None:
         log.info("plot: %s", plot)
     return 0
@@ -394,6 +445,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--founders-ics", type=int, default=1, help="trajectories per founder for '--test founders'"
     )
+    p.add_argument(
+        "--quantiles",
+        action="store_true",
+        help="also score probabilistic forecasts (quantiles 0.05..0.95: CRPS, coverage, horizon correlation) of "
+        "the checkpoints and the probabilistic baselines: OUT/probabilistic.md, .json, reliability.png, fan.png",
+    )
     p.set_defaults(handler=_evaluate)
 
 
@@ -437,7 +494,44 @@ def _evaluate(args: argparse.Namespace) -> int:
     plot_report(result.report, result.samples, args.out)
     logging.getLogger("panda_fm").info("wrote %s", md)
     print(md.read_text())
+    if args.quantiles:
+        _evaluate_quantiles(methods, open_dataset(root), config, Path(args.out), command)
     return 0
+
+
+def _evaluate_quantiles(methods: list[Any], dataset: Any, config: Any, out: Any, command: str | None) -> None:
+    """``evaluate --quantiles``: the probabilistic benchmark of the checkpoints beside the probabilistic baselines."""
+    import json
+
+    from panda_fm.eval.baselines import PipelineForecaster
+    from panda_fm.eval.plots import plot_fan, plot_reliability
+    from panda_fm.eval.probabilistic import (
+        ModelQuantiles,
+        default_baselines,
+        evaluate_quantiles,
+        markdown_table,
+    )
+    from panda_fm.eval.report import json_default
+
+    models = [ModelQuantiles(m.load()._pipe, m.name) for m in methods if isinstance(m, PipelineForecaster)]
+    report = evaluate_quantiles([*models, *default_baselines()], dataset, config)
+    head = f"# Probabilistic forecasts\n\n`{command}`\n" if command else "# Probabilistic forecasts\n"
+    (out / "probabilistic.md").write_text(head + markdown_table(report))
+    summary = {k: v for k, v in report.items() if k != "samples"}
+    (out / "probabilistic.json").write_text(json.dumps(summary, default=json_default))
+    plot_reliability(report, out / "reliability.png")
+    first = report["samples"][0] if report["samples"] else None
+    if first is not None:
+        plot_fan(
+            first["context"],
+            first["quantiles"],
+            report["levels"],
+            out / "fan.png",
+            truth=first["truth"],
+            title=f"{first['method']} on {first['system']} (noise {first['noise']})",
+        )
+    logging.getLogger("panda_fm").info("wrote %s", out / "probabilistic.md")
+    print(markdown_table(report))
 
 
 # --- pretrain -------------------------------------------------------------------------------------

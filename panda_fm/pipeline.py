@@ -302,10 +302,11 @@ class PandaPipeline:
         calibration: CalibrationConfig | None,
     ) -> tuple[ForecastDistribution, np.ndarray, np.ndarray, InputForm]:
         cal = calibration or self.calibration
-        point, errors, x, loc, scale, form = self.incontext_errors(
+        point, errors, prefix, x, loc, scale, form = self.incontext_errors(
             context, prediction_length, batch_size, cal
         )
-        dist = ForecastDistribution(point=point, spread=lead_spread(errors, point.shape[1], cal), context=x)
+        spread = lead_spread(errors, point.shape[1], cal, prefix)
+        dist = ForecastDistribution(point=point, spread=spread, context=x, combine=cal.combine)
         return dist, loc, scale, form
 
     def incontext_errors(
@@ -314,13 +315,14 @@ class PandaPipeline:
         prediction_length: int | None,
         batch_size: int = 64,
         calibration: CalibrationConfig | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, InputForm]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, InputForm]:
         """The point forecast and the errors of the same forecaster from origins inside the context.
 
         Returns:
             ``point (B, H, C)``, ``errors (B, O, M, C)`` at leads ``1..M`` from each usable origin (NaN where an
-            origin does not reach a lead), the context ``(B, L, C)``, all standardised by the context's ``loc``
-            and ``scale`` ``(B, 1, C)``, which come next, and the input's form.
+            origin does not reach a lead), the steps before each origin ``(O,)``, the context ``(B, L, C)``;
+            point, errors and context standardised by the context's ``loc`` and ``scale`` ``(B, 1, C)``, which
+            come next; and the input's form.
         """
         H = self._horizon(prediction_length)
         if batch_size < 1:
@@ -363,7 +365,8 @@ class PandaPipeline:
                     continue
                 forecast = self._rollout(batch[rows, : L - o], o).double().numpy()  # (R, o, C), left-padded
                 errors[rows.numpy(), i, :o] = forecast - x[rows.numpy(), L - o :]
-        return (point - loc) / scale, errors / scale[:, None], (x - loc) / scale, loc, scale, form
+        prefix = np.array([L - o for o in usable])
+        return (point - loc) / scale, errors / scale[:, None], prefix, (x - loc) / scale, loc, scale, form
 
     def _horizon(self, prediction_length: int | None) -> int:
         H = self.config.prediction_length if prediction_length is None else prediction_length

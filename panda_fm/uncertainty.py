@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import ndtr
+from scipy.special import ndtr, ndtri
 
 __all__ = ["CalibrationConfig", "ForecastDistribution", "lead_spread", "SATURATION_MS"]
 
@@ -48,6 +48,11 @@ class CalibrationConfig:
             alone, 1: one spread for all).
         smoothing: the spread at lead ``h`` averages the errors at leads ``(1 - smoothing) h .. h``.
         min_spread: smallest spread, in context stds (a noise-free, perfectly forecast context still gets one).
+        recency: errors from an origin count in proportion to its prefix length to this power (0: equally);
+            origins late in the context see almost the whole context, as the forecast itself does.
+        combine: how the Gaussian part and the climatology join: ``"mixture"`` (a mixture of the two
+            distributions) or ``"quantile"`` (each quantile the weighted average of the two parts' quantiles,
+            so that the median stays on the point forecast until the climatology takes over).
     """
 
     offsets: tuple[int, ...] = (320, 256, 192, 128, 64)
@@ -56,6 +61,8 @@ class CalibrationConfig:
     channel_pooling: float = 0.5
     smoothing: float = 0.25
     min_spread: float = 0.01
+    recency: float = 0.0
+    combine: str = "mixture"
 
     def __post_init__(self) -> None:
         if not self.offsets or min(self.offsets) < 1:
@@ -64,26 +71,37 @@ class CalibrationConfig:
             raise ValueError(f"min_prefix must be at least one patch (16 steps), got {self.min_prefix}")
         if self.inflation <= 0 or self.min_spread <= 0:
             raise ValueError("inflation and min_spread must be positive")
+        if self.combine not in ("mixture", "quantile"):
+            raise ValueError(f"combine must be 'mixture' or 'quantile', got {self.combine!r}")
+        if self.recency < 0:
+            raise ValueError(f"recency must be >= 0, got {self.recency}")
         if not 0 <= self.channel_pooling <= 1 or not 0 <= self.smoothing < 1:
             raise ValueError("channel_pooling must be in [0, 1] and smoothing in [0, 1)")
 
 
-def lead_spread(errors: np.ndarray, horizon: int, config: CalibrationConfig) -> np.ndarray:
+def lead_spread(
+    errors: np.ndarray, horizon: int, config: CalibrationConfig, prefix: np.ndarray | None = None
+) -> np.ndarray:
     """The spread (root mean square error) of a forecast at each lead, from in-context errors.
 
     Args:
         errors: ``(B, O, M, C)`` errors of the in-context forecasts in context stds at leads ``1..M``; NaN
             where an origin does not reach a lead or the truth is missing.
         horizon: ``H``, the leads wanted.
-        config: pooling, smoothing, inflation and floor.
+        config: pooling, smoothing, inflation, floor and recency.
+        prefix: ``(O,)`` steps of context before each origin, for ``config.recency`` (None: equal weights).
 
     Returns:
         ``(B, H, C)`` spread, non-decreasing in lead; leads beyond the measured ones keep the last measured
         spread. A series without any measured error raises.
     """
     B, _, M, C = errors.shape
-    sq = np.nan_to_num(errors**2)  # (B, O, M, C)
-    n = (~np.isnan(errors)).sum(axis=1).astype(np.float64)  # (B, M, C)
+    weight = np.ones(errors.shape[1])
+    if prefix is not None and config.recency > 0:
+        weight = (np.asarray(prefix, dtype=np.float64) / max(prefix)) ** config.recency  # (O,)
+    weight = weight[None, :, None, None]
+    sq = np.nan_to_num(errors**2) * weight  # (B, O, M, C)
+    n = ((~np.isnan(errors)) * weight).sum(axis=1)  # (B, M, C)
     total = sq.sum(axis=1)  # (B, M, C)
     # windowed sums over leads lo..h via cumulative sums: (B, M + 1, C)
     cum_s = np.concatenate([np.zeros((B, 1, C)), np.cumsum(total, axis=1)], axis=1)
@@ -120,11 +138,13 @@ class ForecastDistribution:
         point: ``(B, H, C)`` the point forecast (the centre of the Gaussian part).
         spread: ``(B, H, C)`` the calibrated root mean square error at each lead, in context stds.
         context: ``(B, T, C)`` the standardised context (NaN missing): its values are the climatology.
+        combine: ``"mixture"`` or ``"quantile"`` (see :class:`CalibrationConfig`).
     """
 
     point: np.ndarray
     spread: np.ndarray
     context: np.ndarray
+    combine: str = "mixture"
     _grid: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -142,7 +162,7 @@ class ForecastDistribution:
     def mean(self) -> np.ndarray:
         """``(B, H, C)`` the mean of the mixture."""
         w = self.weight
-        return (1 - w) * self.point + w * self._grid.mean(axis=1, keepdims=True)
+        return (1 - w) * self.point + w * self._grid.mean(axis=1, keepdims=True)  # the same for both combines
 
     def horizon(self, threshold: float = 0.5) -> np.ndarray:
         """``(B, C)`` predictability horizon: leads before the spread first exceeds ``threshold`` context stds.
@@ -189,6 +209,9 @@ class ForecastDistribution:
         """``(B, H, C, Q)`` quantiles of the mixture at ``levels`` (bisection on its CDF), ordered in level."""
         levels = np.asarray(levels, dtype=np.float64)
         mu, s = self.point[..., None], self.spread[..., None]
+        if self.combine == "quantile":
+            w = self.weight[..., None]
+            return (1 - w) * (mu + s * ndtri(levels)) + w * self._climatology_quantiles(levels)[:, None]
         g_lo = self._grid[:, :1, :, None]  # (B, 1, C, 1)
         g_hi = self._grid[:, -1:, :, None]
         lo = np.minimum(mu - 10 * s, g_lo) * np.ones(levels.shape)  # (B, H, C, Q)
@@ -199,6 +222,15 @@ class ForecastDistribution:
             lo = np.where(below, mid, lo)
             hi = np.where(below, hi, mid)
         return np.maximum.accumulate(0.5 * (lo + hi), axis=-1)  # exactly ordered despite round-off
+
+    def _climatology_quantiles(self, levels: np.ndarray) -> np.ndarray:
+        """``(B, C, Q)`` quantiles of the climatology grid (interpolated between its points)."""
+        G = self._grid.shape[1]
+        pos = np.clip(levels * G - 0.5, 0, G - 1)  # grid point i sits at level (i + 0.5) / G
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, G - 1)
+        frac = pos - lo
+        return self._grid[:, lo].transpose(0, 2, 1) * (1 - frac) + self._grid[:, hi].transpose(0, 2, 1) * frac
 
     def sample(self, num_samples: int, generator: np.random.Generator) -> np.ndarray:
         """``(B, K, H, C)`` sample paths.
@@ -211,6 +243,18 @@ class ForecastDistribution:
         B, H, C = self.point.shape
         T = self.context.shape[1]
         K = num_samples
+        if self.combine == "quantile":  # one uniform per path and channel: the path is that quantile's
+            u = generator.uniform(size=(B, K, 1, C))
+            w = self.weight[:, None]  # (B, 1, H, C)
+            G = self._grid.shape[1]
+            pos = np.clip(u[:, :, 0] * G - 0.5, 0, G - 1)  # (B, K, C)
+            lo = np.floor(pos).astype(int)
+            frac = pos - lo
+            below = np.take_along_axis(self._grid, lo, axis=1)  # (B, K, C)
+            above = np.take_along_axis(self._grid, np.minimum(lo + 1, G - 1), axis=1)
+            clim = below * (1 - frac) + above * frac  # (B, K, C)
+            gauss = self.point[:, None] + self.spread[:, None] * ndtri(u)  # (B, K, H, C)
+            return (1 - w) * gauss + w * clim[:, :, None]
         z = generator.standard_normal((B, K, 1, C))
         lost = generator.uniform(size=(B, K, 1, C)) < self.weight[:, None]  # (B, K, H, C)
         start = generator.integers(0, T, size=(B, K, 1, 1))

@@ -1,6 +1,7 @@
 """Figures (matplotlib, Agg backend; kept out of the core modules).
 
-:func:`plot_forecast` draws one forecast against its context and truth. :func:`plot_report` writes three PNGs: the median per-step sMAPE against horizon per method, sample
+:func:`plot_forecast` draws one forecast against its context and truth; :func:`plot_fan` a quantile forecast
+as a fan; :func:`plot_reliability` the reliability diagram of a probabilistic report. :func:`plot_report` writes three PNGs: the median per-step sMAPE against horizon per method, sample
 forecasts against the truth, and 2-D projections of long rollouts against the true attractor.
 """
 
@@ -15,7 +16,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_forecast", "plot_report", "plot_error_vs_horizon", "plot_sample_forecasts", "plot_rollouts"]
+__all__ = [
+    "plot_forecast",
+    "plot_report",
+    "plot_error_vs_horizon",
+    "plot_sample_forecasts",
+    "plot_rollouts",
+    "plot_fan",
+    "plot_reliability",
+]
 
 _TRUTH = dict(color="black", lw=1.4, label="truth")
 
@@ -176,6 +185,92 @@ def plot_forecast(
     axes[-1, 0].set_xlabel("steps from the forecast origin")
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_fan(
+    context: np.ndarray,
+    quantiles: np.ndarray,
+    levels: list[float] | np.ndarray,
+    path: str | Path,
+    truth: np.ndarray | None = None,
+    columns: list[str] | None = None,
+    title: str | None = None,
+    show_context: int = 256,
+) -> Path:
+    """Forecast fan: one panel per channel with the end of the context, the median, the central intervals the
+    levels allow (e.g. 0.1-0.9 and 0.25-0.75, shaded, wider lighter) and (optionally) the truth.
+
+    Args:
+        context: ``(T,)`` or ``(T, C)``.
+        quantiles: ``(H, C, Q)`` (or ``(H, Q)``) at ``levels``.
+        levels: ``(Q,)`` quantile levels.
+        path: figure to write.
+        truth: ``(H', C)`` continuation, or None.
+    """
+    lv = np.asarray(levels, dtype=float)
+    q = np.asarray(quantiles, dtype=float)
+    q = q[:, None] if q.ndim == 2 else q  # (H, C, Q)
+    ctx = np.asarray(context, dtype=float).reshape(len(context), -1)[-show_context:]
+    C, H = q.shape[1], q.shape[0]
+    pairs = [(i, int(np.argmin(np.abs(lv - (1 - lv[i]))))) for i in range(len(lv)) if lv[i] < 0.5]
+    pairs = [(lo, hi) for lo, hi in pairs if abs(lv[hi] - (1 - lv[lo])) < 1e-6]  # symmetric intervals only
+    fig, axes = plt.subplots(C, 1, figsize=(9, 1.8 * C + 0.8), sharex=True, squeeze=False)
+    t = np.arange(H)
+    for c, ax in enumerate(axes[:, 0]):
+        ax.plot(np.arange(-len(ctx), 0), ctx[:, c], color="0.35", lw=1, label="context")
+        for lo, hi in sorted(pairs):  # widest first
+            width = lv[hi] - lv[lo]
+            ax.fill_between(
+                t,
+                q[:, c, lo],
+                q[:, c, hi],
+                color="tab:red",
+                alpha=0.15 + 0.25 * (1 - width),
+                lw=0,
+                label=f"{width:.0%} interval",
+            )
+        mid = int(np.argmin(np.abs(lv - 0.5)))
+        ax.plot(t, q[:, c, mid], color="tab:red", lw=1.3, label=f"q{lv[mid]:g}")
+        if truth is not None:
+            tr = np.asarray(truth, dtype=float).reshape(len(truth), -1)[:H]
+            ax.plot(np.arange(len(tr)), tr[:, c], color="black", lw=1, ls="--", label="truth")
+        ax.axvline(0, color="0.6", lw=0.8)
+        ax.set_ylabel(columns[c] if columns else f"x{c}")
+    axes[0, 0].legend(loc="upper left", fontsize=7, ncol=5)
+    axes[-1, 0].set_xlabel("steps from the forecast origin")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_reliability(report: dict[str, Any], path: str | Path) -> Path:
+    """Reliability diagram of a probabilistic report (:func:`panda_fm.eval.probabilistic.evaluate_quantiles`):
+    observed against nominal coverage of the central intervals over the longest horizon, one panel per noise
+    level, one line per method; the diagonal is perfect calibration."""
+    summary = report["summary"]
+    fig, axes = plt.subplots(1, len(summary), figsize=(4.2 * len(summary), 4), squeeze=False)
+    colours = _colours(report["methods"])
+    for ax, (sigma, by_method) in zip(axes[0], summary.items(), strict=True):
+        ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
+        for name, stats in by_method.items():
+            keys = sorted(k for k in stats if k.startswith("reliability_"))
+            nominal = [float(k.split("_")[1]) for k in keys]
+            ax.plot(nominal, [stats[k] for k in keys], marker="o", ms=3, color=colours[name], label=name)
+        ax.set(
+            title=f"noise {sigma}",
+            xlabel="nominal coverage",
+            ylabel="observed coverage",
+            xlim=(0, 1),
+            ylim=(0, 1),
+        )
+    axes[0, -1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -63,7 +63,11 @@ def _moments(contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def residual_quantiles(
-    point: np.ndarray, errors: np.ndarray, levels: np.ndarray, config: CalibrationConfig
+    point: np.ndarray,
+    errors: np.ndarray,
+    levels: np.ndarray,
+    config: CalibrationConfig,
+    prefix: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Residual bootstrap from a backtest: the point forecast plus the backtest's errors, rescaled by lead.
 
@@ -76,7 +80,7 @@ def residual_quantiles(
     """
     B, H, C = point.shape
     M = errors.shape[2]
-    spread = lead_spread(errors, max(H, M), config)  # (B, max(H, M), C)
+    spread = lead_spread(errors, max(H, M), config, prefix)  # (B, max(H, M), C)
     u = errors / spread[:, None, :M]  # (B, O, M, C)
     uq = np.nanquantile(u.reshape(B, -1), levels, axis=1).T  # (B, Q)
     return point[..., None] + spread[:, :H, :, None] * uq[:, None, None, :], spread[:, :H]
@@ -117,16 +121,16 @@ class ModelQuantiles:
 
     def forecast(self, contexts: np.ndarray, length: int, levels: np.ndarray) -> dict[str, Forecast]:
         cal = next(iter(self.variants.values()))[1]
-        point, errors, x, loc, scale, _ = self.pipe.incontext_errors(
+        point, errors, prefix, x, loc, scale, _ = self.pipe.incontext_errors(
             contexts.astype(np.float32), length, self.batch_size, cal
         )
         out: dict[str, Forecast] = {}
         for name, (kind, cfg) in self.variants.items():
             if kind == "mixture":
-                dist = ForecastDistribution(point, lead_spread(errors, length, cfg), x)
+                dist = ForecastDistribution(point, lead_spread(errors, length, cfg, prefix), x, cfg.combine)
                 q, spread = dist.quantiles(levels), dist.spread
             else:
-                q, spread = residual_quantiles(point, errors, levels, cfg)
+                q, spread = residual_quantiles(point, errors, levels, cfg, prefix)
             out[name] = (q * scale[..., None] + loc[..., None], spread, point * scale + loc)
         return out
 
@@ -162,7 +166,8 @@ class BootstrapQuantiles:
         for i, o in enumerate(usable):
             errors[:, i, :o] = (self.forecaster.predict(contexts[:, : T - o], o) - contexts[:, T - o :]) / sd
         point = np.asarray(self.forecaster.predict(contexts, length), dtype=np.float64)
-        q, spread = residual_quantiles((point - mu) / sd, errors, levels, self.config)
+        prefix = np.array([T - o for o in usable])
+        q, spread = residual_quantiles((point - mu) / sd, errors, levels, self.config, prefix)
         return {self.names[0]: (q * sd[..., None] + mu[..., None], spread, point)}
 
 

@@ -121,3 +121,53 @@ def test_point_metric_properties(y: np.ndarray, f: np.ndarray) -> None:
     assert metrics.smape(y, y) == 0.0
     assert metrics.mse(y, f) >= metrics.mae(y, f) ** 2 - 1e-9  # Jensen
     assert -1.0 - 1e-9 <= metrics.spearman(y, f) <= 1.0 + 1e-9
+
+
+# --- probabilistic scores ------------------------------------------------------------------------
+
+
+def _gaussian_crps(mu: float, sigma: float, y: float) -> float:
+    """Closed form: sigma [z (2 Phi(z) - 1) + 2 phi(z) - 1 / sqrt(pi)], z = (y - mu) / sigma."""
+    from scipy.stats import norm
+
+    z = (y - mu) / sigma
+    return sigma * (z * (2 * norm.cdf(z) - 1) + 2 * norm.pdf(z) - 1 / np.sqrt(np.pi))
+
+
+@pytest.mark.parametrize(("mu", "sigma", "y"), [(0.0, 1.0, 0.3), (1.0, 2.0, -2.5), (0.0, 0.5, 0.0)])
+def test_crps_of_a_gaussian_matches_its_closed_form(mu: float, sigma: float, y: float) -> None:
+    from scipy.stats import norm
+
+    exact = _gaussian_crps(mu, sigma, y)
+    samples = norm.ppf((np.arange(20000) + 0.5) / 20000, loc=mu, scale=sigma)  # an even ensemble
+    assert metrics.crps_samples([[y]], samples[None, None]) == pytest.approx(exact, rel=1e-3)
+    levels = (np.arange(199) + 1) / 200
+    quantiles = norm.ppf(levels, loc=mu, scale=sigma)[None, None]
+    assert metrics.crps_quantiles([[y]], quantiles, levels) == pytest.approx(exact, rel=0.02)
+
+
+def test_crps_of_a_point_mass_is_the_absolute_error() -> None:
+    assert metrics.crps_samples([1.0, 2.0], np.array([[3.0, 3.0], [2.0, 2.0]])) == pytest.approx(1.0)
+
+
+def test_pinball_quantile_loss_and_coverage_by_hand() -> None:
+    y = np.array([[1.0], [3.0]])
+    q = np.array([[[0.0, 2.0]], [[0.0, 2.0]]])  # (H, C, Q) levels 0.1 and 0.9: both truths at or above q
+    # level 0.1: 0.1 * (1 + 3) / 2; level 0.9: (0.1 * 1 + 0.9 * 1) / 2
+    np.testing.assert_allclose(metrics.pinball_loss(y, q, [0.1, 0.9]), [0.2, 0.5])
+    assert metrics.crps_quantiles(y, q, [0.1, 0.9]) == pytest.approx(0.7)
+    assert metrics.weighted_quantile_loss(y, q, [0.1, 0.9]) == pytest.approx(0.7 / 2.0)
+    assert metrics.interval_coverage(y, q[..., 0], q[..., 1]) == 0.5
+    assert metrics.interval_coverage([[1.0, 2.0]], [[1.0, 2.5]], [[1.0, 3.0]]) == 0.5  # ends count as inside
+    with pytest.raises(ValueError, match="lower exceeds upper"):
+        metrics.interval_coverage(y, q[..., 1], q[..., 0])
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        metrics.crps_quantiles(y, q, [0.0, 0.9])
+    with pytest.raises(ValueError, match=r"\(H, C, Q\)"):
+        metrics.crps_quantiles(y, q, [0.1, 0.5, 0.9])
+
+
+def test_horizon_correlation_is_a_rank_correlation() -> None:
+    assert metrics.horizon_correlation([1, 5, 9, 20], [2, 3, 50, 51]) == pytest.approx(1.0)
+    assert metrics.horizon_correlation([1, 5, 9, 20], [51, 50, 3, 2]) == pytest.approx(-1.0)
+    assert metrics.horizon_correlation([4, 4, 4], [1, 2, 3]) == 0.0

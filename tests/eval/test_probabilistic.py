@@ -1,0 +1,72 @@
+"""The probabilistic benchmark: its baselines on known cases, and one small run end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from panda_fm.eval.plots import plot_fan, plot_reliability
+from panda_fm.eval.probabilistic import (
+    LEVELS,
+    AnalogueEnsemble,
+    Climatology,
+    ModelQuantiles,
+    default_baselines,
+    evaluate_quantiles,
+    markdown_table,
+)
+from panda_fm.eval.runner import EvalConfig
+from panda_fm.systems.store import open_dataset
+
+
+def test_analogue_ensemble_continues_a_periodic_signal_exactly() -> None:
+    t = np.arange(400)
+    x = np.stack([np.sin(2 * np.pi * t / 50), np.cos(2 * np.pi * t / 50)], axis=-1)[None]  # (1, T, 2)
+    truth = np.stack(
+        [
+            np.sin(2 * np.pi * (t[-1] + 1 + np.arange(120)) / 50),
+            np.cos(2 * np.pi * (t[-1] + 1 + np.arange(120)) / 50),
+        ],
+        -1,
+    )
+    q, spread, point = AnalogueEnsemble(k=4).forecast(x, 120, np.asarray(LEVELS))["analogue-ens"]
+    assert q.shape == (1, 120, 2, len(LEVELS)) and point is None
+    np.testing.assert_allclose(q[0, ..., 9], truth, atol=1e-6)  # every member is the same phase
+    assert spread.max() < 1e-6
+
+
+def test_climatology_is_the_context_distribution() -> None:
+    x = np.random.default_rng(0).standard_normal((2, 1000, 3))
+    q, spread, _ = Climatology().forecast(x, 10, np.array([0.5]))["climatology"]
+    np.testing.assert_allclose(q[:, 3, :, 0], np.median(x, axis=1))
+    assert np.allclose(spread, np.sqrt(2))
+
+
+def test_a_small_probabilistic_run_scores_every_method(
+    tiny_pipeline, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    config = EvalConfig(
+        horizons=(16, 32), context_length=200, windows_per_system=2, noise=(0.0, 0.05), rollout=0
+    )
+    methods = [ModelQuantiles(tiny_pipeline, "tiny"), *default_baselines()]
+    report = evaluate_quantiles(methods, open_dataset(tiny_dataset), config)
+    names = ["tiny", "nvar+bootstrap", "analogue-ens", "climatology"]
+    assert report["methods"] == names and set(report["summary"]) == {"0.0", "0.05"}
+    for stats in report["summary"]["0.05"].values():
+        assert stats["windows"] == 4  # 2 test systems x 2 windows
+        assert 0 <= stats["cov50@32"] <= stats["cov80@32"] <= 1 and stats["crps@32"] > 0
+        assert -1 <= stats["horizon_spearman"] <= 1
+    assert "smape_point@16" in report["summary"]["0.0"]["tiny"]
+    assert "| climatology |" in markdown_table(report)
+    assert plot_reliability(report, tmp_path / "r.png").stat().st_size > 10_000
+    first = report["samples"][0]
+    assert plot_fan(
+        first["context"], first["quantiles"], LEVELS, tmp_path / "f.png", truth=first["truth"]
+    ).exists()
+
+
+def test_methods_need_distinct_names(tiny_dataset: Path) -> None:
+    with pytest.raises(ValueError, match="distinct names"):
+        evaluate_quantiles([Climatology(), Climatology()], open_dataset(tiny_dataset), EvalConfig(rollout=0))

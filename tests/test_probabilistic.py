@@ -1,0 +1,178 @@
+"""Probabilistic forecasts of the pipeline: quantiles, samples and the predictability horizon, in every input
+form, on the tiny committed checkpoint (and the shipped one on a chaotic context)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from panda_fm import PandaPipeline
+from panda_fm.uncertainty import CalibrationConfig, ForecastDistribution, lead_spread
+from tests.conftest import integrate
+
+pd = pytest.importorskip("pandas")
+LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)
+H = 40
+
+
+@pytest.fixture(scope="module")
+def lorenz() -> np.ndarray:
+    """``(600, 3)`` of a chaotic trajectory."""
+    return integrate("Lorenz", 600, 1, periods=20.0)[0][0].astype(np.float64)
+
+
+def _forms(x: np.ndarray) -> list[tuple[str, object, tuple[int, ...]]]:
+    """(name, input, expected quantile shape) for every input form."""
+    df = pd.DataFrame(x, columns=["x", "y", "z"])
+    return [
+        ("1-D numpy", x[:, 0], (H, len(LEVELS))),
+        ("list of numbers", x[:, 0].tolist(), (H, len(LEVELS))),
+        ("2-D numpy", x, (H, 3, len(LEVELS))),
+        ("3-D numpy", np.stack([x, x[::-1].copy()]), (2, H, 3, len(LEVELS))),
+        ("2-D torch", torch.from_numpy(x).float(), (H, 3, len(LEVELS))),
+        ("list of arrays", [x, x[-300:]], (2, H, 3, len(LEVELS))),
+        ("pandas Series", df["x"], (H, len(LEVELS))),
+        ("DataFrame", df, (H, 3 * len(LEVELS))),
+    ]
+
+
+def test_quantiles_are_ordered_and_shaped_like_the_input_in_every_form(tiny_pipeline, lorenz) -> None:
+    for name, value, shape in _forms(lorenz):
+        q, mean = tiny_pipeline.predict_quantiles(value, H, LEVELS)
+        point = tiny_pipeline.predict(value, H)
+        assert type(q) is not list and tuple(q.shape) == shape, name
+        assert type(mean) is type(point) and tuple(mean.shape) == tuple(point.shape), name
+        values = q.to_numpy().reshape(H, -1, len(LEVELS)) if hasattr(q, "to_numpy") else np.asarray(q)
+        assert np.isfinite(values).all(), name
+        assert (np.diff(values, axis=-1) >= 0).all(), f"{name}: quantiles out of order"
+        if isinstance(value, torch.Tensor):
+            assert isinstance(q, torch.Tensor) and q.dtype == torch.float32
+
+
+def test_a_dataframe_gives_a_column_per_channel_and_level_with_the_index_continued(
+    tiny_pipeline, lorenz
+) -> None:
+    index = pd.date_range("2026-01-01", periods=len(lorenz), freq="h")
+    df = pd.DataFrame(lorenz, columns=["x", "y", "z"], index=index)
+    q, mean = tiny_pipeline.predict_quantiles(df, H, (0.1, 0.9))
+    assert list(q.columns) == [(c, level) for c in ("x", "y", "z") for level in (0.1, 0.9)]
+    assert q.index[0] == index[-1] + pd.Timedelta(hours=1) and (q.index == mean.index).all()
+    assert (q["y"][0.1] <= q["y"][0.9]).all()
+    horizon = tiny_pipeline.predictability_horizon(df, H)
+    assert list(horizon.index) == ["x", "y", "z"] and ((horizon >= 0) & (horizon <= H)).all()
+    samples = tiny_pipeline.sample(df, H, num_samples=5)
+    assert list(samples.columns) == [(c, k) for c in ("x", "y", "z") for k in range(5)]
+
+
+def test_samples_agree_with_the_quantiles(tiny_pipeline, lorenz) -> None:
+    for combine in ("mixture", "quantile"):
+        cal = replace(tiny_pipeline.calibration, combine=combine)
+        q, mean = tiny_pipeline.predict_quantiles(lorenz, H, LEVELS, calibration=cal)
+        paths = tiny_pipeline.sample(lorenz, H, num_samples=4000, seed=1, calibration=cal)  # (H, C, K)
+        assert paths.shape == (H, 3, 4000)
+        sd = lorenz.std(axis=0)[None, :, None]
+        sampled = np.moveaxis(np.quantile(paths, LEVELS, axis=-1), 0, -1)  # (H, C, Q)
+        assert np.abs((sampled - q) / sd).mean() < 0.03, combine
+        assert np.abs((paths.mean(axis=-1) - mean) / sd[..., 0]).max() < 0.1, combine
+        again = tiny_pipeline.sample(lorenz, H, num_samples=4000, seed=1, calibration=cal)
+        np.testing.assert_array_equal(paths, again)  # seeded
+
+
+def test_spread_grows_with_lead_and_crosses_the_threshold_on_chaos(lorenz) -> None:
+    pipe = PandaPipeline.from_pretrained("panda-fm-small")
+    torch.set_num_threads(1)
+    dist, loc, scale = pipe.forecast_distribution(lorenz[None, :512], 256)
+    assert dist.spread.shape == (1, 256, 3) and (np.diff(dist.spread, axis=1) >= 0).all()
+    assert dist.spread[0, 0].max() < 0.2 < dist.spread[0, -1].min()  # a small error first, large later
+    horizon = pipe.predictability_horizon(lorenz[:512], 256)
+    assert horizon.shape == (3,) and 0 < horizon.min() and horizon.max() < 256
+    np.testing.assert_array_equal(horizon, dist.horizon()[0])
+
+
+def test_lead_spread_by_hand() -> None:
+    errors = np.full((1, 2, 4, 1), np.nan)
+    errors[0, 0, :4, 0] = [0.1, 0.2, 0.3, 0.4]
+    errors[0, 1, :2, 0] = [0.3, 0.2]
+    cfg = CalibrationConfig(smoothing=0.0, channel_pooling=0.0, min_spread=0.01)
+    spread = lead_spread(errors, 6, cfg)[0, :, 0]
+    # lead 1: rms(0.1, 0.3); lead 2: rms(0.2, 0.2) is smaller, so the lead-1 value holds; then 0.3, 0.4, 0.4...
+    np.testing.assert_allclose(spread, [np.sqrt(0.05), np.sqrt(0.05), 0.3, 0.4, 0.4, 0.4])
+    weighted = lead_spread(errors, 1, replace(cfg, recency=1.0), prefix=np.array([100, 300]))[0, 0, 0]
+    assert weighted == pytest.approx(np.sqrt((0.01 * 1 / 3 + 0.09) / (1 / 3 + 1)))
+
+
+def test_saturated_spread_gives_the_climatology() -> None:
+    rng = np.random.default_rng(0)
+    context = rng.standard_normal((1, 4000, 1))
+    for combine in ("mixture", "quantile"):
+        dist = ForecastDistribution(np.full((1, 3, 1), 5.0), np.full((1, 3, 1), 2.0), context, combine)
+        q = dist.quantiles(np.array([0.1, 0.5, 0.9]))[0, :, 0]  # (H, Q)
+        np.testing.assert_allclose(q, np.tile([-1.2816, 0.0, 1.2816], (3, 1)), atol=0.08)
+        np.testing.assert_allclose(dist.mean, 0.0, atol=0.05)
+
+
+def test_bad_input_is_refused_with_the_fix(tiny_pipeline, lorenz) -> None:
+    with pytest.raises(ValueError, match="at least 192 steps"):
+        tiny_pipeline.predict_quantiles(lorenz[:150], H)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        tiny_pipeline.predict_quantiles(lorenz, H, (0.1, 1.0))
+    with pytest.raises(ValueError, match="num_samples"):
+        tiny_pipeline.sample(lorenz, H, num_samples=0)
+    with pytest.raises(ValueError, match="prediction_length"):
+        tiny_pipeline.predict_quantiles(lorenz, 0)
+    with pytest.raises(ValueError, match="all-NaN"):  # the same rules as predict
+        bad = lorenz.copy()
+        bad[:, 1] = np.nan
+        tiny_pipeline.predict_quantiles(bad, H)
+    with pytest.raises(ValueError, match="combine"):
+        CalibrationConfig(combine="average")
+
+
+def test_missing_values_are_handled_as_predict_does(tiny_pipeline, lorenz) -> None:
+    gappy = lorenz.copy()
+    gappy[100:140, 0] = np.nan
+    gappy[300:305] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q, mean = tiny_pipeline.predict_quantiles(gappy, H, LEVELS)
+    assert np.isfinite(q).all() and np.isfinite(mean).all()
+
+
+def test_cli_forecast_writes_a_column_per_channel_and_level_and_draws_the_fan(tmp_path, lorenz) -> None:
+    from panda_fm.cli import main
+    from panda_fm.data.io import read_series
+    from tests.conftest import TINY_CHECKPOINT
+
+    src = tmp_path / "in.csv"
+    src.write_text("a,b,c\n" + "\n".join(",".join(f"{v:.6f}" for v in row) for row in lorenz) + "\n")
+    args = ["forecast", "--checkpoint", str(TINY_CHECKPOINT), "--input", str(src), "--horizon", "30"]
+    rc = main(
+        [
+            *args,
+            "--out",
+            str(tmp_path / "q.csv"),
+            "--plot",
+            str(tmp_path / "fan.png"),
+            "--quantiles",
+            "0.1",
+            "0.5",
+            "0.9",
+        ]
+    )
+    assert rc == 0
+    values, columns = read_series(tmp_path / "q.csv")
+    assert columns == [f"{c}_q{level}" for c in "abc" for level in (0.1, 0.5, 0.9)] and values.shape == (
+        30,
+        9,
+    )
+    expected, _ = PandaPipeline.from_pretrained(TINY_CHECKPOINT).predict_quantiles(
+        read_series(src)[0], 30, (0.1, 0.5, 0.9)
+    )
+    np.testing.assert_allclose(values, expected.reshape(30, 9), rtol=1e-5, atol=1e-5)
+    assert (tmp_path / "fan.png").stat().st_size > 10_000
+    assert main([*args, "--out", str(tmp_path / "q.npy"), "--quantiles", "0.5"]) == 0
+    assert np.load(tmp_path / "q.npy").shape == (30, 3, 1)
