@@ -1,10 +1,19 @@
-"""Trajectories per second per CPU core: panda_fm's batched integrator versus dysts' make_trajectory.
+"""Trajectories per second per CPU core: panda_fm's integrator versus dysts' make_trajectory.
 
 For each of Lorenz, Rossler, Aizawa, Thomas and SprottB: 256 parameter mutants (relative scale 0.1,
-signs kept), 4096 samples over 40 dominant periods (plus a 4-period transient for ours). Ours integrates
-the 256 mutants as one batch in this single process (one core); dysts integrates a sample of the same
-mutants one by one (Radau, rtol 1e-9, atol 1e-10, its defaults otherwise). Both use rtol 1e-9 and
-atol 1e-10. Last line: ``speedup_vs_dysts: X`` (ratio of trajectories per second).
+signs kept), 4096 samples over 40 dominant periods (plus a 4-period transient for ours), in this single
+process (one core), timed side by side:
+
+- ``compiled``: panda_fm's integrator as generation runs it, one member at a time in compiled code
+  (:mod:`panda_fm.systems.compiled`; its first call per founder includes compiling the founder's field,
+  about half a second);
+- ``numpy``: the same integrator's numpy lockstep loop (``IntegratorConfig(compiled=False)``), the 256
+  mutants as one batch; its trajectories are the same to the bit (checked here);
+- ``dysts``: a sample of the same mutants one by one with dysts' ``make_trajectory`` (Radau, its defaults
+  otherwise).
+
+All use rtol 1e-9 and atol 1e-10. Last lines: ``speedup_vs_numpy_loop: X`` and ``speedup_vs_dysts: X``
+(ratios of trajectories per second).
 
 Usage: python benchmarks/generate.py [--mutants 256] [--dysts-sample 2]
 """
@@ -12,6 +21,7 @@ Usage: python benchmarks/generate.py [--mutants 256] [--dysts-sample 2]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 import warnings
@@ -37,24 +47,30 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     rng = np.random.default_rng(0)
     cfg = IntegratorConfig(rtol=1e-9, atol=1e-10)
-    ours_n, ours_s, dysts_n, dysts_s = 0, 0.0, 0, 0.0
-    print(f"{'system':10s} {'ours traj/s':>12s} {'ok':>8s} {'dysts traj/s':>13s}")
+    ours_n, ours_s, loop_s, dysts_n, dysts_s = 0, 0.0, 0.0, 0, 0.0
+    print(f"{'system':10s} {'compiled traj/s':>16s} {'numpy traj/s':>13s} {'ok':>8s} {'dysts traj/s':>13s}")
     for name in SYSTEMS:
         founder = load_founders()[name]
         genomes = [mutate(founder_genome(name), rng, 0.1, 1.0) for _ in range(args.mutants)]
         y0 = np.tile(founder.ic, (args.mutants, 1))
-        t0 = time.perf_counter()
-        res = integrate_batch(
-            genome_field(genomes),
-            y0,
-            founder.period * PERIODS / N_POINTS,
-            N_POINTS,
-            transient=4 * founder.period,
-            config=cfg,
-        )
-        el = time.perf_counter() - t0
+        runs, seconds = {}, {}
+        for compiled in (True, False):
+            t0 = time.perf_counter()
+            runs[compiled] = integrate_batch(
+                genome_field(genomes),
+                y0,
+                founder.period * PERIODS / N_POINTS,
+                N_POINTS,
+                transient=4 * founder.period,
+                config=dataclasses.replace(cfg, compiled=compiled),
+            )
+            seconds[compiled] = time.perf_counter() - t0
+        res = runs[True]
+        if not np.array_equal(res.trajectories, runs[False].trajectories, equal_nan=True):
+            raise SystemExit(f"{name}: the compiled and numpy trajectories differ")
         ours_n += int(res.ok.sum())
-        ours_s += el
+        ours_s += seconds[True]
+        loop_s += seconds[False]
         cls = dysts_class(name)
         t0 = time.perf_counter()
         done = 0
@@ -73,14 +89,16 @@ def main() -> None:
         dysts_n += args.dysts_sample
         dysts_s += d_el
         print(
-            f"{name:10s} {res.ok.sum() / el:12.2f} {res.ok.sum():4d}/{args.mutants:<4d}"
-            f" {args.dysts_sample / d_el:13.3f}",
+            f"{name:10s} {res.ok.sum() / seconds[True]:16.2f} {res.ok.sum() / seconds[False]:13.2f}"
+            f" {res.ok.sum():4d}/{args.mutants:<4d} {args.dysts_sample / d_el:13.3f}",
             flush=True,
         )
     ours_rate = ours_n / ours_s
     dysts_rate = dysts_n / dysts_s
-    print(f"ours: {ours_n} trajectories in {ours_s:.1f}s = {ours_rate:.2f}/s per core")
+    print(f"compiled: {ours_n} trajectories in {ours_s:.1f}s = {ours_rate:.2f}/s per core")
+    print(f"numpy loop: {ours_n} trajectories in {loop_s:.1f}s = {ours_n / loop_s:.2f}/s per core")
     print(f"dysts: {dysts_n} trajectories in {dysts_s:.1f}s = {dysts_rate:.3f}/s per core")
+    print(f"speedup_vs_numpy_loop: {loop_s / ours_s:.1f}")
     print(f"speedup_vs_dysts: {ours_rate / dysts_rate:.0f}")
 
 
