@@ -7,7 +7,7 @@ process (one core), timed side by side:
 - ``compiled``: panda_fm's integrator as generation runs it, one member at a time in compiled code
   (:mod:`panda_fm.systems.compiled`; its first call per founder includes compiling the founder's field,
   about half a second);
-- ``numpy``: the same integrator's numpy lockstep loop (``IntegratorConfig(compiled=False)``), the 256
+- ``numpy``: the same integrator's numpy lockstep loop (``integrate_batch(..., compiled=False)``), the 256
   mutants as one batch; its trajectories are the same to the bit (checked here);
 - ``dysts``: a sample of the same mutants one by one with dysts' ``make_trajectory`` (Radau, its defaults
   otherwise).
@@ -21,7 +21,6 @@ Usage: python benchmarks/generate.py [--mutants 256] [--dysts-sample 2]
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import time
 import warnings
@@ -62,7 +61,8 @@ def main() -> None:
                 founder.period * PERIODS / N_POINTS,
                 N_POINTS,
                 transient=4 * founder.period,
-                config=dataclasses.replace(cfg, compiled=compiled),
+                config=cfg,
+                compiled=compiled,
             )
             seconds[compiled] = time.perf_counter() - t0
         res = runs[True]

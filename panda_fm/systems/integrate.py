@@ -75,10 +75,6 @@ class IntegratorConfig:
     # median step count of the completed ones is dropped (as a timeout). A batch otherwise runs as long
     # as its slowest member. Deterministic: it depends on the batch, not on the machine. None: off.
     straggler_factor: float | None = 3.0
-    # Integrate fields that compile (dysts flows with numba vector fields and scalar parameters, and skew
-    # products of them) one member at a time in compiled code (panda_fm.systems.compiled): the same
-    # arithmetic, bit for bit, many times faster. False: always the numpy lockstep loop below.
-    compiled: bool = True
 
     def __post_init__(self) -> None:
         if not (0 < self.rtol < 1 and self.atol > 0):
@@ -131,6 +127,7 @@ def integrate_batch(
     checked: np.ndarray | None = None,
     progress: Callable[[int], None] | None = None,
     max_steps: np.ndarray | int | None = None,
+    compiled: bool = True,
 ) -> BatchResult:
     """Integrate a batch of members of one structure onto uniform output grids.
 
@@ -146,6 +143,10 @@ def integrate_batch(
         progress: optional callback receiving the number of members finished since the last call.
         max_steps: step budget per member, scalar or ``(B,)``; default ``config.max_steps_per_point``
             times the number of sample spacings integrated.
+        compiled: integrate a field that compiles (dysts flows whose vector fields numba compiles, with
+            scalar parameters, and skew products of them) one member at a time in compiled code
+            (:mod:`panda_fm.systems.compiled`): the same trajectories, steps and drop reasons to the bit,
+            several times faster. False, or a field that does not compile: the numpy lockstep loop.
 
     Returns:
         A :class:`BatchResult` with ``(B, T, D)`` trajectories.
@@ -169,10 +170,10 @@ def integrate_batch(
     else:
         max_steps_member = np.broadcast_to(np.asarray(max_steps, dtype=np.int64), (n_batch,)).copy()
     start = time.perf_counter()
-    compiled = compile_field(f, n_batch) if cfg.compiled else None
-    if compiled is not None:
+    field = compile_field(f, n_batch) if compiled else None
+    if field is not None:
         out, reason, steps_all, ok = integrate_compiled(
-            compiled, y0, dt_out, n_points, t_first, cfg, chk, max_steps_member, progress
+            field, y0, dt_out, n_points, t_first, cfg, chk, max_steps_member, progress
         )
         counts = {r: int((reason == r).sum()) for r in DROP_REASONS}
         wall = time.perf_counter() - start

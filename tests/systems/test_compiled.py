@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -30,8 +28,9 @@ def _both(genomes, dt, n_points, transient, **settings):
             dt,
             n_points,
             transient=transient,
-            config=dataclasses.replace(config, compiled=compiled),
+            config=config,
             checked=~wrapped_mask(genomes[0]),
+            compiled=compiled,
         )
         for compiled in (False, True)
     ]
@@ -73,7 +72,9 @@ def test_drops_and_the_straggler_rule_match_the_lockstep_loop(straggler_factor):
     # wild mutations of Lorenz with a low blow-up limit: members blow up, run long, get cut as stragglers
     rng = np.random.default_rng(1)
     genomes = [mutate(founder_genome("Lorenz"), rng, 2.0, 0.5) for _ in range(30)]
-    numpy_run, compiled_run = _both(genomes, 0.01, 500, 1.0, max_value=200.0, straggler_factor=straggler_factor)
+    numpy_run, compiled_run = _both(
+        genomes, 0.01, 500, 1.0, max_value=200.0, straggler_factor=straggler_factor
+    )
     assert numpy_run.counts["blowup"] > 0 and numpy_run.ok.sum() > 0
     if straggler_factor == 1.2:
         assert numpy_run.counts["timeout"] > 0  # the rule did cut members here
