@@ -11,13 +11,13 @@ import math
 import numpy as np
 from numba import njit
 
-from panda_fm.systems.integrate import _A, _C, _E
+from panda_fm.systems.tableau import A, C, E
 
 _A_TABLE = np.zeros((7, 7))
-for _s, _row in enumerate(_A):
+for _s, _row in enumerate(A):
     _A_TABLE[_s, : len(_row)] = _row
-_C_TABLE = np.asarray(_C, dtype=float)
-_E_TABLE = np.asarray(_E, dtype=float)
+_C_TABLE = np.asarray(C, dtype=float)
+_E_TABLE = np.asarray(E, dtype=float)
 _OK, _BLOWUP, _STALL, _TIMEOUT, _FINISHED_BAD = range(5)
 
 

@@ -25,22 +25,9 @@ from typing import Protocol
 import numpy as np
 
 from panda_fm.systems.compiled import compile_field, integrate_compiled
+from panda_fm.systems.tableau import A, C, E
 
 logger = logging.getLogger(__name__)
-
-# Dormand-Prince 5(4) tableau (Dormand & Prince 1980).
-_C = np.array([0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0])
-_A = (
-    (),
-    (1 / 5,),
-    (3 / 40, 9 / 40),
-    (44 / 45, -56 / 15, 32 / 9),
-    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
-    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
-    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
-)
-# Error weights: 5th-order minus embedded 4th-order solution (7 stages, FSAL).
-_E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
 
 DROP_REASONS = ("blowup", "stall", "timeout")
 
@@ -211,17 +198,17 @@ def integrate_batch(
         # is the same whatever the batch: a system integrated alone reproduces its batch trajectory.
         ks = [fy]
         for s in range(1, 7):
-            a = _A[s]
+            a = A[s]
             incr = a[0] * ks[0]
             for j in range(1, s):
                 if a[j] != 0.0:
                     incr = incr + a[j] * ks[j]
             ys = y + hh * incr
-            ks.append(cur_f(t + _C[s] * h, ys))
+            ks.append(cur_f(t + C[s] * h, ys))
         y_new = ys  # the 7th stage is evaluated at the 5th-order solution (FSAL)
-        err_vec = _E[0] * ks[0]
+        err_vec = E[0] * ks[0]
         for j in (2, 3, 4, 5, 6):
-            err_vec = err_vec + _E[j] * ks[j]
+            err_vec = err_vec + E[j] * ks[j]
         scale = cfg.atol + cfg.rtol * np.maximum(np.abs(y), np.abs(y_new))
         err = _rms_over_rows(hh * err_vec / scale)
         err = np.where(np.isfinite(err), err, np.inf)
