@@ -154,6 +154,8 @@ def write_report(
         text += [f"## Median {metric} per system", "", per_system_table(report, metric), ""]
     if any(v for levels in report["nonfinite"].values() for v in levels.values()):
         text += [f"Non-finite forecast values (scored as the context mean): {report['nonfinite']}", ""]
+    if any(v for levels in report.get("refused", {}).values() for v in levels.values()):
+        text += [f"Windows refused as too short (scored as the context mean): {report['refused']}", ""]
     text += [
         f"Aggregates: `{SUMMARY_NAME}`; every window's metrics and the per-system medians: `{WINDOWS_NAME}`.",
         "",

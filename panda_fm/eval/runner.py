@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from panda_fm.eval import metrics
 from panda_fm.forecasters import Forecaster
+from panda_fm.forecasters.base import ContextTooShortError
 from panda_fm.scaling import context_moments
 from panda_fm.systems.store import Dataset
 
@@ -245,9 +246,14 @@ def standardise_by_context(
     return (truth - mu) / sd, (forecast[: truth.shape[0]] - mu) / sd
 
 
-def _predict(method: Forecaster, contexts: np.ndarray, length: int) -> tuple[np.ndarray, int]:
-    """Run one method on a batch; returns the forecast ``(B, H, C)`` and its count of non-finite values."""
-    out = np.asarray(method.predict(contexts, length), dtype=np.float64)
+def _predict(method: Forecaster, contexts: np.ndarray, length: int) -> tuple[np.ndarray, int, bool]:
+    """Run one method on a batch; returns the forecast ``(B, H, C)``, its count of non-finite values and
+    whether the method refused the context as too short (then the forecast is the context's mean)."""
+    try:
+        out = np.asarray(method.predict(contexts, length), dtype=np.float64)
+    except ContextTooShortError:
+        mean = contexts.mean(axis=1, keepdims=True)  # (B, 1, C)
+        return np.repeat(mean, length, axis=1), 0, True
     if out.shape != (contexts.shape[0], length, contexts.shape[2]):
         raise ValueError(
             f"{method.name} returned shape {out.shape} for contexts {contexts.shape} and "
@@ -257,7 +263,7 @@ def _predict(method: Forecaster, contexts: np.ndarray, length: int) -> tuple[np.
     if bad.any():
         means = np.broadcast_to(contexts.mean(axis=1, keepdims=True), out.shape)
         out = np.where(bad, means, out)
-    return out, int(bad.sum())
+    return out, int(bad.sum()), False
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -326,6 +332,7 @@ def evaluate(methods: Sequence[Forecaster], dataset: Dataset, config: EvalConfig
     per_window: list[dict[str, Any]] = []
     wall = {(s, m): 0.0 for s in config.noise for m in names}
     nonfinite = {(s, m): 0 for s in config.noise for m in names}
+    refused = {(s, m): 0 for s in config.noise for m in names}  # windows scored as the mean forecast
     curves: dict[tuple[float, str], list[np.ndarray]] = defaultdict(list)  # per-step sMAPE, (len(curve_at),)
     samples: list[dict[str, Any]] = []
     systems = []
@@ -342,9 +349,10 @@ def evaluate(methods: Sequence[Forecaster], dataset: Dataset, config: EvalConfig
                 seen = _noisy(clean, sigma, _system_seed(config.seed, sid, level + 1, lo))
                 for method in methods:
                     t = time.perf_counter()
-                    forecast, bad = _predict(method, seen, config.forecast_length)  # (B, L, C)
+                    forecast, bad, too_short = _predict(method, seen, config.forecast_length)  # (B, L, C)
                     wall[sigma, method.name] += time.perf_counter() - t
                     nonfinite[sigma, method.name] += bad
+                    refused[sigma, method.name] += len(batch) if too_short else 0
                     for i, w in enumerate(batch):
                         y, f = standardise_by_context(w.context, w.truth[:h_max], forecast[i])  # (H, C) each
                         curves[sigma, method.name].append(
@@ -393,6 +401,7 @@ def evaluate(methods: Sequence[Forecaster], dataset: Dataset, config: EvalConfig
             for s in config.noise
         },
         "nonfinite": {str(s): {m: nonfinite[s, m] for m in names} for s in config.noise},
+        "refused": {str(s): {m: refused[s, m] for m in names} for s in config.noise},
         "per_system": per_system,
         "per_window": per_window,
     }

@@ -23,7 +23,18 @@ import numpy as np
 from panda_fm.forecasters.gaps import fill_gaps, nan_moments
 from panda_fm.scaling import context_moments
 
-__all__ = ["Forecaster", "ContextForecaster", "IteratedDelayForecaster", "MeanForecaster", "NaiveForecaster"]
+__all__ = [
+    "ContextTooShortError",
+    "Forecaster",
+    "ContextForecaster",
+    "IteratedDelayForecaster",
+    "MeanForecaster",
+    "NaiveForecaster",
+]
+
+
+class ContextTooShortError(ValueError):
+    """A forecaster was given fewer context steps than it needs (its ``min_context``)."""
 
 
 @runtime_checkable
@@ -60,7 +71,7 @@ class ContextForecaster:
         if prediction_length < 1:
             raise ValueError(f"prediction_length must be >= 1, got {prediction_length}")
         if x.shape[-2] < self.min_context:
-            raise ValueError(
+            raise ContextTooShortError(
                 f"{self.name} needs a context of at least {self.min_context} steps, got {x.shape[-2]}; "
                 "pass a longer context"
             )

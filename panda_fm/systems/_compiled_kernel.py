@@ -18,7 +18,7 @@ for _s, _row in enumerate(A):
     _A_TABLE[_s, : len(_row)] = _row
 _C_TABLE = np.asarray(C, dtype=float)
 _E_TABLE = np.asarray(E, dtype=float)
-_OK, _BLOWUP, _STALL, _TIMEOUT, _FINISHED_BAD = range(5)
+_OK, _BLOWUP, _STALL, _TIMEOUT, _FINISHED_BAD = range(5)  # the order of compiled.OUTCOMES
 
 
 @njit(cache=True)

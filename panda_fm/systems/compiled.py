@@ -31,7 +31,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-# Member outcomes of _integrate_member (index into the names; "" is a completed member).
+# Member outcomes of the kernel's integrate_member (index into the names; "" is a completed member).
 OUTCOMES = ("", "blowup", "stall", "timeout", "finished_bad")
 _OK, _BLOWUP, _STALL, _TIMEOUT, _FINISHED_BAD = range(len(OUTCOMES))
 
@@ -141,8 +141,8 @@ def compile_field(f: Any, n_members: int) -> CompiledField | None:
         return None
     n = n_members
     width = max((c.shape[1] for c in couplings), default=1)
-    coupling = np.full((n, max(len(nodes), 1), width), -1, dtype=np.int64)
-    strength = np.ones((n, max(len(nodes), 1), 2))
+    coupling = np.full((n, max(len(nodes), 1), width), -1, dtype=np.int64)  # (A, K, Dmax)
+    strength = np.ones((n, max(len(nodes), 1), 2))  # (A, K, 2)
     for k, (c, s) in enumerate(zip(couplings, strengths, strict=True)):
         coupling[:, k, : c.shape[1]] = c
         strength[:, k] = s
@@ -157,20 +157,13 @@ def compile_field(f: Any, n_members: int) -> CompiledField | None:
     )
 
 
-_KERNEL: Any = None
-
-
+@cache
 def _kernel() -> Any:
-    """The compiled single-member integrator (built on first use; numba caches it on disk)."""
-    global _KERNEL
-    if _KERNEL is None:
-        numba = _numba()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", numba.NumbaWarning)
-            from panda_fm.systems import _compiled_kernel
-
-            _KERNEL = _compiled_kernel.integrate_member
-    return _KERNEL
+    """The compiled single-member integrator (compiled on first use; numba caches it on disk)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba's note that first-class function types are experimental
+        from panda_fm.systems._compiled_kernel import integrate_member
+    return integrate_member
 
 
 def integrate_compiled(
@@ -256,8 +249,3 @@ def apply_straggler_rule(
     codes[late] = _TIMEOUT
     steps[late] = drop_at
     return codes, steps
-
-
-def warm_up() -> None:
-    """Compile (or load from the disk cache) the kernel now, e.g. before timing."""
-    _kernel()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from panda_fm.forecasters.analogue import AnalogueForecaster
+from panda_fm.forecasters.base import ContextTooShortError
 from panda_fm.forecasters.tensor.common import delay_vectors, rollout, standardise
 from panda_fm.forecasters.tensor.gaps import fill_gaps, pair_mask, start_index
 
@@ -67,7 +68,7 @@ def analogue_forecast(
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     if x.shape[1] < spec.min_context:
-        raise ValueError(
+        raise ContextTooShortError(
             f"analogue needs a context of at least {spec.min_context} steps, got {x.shape[1]}; pass a longer context"
         )
     work = _working_dtype(x.dtype)

@@ -19,6 +19,7 @@ from itertools import combinations_with_replacement
 
 import torch
 
+from panda_fm.forecasters.base import ContextTooShortError
 from panda_fm.forecasters.nvar import NVARForecaster
 from panda_fm.forecasters.tensor.common import delay_vectors, rollout, standardise
 from panda_fm.forecasters.tensor.gaps import fill_gaps, pair_mask, start_index
@@ -328,7 +329,7 @@ def nvar_forecast(
     if horizon < 1:
         raise ValueError(f"prediction_length must be >= 1, got {horizon}")
     if x.shape[1] < spec.min_context:
-        raise ValueError(
+        raise ContextTooShortError(
             f"nvar needs a context of at least {spec.min_context} steps, got {x.shape[1]}; pass a longer context"
         )
     T, C = x.shape[1:]
