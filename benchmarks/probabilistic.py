@@ -3,8 +3,9 @@
     python benchmarks/probabilistic.py --split calibration [--out benchmarks/results/probabilistic]
     python benchmarks/probabilistic.py --split test [--out benchmarks/results/probabilistic]
 
-``calibration`` runs 16 training founders (never the held-out ones), the checkpoint's in-context calibrated
-mixture at several spread inflations and the residual-bootstrap variant, beside the probabilistic baselines;
+``calibration`` runs 16 training founders (never the held-out ones), the checkpoint's in-context calibration
+with several settings (recency weight, inflation, scale mixture; the first cut; a quantile average; the residual
+bootstrap), beside the probabilistic baselines;
 ``test`` runs the 20 held-out founders with the pipeline's default calibration and the baselines. Both at noise
 0 and 0.05, horizons 64, 128 and 256, and write ``{split}.md`` and ``{split}.json`` (summaries) into ``--out``.
 """
@@ -38,8 +39,6 @@ CALIBRATION_SYSTEMS = (
     "Thomas",
     "WangSun",
 )
-INFLATIONS = (0.5, 0.75, 1.0, 1.5)
-RECENCY = (0.0, 4.0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,15 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     variants = {}
     if args.split == "calibration":
         cal = pipe.calibration
-        for combine in ("mixture", "quantile"):
-            for p in RECENCY:
-                for f in INFLATIONS:
-                    variants[f"{name}/{combine} x{f} r{p:g}"] = (
-                        "mixture",
-                        replace(cal, inflation=f, recency=p, combine=combine),
-                    )
-        for p in RECENCY:
-            variants[f"{name}/residual r{p:g}"] = ("residual", replace(cal, inflation=1.0, recency=p))
+        first = replace(cal, average="rms", recency=4.0, inflation=0.75, min_spread=0.01, scale_spread=0.0)
+        variants[f"{name}/rms r4 x0.75 (first cut)"] = ("mixture", first)
+        for recency in (4.0, 8.0):
+            for inflation in (1.0, 1.25):
+                for a in (0.0, 1.0):
+                    cfg = replace(cal, recency=recency, inflation=inflation, scale_spread=a)
+                    variants[f"{name}/log r{recency:g} x{inflation} a{a:g}"] = ("mixture", cfg)
+        variants[f"{name}/quantile-average"] = ("mixture", replace(cal, combine="quantile", scale_spread=0.0))
+        variants[f"{name}/residual"] = ("residual", cal)
+    else:  # the runner-up of the calibration split, beside the default
+        variants = {f"{name}/residual": ("residual", pipe.calibration)}
     methods = [ModelQuantiles(pipe, name, variants, batch_size=8), *default_baselines()]
     t = time.perf_counter()
     report = evaluate_quantiles(methods, open_dataset(root), config)

@@ -306,7 +306,7 @@ class PandaPipeline:
             context, prediction_length, batch_size, cal
         )
         spread = lead_spread(errors, point.shape[1], cal, prefix)
-        dist = ForecastDistribution(point=point, spread=spread, context=x, combine=cal.combine)
+        dist = ForecastDistribution(point, spread, x, cal.combine, cal.scale_spread)
         return dist, loc, scale, form
 
     def incontext_errors(

@@ -2,15 +2,17 @@
 
 A point forecaster is run from several origins inside the context (the context cut ``offset`` steps before its
 end, for each of :attr:`CalibrationConfig.offsets`), and its errors against the known continuation give, at
-each lead time and channel, the root mean square error the forecast makes from this context:
-:func:`lead_spread`. Chaos makes that error grow with lead time until the forecast is no closer to the truth
-than a random state of the attractor. The predictive distribution at lead ``h`` is then the mixture
+each lead time and channel, the typical root mean square error the forecast makes from this context (a geometric
+mean over the origins, later origins weighted more): :func:`lead_spread`. Chaos makes that error grow with lead
+time until the forecast is no closer to the truth than a random state of the attractor. The predictive
+distribution at lead ``h`` is then the mixture
 
-    (1 - w(h)) Normal(point(h), s(h)^2) + w(h) Climatology,
+    (1 - w(h)) G(point(h), s(h)) + w(h) Climatology,
 
-where ``s(h)`` is the measured spread (times a calibration factor), ``Climatology`` is the distribution of the
-context's own values in that channel, and ``w(h) = min(1, s(h)^2 / 2)`` reaches 1 when the error is that of a
-random draw from the climatology (twice its unit variance). :class:`ForecastDistribution` gives its quantiles,
+where ``s(h)`` is the measured spread, ``G`` a Gaussian centred on the point forecast whose scale is itself
+uncertain (a mixture over ``s exp(a z)``, :attr:`CalibrationConfig.scale_spread`), ``Climatology`` is the
+distribution of the context's own values in that channel, and ``w(h) = min(1, s(h)^2 / 2)`` reaches 1 when the
+error is that of a random draw from the climatology (twice its unit variance). :class:`ForecastDistribution` gives its quantiles,
 mean, sample paths and predictability horizon.
 
 Everything here works in context-standardised units (each series and channel by its context's mean and std)
@@ -53,6 +55,11 @@ class CalibrationConfig:
         combine: how the Gaussian part and the climatology join: ``"mixture"`` (a mixture of the two
             distributions) or ``"quantile"`` (each quantile the weighted average of the two parts' quantiles,
             so that the median stays on the point forecast until the climatology takes over).
+        average: how the origins' mean squared errors at a lead are averaged (weighted): ``"rms"`` (their mean)
+            or ``"log"`` (their geometric mean).
+        scale_spread: the error of a forecast is uncertain in scale as well (a context's in-context errors span
+            decades on clean data): the Gaussian part becomes a mixture over scales ``spread * exp(a z)``, ``z``
+            standard normal, ``a`` this value (``"mixture"`` combine only; 0: one Gaussian).
     """
 
     offsets: tuple[int, ...] = (320, 256, 192, 128, 64)
@@ -60,9 +67,11 @@ class CalibrationConfig:
     inflation: float = 1.0
     channel_pooling: float = 0.5
     smoothing: float = 0.25
-    min_spread: float = 0.01
-    recency: float = 0.0
+    min_spread: float = 1e-5
+    recency: float = 8.0
     combine: str = "mixture"
+    average: str = "log"
+    scale_spread: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.offsets or min(self.offsets) < 1:
@@ -73,6 +82,10 @@ class CalibrationConfig:
             raise ValueError("inflation and min_spread must be positive")
         if self.combine not in ("mixture", "quantile"):
             raise ValueError(f"combine must be 'mixture' or 'quantile', got {self.combine!r}")
+        if self.scale_spread < 0 or (self.scale_spread > 0 and self.combine != "mixture"):
+            raise ValueError("scale_spread must be >= 0, and 0 unless combine is 'mixture'")
+        if self.average not in ("rms", "log"):
+            raise ValueError(f"average must be 'rms' or 'log', got {self.average!r}")
         if self.recency < 0:
             raise ValueError(f"recency must be >= 0, got {self.recency}")
         if not 0 <= self.channel_pooling <= 1 or not 0 <= self.smoothing < 1:
@@ -95,27 +108,42 @@ def lead_spread(
         ``(B, H, C)`` spread, non-decreasing in lead; leads beyond the measured ones keep the last measured
         spread. A series without any measured error raises.
     """
-    B, _, M, C = errors.shape
-    weight = np.ones(errors.shape[1])
+    B, n_origins, M, C = errors.shape
+    weight = np.ones(n_origins)
     if prefix is not None and config.recency > 0:
         weight = (np.asarray(prefix, dtype=np.float64) / max(prefix)) ** config.recency  # (O,)
-    weight = weight[None, :, None, None]
-    sq = np.nan_to_num(errors**2) * weight  # (B, O, M, C)
-    n = ((~np.isnan(errors)) * weight).sum(axis=1)  # (B, M, C)
-    total = sq.sum(axis=1)  # (B, M, C)
-    # windowed sums over leads lo..h via cumulative sums: (B, M + 1, C)
-    cum_s = np.concatenate([np.zeros((B, 1, C)), np.cumsum(total, axis=1)], axis=1)
-    cum_n = np.concatenate([np.zeros((B, 1, C)), np.cumsum(n, axis=1)], axis=1)
+    # each origin's mean squared error over the leads lo..h, by cumulative sums along the lead: (B, O, M, C)
+    cum_s = np.cumsum(
+        np.concatenate([np.zeros((B, n_origins, 1, C)), np.nan_to_num(errors**2)], axis=2), axis=2
+    )
+    cum_n = np.cumsum(np.concatenate([np.zeros((B, n_origins, 1, C)), ~np.isnan(errors)], axis=2), axis=2)
     h = np.arange(1, M + 1)
     lo = np.maximum(np.floor((1 - config.smoothing) * h).astype(int), 1)  # first lead of each window
-    s_win = cum_s[:, h] - cum_s[:, lo - 1]  # (B, M, C)
-    n_win = cum_n[:, h] - cum_n[:, lo - 1]
-    ms = np.divide(s_win, n_win, out=np.full_like(s_win, np.nan), where=n_win > 0)  # (B, M, C)
+    n_win = cum_n[:, :, h] - cum_n[:, :, lo - 1]
+    ms_o = np.divide(cum_s[:, :, h] - cum_s[:, :, lo - 1], n_win, out=np.zeros_like(n_win), where=n_win > 0)
+    w = np.where(n_win > 0, weight[None, :, None, None], 0.0)  # (B, O, M, C)
+    total = w.sum(axis=1)  # (B, M, C)
+    if config.average == "log":  # a geometric mean: errors that span decades are not ruled by the largest
+        floor = (config.min_spread * 1e-2) ** 2
+        log_ms = np.divide(
+            (w * np.log(np.maximum(ms_o, floor))).sum(axis=1),
+            total,
+            where=total > 0,
+            out=np.full(total.shape, np.nan),
+        )
+        ms = np.exp(log_ms)
+    else:
+        ms = np.divide((w * ms_o).sum(axis=1), total, where=total > 0, out=np.full(total.shape, np.nan))
     if np.isnan(ms).all(axis=(1, 2)).any():
         raise ValueError("no in-context error was measured for a series: its context is too short")
     ms = _ffill(ms)  # leads without errors keep the last measured value
     ms = np.nan_to_num(ms, nan=np.nanmin(np.where(np.isnan(ms), np.inf, ms)))  # leading gaps (rare)
-    pooled = (1 - config.channel_pooling) * ms + config.channel_pooling * ms.mean(axis=2, keepdims=True)
+    lam = config.channel_pooling
+    if config.average == "log":
+        log_ms = np.log(np.maximum(ms, 1e-300))
+        pooled = np.exp((1 - lam) * log_ms + lam * log_ms.mean(axis=2, keepdims=True))
+    else:
+        pooled = (1 - lam) * ms + lam * ms.mean(axis=2, keepdims=True)
     spread = np.sqrt(pooled) * config.inflation
     spread = np.maximum.accumulate(np.maximum(spread, config.min_spread), axis=1)  # error never shrinks
     if horizon <= M:
@@ -139,12 +167,14 @@ class ForecastDistribution:
         spread: ``(B, H, C)`` the calibrated root mean square error at each lead, in context stds.
         context: ``(B, T, C)`` the standardised context (NaN missing): its values are the climatology.
         combine: ``"mixture"`` or ``"quantile"`` (see :class:`CalibrationConfig`).
+        scale_spread: std of the log of the Gaussian part's scale (0: one Gaussian; see :class:`CalibrationConfig`).
     """
 
     point: np.ndarray
     spread: np.ndarray
     context: np.ndarray
     combine: str = "mixture"
+    scale_spread: float = 0.0
     _grid: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -186,7 +216,16 @@ class ForecastDistribution:
         extra = x.ndim - 3
         expand = (slice(None),) * 3 + (None,) * extra
         mu, s, w = self.point[expand], self.spread[expand], self.weight[expand]
-        return (1 - w) * ndtr((x - mu) / s) + w * self._climatology_cdf(x)
+        gauss = sum(p * ndtr((x - mu) / (s * f)) for f, p in self._scales())
+        return (1 - w) * gauss + w * self._climatology_cdf(x)
+
+    def _scales(self) -> list[tuple[float, float]]:
+        """Factors on the spread and their probabilities: the Gaussian part is a mixture over its scale, log-normal
+        with std :attr:`scale_spread` (three-point Gauss-Hermite), or one Gaussian when that is 0."""
+        if self.scale_spread == 0:
+            return [(1.0, 1.0)]
+        a = self.scale_spread * np.sqrt(3.0)
+        return [(float(np.exp(-a)), 1 / 6), (1.0, 2 / 3), (float(np.exp(a)), 1 / 6)]
 
     def _climatology_cdf(self, x: np.ndarray) -> np.ndarray:
         """Fraction of the climatology grid at or below ``x`` ``(B, H, C, ...)``: one sorted search for all rows."""
@@ -214,6 +253,7 @@ class ForecastDistribution:
             return (1 - w) * (mu + s * ndtri(levels)) + w * self._climatology_quantiles(levels)[:, None]
         g_lo = self._grid[:, :1, :, None]  # (B, 1, C, 1)
         g_hi = self._grid[:, -1:, :, None]
+        s = s * max(f for f, _ in self._scales())
         lo = np.minimum(mu - 10 * s, g_lo) * np.ones(levels.shape)  # (B, H, C, Q)
         hi = np.maximum(mu + 10 * s, g_hi) * np.ones(levels.shape)
         for _ in range(iterations):
@@ -235,8 +275,8 @@ class ForecastDistribution:
     def sample(self, num_samples: int, generator: np.random.Generator) -> np.ndarray:
         """``(B, K, H, C)`` sample paths.
 
-        Each path follows the point forecast plus its own Gaussian error (one standard normal draw per path and
-        channel, times the spread at each lead), until the lead at which it loses track (where the
+        Each path follows the point forecast plus its own Gaussian error (one standard normal draw and one scale
+        factor per path and channel, times the spread at each lead), until the lead at which it loses track (where the
         climatology's weight passes the path's own uniform draw); from there it follows a stretch of the
         context starting at a random step: a state of the attractor, wandering as the attractor does.
         """
@@ -264,5 +304,7 @@ class ForecastDistribution:
             pick = generator.integers(0, CLIMATOLOGY_GRID, size=stretch.shape)
             grid = np.take_along_axis(self._grid[:, None], pick, axis=2)
             stretch = np.where(np.isnan(stretch), grid, stretch)
-        tracked = self.point[:, None] + z * self.spread[:, None]
+        factors, probs = zip(*self._scales(), strict=True)
+        factor = generator.choice(np.array(factors), size=(B, K, 1, C), p=np.array(probs))
+        tracked = self.point[:, None] + z * factor * self.spread[:, None]
         return np.where(lost, stretch, tracked)

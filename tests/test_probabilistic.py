@@ -69,17 +69,31 @@ def test_a_dataframe_gives_a_column_per_channel_and_level_with_the_index_continu
 
 
 def test_samples_agree_with_the_quantiles(tiny_pipeline, lorenz) -> None:
-    for combine in ("mixture", "quantile"):
-        cal = replace(tiny_pipeline.calibration, combine=combine)
-        q, mean = tiny_pipeline.predict_quantiles(lorenz, H, LEVELS, calibration=cal)
-        paths = tiny_pipeline.sample(lorenz, H, num_samples=4000, seed=1, calibration=cal)  # (H, C, K)
-        assert paths.shape == (H, 3, 4000)
-        sd = lorenz.std(axis=0)[None, :, None]
-        sampled = np.moveaxis(np.quantile(paths, LEVELS, axis=-1), 0, -1)  # (H, C, Q)
-        assert np.abs((sampled - q) / sd).mean() < 0.03, combine
-        assert np.abs((paths.mean(axis=-1) - mean) / sd[..., 0]).max() < 0.1, combine
-        again = tiny_pipeline.sample(lorenz, H, num_samples=4000, seed=1, calibration=cal)
-        np.testing.assert_array_equal(paths, again)  # seeded
+    q, mean = tiny_pipeline.predict_quantiles(lorenz, H, LEVELS)
+    paths = tiny_pipeline.sample(lorenz, H, num_samples=4000, seed=1)  # (H, C, K)
+    assert paths.shape == (H, 3, 4000)
+    sd = lorenz.std(axis=0)[None, :, None]
+    sampled = np.moveaxis(np.quantile(paths, LEVELS, axis=-1), 0, -1)  # (H, C, Q)
+    assert np.abs((sampled - q) / sd).mean() < 0.03
+    assert np.abs((paths.mean(axis=-1) - mean) / sd[..., 0]).max() < 0.1
+    np.testing.assert_array_equal(paths, tiny_pipeline.sample(lorenz, H, num_samples=4000, seed=1))  # seeded
+
+
+@pytest.mark.parametrize(("combine", "scales"), [("mixture", 1.0), ("mixture", 0.0), ("quantile", 0.0)])
+def test_samples_agree_with_the_quantiles_for_every_shape(combine: str, scales: float) -> None:
+    rng = np.random.default_rng(0)
+    context = np.cumsum(rng.standard_normal((2, 300, 2)), axis=1)
+    context = (context - context.mean(axis=1, keepdims=True)) / context.std(axis=1, keepdims=True)
+    point = np.repeat(context[:, -1:], 50, axis=1)  # (B, H, C)
+    spread = np.broadcast_to(np.geomspace(0.01, 3.0, 50)[None, :, None], point.shape)  # crosses saturation
+    dist = ForecastDistribution(point, spread, context, combine, scales)
+    levels = np.array(LEVELS)
+    q = dist.quantiles(levels)  # (B, H, C, Q)
+    assert (np.diff(q, axis=-1) >= 0).all()
+    paths = dist.sample(8000, np.random.default_rng(1))  # (B, K, H, C)
+    sampled = np.moveaxis(np.quantile(paths, levels, axis=1), 0, -1)
+    assert np.abs(sampled - q).mean() < 0.03
+    np.testing.assert_allclose(paths.mean(axis=1), dist.mean, atol=0.1)
 
 
 def test_spread_grows_with_lead_and_crosses_the_threshold_on_chaos(lorenz) -> None:
@@ -97,12 +111,16 @@ def test_lead_spread_by_hand() -> None:
     errors = np.full((1, 2, 4, 1), np.nan)
     errors[0, 0, :4, 0] = [0.1, 0.2, 0.3, 0.4]
     errors[0, 1, :2, 0] = [0.3, 0.2]
-    cfg = CalibrationConfig(smoothing=0.0, channel_pooling=0.0, min_spread=0.01)
+    cfg = CalibrationConfig(smoothing=0.0, channel_pooling=0.0, min_spread=0.01, average="rms", recency=0.0)
     spread = lead_spread(errors, 6, cfg)[0, :, 0]
     # lead 1: rms(0.1, 0.3); lead 2: rms(0.2, 0.2) is smaller, so the lead-1 value holds; then 0.3, 0.4, 0.4...
     np.testing.assert_allclose(spread, [np.sqrt(0.05), np.sqrt(0.05), 0.3, 0.4, 0.4, 0.4])
     weighted = lead_spread(errors, 1, replace(cfg, recency=1.0), prefix=np.array([100, 300]))[0, 0, 0]
     assert weighted == pytest.approx(np.sqrt((0.01 * 1 / 3 + 0.09) / (1 / 3 + 1)))
+    # geometric: lead 1 sqrt(sqrt(0.01 * 0.09)); lead 2 both 0.04
+    geometric = lead_spread(errors, 4, replace(cfg, average="log"))[0, :, 0]
+    np.testing.assert_allclose(geometric, [np.sqrt(0.03), 0.2, 0.3, 0.4])
+    assert lead_spread(np.zeros((1, 2, 4, 1)), 4, replace(cfg, average="log")).min() == pytest.approx(0.01)
 
 
 def test_saturated_spread_gives_the_climatology() -> None:

@@ -70,3 +70,18 @@ def test_a_small_probabilistic_run_scores_every_method(
 def test_methods_need_distinct_names(tiny_dataset: Path) -> None:
     with pytest.raises(ValueError, match="distinct names"):
         evaluate_quantiles([Climatology(), Climatology()], open_dataset(tiny_dataset), EvalConfig(rollout=0))
+
+
+def test_cli_evaluate_with_quantiles_writes_the_probabilistic_report(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    from panda_fm.cli import main
+    from tests.conftest import TINY_CHECKPOINT
+
+    out = tmp_path / "report"
+    args = ["evaluate", "--test", str(tiny_dataset), "--checkpoint", str(TINY_CHECKPOINT), "--out", str(out)]
+    settings = ["--baselines", "mean", "--context-length", "200", "--horizons", "16", "32", "--rollout", "0"]
+    assert main([*args, *settings, "--windows-per-system", "1", "--quantiles"]) == 0
+    table = (out / "probabilistic.md").read_text()
+    assert "| tiny_panda |" in table and "| analogue-ens |" in table and "CRPS@32" in table
+    assert (out / "reliability.png").stat().st_size > 10_000 and (out / "fan.png").exists()
