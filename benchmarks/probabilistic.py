@@ -7,7 +7,8 @@
 with several settings (recency weight, inflation, scale mixture; the first cut; a quantile average; the residual
 bootstrap), beside the probabilistic baselines;
 ``test`` runs the 20 held-out founders with the pipeline's default calibration and the baselines. Both at noise
-0 and 0.05, horizons 64, 128 and 256, and write ``{split}.md`` and ``{split}.json`` (summaries) into ``--out``.
+0 and 0.05, horizons 64, 128 and 256, and write ``{split}.md`` and ``{split}.json`` (summaries), the reliability
+diagram ``{split}_reliability.png`` and fans of the first system's first window into ``--out``.
 """
 
 from __future__ import annotations
@@ -120,6 +121,20 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{args.split}.json").write_text(
         json.dumps({**summary, "command": command, "wall_s": wall}, indent=1, default=json_default)
     )
+    from panda_fm.eval.plots import plot_fan, plot_reliability
+
+    plot_reliability(report, out / f"{args.split}_reliability.png")
+    fans = [s for s in report["samples"] if s["method"] == name]
+    for sample in fans[:2]:  # the first system, clean and noisy
+        tag = "clean" if sample["noise"] == 0 else f"noise{sample['noise']:g}"
+        plot_fan(
+            sample["context"],
+            sample["quantiles"],
+            report["levels"],
+            out / f"{args.split}_fan_{sample['system']}_{tag}.png",
+            truth=sample["truth"],
+            title=f"{name} on {sample['system']} (noise {sample['noise']:g}): quantiles 0.05..0.95",
+        )
     print(table)
     return 0
 

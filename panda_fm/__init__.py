@@ -9,9 +9,17 @@ from transformers import AutoConfig, AutoModel
 from panda_fm.config import MODEL_TYPE, PandaConfig
 from panda_fm.model import PandaModel
 from panda_fm.pipeline import MissingDataWarning, PandaPipeline
+from panda_fm.uncertainty import CalibrationConfig
 
 AutoConfig.register(MODEL_TYPE, PandaConfig, exist_ok=True)
 AutoModel.register(PandaConfig, PandaModel, exist_ok=True)
 
 __version__ = "0.1.0"
-__all__ = ["MissingDataWarning", "PandaConfig", "PandaModel", "PandaPipeline", "__version__"]
+__all__ = [
+    "CalibrationConfig",
+    "MissingDataWarning",
+    "PandaConfig",
+    "PandaModel",
+    "PandaPipeline",
+    "__version__",
+]
