@@ -2,6 +2,7 @@
 
     python benchmarks/probabilistic.py --split calibration [--out benchmarks/results/probabilistic]
     python benchmarks/probabilistic.py --split test [--out benchmarks/results/probabilistic]
+    python benchmarks/probabilistic.py --split test --data DATASET_DIR --windows-per-system 3
 
 ``calibration`` runs 16 training founders (never the held-out ones), the checkpoint's in-context calibration
 with several settings (recency weight, inflation, scale mixture; the first cut; a quantile average; the residual
@@ -53,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--windows-per-system", type=int, default=5, help="windows per system (default: %(default)s)"
     )
     p.add_argument("--max-systems", type=int, default=None, help="only the first N systems (a smoke run)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="with --split test: a generated dataset's test split instead of the held-out founders; outputs "
+        "are named test-generated",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     return p.parse_args(argv)
 
@@ -79,8 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         root = founders_testset(
             cache / "calibration-founders", FounderTestsetConfig(systems=CALIBRATION_SYSTEMS)
         )
+    elif args.data:
+        root = Path(args.data)
     else:
         root = founders_testset(cache / "founders-4096x1", FounderTestsetConfig())
+    tag = f"{args.split}-generated" if args.data and args.split == "test" else args.split
     config = EvalConfig(
         horizons=(64, 128, 256),
         windows_per_system=args.windows_per_system,
@@ -114,24 +124,24 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "benchmarks/probabilistic.py", *(argv or sys.argv[1:])])
     table = markdown_table(report)
-    (out / f"{args.split}.md").write_text(
-        f"# Probabilistic forecasts, {args.split} split\n\n`{command}` ({wall:.0f} s)\n{table}"
+    (out / f"{tag}.md").write_text(
+        f"# Probabilistic forecasts, {tag} split\n\n`{command}` ({wall:.0f} s)\n{table}"
     )
     summary = {k: v for k, v in report.items() if k not in ("per_window", "samples")}
-    (out / f"{args.split}.json").write_text(
+    (out / f"{tag}.json").write_text(
         json.dumps({**summary, "command": command, "wall_s": wall}, indent=1, default=json_default)
     )
     from panda_fm.eval.plots import plot_fan, plot_reliability
 
-    plot_reliability(report, out / f"{args.split}_reliability.png")
+    plot_reliability(report, out / f"{tag}_reliability.png")
     fans = [s for s in report["samples"] if s["method"] == name]
     for sample in fans[:2]:  # the first system, clean and noisy
-        tag = "clean" if sample["noise"] == 0 else f"noise{sample['noise']:g}"
+        noise = "clean" if sample["noise"] == 0 else f"noise{sample['noise']:g}"
         plot_fan(
             sample["context"],
             sample["quantiles"],
             report["levels"],
-            out / f"{args.split}_fan_{sample['system']}_{tag}.png",
+            out / f"{tag}_fan_{sample['system']}_{noise}.png",
             truth=sample["truth"],
             title=f"{name} on {sample['system']} (noise {sample['noise']:g}): quantiles 0.05..0.95",
         )
