@@ -409,7 +409,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--test",
         required=True,
         metavar="DATASET_DIR",
-        help="dataset directory (its 'test' split), or 'founders' for the 20 held-out dysts founders",
+        help="dataset directory (its 'test' split), 'founders' for the 20 held-out dysts founders, or 'stress' for "
+        "the stress suite (partial observation, sampling, short contexts, noise, spatiotemporal fields, "
+        "non-polynomial and delay systems: OUT/stress.md, OUT/stress.json)",
     )
     p.add_argument("--out", required=True, metavar="OUT_DIR", help="output directory for report and plots")
     p.add_argument("--horizons", nargs="+", type=int, default=[128, 256, 512], help="scored horizons (steps)")
@@ -440,10 +442,18 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--founders-cache",
         default=None,
         metavar="DIR",
-        help="where '--test founders' caches its trajectories (default ~/.cache/panda_fm/founders)",
+        help="where '--test founders' caches its trajectories (default ~/.cache/panda_fm/founders-...), and "
+        "'--test stress' its sets (in DIR/stress-v1; default ~/.cache/panda_fm)",
     )
     p.add_argument(
         "--founders-ics", type=int, default=1, help="trajectories per founder for '--test founders'"
+    )
+    p.add_argument(
+        "--stress-sets",
+        nargs="+",
+        default=None,
+        metavar="SET",
+        help="sets of '--test stress' (default: all; names in panda_fm.eval.stress.stress_sets())",
     )
     p.add_argument(
         "--quantiles",
@@ -481,6 +491,21 @@ def _evaluate(args: argparse.Namespace) -> int:
         methods += make_baselines("all" if args.baselines == ["all"] else args.baselines)
     if not methods:
         raise ValueError("nothing to evaluate: pass --checkpoint DIR and/or --baselines")
+    from_shell = Path(sys.argv[0]).name in ("panda-fm", "cli.py")  # not when main() is called in-process
+    command = shlex.join(["panda-fm", *sys.argv[1:]]) if from_shell else None
+    if args.test == "stress":  # its own horizons (64, 128, 256), context lengths and noise per set
+        from panda_fm.eval.stress import evaluate_stress, write_stress_report
+
+        report = evaluate_stress(
+            methods,
+            args.stress_sets,
+            args.founders_cache,
+            args.windows_per_system,
+            args.seed,
+            args.batch_size,
+        )
+        print(write_stress_report(report, args.out, command).read_text())
+        return 0
     if args.test == "founders":
         founders = FounderTestsetConfig(n_ics=args.founders_ics)
         default = Path.home() / ".cache" / "panda_fm" / f"founders-{founders.n_steps}x{founders.n_ics}"
@@ -488,8 +513,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         root = Path(args.test)
     result = evaluate(methods, open_dataset(root), config)
-    from_shell = Path(sys.argv[0]).name in ("panda-fm", "cli.py")  # not when main() is called in-process
-    command = shlex.join(["panda-fm", *sys.argv[1:]]) if from_shell else None
     md = write_report(result.report, args.out, command=command)
     plot_report(result.report, result.samples, args.out)
     logging.getLogger("panda_fm").info("wrote %s", md)

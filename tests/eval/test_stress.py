@@ -1,0 +1,127 @@
+"""The stress suite: its sets' data, the refusal of too-short contexts, the bootstrap interval, the report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from panda_fm.eval.runner import EvalConfig, evaluate
+from panda_fm.eval.stress import (
+    NONPOLYNOMIAL,
+    bootstrap_median_ci,
+    evaluate_stress,
+    held_out_founders,
+    kuramoto_sivashinsky,
+    lorenz96,
+    mackey_glass,
+    stress_dataset,
+    stress_markdown,
+    stress_sets,
+)
+from panda_fm.forecasters import MeanForecaster, NaiveForecaster
+from panda_fm.systems.founders import HELD_OUT
+from panda_fm.systems.store import open_dataset
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One cache for the module: the founders' sets are integrated once."""
+    return tmp_path_factory.mktemp("stress-cache")
+
+
+def test_the_suite_holds_the_sets_the_issue_names():
+    sets = stress_sets()
+    for name in ("observed-x0", "projected", "coarse-4x", "fine-4x", "noise-10", "noise-20"):
+        assert name in sets
+    assert [sets[f"context-{n}"].context_length for n in (128, 192, 256)] == [128, 192, 256]
+    assert sets["noise-20"].noise == 0.2
+    assert set(held_out_founders()) <= HELD_OUT and set(NONPOLYNOMIAL) <= HELD_OUT
+
+
+@pytest.mark.parametrize(
+    "make, channels", [(lorenz96, 32), (kuramoto_sivashinsky, 32), (mackey_glass, 1)], ids=["l96", "ks", "mg"]
+)
+def test_the_systems_integrated_here_are_chaotic_fields(make, channels):
+    traj = make(n_ics=2, n_steps=1500)
+    assert traj.shape == (2, 1500, channels) and np.isfinite(traj).all()
+    assert (traj.std(axis=1) > 0.05).all()  # not a fixed point
+    # two nearby starts part: the ICs differ, and the second half of each is not a copy of the other
+    assert np.abs(traj[0, 750:] - traj[1, 750:]).mean() > 0.2 * traj.std()
+    # aperiodic enough: the first channel's autocorrelation falls below 0.5 within 100 samples and stays
+    # below 0.9 afterwards (a limit cycle would return near 1)
+    x = traj[0, :, 0] - traj[0, :, 0].mean()
+    ac = np.correlate(x, x, "full")[len(x) - 1 :] / (x @ x)
+    first = int(np.argmax(ac < 0.5))
+    assert 0 < first < 100
+    assert ac[first : len(x) // 2].max() < 0.9
+
+
+def test_observed_sets_are_the_founders_seen_through_an_operator(cache):
+    x0 = open_dataset(stress_dataset("observed-x0", cache))
+    projected = open_dataset(stress_dataset("projected", cache))
+    founders = open_dataset(stress_dataset("context-128", cache))  # the plain founders (shared)
+    assert x0.ids("test") == founders.ids("test") == held_out_founders()
+    name = x0.ids("test")[0]
+    np.testing.assert_array_equal(x0.load(name), founders.load(name)[..., :1])
+    widths = {projected.load(n).shape[-1] for n in projected.ids("test")}
+    assert widths == {1, 2}
+    # reused, not rebuilt: the same directory
+    assert stress_dataset("noise-10", cache) == stress_dataset("context-192", cache)
+
+
+class _Picky(NaiveForecaster):
+    """The last value, but only from contexts of 200 steps or more."""
+
+    min_context = 200
+
+
+def test_a_method_that_refuses_short_contexts_is_scored_as_the_mean_and_counted(cache):
+    root = stress_dataset("context-128", cache)
+    config = EvalConfig(horizons=(64,), context_length=128, windows_per_system=2, rollout=0, max_systems=3)
+    report = evaluate([_Picky(name="picky"), MeanForecaster()], open_dataset(root), config).report
+    assert report["refused"]["0.0"] == {"picky": 6, "mean": 0}
+    picky = [r["metrics"]["smape@64"] for r in report["per_window"] if r["method"] == "picky"]
+    mean = [r["metrics"]["smape@64"] for r in report["per_window"] if r["method"] == "mean"]
+    assert picky == mean
+
+
+def test_bootstrap_interval_of_the_median():
+    rng = np.random.default_rng(0)
+    values = rng.normal(10.0, 1.0, 400)
+    lo, hi = bootstrap_median_ci(values)
+    assert lo < np.median(values) < hi
+    # the median's standard error for a normal sample is about 1.2533 sigma / sqrt(n): the interval is near
+    # +-1.96 of it
+    width = 2 * 1.96 * 1.2533 / np.sqrt(400)
+    assert 0.7 * width < hi - lo < 1.3 * width
+    assert bootstrap_median_ci([3.0] * 10) == (3.0, 3.0)
+
+
+def test_evaluate_stress_reports_every_set_and_method(cache):
+    report = evaluate_stress(
+        [NaiveForecaster(), MeanForecaster()], ["observed-x0"], cache, windows_per_system=1
+    )
+    row = report["sets"]["observed-x0"]
+    assert row["windows"] == len(held_out_founders())
+    assert row["metrics"]["mean"]["smape@128"]["median"] == pytest.approx(100.0)
+    naive = row["metrics"]["naive"]["smape@128"]
+    assert naive["ci95"][0] <= naive["median"] <= naive["ci95"][1]
+    text = stress_markdown(report)
+    assert "| observed-x0 |" in text and "**" in text  # the best method of the set is marked
+    with pytest.raises(ValueError, match="unknown stress sets"):
+        evaluate_stress([MeanForecaster()], ["nope"], cache)
+
+
+def test_cli_evaluate_test_stress_writes_the_report(cache, tmp_path, capsys):
+    from panda_fm.cli import main
+
+    out = tmp_path / "report"
+    argv = ["evaluate", "--test", "stress", "--stress-sets", "observed-x0", "--baselines", "naive", "mean"]
+    argv += ["--windows-per-system", "1", "--founders-cache", str(cache), "--out", str(out)]
+    assert main(argv) == 0
+    text = (out / "stress.md").read_text()
+    assert "| observed-x0 |" in text and "naive" in text
+    assert "observed-x0" in capsys.readouterr().out
+    assert set(json.loads((out / "stress.json").read_text())["sets"]) == {"observed-x0"}
