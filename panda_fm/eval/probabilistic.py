@@ -4,7 +4,8 @@ Windows, noise and standardisation are those of :mod:`panda_fm.eval.runner`. Eve
 quantiles :data:`LEVELS` (0.05, 0.10, ..., 0.95) of each window and a spread (its expected root mean square
 error at each lead, in context stds, from which the predicted predictability horizon is read). Scores at each
 horizon ``h``, on the first ``h`` steps, standardised by the clean context: CRPS (from the quantiles,
-:func:`panda_fm.eval.metrics.crps_quantiles`), weighted quantile loss, coverage of the central 50% and 80%
+:func:`panda_fm.eval.metrics.crps_quantiles`, and from 100 sample paths where a method draws them,
+:func:`panda_fm.eval.metrics.crps_samples`), weighted quantile loss, coverage of the central 50% and 80%
 intervals, sMAPE and MAE of the median (and of the point forecast where a method has one). Over the windows of a
 noise level: means of the CRPS, loss and coverages, medians of the sMAPEs and MAEs, and the Spearman correlation between the
 predicted horizon and the realised valid prediction time of the median.
@@ -43,8 +44,10 @@ LEVELS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 INTERVALS: tuple[float, ...] = (0.5, 0.8)
 
 #: A method's forecast of a batch: quantiles ``(B, H, C, Q)`` in data units, spread ``(B, H, C)`` in context
-#: stds, and the point forecast ``(B, H, C)`` in data units (None where the method has none).
-Forecast = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+#: stds, the point forecast ``(B, H, C)`` and sample paths ``(B, K, H, C)`` in data units (either None where the
+#: method has none).
+Forecast = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
+SAMPLES = 100  # paths per window for the sample-based CRPS
 
 
 class QuantileMethod(Protocol):
@@ -130,9 +133,11 @@ class ModelQuantiles:
                 spread = lead_spread(errors, length, cfg, prefix)
                 dist = ForecastDistribution(point, spread, x, cfg.combine, cfg.scale_spread)
                 q, spread = dist.quantiles(levels), dist.spread
+                paths = dist.sample(SAMPLES, np.random.default_rng(0)) * scale[:, None] + loc[:, None]
             else:
                 q, spread = residual_quantiles(point, errors, levels, cfg, prefix)
-            out[name] = (q * scale[..., None] + loc[..., None], spread, point * scale + loc)
+                paths = None
+            out[name] = (q * scale[..., None] + loc[..., None], spread, point * scale + loc, paths)
         return out
 
 
@@ -174,7 +179,7 @@ class BootstrapQuantiles:
         point = np.asarray(self.forecaster.predict(contexts, length), dtype=np.float64)
         prefix = np.array([T - o for o in usable])
         q, spread = residual_quantiles((point - mu) / sd, errors, levels, self.config, prefix)
-        return {self.names[0]: (q * sd[..., None] + mu[..., None], spread, point)}
+        return {self.names[0]: (q * sd[..., None] + mu[..., None], spread, point, None)}
 
 
 class AnalogueEnsemble:
@@ -225,7 +230,14 @@ class AnalogueEnsemble:
         paths = self.members(z, length)  # (B, K, H, C)
         q = np.moveaxis(np.quantile(paths, levels, axis=1), 0, -1)  # (B, H, C, Q)
         spread = paths.std(axis=1)
-        return {self.names[0]: (q * sd[..., None] + mu[..., None], spread, None)}
+        return {
+            self.names[0]: (
+                q * sd[..., None] + mu[..., None],
+                spread,
+                None,
+                paths * sd[:, None] + mu[:, None],
+            )
+        }
 
 
 class Climatology:
@@ -239,7 +251,7 @@ class Climatology:
         B, T, C = contexts.shape
         q = np.moveaxis(np.nanquantile(contexts, levels, axis=1), 0, -1)  # (B, C, Q)
         q = np.broadcast_to(q[:, None], (B, length, C, len(levels)))
-        return {self.names[0]: (q, np.full((B, length, C), np.sqrt(2.0)), None)}
+        return {self.names[0]: (q, np.full((B, length, C), np.sqrt(2.0)), None, None)}
 
 
 def default_baselines() -> list[QuantileMethod]:
@@ -255,6 +267,7 @@ def score_quantiles(
     point: np.ndarray | None,
     config: EvalConfig,
     levels: np.ndarray,
+    samples: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Scores of one window's quantile forecast, standardised by the clean context.
 
@@ -264,6 +277,7 @@ def score_quantiles(
         quantiles: ``(H, C, Q)`` forecast quantiles at ``levels`` (``H >= max(config.horizons)``).
         spread: ``(H, C)`` the forecast's spread in context stds.
         point: ``(H, C)`` point forecast or None.
+        samples: ``(K, H, C)`` sample paths or None; with them the sample-based CRPS (``crps_samples@h``) too.
     """
     mu, sd = context_moments(context)  # (1, C)
     y = (truth - mu) / sd
@@ -272,6 +286,9 @@ def score_quantiles(
     out: dict[str, float] = {}
     for h in config.horizons:
         out[f"crps@{h}"] = metrics.crps_quantiles(y[:h], q[:h], levels)
+        if samples is not None:
+            z = (np.moveaxis(samples, 0, -1) - mu[..., None]) / sd[..., None]  # (H, C, K)
+            out[f"crps_samples@{h}"] = metrics.crps_samples(y[:h], z[:h])
         out[f"wql@{h}"] = metrics.weighted_quantile_loss(y[:h], q[:h], levels)
         for width in INTERVALS:
             lo = int(np.argmin(np.abs(levels - (1 - width) / 2)))
@@ -330,7 +347,7 @@ def evaluate_quantiles(
                 clean = np.stack([w.context for w in batch])  # (B, T, C)
                 seen = _noisy(clean, sigma, _system_seed(config.seed, sid, level + 1, lo))
                 for method in methods:
-                    for name, (q, spread, point) in method.forecast(seen, L, lv).items():
+                    for name, (q, spread, point, paths) in method.forecast(seen, L, lv).items():
                         for i, w in enumerate(batch):
                             scores = score_quantiles(
                                 w.context,
@@ -340,6 +357,7 @@ def evaluate_quantiles(
                                 None if point is None else point[i],
                                 config,
                                 lv,
+                                None if paths is None else paths[i],
                             )
                             per_window.append(
                                 {
@@ -403,8 +421,8 @@ def summarise(per_window: list[dict[str, Any]], names: list[str], noise: Sequenc
 
 
 def markdown_table(report: dict[str, Any]) -> str:
-    """Tables per noise level: CRPS, coverages and sMAPE of the median at each horizon, and the horizon
-    correlation, one row per method."""
+    """Tables per noise level: CRPS, coverages and sMAPE of the median at each horizon, the sample-based CRPS at
+    the longest (where a method draws paths) and the horizon correlation, one row per method."""
     horizons = report["config"]["horizons"]
     lines = []
     for sigma, by_method in report["summary"].items():
@@ -412,7 +430,7 @@ def markdown_table(report: dict[str, Any]) -> str:
         head = ["method"]
         for h in horizons:
             head += [f"CRPS@{h}", f"cov50@{h}", f"cov80@{h}", f"sMAPE med@{h}"]
-        head += ["Spearman(horizon, VPT)"]
+        head += [f"CRPS samples@{horizons[-1]}", "Spearman(horizon, VPT)"]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for name, s in by_method.items():
@@ -425,6 +443,8 @@ def markdown_table(report: dict[str, Any]) -> str:
                     f"{s[f'cov80@{h}']:.2f}",
                     f"{s[f'smape_median@{h}']:.1f}{point}",
                 ]
+            key = f"crps_samples@{horizons[-1]}"
+            row.append(f"{s[key]:.3f}" if key in s else "-")
             row.append(f"{s['horizon_spearman']:.2f}")
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

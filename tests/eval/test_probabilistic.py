@@ -31,15 +31,15 @@ def test_analogue_ensemble_continues_a_periodic_signal_exactly() -> None:
         ],
         -1,
     )
-    q, spread, point = AnalogueEnsemble(k=4).forecast(x, 120, np.asarray(LEVELS))["analogue-ens"]
-    assert q.shape == (1, 120, 2, len(LEVELS)) and point is None
+    q, spread, point, paths = AnalogueEnsemble(k=4).forecast(x, 120, np.asarray(LEVELS))["analogue-ens"]
+    assert q.shape == (1, 120, 2, len(LEVELS)) and point is None and paths.shape == (1, 4, 120, 2)
     np.testing.assert_allclose(q[0, ..., 9], truth, atol=1e-6)  # every member is the same phase
     assert spread.max() < 1e-6
 
 
 def test_climatology_is_the_context_distribution() -> None:
     x = np.random.default_rng(0).standard_normal((2, 1000, 3))
-    q, spread, _ = Climatology().forecast(x, 10, np.array([0.5]))["climatology"]
+    q, spread, _, _ = Climatology().forecast(x, 10, np.array([0.5]))["climatology"]
     np.testing.assert_allclose(q[:, 3, :, 0], np.median(x, axis=1))
     assert np.allclose(spread, np.sqrt(2))
 
@@ -59,6 +59,10 @@ def test_a_small_probabilistic_run_scores_every_method(
         assert 0 <= stats["cov50@32"] <= stats["cov80@32"] <= 1 and stats["crps@32"] > 0
         assert -1 <= stats["horizon_spearman"] <= 1
     assert "smape_point@16" in report["summary"]["0.0"]["tiny"]
+    for name in ("tiny", "analogue-ens"):  # the methods that draw paths get the sample-based CRPS too
+        stats = report["summary"]["0.0"][name]
+        assert stats["crps_samples@32"] == pytest.approx(stats["crps@32"], rel=0.25)
+    assert "crps_samples@32" not in report["summary"]["0.0"]["climatology"]
     assert "| climatology |" in markdown_table(report)
     assert plot_reliability(report, tmp_path / "r.png").stat().st_size > 10_000
     first = report["samples"][0]
