@@ -34,7 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from panda_fm.config import PandaConfig
-from panda_fm.forecasters.experts import CHANNEL_GROUPING
+from panda_fm.forecasters.experts import ADAPTIVE_BACKTEST, CHANNEL_GROUPING
 from panda_fm.model import PandaModel
 
 logger = logging.getLogger(__name__)
@@ -448,6 +448,7 @@ def model_card(model: PandaModel, info: dict[str, Any]) -> ModelCard:
         "corrected patch by patch by the network)",
         "experts": f", version {cfg.experts_version} (classical forecasts {', '.join(cfg.experts)} of the context, "
         f"each backtested on its last {cfg.expert_backtest} steps"
+        f"{' (a third of a shorter context)' if ADAPTIVE_BACKTEST[cfg.experts_version] else ''}"
         f"{'; channels that do not interact are fitted apart' if CHANNEL_GROUPING[cfg.experts_version] else ''}; "
         "the network weighs them per "
         f"channel and forecasts with {'the highest-weighted one' if cfg.expert_combine == 'select' else 'their weighted mean'})",

@@ -30,6 +30,7 @@ from panda_fm.forecasters.tensor.channels import (  # the model's channel test
 from panda_fm.forecasters.tensor.gaps import fill_gaps
 
 __all__ = [
+    "ADAPTIVE_BACKTEST",
     "CHANNEL_GROUPING",
     "EXPERTS",
     "EXPERT_VERSIONS",
@@ -63,14 +64,27 @@ _V1: dict[str, Callable[[], Forecaster]] = {
 
 #: version -> (expert name -> factory); read-only.
 EXPERT_VERSIONS: Mapping[int, Mapping[str, Callable[[], Forecaster]]] = MappingProxyType(
-    {1: MappingProxyType(_V1), 2: MappingProxyType(_V1)}
+    {1: MappingProxyType(_V1), 2: MappingProxyType(_V1), 3: MappingProxyType(_V1)}
 )
 #: version -> whether the experts also forecast each group of related channels on its own and keep, per
 #: group, whichever of the joint and the grouped forecast backtests better (version 2: the same experts).
-CHANNEL_GROUPING: Mapping[int, bool] = MappingProxyType({1: False, 2: True})
+CHANNEL_GROUPING: Mapping[int, bool] = MappingProxyType({1: False, 2: True, 3: True})
+#: version -> whether the backtest shortens on short contexts (:func:`backtest_length`; version 3).
+ADAPTIVE_BACKTEST: Mapping[int, bool] = MappingProxyType({1: False, 2: False, 3: True})
+MIN_BACKTEST = 16  # steps an adapted backtest keeps at least
 LATEST_EXPERTS_VERSION = max(EXPERT_VERSIONS)
 #: The experts of the latest version; "_g" and "_sg" denoise first (Gaussian, Savitzky-Golay).
 EXPERTS = EXPERT_VERSIONS[LATEST_EXPERTS_VERSION]
+
+
+def backtest_length(span: int, backtest: int, version: int) -> int:
+    """The backtest's length for contexts whose observed part spans ``span`` steps (from the first step any
+    channel is observed to the end): ``backtest``, or with :data:`ADAPTIVE_BACKTEST` at most a third of the
+    span (and at least :data:`MIN_BACKTEST`), so that the fits before it keep two thirds of the data (a
+    short context, which the model left-pads, would otherwise backtest fits on a few steps)."""
+    if not ADAPTIVE_BACKTEST[version]:
+        return backtest
+    return min(backtest, max(MIN_BACKTEST, span // 3))
 
 
 def backtest_experts(
@@ -78,7 +92,8 @@ def backtest_experts(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each expert's forecast from the whole context, and its error on the context's own last steps.
 
-    With :data:`CHANNEL_GROUPING` (version 2), the experts also run on each group of related channels
+    With :data:`ADAPTIVE_BACKTEST` (version 3) the backtest is shortened on short contexts
+    (:func:`backtest_length`). With :data:`CHANNEL_GROUPING` (versions 2, 3), the experts also run on each group of related channels
     (:func:`panda_fm.forecasters.tensor.channels.channel_groups`) and each group keeps, per expert, the
     forecasts (the joint fit's or its own) of the smaller backtest error averaged over its channels.
 
@@ -96,6 +111,8 @@ def backtest_experts(
     """
     registry = EXPERT_VERSIONS[version]
     experts = [registry[name]() for name in names]
+    seen = np.isfinite(z).any(axis=2)  # (B, T): a step with any channel observed
+    backtest = backtest_length(int((z.shape[1] - seen.argmax(axis=1)).min()), backtest, version)
 
     def joint(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         forecasts = np.stack([e.predict(x, horizon) for e in experts], axis=1)  # (B, E, H, C)

@@ -66,3 +66,30 @@ def test_denoised_experts_filter_the_noise_and_keep_the_shape(name: str):
     assert smooth.shape == noisy.shape
     assert np.abs(smooth - clean).mean() < 0.6 * np.abs(noisy - clean).mean()
     assert expert.predict(noisy, 16).shape == (1, 16, 3)
+
+
+def test_version_3_shortens_the_backtest_on_short_contexts_only():
+    from panda_fm.forecasters.experts import MIN_BACKTEST, backtest_length
+
+    assert [backtest_length(span, 128, 2) for span in (512, 256, 40)] == [128, 128, 128]
+    assert [backtest_length(span, 128, 3) for span in (512, 384, 256, 128, 30)] == [
+        128,
+        128,
+        85,
+        42,
+        MIN_BACKTEST,
+    ]
+    z = _lorenz_like()[None]  # (1, 512, 3), fully observed: version 3 is version 2
+    v2, v3 = (backtest_experts(z, ["nvar", "analogue"], 64, 128, version=v) for v in (2, 3))
+    np.testing.assert_array_equal(v2[0], v3[0])
+    np.testing.assert_array_equal(v2[1], v3[1])
+    # 256 observed steps after 256 missing ones (a short context, left-padded): an 85-step backtest, the same
+    # in numpy and in torch
+    short = z.copy()
+    short[:, :256] = np.nan
+    numpy_v3 = backtest_experts(short, ["nvar", "analogue"], 64, 128, version=3)
+    tensor_v3 = backtest_experts_tensor(torch.from_numpy(short), ["nvar", "analogue"], 64, 128, version=3)
+    np.testing.assert_allclose(tensor_v3[0].numpy(), numpy_v3[0], atol=1e-6)
+    np.testing.assert_allclose(tensor_v3[1].numpy(), numpy_v3[1], atol=1e-6)
+    numpy_v2 = backtest_experts(short, ["nvar", "analogue"], 64, 128, version=2)
+    assert not np.allclose(numpy_v2[1], numpy_v3[1])  # the backtest itself changed

@@ -19,7 +19,12 @@ import torch
 from panda_fm.forecasters.analogue import AnalogueForecaster
 from panda_fm.forecasters.base import Forecaster, MeanForecaster, NaiveForecaster
 from panda_fm.forecasters.denoise import DenoisedForecaster
-from panda_fm.forecasters.experts import CHANNEL_GROUPING, EXPERT_VERSIONS, LATEST_EXPERTS_VERSION
+from panda_fm.forecasters.experts import (
+    CHANNEL_GROUPING,
+    EXPERT_VERSIONS,
+    LATEST_EXPERTS_VERSION,
+    backtest_length,
+)
 from panda_fm.forecasters.nvar import NVARForecaster
 from panda_fm.forecasters.tensor.analogue import analogue_forecast
 from panda_fm.forecasters.tensor.channels import channel_groups, keep_better_groups
@@ -165,6 +170,9 @@ def backtest_experts_tensor(
     when the caller has them).
     """
     experts = [_registry(version)[name] for name in names]
+    seen = torch.isfinite(z).any(dim=2)  # (B, T): a step with any channel observed
+    first = seen.to(torch.int32).argmax(dim=1)  # (B,) the first such step
+    backtest = backtest_length(int((z.shape[1] - first).min()), backtest, version)
 
     def joint(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         past_context, held_out = x[:, :-backtest], x[:, -backtest:]
