@@ -175,20 +175,8 @@ def plot_forecast(
     t_fc = np.arange(len(fc))
     for c, ax in enumerate(axes[:, 0]):
         ax.plot(t_ctx, ctx[:, c], color="0.35", lw=1, label="context")
-        if truth is not None:
-            tr = np.asarray(truth, dtype=float).reshape(len(truth), -1)
-            ax.plot(np.arange(len(tr)), tr[:, c], color="black", lw=1, ls="--", label="truth")
         ax.plot(t_fc, fc[:, c], color="tab:red", lw=1.3, label="forecast")
-        ax.axvline(0, color="0.6", lw=0.8)
-        ax.set_ylabel(columns[c] if columns else f"x{c}")
-    axes[0, 0].legend(loc="upper left", fontsize=8, ncol=3)
-    axes[-1, 0].set_xlabel("steps from the forecast origin")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _finish_panels(fig, axes, path, truth, columns, title, ncol=3)
 
 
 def plot_fan(
@@ -235,12 +223,27 @@ def plot_fan(
             )
         mid = int(np.argmin(np.abs(lv - 0.5)))
         ax.plot(t, q[:, c, mid], color="tab:red", lw=1.3, label=f"q{lv[mid]:g}")
-        if truth is not None:
-            tr = np.asarray(truth, dtype=float).reshape(len(truth), -1)[:H]
+    return _finish_panels(fig, axes, path, None if truth is None else truth[:H], columns, title, ncol=5)
+
+
+def _finish_panels(
+    fig: Any,
+    axes: np.ndarray,
+    path: str | Path,
+    truth: np.ndarray | None,
+    columns: list[str] | None,
+    title: str | None,
+    ncol: int,
+) -> Path:
+    """The common end of the per-channel forecast figures: the truth (dashed) and the forecast origin in
+    each panel, channel labels, the legend, the title; the figure written to ``path`` and closed."""
+    tr = None if truth is None else np.asarray(truth, dtype=float).reshape(len(truth), -1)
+    for c, ax in enumerate(axes[:, 0]):
+        if tr is not None:
             ax.plot(np.arange(len(tr)), tr[:, c], color="black", lw=1, ls="--", label="truth")
         ax.axvline(0, color="0.6", lw=0.8)
         ax.set_ylabel(columns[c] if columns else f"x{c}")
-    axes[0, 0].legend(loc="upper left", fontsize=7, ncol=5)
+    axes[0, 0].legend(loc="upper left", fontsize=8 if ncol <= 3 else 7, ncol=ncol)
     axes[-1, 0].set_xlabel("steps from the forecast origin")
     if title:
         fig.suptitle(title)

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from panda_fm.eval import metrics
-from panda_fm.eval.runner import EvalConfig, _no_windows, _noisy, _system_seed, _test_ids, system_windows
+from panda_fm.eval.runner import EvalConfig, _no_windows, _test_ids, noisy_batches, system_windows
 from panda_fm.forecasters import ContextForecaster, NVARForecaster
 from panda_fm.scaling import context_moments
 from panda_fm.systems.store import Dataset
@@ -341,45 +341,41 @@ def evaluate_quantiles(
     L = max(config.horizons)
     for index, sid in enumerate(tqdm(_test_ids(dataset, config), desc="probabilistic evaluation")):
         wins = system_windows(dataset, sid, config)
-        for level, sigma in enumerate(config.noise):
-            for lo in range(0, len(wins), config.batch_size):
-                batch = wins[lo : lo + config.batch_size]
-                clean = np.stack([w.context for w in batch])  # (B, T, C)
-                seen = _noisy(clean, sigma, _system_seed(config.seed, sid, level + 1, lo))
-                for method in methods:
-                    for name, (q, spread, point, paths) in method.forecast(seen, L, lv).items():
-                        for i, w in enumerate(batch):
-                            scores = score_quantiles(
-                                w.context,
-                                w.truth[:L],
-                                q[i],
-                                spread[i],
-                                None if point is None else point[i],
-                                config,
-                                lv,
-                                None if paths is None else paths[i],
-                            )
-                            per_window.append(
-                                {
-                                    "system": sid,
-                                    "ic": w.ic,
-                                    "start": w.start,
-                                    "noise": sigma,
-                                    "method": name,
-                                    "metrics": scores,
-                                }
-                            )
-                        if lo == 0 and index < n_samples:  # the first window of the first systems
-                            samples.append(
-                                {
-                                    "system": sid,
-                                    "noise": sigma,
-                                    "method": name,
-                                    "context": seen[0],
-                                    "truth": batch[0].truth[:L],
-                                    "quantiles": q[0],
-                                }
-                            )
+        for sigma, lo, batch, seen in noisy_batches(sid, wins, config):
+            for method in methods:
+                for name, (q, spread, point, paths) in method.forecast(seen, L, lv).items():
+                    for i, w in enumerate(batch):
+                        scores = score_quantiles(
+                            w.context,
+                            w.truth[:L],
+                            q[i],
+                            spread[i],
+                            None if point is None else point[i],
+                            config,
+                            lv,
+                            None if paths is None else paths[i],
+                        )
+                        per_window.append(
+                            {
+                                "system": sid,
+                                "ic": w.ic,
+                                "start": w.start,
+                                "noise": sigma,
+                                "method": name,
+                                "metrics": scores,
+                            }
+                        )
+                    if lo == 0 and index < n_samples:  # the first window of the first systems
+                        samples.append(
+                            {
+                                "system": sid,
+                                "noise": sigma,
+                                "method": name,
+                                "context": seen[0],
+                                "truth": batch[0].truth[:L],
+                                "quantiles": q[0],
+                            }
+                        )
     if not per_window:
         raise _no_windows(dataset, config)
     return {

@@ -25,7 +25,7 @@ import logging
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -210,6 +210,19 @@ def _noisy(contexts: np.ndarray, sigma: float, seed: list[int]) -> np.ndarray:
     return contexts + sigma * contexts.std(axis=1, keepdims=True) * rng.standard_normal(contexts.shape)
 
 
+def noisy_batches(
+    system: str, windows: list[Window], config: EvalConfig
+) -> Iterator[tuple[float, int, list[Window], np.ndarray]]:
+    """The windows of one system in batches, at every noise level: ``(sigma, offset of the batch's first
+    window, the batch, the contexts the methods see (B, T, C))``; the noise is seeded by system, level and
+    offset, so every method and every benchmark sees the same noisy contexts."""
+    for level, sigma in enumerate(config.noise):
+        for lo in range(0, len(windows), config.batch_size):
+            batch = windows[lo : lo + config.batch_size]
+            clean = np.stack([w.context for w in batch])  # (B, T, C)
+            yield sigma, lo, batch, _noisy(clean, sigma, _system_seed(config.seed, system, level + 1, lo))
+
+
 def score_window(
     context: np.ndarray, truth: np.ndarray, forecast: np.ndarray, config: EvalConfig
 ) -> dict[str, float]:
@@ -342,43 +355,37 @@ def evaluate(methods: Sequence[Forecaster], dataset: Dataset, config: EvalConfig
             logger.warning("skipping %s: too short for one window", sid)
             continue
         systems.append(sid)
-        for level, sigma in enumerate(config.noise):
-            for lo in range(0, len(wins), config.batch_size):
-                batch = wins[lo : lo + config.batch_size]
-                clean = np.stack([w.context for w in batch])  # (B, T, C)
-                seen = _noisy(clean, sigma, _system_seed(config.seed, sid, level + 1, lo))
-                for method in methods:
-                    t = time.perf_counter()
-                    forecast, bad, too_short = _predict(method, seen, config.forecast_length)  # (B, L, C)
-                    wall[sigma, method.name] += time.perf_counter() - t
-                    nonfinite[sigma, method.name] += bad
-                    refused[sigma, method.name] += len(batch) if too_short else 0
-                    for i, w in enumerate(batch):
-                        y, f = standardise_by_context(w.context, w.truth[:h_max], forecast[i])  # (H, C) each
-                        curves[sigma, method.name].append(
-                            metrics.smape_curve(y, f)[curve_at].astype(np.float32)
-                        )
-                        per_window.append(
-                            {
-                                "system": sid,
-                                "ic": w.ic,
-                                "start": w.start,
-                                "noise": sigma,
-                                "method": method.name,
-                                "metrics": score_window(w.context, w.truth, forecast[i], config),
-                            }
-                        )
-                    if lo == 0 and len(systems) <= config.n_samples:
-                        samples.append(
-                            {
-                                "system": sid,
-                                "noise": sigma,
-                                "method": method.name,
-                                "context": seen[0],
-                                "truth": batch[0].truth,
-                                "forecast": forecast[0],
-                            }
-                        )
+        for sigma, lo, batch, seen in noisy_batches(sid, wins, config):
+            for method in methods:
+                t = time.perf_counter()
+                forecast, bad, too_short = _predict(method, seen, config.forecast_length)  # (B, L, C)
+                wall[sigma, method.name] += time.perf_counter() - t
+                nonfinite[sigma, method.name] += bad
+                refused[sigma, method.name] += len(batch) if too_short else 0
+                for i, w in enumerate(batch):
+                    y, f = standardise_by_context(w.context, w.truth[:h_max], forecast[i])  # (H, C) each
+                    curves[sigma, method.name].append(metrics.smape_curve(y, f)[curve_at].astype(np.float32))
+                    per_window.append(
+                        {
+                            "system": sid,
+                            "ic": w.ic,
+                            "start": w.start,
+                            "noise": sigma,
+                            "method": method.name,
+                            "metrics": score_window(w.context, w.truth, forecast[i], config),
+                        }
+                    )
+                if lo == 0 and len(systems) <= config.n_samples:
+                    samples.append(
+                        {
+                            "system": sid,
+                            "noise": sigma,
+                            "method": method.name,
+                            "context": seen[0],
+                            "truth": batch[0].truth,
+                            "forecast": forecast[0],
+                        }
+                    )
     if not per_window:
         raise _no_windows(dataset, config)
 
