@@ -93,7 +93,9 @@ def test_the_shipped_config_loads_unchanged():
     cfg = PandaConfig.from_dict(raw)
     assert cfg.experts_version == 3 and cfg.incontext == "experts"
     # a config from before experts_version existed (the checkpoint as trained) reads as version 1
-    assert PandaConfig.from_dict({k: v for k, v in raw.items() if k != "experts_version"}).experts_version == 1
+    assert (
+        PandaConfig.from_dict({k: v for k, v in raw.items() if k != "experts_version"}).experts_version == 1
+    )
     assert {k: v for k, v in cfg.hyperparameters().items() if k in raw} == {
         k: v for k, v in raw.items() if k != "model_type"
     }

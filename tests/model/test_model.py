@@ -302,7 +302,9 @@ def test_experts_version_reaches_the_experts(monkeypatch, rng):
 
     versions = dict(tensor_experts.EXPERT_VERSIONS) | {3: {"nvar": lambda: NaiveForecaster()}}
     monkeypatch.setattr(tensor_experts, "EXPERT_VERSIONS", versions)
-    monkeypatch.setattr(tensor_experts, "CHANNEL_GROUPING", dict(tensor_experts.CHANNEL_GROUPING) | {3: False})
+    monkeypatch.setattr(
+        tensor_experts, "CHANNEL_GROUPING", dict(tensor_experts.CHANNEL_GROUPING) | {3: False}
+    )
     monkeypatch.setattr(panda_fm.config, "EXPERT_VERSIONS", versions)
     tensor_experts._registry.cache_clear()
     seen = []
