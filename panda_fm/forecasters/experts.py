@@ -163,7 +163,13 @@ class SelectorForecaster(ContextForecaster):
             raise ValueError(f"experts must be names from {sorted(EXPERTS)}, got {list(self.experts)}")
         if self.backtest < 1:
             raise ValueError(f"backtest must be >= 1, got {self.backtest}")
-        self.min_context = self.backtest + 80  # the NVAR needs 74 steps to fit and choose its penalty
+        # the NVAR needs 74 steps before the backtest to fit and choose its penalty; the backtest shortens
+        # on short contexts where the experts' version says so (backtest_length)
+        self.min_context = next(
+            n
+            for n in range(81, self.backtest + 81)
+            if n - backtest_length(n, self.backtest, LATEST_EXPERTS_VERSION) >= 80
+        )
 
     def _forecast(self, z: np.ndarray, horizon: int, trusted: np.ndarray | None = None) -> np.ndarray:
         if trusted is not None:  # the experts see the gaps as gaps

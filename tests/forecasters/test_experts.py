@@ -93,3 +93,15 @@ def test_version_3_shortens_the_backtest_on_short_contexts_only():
     np.testing.assert_allclose(tensor_v3[1].numpy(), numpy_v3[1], atol=1e-6)
     numpy_v2 = backtest_experts(short, ["nvar", "analogue"], 64, 128, version=2)
     assert not np.allclose(numpy_v2[1], numpy_v3[1])  # the backtest itself changed
+
+
+def test_the_selector_runs_on_contexts_its_shortened_backtest_allows():
+    from panda_fm.forecasters.base import ContextTooShortError
+    from panda_fm.forecasters.experts import SelectorForecaster
+
+    selector = SelectorForecaster()
+    assert selector.min_context == 119  # 119 - 39 backtest steps = the 80 the NVAR needs before them
+    z = _lorenz_like(160)[None]
+    assert np.isfinite(selector.predict(z[:, -128:], 32)).all()
+    with pytest.raises(ContextTooShortError, match="at least 119"):
+        selector.predict(z[:, -100:], 32)
