@@ -6,6 +6,7 @@ entry of ``sys.path``.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,3 +51,15 @@ def matmul_rate(
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     return 2 * n**3 / best_time(lambda: a @ b, repeats, device)
+
+
+def output_folder(path: str | Path) -> Path | None:
+    """Create the output folder ``path`` before any work, so that a bad ``--out`` fails at once; None (the
+    error printed to stderr, naming the fix) when it cannot be created."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"error: cannot create --out {out} ({err.strerror}); choose another folder", file=sys.stderr)
+        return None
+    return out

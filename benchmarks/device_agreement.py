@@ -20,10 +20,9 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
-from _common import SHIPPED
+from _common import SHIPPED, output_folder
 from gpu_throughput import environment, lorenz_windows
 
 from panda_fm.data.io import atomic_path
@@ -60,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out)
+    if out is None:
+        return 2
     models = {d: PandaModel.from_pretrained(SHIPPED).to(d).eval() for d in ("cpu", str(device))}
     cfg = models["cpu"].config
     horizon = cfg.prediction_length

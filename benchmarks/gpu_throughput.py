@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import REPO, SHIPPED, matmul_rate, synchronize
+from _common import REPO, SHIPPED, matmul_rate, output_folder, synchronize
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 from train_throughput import step_flops
@@ -541,11 +541,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)  # before any work: a bad --out fails at once
-    except OSError as err:
-        print(f"error: cannot create --out {out} ({err.strerror}); choose another folder", file=sys.stderr)
+    out = output_folder(args.out)
+    if out is None:
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import output_folder
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; every default is shown in ``--help``."""
@@ -66,11 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     from panda_fm.eval.baselines import make_baselines
     from panda_fm.eval.realinputs import RealInputsConfig, run_real_inputs, write_real_inputs
 
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)  # before any work: a bad --out fails at once
-    except OSError as err:
-        print(f"error: cannot create --out {out} ({err.strerror}); choose another folder", file=sys.stderr)
+    out = output_folder(args.out)
+    if out is None:
         return 2
     torch.set_num_threads(args.threads)
     pipe = PandaPipeline.from_pretrained(args.checkpoint)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import output_folder
 
 from panda_fm.eval.baselines import checkpoint_forecasters, make_baselines
 from panda_fm.eval.stress import evaluate_stress, stress_sets, write_stress_report
@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)  # before any work: a bad --out fails at once
+    out = output_folder(args.out)
+    if out is None:
+        return 2
     methods = checkpoint_forecasters(args.checkpoint)
     if args.baselines != ["none"]:
         methods += make_baselines("all" if args.baselines == ["all"] else args.baselines)

@@ -27,6 +27,7 @@ Shape letters: K trajectories, T time, D state dimension, C channels.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, partial
@@ -59,6 +60,7 @@ class StressSet:
         context_length: the context each method sees.
         noise: observation noise, a fraction of each channel's context std.
         windows_scale: windows per system, as a multiple of the run's setting (for sets of few systems).
+        data: the folder of the trajectories, shared by sets that read the same ones (default: ``name``).
     """
 
     name: str
@@ -67,6 +69,7 @@ class StressSet:
     context_length: int = 512
     noise: float = 0.0
     windows_scale: int = 1
+    data: str = ""  # the dataset folder, when sets share trajectories (default: the set's name)
 
 
 # --- trajectories ------------------------------------------------------------------------------------
@@ -277,8 +280,14 @@ def stress_sets() -> dict[str, StressSet]:
         StressSet("projected", "random projection to 1-2 channels", partial(_observed, base, _projection)),
         StressSet("coarse-4x", "25 samples per period", partial(founder_trajectories, every=4)),
         StressSet("fine-4x", "400 samples per period", partial(founder_trajectories, pts_per_period=400.0)),
-        *(StressSet(f"context-{n}", f"{n}-step contexts", base, context_length=n) for n in (128, 192, 256)),
-        *(StressSet(f"noise-{p}", f"{p}% observation noise", base, noise=p / 100) for p in (10, 20)),
+        *(
+            StressSet(f"context-{n}", f"{n}-step contexts", base, context_length=n, data="founders")
+            for n in (128, 192, 256)
+        ),
+        *(
+            StressSet(f"noise-{p}", f"{p}% observation noise", base, noise=p / 100, data="founders")
+            for p in (10, 20)
+        ),
         StressSet(
             "spatiotemporal",
             "Lorenz-96 and Kuramoto-Sivashinsky, 32 channels",
@@ -304,16 +313,13 @@ def stress_dataset(name: str, cache_dir: str | Path) -> Path:
     sets = stress_sets()
     if name not in sets:
         raise ValueError(f"unknown stress set {name!r}; choose from {', '.join(sets)}")
-    build = sets[name].build
-    data_name = "founders" if build is sets["context-128"].build else name
+    build, data_name = sets[name].build, sets[name].data or name
     root = Path(cache_dir) / f"stress-v{VERSION}" / data_name
     with _exclusive(root):
         if (root / "manifest.jsonl").exists():
             return root
         tmp = root.with_name(root.name + ".tmp")
-        if tmp.exists():
-            import shutil
-
+        if tmp.exists():  # left by an interrupted build
             shutil.rmtree(tmp)
         with DatasetWriter(
             tmp, metadata={"kind": "stress set", "set": data_name, "version": VERSION}

@@ -97,7 +97,6 @@ class CompiledField:
             response offset, response dimension.
         coupling: ``(A, K, Dmax)`` int64, the driver component forcing each response component (-1: none).
         strengths: ``(A, K, 2)`` float64: ``k_driver``, ``k_response`` of each node.
-        dim: ``D``.
     """
 
     leaves: tuple
@@ -106,7 +105,6 @@ class CompiledField:
     nodes: np.ndarray
     coupling: np.ndarray
     strengths: np.ndarray
-    dim: int
 
 
 def compile_field(f: Any, n_members: int) -> CompiledField | None:
@@ -153,7 +151,6 @@ def compile_field(f: Any, n_members: int) -> CompiledField | None:
         nodes=np.array(nodes, dtype=np.int64).reshape(-1, 4),
         coupling=coupling,
         strengths=strength,
-        dim=f.dim,
     )
 
 
