@@ -7,6 +7,11 @@ Kinds:
     ``delay``: a time-delay (Takens) embedding of one random channel, ``y_i(t) = x_j(t - i * tau)``.
     ``convex``: random convex combinations of the channels, ``y = x W^T`` with Dirichlet rows of ``W``.
     ``affine``: a random affine map, ``y = x A^T + b``.
+
+Independently of the kind, a window can be observed in ways unlike the stored trajectories (the stress suite's
+conditions, :mod:`panda_fm.eval.stress`): resampled at another rate (:func:`resample`), given a shorter context
+(left-padded as missing, :func:`shorten_contexts`) and observation noise (:func:`add_context_noise`), and a
+batch can keep fewer channels (partial observation; :class:`panda_fm.data.windows.WindowSampler`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,17 @@ class AugmentConfig:
     # probability noise_rate a window's context gets Gaussian noise of std U(0, noise) x each channel's std.
     noise: float = 0.0
     noise_rate: float = 0.5
+    # Sampling rate: with probability resample_rate a window is resampled to a rate log-uniform in
+    # [1 / max_resample, max_resample] times the stored one (cubic interpolation between stored steps).
+    resample_rate: float = 0.0
+    max_resample: float = 4.0
+    # Short contexts: with probability short_rate a context keeps only its last U{min_context, ...,
+    # context_length - 1} steps, the rest missing (NaN), as the model left-pads a short context.
+    short_rate: float = 0.0
+    min_context: int = 128
+    # Partial observation: with probability partial_rate a batch keeps U{1, ..., C - 1} channels of the C it
+    # would keep.
+    partial_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rate <= 1.0:
@@ -53,6 +69,20 @@ class AugmentConfig:
             raise ValueError(
                 f"augment.noise must be >= 0 and augment.noise_rate in [0, 1], got {self.noise}, {self.noise_rate}"
             )
+        for name in ("resample_rate", "short_rate", "partial_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"augment.{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.max_resample < 1:
+            raise ValueError(f"augment.max_resample must be >= 1, got {self.max_resample}")
+        if self.min_context < 1:
+            raise ValueError(f"augment.min_context must be >= 1, got {self.min_context}")
+
+    def resample_factor(self, rng: np.random.Generator) -> float:
+        """Stored steps per window step: 1, or with probability ``resample_rate`` log-uniform in
+        ``[1 / max_resample, max_resample]`` (draws nothing when ``resample_rate`` is 0)."""
+        if self.resample_rate <= 0 or rng.random() >= self.resample_rate:
+            return 1.0
+        return float(np.exp(rng.uniform(-1.0, 1.0) * np.log(self.max_resample)))
 
     def history_needed(self, num_channels: int) -> int:
         """Steps of history before a window that a delay embedding into ``num_channels`` may read."""
@@ -122,6 +152,48 @@ def augment_window(
     if kind == "convex":
         return convex_combination(window, rng, config.dirichlet_alpha), kind
     return affine_map(window, rng, config.affine_bias_scale), kind
+
+
+def resample_extent(length: int, factor: float) -> int:
+    """Stored steps :func:`resample` reads to make ``length`` steps ``factor`` stored steps apart."""
+    return length if factor == 1.0 else int(np.floor(factor * (length - 1))) + 4
+
+
+def resample(x: np.ndarray, factor: float, length: int) -> np.ndarray:
+    """Resample ``x`` ``(T, D)`` to ``length`` steps ``factor`` stored steps apart.
+
+    Output step ``i`` is the value at stored time ``1 + i * factor``, interpolated by the cubic through the 4
+    nearest stored steps (exact at whole times: a whole ``factor`` subsamples). ``x`` must hold
+    :func:`resample_extent` steps; ``factor == 1`` returns ``x[:length]``.
+    """
+    if factor == 1.0:
+        return x[:length]
+    need = resample_extent(length, factor)
+    assert x.shape[0] >= need, f"need {need} steps, got {x.shape[0]}"
+    pos = 1.0 + factor * np.arange(length)
+    i = np.floor(pos).astype(np.int64)  # the stencil is i - 1 .. i + 2
+    u = (pos - i)[:, None]
+    weights = (  # Lagrange weights of the nodes -1, 0, 1, 2 at u in [0, 1)
+        -u * (u - 1) * (u - 2) / 6,
+        (u + 1) * (u - 1) * (u - 2) / 2,
+        -(u + 1) * u * (u - 2) / 2,
+        (u + 1) * u * (u - 1) / 6,
+    )
+    out = sum(w * x[i + offset] for w, offset in zip(weights, (-1, 0, 1, 2), strict=True))
+    return out.astype(x.dtype)
+
+
+def shorten_contexts(
+    batch: np.ndarray, context_length: int, config: AugmentConfig, rng: np.random.Generator
+) -> None:
+    """Cut contexts of a batch ``(B, L, C)`` in place (see ``AugmentConfig.short_rate``): NaN before the kept steps."""
+    if config.short_rate <= 0 or config.min_context >= context_length:
+        return
+    B = batch.shape[0]
+    short = rng.random(B) < config.short_rate
+    kept = rng.integers(config.min_context, context_length, size=B)
+    for b in np.flatnonzero(short):
+        batch[b, : context_length - kept[b]] = np.nan
 
 
 def add_context_noise(

@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from panda_fm.data.augment import AugmentConfig, add_context_noise, augment_window
+from panda_fm.data.augment import (
+    AugmentConfig,
+    add_context_noise,
+    augment_window,
+    resample,
+    resample_extent,
+    shorten_contexts,
+)
 from panda_fm.systems.store import Dataset, open_dataset
 
 logger = logging.getLogger(__name__)
@@ -126,20 +133,28 @@ class WindowSampler:
     def draw(
         self, rng: np.random.Generator, residue: int = 0, modulus: int = 1
     ) -> tuple[np.ndarray, tuple[int, int, int]]:
-        """One raw slice ``(history + length, D)`` and its key ``(system, ic, start)``."""
+        """One raw slice ``(history + length, D)`` and its key ``(system, ic, start)``.
+
+        With ``augment.resample_rate`` the slice may be resampled from ``resample_extent`` stored steps, which
+        ``start`` then names the first of (plus ``history``).
+        """
         L = self.spec.length
+        factor = self.augment.resample_factor(rng) if self.augment is not None else 1.0
+        # coarser than the longest system allows: as coarse as it allows
+        factor = min(factor, (int(self.shapes[:, 1].max()) - 4) / (self.history + L - 1))
+        extent = resample_extent(self.history + L, factor)  # stored steps read
         for _ in range(1000):
             s = int(rng.integers(len(self.ids)))
             K, T, _ = self.shapes[s]
-            last = T - L  # last valid start
+            last = T - extent + self.history  # last valid start
             first = self.history + ((residue - self.history) % modulus)  # first start in the residue class
             if first > last:
-                continue  # this system has no start in the class; draw another
+                continue  # this system has no start in the class (or is too short to resample); draw another
             start = first + modulus * int(rng.integers((last - first) // modulus + 1))
             k = int(rng.integers(K))
             traj = self.dataset.load(self.ids[s])
-            raw = np.array(traj[k, start - self.history : start + L], dtype=np.float32)
-            return raw, (s, k, start)
+            raw = np.array(traj[k, start - self.history : start - self.history + extent], dtype=np.float32)
+            return resample(raw, factor, self.history + L), (s, k, start)
         raise RuntimeError(f"no system has a window start with start % {modulus} == {residue}")
 
     def sample_batch(
@@ -147,11 +162,13 @@ class WindowSampler:
     ) -> dict[str, torch.Tensor]:
         """A batch of windows sharing one channel count.
 
-        The channel count is ``min(num_channels, fewest channels of a window in the batch)``; each window
-        keeps a random subset (in random order) of that many of its channels.
+        The channel count is ``min(num_channels, fewest channels of a window in the batch)`` (fewer with
+        ``augment.partial_rate``); each window keeps a random subset (in random order) of that many of its
+        channels.
 
         Returns:
-            ``context (B, context_length, C)``, ``target (B, prediction_length, C)`` float32 and
+            ``context (B, context_length, C)`` (NaN before a shortened context's steps),
+            ``target (B, prediction_length, C)`` float32 and
             ``key (B, 3)`` int64 (system index into ``ids``, initial condition, start).
         """
         L = self.spec.length
@@ -165,11 +182,15 @@ class WindowSampler:
             windows.append(window)
             keys.append(key)
         C = min(self.spec.num_channels, min(w.shape[1] for w in windows))
+        if self.augment is not None and C > 1 and self.augment.partial_rate > 0:
+            if rng.random() < self.augment.partial_rate:
+                C = int(rng.integers(1, C))
         batch = np.empty((batch_size, L, C), dtype=np.float32)
         for i, w in enumerate(windows):
             batch[i] = w[:, rng.choice(w.shape[1], size=C, replace=False)]
         if self.augment is not None:
             add_context_noise(batch, self.spec.context_length, self.augment, rng)
+            shorten_contexts(batch, self.spec.context_length, self.augment, rng)
         x = torch.from_numpy(batch)  # (B, L, C)
         return {
             "context": x[:, : self.spec.context_length].contiguous(),

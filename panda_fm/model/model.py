@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from copy import deepcopy
 from typing import Any
 
 import torch
@@ -23,6 +24,9 @@ from panda_fm.model.experts import expert_forecasts
 from panda_fm.model.incontext import AnalogueForecast
 from panda_fm.model.layers import DynamicsEmbedding, EncoderLayer, LinearPatchEmbedding, rope_tables
 from panda_fm.scaling import InstanceScale, fit_scale
+
+#: the backtest prior's sharpness before training: logits ``-8 x log(backtest error)`` (``incontext="experts"``)
+PRIOR_SHARPNESS = 8.0
 
 
 class PandaModel(PreTrainedModel):
@@ -136,7 +140,7 @@ class PandaModel(PreTrainedModel):
             # the log of an expert's backtest error, times this vector, marks its tokens too
             self.error_embedding = nn.Parameter(torch.randn(config.d_model, generator=gen) * config.init_std)
             # logits start at -sharpness x log(backtest error): the best-backtested expert wins
-            self.log_backtest_sharpness = nn.Parameter(torch.tensor(math.log(8.0)))
+            self.log_backtest_sharpness = nn.Parameter(torch.tensor(math.log(PRIOR_SHARPNESS)))
             self.head = nn.Linear(config.d_model, 1, bias=False)  # an expert's pooled tokens -> its logit
         else:
             self.head = nn.Linear(config.d_model, config.prediction_length, bias=False)
@@ -264,6 +268,24 @@ class PandaModel(PreTrainedModel):
         prior = -self.log_backtest_sharpness.exp() * system_error  # (B, E, 1 or C)
         logits = self.head(pooled).squeeze(-1).float() + prior.transpose(1, 2)  # (B, C, E)
         return forecasts[:, :, : horizon or H], torch.softmax(logits, dim=-1).transpose(1, 2)
+
+    def prior_only(self) -> PandaModel:
+        """A copy whose choice among the experts is the untrained backtest prior (``incontext="experts"``).
+
+        The network's learned part, the head that reads the experts' tokens, is switched off and the prior's
+        sharpness is reset to :data:`PRIOR_SHARPNESS`, so each channel forecasts with the expert that an
+        untrained model would choose. Comparing a checkpoint with its ``prior_only`` copy measures what
+        training the network added.
+        """
+        if self.config.incontext != "experts":
+            raise ValueError(
+                f"prior_only needs a model with incontext='experts', not {self.config.incontext!r}"
+            )
+        copy = deepcopy(self)
+        with torch.no_grad():
+            copy.head.weight.zero_()
+            copy.log_backtest_sharpness.fill_(math.log(PRIOR_SHARPNESS))
+        return copy
 
     def _context_tokens(
         self, x: torch.Tensor, observed: torch.Tensor | None

@@ -111,7 +111,9 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> PretrainResult:
         save_config(config, out / "config.yaml")
     setup_process(tc)
 
-    module = PandaLightningModule(config.model, tc, debug_dir=out / "debug")
+    # shortened contexts hold NaN (left padding), which the masked loss handles as the model's forward does
+    shortened = config.data.augment.short_rate > 0
+    module = PandaLightningModule(config.model, tc, debug_dir=out / "debug", mask_missing=shortened)
     datamodule = PandaDataModule(config.data, config.model.context_length, config.target_length, seed=tc.seed)
     datamodule.setup("fit")
     trainer = build_trainer(
@@ -151,6 +153,15 @@ def augmentations(aug: AugmentConfig) -> str:
     parts = [f"{', '.join(aug.kinds)} at rate {aug.rate:g}"] if aug.rate > 0 else []
     if aug.noise > 0 and aug.noise_rate > 0:
         parts.append(f"context noise U(0, {aug.noise:g}) x channel std on {aug.noise_rate:.0%} of windows")
+    if aug.resample_rate > 0:
+        parts.append(
+            f"resampled to 1/{aug.max_resample:g}-{aug.max_resample:g}x the stored rate on "
+            f"{aug.resample_rate:.0%} of windows"
+        )
+    if aug.short_rate > 0:
+        parts.append(f"contexts cut to {aug.min_context}+ steps on {aug.short_rate:.0%} of windows")
+    if aug.partial_rate > 0:
+        parts.append(f"fewer channels on {aug.partial_rate:.0%} of batches")
     return "; ".join(parts) or "none"
 
 

@@ -69,6 +69,11 @@ def test_rate_zero_is_identity_and_rate_is_respected():
         ({"max_delay": 0}, "max_delay"),
         ({"noise": -0.1}, "augment.noise"),
         ({"noise_rate": 2.0}, "noise_rate"),
+        ({"resample_rate": -0.1}, "resample_rate"),
+        ({"short_rate": 1.1}, "short_rate"),
+        ({"partial_rate": 2.0}, "partial_rate"),
+        ({"max_resample": 0.5}, "max_resample"),
+        ({"min_context": 0}, "min_context"),
     ],
 )
 def test_config_errors_name_the_field(kwargs: dict, match: str):
@@ -91,3 +96,56 @@ def test_context_noise_touches_only_contexts_at_the_configured_level():
     clean = before.copy()
     add_context_noise(clean, 60, AugmentConfig(), np.random.default_rng(1))
     np.testing.assert_array_equal(clean, before)  # off by default
+
+
+def test_resample_subsamples_at_whole_factors_and_is_exact_for_cubics():
+    from panda_fm.data.augment import resample, resample_extent
+
+    t = np.arange(40, dtype=np.float64)
+    x = np.stack([t**3 - 2 * t, np.sin(t)], axis=1)  # (40, 2)
+    # a whole factor reads stored steps 1, 3, 5, ...
+    np.testing.assert_array_equal(resample(x, 2.0, 10), x[1:20:2])
+    # 4x finer: times 1, 1.25, 1.5, ...; the cubic through 4 steps reproduces a cubic
+    fine = resample(x, 0.25, 12)
+    times = 1 + 0.25 * np.arange(12)
+    np.testing.assert_allclose(fine[:, 0], times**3 - 2 * times, rtol=1e-12, atol=1e-9)
+    # a sine sampled at 1 step per radian: within the bound max|(u+1)u(u-1)(u-2)| / 4! = 0.0234
+    np.testing.assert_allclose(fine[:, 1], np.sin(times), atol=0.0235)
+    assert resample_extent(12, 0.25) == 6 and resample_extent(10, 1.0) == 10
+    assert resample(x, 2.5, 14).shape == (14, 2) and resample_extent(14, 2.5) <= 40
+    with pytest.raises(AssertionError, match="need"):
+        resample(x[:20], 2.5, 14)
+    np.testing.assert_array_equal(resample(x, 1.0, 7), x[:7])
+
+
+def test_resample_factor_is_log_uniform_within_the_bounds():
+    cfg = AugmentConfig(resample_rate=0.5, max_resample=4.0)
+    rng = np.random.default_rng(0)
+    factors = np.array([cfg.resample_factor(rng) for _ in range(4000)])
+    changed = factors[factors != 1.0]
+    assert 1800 < len(changed) < 2200
+    assert changed.min() >= 0.25 and changed.max() <= 4.0
+    assert abs(np.median(np.log(changed))) < 0.1  # as often finer as coarser
+    before = np.random.default_rng(5)
+    assert AugmentConfig().resample_factor(before) == 1.0
+    assert before.random() == np.random.default_rng(5).random()  # off: draws nothing
+
+
+def test_shorten_contexts_pads_with_nan_before_the_kept_steps():
+    from panda_fm.data.augment import shorten_contexts
+
+    batch = np.random.default_rng(0).normal(size=(300, 20, 2)).astype(np.float32)
+    before = batch.copy()
+    shorten_contexts(batch, 16, AugmentConfig(short_rate=0.5, min_context=6), np.random.default_rng(1))
+    np.testing.assert_array_equal(batch[:, 16:], before[:, 16:])  # targets untouched
+    missing = np.isnan(batch[:, :16, 0])  # (B, 16)
+    np.testing.assert_array_equal(missing, np.isnan(batch[:, :16, 1]))  # every channel alike
+    pad = missing.sum(axis=1)
+    for b in range(300):  # a prefix is missing, the rest is the original
+        assert not missing[b, pad[b] :].any()
+        np.testing.assert_array_equal(batch[b, pad[b] :], before[b, pad[b] :])
+    short = pad > 0
+    assert 120 < short.sum() < 180 and pad.max() <= 10 and set(pad[short]) == set(range(1, 11))
+    unchanged = before.copy()
+    shorten_contexts(unchanged, 16, AugmentConfig(), np.random.default_rng(1))
+    np.testing.assert_array_equal(unchanged, before)

@@ -90,3 +90,26 @@ def test_ranks_draw_disjoint_windows(tiny_dataset: Path):
     ]
     assert len(seen[0]) > 100 and len(seen[1]) > 100
     assert not seen[0] & seen[1]
+
+
+def test_observation_augmentations_resample_shorten_and_drop_channels(tiny_dataset: Path):
+    from panda_fm.data.augment import resample, resample_extent
+
+    ds = open_dataset(tiny_dataset)
+    aug = AugmentConfig(rate=0.0, resample_rate=1.0, max_resample=2.0, short_rate=1.0, min_context=40)
+    sampler = WindowSampler(tiny_dataset, ds.ids("train"), SPEC, aug)
+    # a drawn window is the stored trajectory resampled from its start by the factor drawn first
+    rng = np.random.default_rng(3)
+    factor = aug.resample_factor(np.random.default_rng(3))
+    raw, (s, k, start) = sampler.draw(rng)
+    stored = ds.load(sampler.ids[s])[k, start : start + resample_extent(SPEC.length, factor)]
+    np.testing.assert_allclose(raw, resample(stored.astype(np.float32), factor, SPEC.length), rtol=1e-5)
+    assert factor != 1.0 and raw.shape == (SPEC.length, 3)
+    batch = sampler.sample_batch(np.random.default_rng(0), 32)
+    pad = torch.isnan(batch["context"][:, :, 0]).sum(dim=1)
+    assert (pad >= 1).all() and (pad <= SPEC.context_length - 40).all()
+    assert torch.isfinite(batch["target"]).all()
+    # partial observation: some batches keep 1 channel instead of 2
+    partial = WindowSampler(tiny_dataset, ds.ids("train"), SPEC, AugmentConfig(partial_rate=0.5))
+    counts = [partial.sample_batch(np.random.default_rng(i), 4)["context"].shape[2] for i in range(40)]
+    assert set(counts) == {1, 2} and 10 < counts.count(1) < 30

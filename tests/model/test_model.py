@@ -191,6 +191,24 @@ def test_experts_select_the_highest_weight_per_channel_or_mix(rng):
     torch.testing.assert_close(mixed, (forecasts * weights.unsqueeze(2)).sum(1))
 
 
+def test_prior_only_switches_the_trained_choice_back_to_the_backtest_prior(rng):
+    model = random_model(incontext="experts", experts=["analogue", "nvar"])
+    untrained = model.prior_only()
+    x = torch.randn(2, 512, 2, generator=rng).cumsum(1) / 10
+    with torch.no_grad():
+        model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=rng))  # "trained"
+        model.log_backtest_sharpness.fill_(0.3)
+        _, trained_weights = model.expert_weights(x)
+        prior = model.prior_only()
+        _, prior_weights = prior.expert_weights(x)
+        _, init_weights = untrained.expert_weights(x)
+    assert not torch.allclose(trained_weights, prior_weights)
+    torch.testing.assert_close(prior_weights, init_weights)  # the prior of a model before training
+    assert model.head.weight.abs().sum() > 0 and float(model.log_backtest_sharpness) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="incontext='experts'"):
+        random_model().prior_only()
+
+
 def test_experts_model_forecasts_any_horizon_in_one_pass(rng):
     model = random_model(incontext="experts", experts=["analogue", "nvar"])
     x = torch.randn(2, 512, 3, generator=rng).cumsum(1) / 10
