@@ -7,6 +7,7 @@ length, observation noise).
 
 | set | what | systems |
 |---|---|---|
+| ``clean`` | no stress: the reference condition, fully observed, 512-step contexts | held-out founders |
 | ``observed-x0`` | the first coordinate only | held-out founders |
 | ``projected`` | a random linear projection of the standardised state to 1 or 2 channels | held-out founders |
 | ``coarse-4x`` | every 4th sample: 25 per dominant period | held-out founders |
@@ -276,6 +277,7 @@ def stress_sets() -> dict[str, StressSet]:
     """Every set of the suite, by name, in report order."""
     base = partial(founder_trajectories)
     sets = [
+        StressSet("clean", "as integrated (the reference condition)", base, data="founders"),
         StressSet("observed-x0", "first coordinate only", partial(_observed, base, _first_coordinate)),
         StressSet("projected", "random projection to 1-2 channels", partial(_observed, base, _projection)),
         StressSet("coarse-4x", "25 samples per period", partial(founder_trajectories, every=4)),

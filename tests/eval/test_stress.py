@@ -33,8 +33,9 @@ def cache(tmp_path_factory):
 
 def test_the_suite_holds_the_sets_the_issue_names():
     sets = stress_sets()
-    for name in ("observed-x0", "projected", "coarse-4x", "fine-4x", "noise-10", "noise-20"):
+    for name in ("clean", "observed-x0", "projected", "coarse-4x", "fine-4x", "noise-10", "noise-20"):
         assert name in sets
+    assert sets["clean"].noise == 0 and sets["clean"].context_length == 512
     assert [sets[f"context-{n}"].context_length for n in (128, 192, 256)] == [128, 192, 256]
     assert sets["noise-20"].noise == 0.2
     assert set(held_out_founders()) <= HELD_OUT and set(NONPOLYNOMIAL) <= HELD_OUT
