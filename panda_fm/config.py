@@ -15,11 +15,13 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
-from panda_fm.forecasters import EXPERT_VERSIONS, EXPERTS
+from panda_fm.forecasters import EXPERT_VERSIONS
 
 POOLING_TYPES = ("mean", "max")
 INCONTEXT_TYPES = ("none", "analogue", "experts")
-EXPERT_NAMES = tuple(EXPERTS)  # the in-context experts a config may name
+# the default in-context experts: the five of the default experts_version (versions 1-3 share them); a
+# config that wants a later version's additions (version 4's analogue_auto) names them
+EXPERT_NAMES = tuple(EXPERT_VERSIONS[1])
 MODEL_TYPE = "panda_fm"
 # Keys that are not fields but that transformers writes into config.json (to_dict) or passes when it loads one
 # (from_pretrained); "panda_fm_version" was written by earlier panda_fm versions. Any other key is an error.

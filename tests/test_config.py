@@ -5,6 +5,7 @@ import pytest
 import transformers
 
 from panda_fm import PandaConfig
+from panda_fm.config import EXPERT_NAMES
 from panda_fm.training.config import load_config, override_keys, save_config
 
 
@@ -103,10 +104,20 @@ def test_the_shipped_config_loads_unchanged():
 
 
 def test_experts_version_is_validated():
-    with pytest.raises(ValueError, match=r"experts_version must be one of \[1, 2, 3\]"):
+    with pytest.raises(ValueError, match=r"experts_version must be one of \[1, 2, 3, 4\]"):
         PandaConfig(incontext="experts", experts_version=7)
     with pytest.raises(ValueError, match="experts_version"):
         PandaConfig(experts_version=True)
+
+
+def test_the_default_experts_are_the_five_of_versions_1_to_3_and_version_4_adds_one_by_name():
+    assert EXPERT_NAMES == ("nvar", "nvar_g1", "nvar_sg11", "analogue", "analogue_g2")
+    for version in (1, 3, 4):  # a config that names no experts reads as before with any version
+        assert PandaConfig(incontext="experts", experts_version=version).experts == list(EXPERT_NAMES)
+    cfg = PandaConfig(incontext="experts", experts_version=4, experts=[*EXPERT_NAMES, "analogue_auto"])
+    assert cfg.experts[-1] == "analogue_auto"
+    with pytest.raises(ValueError, match="experts must be distinct names"):
+        PandaConfig(incontext="experts", experts_version=3, experts=["nvar", "analogue_auto"])
 
 
 def test_run_configs_list_and_write_only_our_fields(tmp_path):

@@ -7,7 +7,7 @@ directory becomes a method through :class:`PipelineForecaster`. Every method has
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,6 @@ import numpy as np
 
 from panda_fm.forecasters import (
     AnalogueForecaster,
-    ContextForecaster,
     Forecaster,
     LinearARForecaster,
     MeanForecaster,
@@ -24,16 +23,19 @@ from panda_fm.forecasters import (
     QuadraticNVARForecaster,
     SelectorForecaster,
 )
+from panda_fm.forecasters.experts import EXPERT_VERSIONS
 
 __all__ = ["BASELINES", "make_baselines", "PipelineForecaster", "checkpoint_forecasters"]
 
-BASELINES: dict[str, type[ContextForecaster]] = {
+#: name -> factory of the forecaster with its default settings
+BASELINES: dict[str, Callable[[], Forecaster]] = {
     "mean": MeanForecaster,
     "naive": NaiveForecaster,
     "linear_ar": LinearARForecaster,
     "nvar": NVARForecaster,
     "nvar2": QuadraticNVARForecaster,
     "analogue": AnalogueForecaster,
+    "analogue_auto": EXPERT_VERSIONS[4]["analogue_auto"],  # the embedding chosen on the context
     "selector": SelectorForecaster,
 }
 

@@ -5,13 +5,62 @@ Shape letters: B batch, T time, C channels, N library states, L delays.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from panda_fm.forecasters.base import IteratedDelayForecaster, delay_vector
 
-__all__ = ["AnalogueForecaster"]
+__all__ = ["AnalogueForecaster", "auto_embedding", "correlation_time"]
+
+
+def correlation_time(z: np.ndarray, threshold: float) -> np.ndarray:
+    """The first lag at which the channels' mean autocorrelation falls below ``threshold``, per series.
+
+    Args:
+        z: ``(B, T, C)`` standardised series (no NaN).
+        threshold: the autocorrelation to fall below, in ``(-1, 1)``.
+
+    Returns:
+        ``(B,)`` int lags in ``[1, T // 2]``; ``T // 2`` where the autocorrelation stays above ``threshold``
+        up to that lag. The autocorrelation of a channel at lag ``l`` is ``sum_t z[t] z[t + l] / sum_t z[t]^2``
+        (a constant channel counts as 0), computed by FFT. Mirrored in torch by
+        :func:`panda_fm.forecasters.tensor.analogue.correlation_time`.
+    """
+    n = z.shape[1]
+    max_lag = n // 2
+    f = np.fft.rfft(z, n=2 * n, axis=1)  # (B, F, C)
+    cov = np.fft.irfft(f.real**2 + f.imag**2, n=2 * n, axis=1)[:, : max_lag + 1]  # (B, max_lag + 1, C)
+    var = cov[:, :1]  # (B, 1, C); about T for a standardised channel
+    varies = var > 1e-6 * n  # a constant channel standardises to ~0 and counts as uncorrelated
+    acf = np.where(varies, cov / np.where(varies, var, 1.0), 0.0).mean(axis=2)  # (B, max_lag + 1)
+    below = acf[:, 1:] < threshold  # (B, max_lag)
+    return np.where(below.any(axis=1), below.argmax(axis=1) + 1, max_lag)
+
+
+def auto_embedding(
+    z: np.ndarray, delays: int, threshold: float, min_embedding: int
+) -> tuple[int, np.ndarray]:
+    """The delay embedding chosen on the context (``AnalogueForecaster(embedding="auto")``).
+
+    The number of delays is ``delays``, raised so that ``delays * C`` reaches ``min_embedding``; each series'
+    stride is its :func:`correlation_time` divided by the delays (rounded half up, at least 1), and at most
+    what keeps a delay vector within half the context.
+
+    Args:
+        z: ``(B, T, C)`` standardised series (no NaN).
+        delays: the fewest delays.
+        threshold: the autocorrelation that defines the correlation time.
+        min_embedding: the fewest entries ``delays * C`` of a delay vector.
+
+    Returns:
+        The number of delays, and ``(B,)`` int strides.
+    """
+    c = z.shape[2]
+    n_delays = max(delays, -(-min_embedding // c))
+    tau = correlation_time(z, threshold)  # (B,)
+    cap = max(1, (z.shape[1] // 2) // max(n_delays - 1, 1))
+    return n_delays, np.clip((2 * tau + n_delays) // (2 * n_delays), 1, cap)
 
 
 @dataclass
@@ -22,6 +71,12 @@ class AnalogueForecaster(IteratedDelayForecaster):
     ``exp(-d / d_min)``. ``exclude_recent`` drops the context's last steps from the library (a Theiler
     window; their neighbours only extrapolate the current velocity); on the held-out founders leaving
     it at 0 scored better.
+
+    With ``embedding="auto"`` the embedding is chosen on each context (:func:`auto_embedding`), so that it
+    follows the sampling rate and the number of observed channels: ``delays`` is then the fewest delays
+    (raised until ``delays * C >= min_embedding``), ``stride`` is ignored, and each series gets the stride
+    ``correlation time / delays``, the correlation time being the first lag at which its channels' mean
+    autocorrelation falls below ``acf_threshold``.
     """
 
     name: str = "analogue"
@@ -29,12 +84,32 @@ class AnalogueForecaster(IteratedDelayForecaster):
     stride: int = 4
     k: int = 4
     exclude_recent: int = 0
+    embedding: str = "fixed"  # "fixed": delays and stride as given; "auto": chosen on each context
+    acf_threshold: float = 0.5
+    min_embedding: int = 0
 
     def __post_init__(self) -> None:
+        if self.embedding not in ("fixed", "auto"):
+            raise ValueError(f"embedding must be 'fixed' or 'auto', got {self.embedding!r}")
+        if self.embedding == "auto" and not -1 < self.acf_threshold < 1:
+            raise ValueError(f"acf_threshold must be in (-1, 1), got {self.acf_threshold}")
         super().__post_init__()
         if self.k < 1 or self.exclude_recent < 0:
             raise ValueError(f"need k >= 1 and exclude_recent >= 0, got {self.k} and {self.exclude_recent}")
-        self.min_context = self.span + self.exclude_recent + self.k + 1
+        # "auto": the shortest embedding it may choose, stride 1 (and the delays of one channel)
+        span = self.span if self.embedding == "fixed" else max(self.delays, self.min_embedding)
+        self.min_context = span + self.exclude_recent + self.k + 1
+
+    def _forecast(self, z: np.ndarray, horizon: int, trusted: np.ndarray | None = None) -> np.ndarray:
+        if self.embedding == "fixed":
+            return super()._forecast(z, horizon, trusted)
+        delays, strides = auto_embedding(z, self.delays, self.acf_threshold, self.min_embedding)
+        out = np.empty((z.shape[0], horizon, z.shape[2]))  # (B, H, C)
+        for stride in np.unique(strides):  # the series of one stride run in lockstep
+            rows = np.flatnonzero(strides == stride)
+            fixed = replace(self, embedding="fixed", delays=delays, stride=int(stride))
+            out[rows] = fixed._forecast(z[rows], horizon, None if trusted is None else trusted[rows])
+        return out
 
     def _fit(
         self, z: np.ndarray, trusted: np.ndarray | None = None

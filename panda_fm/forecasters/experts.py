@@ -5,7 +5,8 @@ context it reads, so their settings are part of the checkpoint's behaviour. They
 full, never taken from a forecaster's defaults: tuning a baseline cannot change a shipped model's forecasts.
 A change to any expert is a new version (add an entry to :data:`EXPERT_VERSIONS`; configs name the version
 they were trained with). A saved-output regression test (``tests/forecasters/test_experts.py``) pins
-version 1.
+version 1. Version 4 adds ``analogue_auto`` (the analogue with its delay embedding chosen on the context) to
+version 3's five.
 
 Shape letters: B batch, T time, C channels, E experts, H horizon, V backtest steps.
 """
@@ -54,6 +55,22 @@ def _analogue() -> AnalogueForecaster:
     return AnalogueForecaster(delays=4, stride=4, clip=True, k=4, exclude_recent=0)
 
 
+def _analogue_auto() -> AnalogueForecaster:
+    """The analogue with its embedding chosen on each context (version 4): 4 nearest neighbours, at least 4
+    delays and at least 12 entries (12 delays of one channel, 6 of two), the stride the correlation time (the
+    first lag at which the channels' mean autocorrelation falls below 0.25) over the delays."""
+    return AnalogueForecaster(
+        name="analogue_auto",
+        delays=4,
+        clip=True,
+        k=4,
+        exclude_recent=0,
+        embedding="auto",
+        acf_threshold=0.25,
+        min_embedding=12,
+    )
+
+
 _V1: dict[str, Callable[[], Forecaster]] = {
     "nvar": _nvar,
     "nvar_g1": lambda: DenoisedForecaster(_nvar(), "gauss", 1.0, "nvar_g1"),
@@ -62,15 +79,23 @@ _V1: dict[str, Callable[[], Forecaster]] = {
     "analogue_g2": lambda: DenoisedForecaster(_analogue(), "gauss", 2.0, "analogue_g2"),
 }
 
+# version 4: version 3's experts and the analogue whose embedding follows the sampling rate and the channels
+_V4: dict[str, Callable[[], Forecaster]] = {**_V1, "analogue_auto": _analogue_auto}
+
 #: version -> (expert name -> factory); read-only.
 EXPERT_VERSIONS: Mapping[int, Mapping[str, Callable[[], Forecaster]]] = MappingProxyType(
-    {1: MappingProxyType(_V1), 2: MappingProxyType(_V1), 3: MappingProxyType(_V1)}
+    {
+        1: MappingProxyType(_V1),
+        2: MappingProxyType(_V1),
+        3: MappingProxyType(_V1),
+        4: MappingProxyType(_V4),
+    }
 )
 #: version -> whether the experts also forecast each group of related channels on its own and keep, per
 #: group, whichever of the joint and the grouped forecast backtests better (version 2: the same experts).
-CHANNEL_GROUPING: Mapping[int, bool] = MappingProxyType({1: False, 2: True, 3: True})
+CHANNEL_GROUPING: Mapping[int, bool] = MappingProxyType({1: False, 2: True, 3: True, 4: True})
 #: version -> whether the backtest shortens on short contexts (:func:`backtest_length`; version 3).
-ADAPTIVE_BACKTEST: Mapping[int, bool] = MappingProxyType({1: False, 2: False, 3: True})
+ADAPTIVE_BACKTEST: Mapping[int, bool] = MappingProxyType({1: False, 2: False, 3: True, 4: True})
 MIN_BACKTEST = 16  # steps an adapted backtest keeps at least
 LATEST_EXPERTS_VERSION = max(EXPERT_VERSIONS)
 #: The experts of the latest version; "_g" and "_sg" denoise first (Gaussian, Savitzky-Golay).

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from panda_fm import PandaPipeline
 from panda_fm.config import EXPERT_NAMES, PandaConfig
-from panda_fm.forecasters import EXPERTS, AnalogueForecaster, NVARForecaster
+from panda_fm.forecasters import EXPERT_VERSIONS, EXPERTS, AnalogueForecaster, NVARForecaster
 from panda_fm.forecasters.experts import backtest_experts
 from panda_fm.model.experts import expert_forecasts
 from tests.conftest import FIXTURES
@@ -18,8 +18,9 @@ def _lorenz_like(T: int = 512) -> np.ndarray:
     return np.stack([np.sin(t), np.cos(1.3 * t), np.sin(0.7 * t) * np.cos(t)], axis=1)
 
 
-def test_a_default_experts_config_uses_every_expert_in_order():
-    assert PandaConfig(incontext="experts").experts == list(EXPERTS)
+def test_a_default_experts_config_uses_the_experts_of_its_default_version_in_order():
+    """The default experts are version 1's five (versions 1-3 share them; version 4 adds one, named explicitly)."""
+    assert PandaConfig(incontext="experts").experts == list(EXPERT_VERSIONS[1]) == list(EXPERTS)[:5]
 
 
 def test_raw_experts_are_the_baselines():

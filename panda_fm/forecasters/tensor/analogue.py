@@ -19,7 +19,35 @@ from panda_fm.forecasters.base import ContextTooShortError
 from panda_fm.forecasters.tensor.common import delay_vectors, rollout, standardise
 from panda_fm.forecasters.tensor.gaps import fill_gaps, pair_mask, start_index
 
-__all__ = ["analogue_forecast"]
+__all__ = ["analogue_forecast", "auto_embedding", "correlation_time"]
+
+
+def correlation_time(z: torch.Tensor, threshold: float) -> torch.Tensor:
+    """:func:`panda_fm.forecasters.analogue.correlation_time` in torch: the first lag at which the channels'
+    mean autocorrelation of ``z`` ``(B, T, C)`` (standardised, no NaN) falls below ``threshold``, ``(B,)`` int64
+    in ``[1, T // 2]``."""
+    n = z.shape[1]
+    max_lag = n // 2
+    f = torch.fft.rfft(z, n=2 * n, dim=1)  # (B, F, C)
+    cov = torch.fft.irfft(f.real**2 + f.imag**2, n=2 * n, dim=1)[:, : max_lag + 1]  # (B, max_lag + 1, C)
+    var = cov[:, :1]  # (B, 1, C)
+    varies = var > 1e-6 * n
+    acf = torch.where(varies, cov / torch.where(varies, var, 1.0), 0.0).mean(dim=2)  # (B, max_lag + 1)
+    below = acf[:, 1:] < threshold  # (B, max_lag)
+    first = below.to(torch.int64).argmax(dim=1) + 1  # the first True
+    return torch.where(below.any(dim=1), first, max_lag)
+
+
+def auto_embedding(
+    z: torch.Tensor, delays: int, threshold: float, min_embedding: int
+) -> tuple[int, torch.Tensor]:
+    """:func:`panda_fm.forecasters.analogue.auto_embedding` in torch: the number of delays and ``(B,)`` int64
+    strides chosen on the standardised contexts ``z`` ``(B, T, C)`` (no NaN)."""
+    c = z.shape[2]
+    n_delays = max(delays, -(-min_embedding // c))
+    tau = correlation_time(z, threshold)  # (B,)
+    cap = max(1, (z.shape[1] // 2) // max(n_delays - 1, 1))
+    return n_delays, ((2 * tau + n_delays) // (2 * n_delays)).clamp(1, cap)
 
 
 def analogue_forecast(
@@ -31,6 +59,9 @@ def analogue_forecast(
     k: int = 4,
     exclude_recent: int = 0,
     clip: bool = True,
+    embedding: str = "fixed",
+    acf_threshold: float = 0.5,
+    min_embedding: int = 0,
 ) -> torch.Tensor:
     """Forecast each series by the method of analogues on its own context, the whole batch at once.
 
@@ -43,16 +74,25 @@ def analogue_forecast(
     same order as numpy's distances); equal distances at the ``k``-th place may pick a different neighbour
     than numpy's ``argpartition`` (only with repeated library vectors).
 
+    With ``embedding="auto"`` each series' stride (and the batch's number of delays) is chosen on its
+    standardised, gap-filled context by :func:`auto_embedding`, as ``AnalogueForecaster(embedding="auto")``
+    does; the series of one stride run as one batch. The choice compares an autocorrelation with a threshold,
+    so in float32 it may differ from the float64 reference's where the autocorrelation is within round-off
+    of the threshold.
+
     Args:
         x: ``(B, T, C)`` contexts in any units, float32 or float64 (other dtypes are computed in float32,
             integers in float64); NaN marks a missing value, handled as :mod:`panda_fm.forecasters.gaps`
             describes (library states touching a gap are no candidates).
         horizon: ``H``, steps to forecast.
-        delays: ``L``, entries of a delay vector.
-        stride: steps between the entries.
+        delays: ``L``, entries of a delay vector (with ``"auto"``: the fewest).
+        stride: steps between the entries (ignored with ``"auto"``).
         k: neighbours that vote.
         exclude_recent: the context's last steps left out of the library (a Theiler window).
         clip: bound the rollout by the context's range widened by its span on each side.
+        embedding: ``"fixed"`` or ``"auto"``.
+        acf_threshold: with ``"auto"``, the autocorrelation that defines the correlation time.
+        min_embedding: with ``"auto"``, the fewest entries ``delays * C`` of a delay vector.
 
     Returns:
         ``(B, H, C)`` in the units, dtype and device of ``x`` (float64 for integer ``x``).
@@ -62,7 +102,16 @@ def analogue_forecast(
             horizon below 1 or invalid settings.
     """
     # the numpy forecaster of these settings validates them and owns the shortest context
-    spec = AnalogueForecaster(delays=delays, stride=stride, k=k, exclude_recent=exclude_recent, clip=clip)
+    spec = AnalogueForecaster(
+        delays=delays,
+        stride=stride,
+        k=k,
+        exclude_recent=exclude_recent,
+        clip=clip,
+        embedding=embedding,
+        acf_threshold=acf_threshold,
+        min_embedding=min_embedding,
+    )
     if x.ndim != 3:
         raise ValueError(f"context must be (B, T, C), got shape {tuple(x.shape)}")
     if horizon < 1:
@@ -73,12 +122,39 @@ def analogue_forecast(
         )
     work = _working_dtype(x.dtype)
     x = x.to(work)
-    observed = trusted = valid = start = None
+    observed = trusted = None
     if x.is_floating_point() and bool(torch.isnan(x).any()):
         observed = ~torch.isnan(x)
         x, trusted = fill_gaps(x)
     z, mu, sd = standardise(x, observed)  # (B, T, C), (B, 1, C), (B, 1, C)
-    t = torch.arange(spec.span - 1, z.shape[1] - 1 - exclude_recent, device=z.device)  # (N,)
+    if embedding == "fixed":
+        out = _forecast(z, trusted, horizon, delays, stride, k, exclude_recent, clip)
+    else:
+        n_delays, strides = auto_embedding(z, delays, acf_threshold, min_embedding)
+        out = z.new_empty((z.shape[0], horizon, z.shape[2]))  # (B, H, C)
+        for s in torch.unique(strides).tolist():  # the series of one stride run as one batch
+            rows = torch.nonzero(strides == s).squeeze(1)
+            sub = None if trusted is None else trusted[rows]
+            out[rows] = _forecast(z[rows], sub, horizon, n_delays, int(s), k, exclude_recent, clip)
+    out = out * sd + mu  # (B, H, C)
+    return out.to(x.dtype) if x.dtype.is_floating_point else out
+
+
+def _forecast(
+    z: torch.Tensor,
+    trusted: torch.Tensor | None,
+    horizon: int,
+    delays: int,
+    stride: int,
+    k: int,
+    exclude_recent: int,
+    clip: bool,
+) -> torch.Tensor:
+    """The analogue rollout of standardised contexts ``z`` ``(B, T, C)`` (gaps filled, ``trusted`` marking the
+    data or None) with a fixed embedding: ``(B, H, C)`` standardised."""
+    valid = start = None
+    span = (delays - 1) * stride + 1
+    t = torch.arange(span - 1, z.shape[1] - 1 - exclude_recent, device=z.device)  # (N,)
     if trusted is not None:
         valid = pair_mask(trusted, t, delays, stride)  # (B, N): library states that are data
         start = start_index(trusted, delays, stride)
@@ -103,8 +179,7 @@ def analogue_forecast(
         inc = torch.gather(increments, 1, idx[:, :, None].expand(-1, -1, c))  # (B, kk, C)
         return (w[:, :, None] * inc).sum(dim=1) / total
 
-    out = rollout(z, step, horizon, clip, trusted, start) * sd + mu  # (B, H, C)
-    return out.to(x.dtype) if x.dtype.is_floating_point else out
+    return rollout(z, step, horizon, clip, trusted, start)
 
 
 def _working_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -121,6 +121,9 @@ def tensor_expert(forecaster: Forecaster) -> TensorExpert:
             k=f.k,
             exclude_recent=f.exclude_recent,
             clip=f.clip,
+            embedding=f.embedding,
+            acf_threshold=f.acf_threshold,
+            min_embedding=f.min_embedding,
         )
     raise TypeError(f"no tensor implementation of {type(f).__name__}")
 
