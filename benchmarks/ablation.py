@@ -13,6 +13,14 @@ at 128/256/512 steps, and ``results.md`` tabulates median sMAPE with training wi
 ``--quick`` trains for 8 CPU-minutes per variant. Finished variants are kept: rerunning the command
 resumes where it stopped (delete ``--out`` to start over). ``--also DIR ...`` scores further checkpoints
 (e.g. the shipped one) on the same windows.
+
+``--suite stress`` scores the variants on the stress suite instead (:mod:`panda_fm.eval.stress`, 3 windows
+per system): ``stress.md`` has the table of variants x sets, with the classical baselines and, for the models
+with experts, ``prior``: the same experts chosen by the untrained backtest prior (what the network adds is a
+variant's distance from it).
+
+    PYTHONPATH=. python benchmarks/ablation.py --data DATASET --quick --suite stress \
+        --variants experts-select-smape experts-select-smape-observed --out benchmarks/results/stress-ablation
 """
 
 from __future__ import annotations
@@ -117,6 +125,18 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         ["--model.incontext", "experts", "--trainer.loss", "smape", "--data.augment.noise", "0.1"],
     ),
 }
+# the stress suite's conditions in training (panda_fm/data/augment.py)
+OBSERVED = ["--data.augment.noise", "0.25", "--data.augment.resample_rate", "0.3", "--data.augment.short_rate",
+            "0.3", "--data.augment.partial_rate", "0.3"]  # fmt: skip
+VARIANTS["experts-select-smape-observed"] = (
+    "as experts-select-smape, trained on windows observed as the stress suite's: resampled 1/4-4x, contexts of "
+    "128+ steps, fewer channels (30% each), noise up to 25%",
+    ["--model.incontext", "experts", "--trainer.loss", "smape", *OBSERVED],
+)
+VARIANTS["experts-mix-smape-observed"] = (
+    "as experts-select-smape-observed, mixing the experts (sMAPE of the weighted mean)",
+    ["--model.incontext", "experts", "--model.expert_combine", "mix", "--trainer.loss", "smape", *OBSERVED],
+)
 CALIBRATION_STEPS = 30
 
 
@@ -182,6 +202,30 @@ def evaluate(records: list[dict], args: argparse.Namespace) -> dict:
     return read_report(out, details=False)
 
 
+def evaluate_on_stress(records: list[dict], args: argparse.Namespace) -> Path:
+    """Score every variant, its experts' untrained prior and the classical baselines on the stress suite."""
+    from panda_fm.eval.baselines import PipelineForecaster, make_baselines
+    from panda_fm.eval.stress import evaluate_stress, write_stress_report
+
+    checkpoints = [(r["variant"], Path(r["checkpoint"])) for r in records]
+    checkpoints += [(Path(p).name, Path(p)) for p in args.also]
+    methods: list = [PipelineForecaster(path, name=name) for name, path in checkpoints]
+    with_experts = [
+        path
+        for _, path in checkpoints
+        if json.loads((path / "config.json").read_text()).get("incontext") == "experts"
+    ]
+    if with_experts:  # the prior depends on the experts alone: one suffices when all share them
+        methods.append(PipelineForecaster(with_experts[0], name="prior", prior=True))
+    methods += make_baselines(["naive", "nvar", "analogue", "selector"])
+    report = evaluate_stress(methods, windows_per_system=3, seed=args.seed)
+    descriptions = "\n".join(f"- {r['variant']}: {r['description']}" for r in records)
+    command = "PYTHONPATH=. python benchmarks/ablation.py " + " ".join(sys.argv[1:])
+    path = write_stress_report(report, args.out, command)
+    path.write_text(path.read_text() + f"\n## Variants\n\n{descriptions}\n")
+    return path
+
+
 def table(records: list[dict], report: dict, args: argparse.Namespace) -> str:
     """Markdown: median sMAPE per method, horizon and noise level, with the variants' training cost."""
     by_name = {r["variant"]: r for r in records}
@@ -233,6 +277,9 @@ def main() -> None:
     parser.add_argument(
         "--also", nargs="+", type=Path, default=[], help="further checkpoint dirs to score in the same run"
     )
+    parser.add_argument(
+        "--suite", choices=("founders", "stress"), default="founders", help="what the variants are scored on"
+    )
     args = parser.parse_args()
     if args.quick:
         args.cpu_minutes = 8.0
@@ -241,6 +288,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     records = [train_variant(name, args) for name in args.variants]
+    if args.suite == "stress":
+        print(evaluate_on_stress(records, args).read_text())
+        print(f"total wall time {time.perf_counter() - started:.0f} s")
+        return
     report = evaluate(records, args)
     text = table(records, report, args)
     command = "PYTHONPATH=. python benchmarks/ablation.py " + " ".join(sys.argv[1:])

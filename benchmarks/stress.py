@@ -2,7 +2,7 @@
 training data: partial observation, other sampling rates, short contexts, strong noise, spatiotemporal
 fields, non-polynomial and delay systems.
 
-    PYTHONPATH=. python benchmarks/stress.py --checkpoint panda-fm-small --threads 1 \\
+    PYTHONPATH=. python benchmarks/stress.py --checkpoint panda-fm-small --prior --threads 1 \\
         --out benchmarks/results/stress
 
 Writes OUT/stress.md (a summary table of median sMAPE@128 with bootstrap 95% intervals, then one table per
@@ -19,13 +19,19 @@ import time
 import torch
 from _common import output_folder
 
-from panda_fm.eval.baselines import checkpoint_forecasters, make_baselines
+from panda_fm.eval.baselines import PipelineForecaster, checkpoint_forecasters, make_baselines
 from panda_fm.eval.stress import evaluate_stress, stress_sets, write_stress_report
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", nargs="*", default=[], help="checkpoint directories or registered names")
+    p.add_argument(
+        "--prior",
+        action="store_true",
+        help="also score the first checkpoint's experts chosen by the untrained backtest prior, as 'prior' "
+        "(the checkpoint with its network's learned part off)",
+    )
     p.add_argument(
         "--baselines",
         nargs="+",
@@ -51,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     if out is None:
         return 2
     methods = checkpoint_forecasters(args.checkpoint)
+    if args.prior:
+        if not methods:
+            p.error("--prior needs a --checkpoint whose experts it uses")
+        methods.append(PipelineForecaster(methods[0].path, name="prior", prior=True))
     if args.baselines != ["none"]:
         methods += make_baselines("all" if args.baselines == ["all"] else args.baselines)
     t0 = time.perf_counter()

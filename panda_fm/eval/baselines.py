@@ -64,6 +64,8 @@ class PipelineForecaster:
             :meth:`PandaPipeline.from_pretrained` reads. A name or hub id is resolved to its directory here.
         name: the method's name in reports; defaults to the last part of ``path``.
         device: where the model runs ("cpu", "cuda", ...).
+        prior: forecast with the checkpoint's experts chosen by the untrained backtest prior
+            (:meth:`panda_fm.PandaModel.prior_only`): the checkpoint with its network's learned part off.
 
     Raises:
         FileNotFoundError: ``path`` is neither a directory nor a registered name nor a hub id (see
@@ -71,7 +73,7 @@ class PipelineForecaster:
         OSError: a hub id that cannot be fetched.
     """
 
-    def __init__(self, path: str | Path, name: str | None = None, device: str = "cpu"):
+    def __init__(self, path: str | Path, name: str | None = None, device: str = "cpu", prior: bool = False):
         self.path = Path(path)
         if not self.path.is_dir():
             from panda_fm.hub import resolve_checkpoint  # imported here: torch loads only for a checkpoint
@@ -79,6 +81,7 @@ class PipelineForecaster:
             self.path = resolve_checkpoint(path)
         self.name = name or Path(path).name
         self.device = device
+        self.prior = prior
         self._pipe: Any = None
 
     def load(self) -> PipelineForecaster:
@@ -91,6 +94,8 @@ class PipelineForecaster:
             from panda_fm import PandaPipeline  # imported here: torch loads only when a checkpoint is used
 
             self._pipe = PandaPipeline.from_pretrained(self.path, device=self.device)
+            if self.prior:
+                self._pipe.model = self._pipe.model.prior_only().eval()
         return self
 
     def predict(self, context: np.ndarray, prediction_length: int) -> np.ndarray:

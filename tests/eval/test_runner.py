@@ -265,3 +265,22 @@ def test_checkpoint_and_baselines_share_the_harness(dataset_dir: Path, tmp_path:
     assert mine == [
         (r["system"], r["ic"], r["start"]) for r in report["per_window"] if r["method"] == "naive"
     ]
+
+
+def test_a_checkpoints_prior_is_its_experts_chosen_by_the_untrained_backtest():
+    import torch
+
+    from panda_fm import PandaPipeline
+
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_experts"
+    context = _trajectory("Lorenz", 600)[None, :520]  # (1, T, 3)
+    trained, prior = PipelineForecaster(path), PipelineForecaster(path, name="prior", prior=True)
+    pipe = PandaPipeline.from_pretrained(path)
+    x = torch.randn(1, 512, 3, generator=torch.Generator().manual_seed(0)).cumsum(1) / 10
+    with torch.no_grad():
+        _, weights = pipe.model.expert_weights(x)
+        _, prior_weights = pipe.model.prior_only().expert_weights(x)
+    assert not torch.allclose(weights, prior_weights)  # the fixture's network is trained
+    pipe.model = pipe.model.prior_only()
+    np.testing.assert_array_equal(prior.predict(context, 64), pipe.predict(context, 64))
+    assert prior.name == "prior" and trained.predict(context, 64).shape == (1, 64, 3)
