@@ -1,0 +1,130 @@
+"""How much a better choice among a checkpoint's in-context experts could gain, set by set of the stress suite.
+
+For every window of the chosen stress sets (the windows and noise of ``benchmarks/stress.py`` for the same
+``--seed`` and ``--windows-per-system``), each expert of the checkpoint forecasts 128 steps, and the median
+sMAPE@128 over the windows is reported for: each expert alone, the checkpoint's choice (its trained network),
+the untrained backtest prior's choice (:meth:`panda_fm.PandaModel.prior_only`), and the oracle, the expert
+that scored best on the window's truth (one expert per window for all channels; a per-channel choice could
+do better still). The gap between a choice and the oracle is what a better chooser could gain without new
+experts; a set where even the oracle is far from the best classical baseline needs better experts.
+
+    PYTHONPATH=. python benchmarks/expert_oracle.py --checkpoint panda-fm-small --threads 1 \\
+        --out benchmarks/results/stress/oracle.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from panda_fm import PandaPipeline
+from panda_fm.eval import metrics
+from panda_fm.eval.runner import EvalConfig, noisy_batches, standardise_by_context, system_windows
+from panda_fm.eval.stress import HORIZONS, stress_dataset, stress_sets
+from panda_fm.systems.store import open_dataset
+
+HORIZON = 128
+DEFAULT_SETS = [name for name in stress_sets() if not name.startswith("spatiotemporal")]  # the 32-channel
+# fields take minutes per method; pass them with --sets to include them
+
+
+@torch.no_grad()
+def choices(pipe: PandaPipeline, prior: torch.nn.Module, contexts: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Every expert's forecast ``(B, E, H, C)``, and the trained and prior forecasts ``(B, H, C)``, in the
+    contexts' units."""
+    model = pipe.model
+    cfg = model.config
+    context = torch.as_tensor(contexts, dtype=torch.float32)[:, -cfg.context_length :]
+    mask = torch.isfinite(context)
+    pad = cfg.context_length - context.shape[1]
+    if pad:  # left-padded as missing, as PandaModel.forward does
+        context = torch.cat([context.new_zeros(context.shape[0], pad, context.shape[2]), context], dim=1)
+        mask = torch.cat([mask.new_zeros(mask.shape[0], pad, mask.shape[2]), mask], dim=1)
+    x, observed, stats = model.standardise(context, mask, cfg.scaling_eps)
+    forecasts, weights = model.expert_weights(x, observed, HORIZON)  # (B, E, H, C), (B, E, C)
+    _, prior_weights = prior.expert_weights(x, observed, HORIZON)
+
+    def pick(w: torch.Tensor) -> torch.Tensor:
+        best = w.argmax(dim=1, keepdim=True).unsqueeze(2).expand(-1, -1, HORIZON, -1)  # (B, 1, H, C)
+        return forecasts.gather(1, best).squeeze(1)
+
+    scale = lambda z: stats.denormalise(z).numpy()  # noqa: E731
+    every = np.stack([scale(forecasts[:, e]) for e in range(forecasts.shape[1])], axis=1)
+    return every, scale(pick(weights)), scale(pick(prior_weights))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="panda-fm-small", help="a checkpoint with incontext='experts'")
+    p.add_argument(
+        "--sets", nargs="+", default=DEFAULT_SETS, help="stress sets (default: all but the fields)"
+    )
+    p.add_argument("--windows-per-system", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--cache", default=None, help="the stress suite's cache (default ~/.cache/panda_fm)")
+    p.add_argument("--out", default=None, help="write the table to this markdown file too")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pipe = PandaPipeline.from_pretrained(args.checkpoint)
+    if pipe.model.config.incontext != "experts":
+        p.error(f"{args.checkpoint} has no in-context experts")
+    prior = pipe.model.prior_only().eval()
+    experts = list(pipe.model.config.experts)
+    cache = Path(args.cache) if args.cache else Path.home() / ".cache" / "panda_fm"
+    sets = stress_sets()
+    columns = [*experts, "oracle", "trained", "prior"]
+    rows = []
+    started = time.perf_counter()
+    for name in args.sets:
+        spec = sets[name]
+        config = EvalConfig(
+            horizons=HORIZONS,  # as the stress suite: the same windows
+            context_length=spec.context_length,
+            windows_per_system=args.windows_per_system * spec.windows_scale,
+            noise=(spec.noise,),
+            rollout=0,
+            seed=args.seed,
+        )
+        dataset = open_dataset(stress_dataset(name, cache))
+        scores: list[list[float]] = []  # per window: each expert, oracle, trained, prior
+        for sid in dataset.ids("test"):
+            windows = system_windows(dataset, sid, config)
+            for _, _, batch, seen in noisy_batches(sid, windows, config):
+                every, trained, chosen_by_prior = choices(pipe, prior, seen)
+                for i, w in enumerate(batch):
+
+                    def score(f: np.ndarray, w=w) -> float:
+                        y, g = standardise_by_context(w.context, w.truth[:HORIZON], f)
+                        return metrics.smape(y, g)
+
+                    alone = [score(every[i, e]) for e in range(len(experts))]
+                    scores.append([*alone, min(alone), score(trained[i]), score(chosen_by_prior[i])])
+        medians = np.median(np.asarray(scores), axis=0)
+        rows.append((name, len(scores), medians))
+        print(name, " ".join(f"{c}={m:.1f}" for c, m in zip(columns, medians, strict=True)), flush=True)
+    lines = [
+        f"# Expert choice against the oracle: median sMAPE@{HORIZON}",
+        "",
+        f"`python benchmarks/expert_oracle.py {' '.join(sys.argv[1:] if argv is None else argv)}` "
+        f"({time.perf_counter() - started:.0f} s)",
+        "",
+        "| set | windows | " + " | ".join(columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
+    lines += [f"| {n} | {k} | " + " | ".join(f"{m:.1f}" for m in med) + " |" for n, k, med in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
