@@ -204,7 +204,7 @@ def test_prior_only_switches_the_trained_choice_back_to_the_backtest_prior(rng):
         _, init_weights = untrained.expert_weights(x)
     assert not torch.allclose(trained_weights, prior_weights)
     torch.testing.assert_close(prior_weights, init_weights)  # the prior of a model before training
-    assert model.head.weight.abs().sum() > 0 and float(model.log_backtest_sharpness) == pytest.approx(0.3)
+    assert model.head.weight.abs().sum() > 0 and model.log_backtest_sharpness.item() == pytest.approx(0.3)
     with pytest.raises(ValueError, match="incontext='experts'"):
         random_model().prior_only()
 
