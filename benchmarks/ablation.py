@@ -218,12 +218,10 @@ def evaluate_on_stress(records: list[dict], args: argparse.Namespace) -> Path:
     if with_experts:  # the prior depends on the experts alone: one suffices when all share them
         methods.append(PipelineForecaster(with_experts[0], name="prior", prior=True))
     methods += make_baselines(["naive", "nvar", "analogue", "selector"])
-    report = evaluate_stress(methods, windows_per_system=3, seed=args.seed)
+    report = evaluate_stress(methods, args.stress_sets, windows_per_system=3, seed=args.seed)
     descriptions = "\n".join(f"- {r['variant']}: {r['description']}" for r in records)
     command = "PYTHONPATH=. python benchmarks/ablation.py " + " ".join(sys.argv[1:])
-    path = write_stress_report(report, args.out, command)
-    path.write_text(path.read_text() + f"\n## Variants\n\n{descriptions}\n")
-    return path
+    return write_stress_report(report, args.out, command, notes=f"## Variants\n\n{descriptions}\n")
 
 
 def table(records: list[dict], report: dict, args: argparse.Namespace) -> str:
@@ -279,6 +277,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--suite", choices=("founders", "stress"), default="founders", help="what the variants are scored on"
+    )
+    parser.add_argument(
+        "--stress-sets", nargs="+", default=None, help="with --suite stress: these sets (default all)"
     )
     args = parser.parse_args()
     if args.quick:

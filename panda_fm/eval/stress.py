@@ -459,9 +459,9 @@ def stress_markdown(report: dict, metric: str = "smape@128") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_stress_report(report: dict, out: str | Path, command: str | None = None) -> Path:
-    """``stress.md`` (:func:`stress_markdown`, headed by the command) and ``stress.json`` in ``out``, each
-    written whole; returns the markdown's path."""
+def write_stress_report(report: dict, out: str | Path, command: str | None = None, notes: str = "") -> Path:
+    """``stress.md`` (:func:`stress_markdown`, headed by the command, followed by ``notes``) and
+    ``stress.json`` in ``out``, each written whole; returns the markdown's path."""
     import json
 
     from panda_fm.data.io import atomic_path
@@ -472,5 +472,5 @@ def write_stress_report(report: dict, out: str | Path, command: str | None = Non
         tmp.write_text(json.dumps({**report, "command": command}, indent=2) + "\n")
     head = "# Stress suite\n\n" + (f"`{command}`\n\n" if command else "")
     with atomic_path(out / "stress.md") as tmp:
-        tmp.write_text(head + stress_markdown(report))
+        tmp.write_text(head + stress_markdown(report) + (f"\n{notes}" if notes else ""))
     return out / "stress.md"
