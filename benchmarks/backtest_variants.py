@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from panda_fm.eval import metrics
-from panda_fm.eval.runner import EvalConfig, noisy_batches, standardise_by_context, system_windows
-from panda_fm.eval.stress import HORIZONS, stress_dataset, stress_sets
+from panda_fm.eval.runner import noisy_batches, standardise_by_context, system_windows
+from panda_fm.eval.stress import stress_config, stress_dataset, stress_sets
 from panda_fm.forecasters.experts import EXPERT_VERSIONS, backtest_length
 from panda_fm.forecasters.tensor.denoise import savgol_smooth
 from panda_fm.forecasters.tensor.experts import run_experts, tensor_expert
@@ -110,14 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|" + "---|" * len(COLUMNS))
     for name in args.sets:
         spec = sets[name]
-        config = EvalConfig(
-            horizons=HORIZONS,  # as the stress suite: the same windows
-            context_length=spec.context_length,
-            windows_per_system=args.windows_per_system * spec.windows_scale,
-            noise=(spec.noise,),
-            rollout=0,
-            seed=args.seed,
-        )
+        config = stress_config(spec, args.windows_per_system, args.seed)
         dataset = open_dataset(stress_dataset(name, cache))
         rows = []
         for sid in dataset.ids("test"):

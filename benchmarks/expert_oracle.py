@@ -24,8 +24,8 @@ import torch
 
 from panda_fm import PandaPipeline
 from panda_fm.eval import metrics
-from panda_fm.eval.runner import EvalConfig, noisy_batches, standardise_by_context, system_windows
-from panda_fm.eval.stress import HORIZONS, stress_dataset, stress_sets
+from panda_fm.eval.runner import noisy_batches, standardise_by_context, system_windows
+from panda_fm.eval.stress import stress_config, stress_dataset, stress_sets
 from panda_fm.systems.store import open_dataset
 
 HORIZON = 128
@@ -84,14 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for name in args.sets:
         spec = sets[name]
-        config = EvalConfig(
-            horizons=HORIZONS,  # as the stress suite: the same windows
-            context_length=spec.context_length,
-            windows_per_system=args.windows_per_system * spec.windows_scale,
-            noise=(spec.noise,),
-            rollout=0,
-            seed=args.seed,
-        )
+        config = stress_config(spec, args.windows_per_system, args.seed)
         dataset = open_dataset(stress_dataset(name, cache))
         scores: list[list[float]] = []  # per window: each expert, oracle, trained, prior
         for sid in dataset.ids("test"):

@@ -33,12 +33,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from panda_fm.eval.testsets import _exclusive
 from panda_fm.systems.founders import HELD_OUT, load_founders
 from panda_fm.systems.store import DatasetWriter
+
+if TYPE_CHECKING:
+    from panda_fm.eval.runner import EvalConfig
 
 logger = logging.getLogger(__name__)
 
@@ -352,6 +356,22 @@ def bootstrap_median_ci(values: np.ndarray, n_resamples: int = 2000, seed: int =
     return float(lo), float(hi)
 
 
+def stress_config(spec: StressSet, windows_per_system: int, seed: int, batch_size: int = 32) -> EvalConfig:
+    """How the windows of a set are drawn and read (its context length and noise; horizons 64, 128, 256):
+    every benchmark of the suite draws the same windows from it for the same ``windows_per_system`` and ``seed``."""
+    from panda_fm.eval.runner import EvalConfig
+
+    return EvalConfig(
+        horizons=HORIZONS,
+        context_length=spec.context_length,
+        windows_per_system=windows_per_system * spec.windows_scale,
+        noise=(spec.noise,),
+        rollout=0,
+        seed=seed,
+        batch_size=batch_size,
+    )
+
+
 def evaluate_stress(
     methods: list,
     set_names: list[str] | None = None,
@@ -370,7 +390,7 @@ def evaluate_stress(
         ``{"settings": ..., "methods": [...], "sets": {name: {"description", "systems", "windows", "refused",
         "metrics": {method: {metric: {"median", "q25", "q75", "ci95"}}}}}}``.
     """
-    from panda_fm.eval.runner import EvalConfig, evaluate
+    from panda_fm.eval.runner import evaluate
     from panda_fm.systems.store import open_dataset
 
     sets = stress_sets()
@@ -387,15 +407,7 @@ def evaluate_stress(
     }
     for name in chosen:
         spec = sets[name]
-        config = EvalConfig(
-            horizons=HORIZONS,
-            context_length=spec.context_length,
-            windows_per_system=windows_per_system * spec.windows_scale,
-            noise=(spec.noise,),
-            rollout=0,
-            seed=seed,
-            batch_size=batch_size,
-        )
+        config = stress_config(spec, windows_per_system, seed, batch_size)
         logger.info("stress set %s", name)
         result = evaluate(methods, open_dataset(stress_dataset(name, cache)), config).report
         rows = result["per_window"]
