@@ -38,14 +38,7 @@ def choices(pipe: PandaPipeline, prior: torch.nn.Module, contexts: np.ndarray) -
     """Every expert's forecast ``(B, E, H, C)``, and the trained and prior forecasts ``(B, H, C)``, in the
     contexts' units."""
     model = pipe.model
-    cfg = model.config
-    context = torch.as_tensor(contexts, dtype=torch.float32)[:, -cfg.context_length :]
-    mask = torch.isfinite(context)
-    pad = cfg.context_length - context.shape[1]
-    if pad:  # left-padded as missing, as PandaModel.forward does
-        context = torch.cat([context.new_zeros(context.shape[0], pad, context.shape[2]), context], dim=1)
-        mask = torch.cat([mask.new_zeros(mask.shape[0], pad, mask.shape[2]), mask], dim=1)
-    x, observed, stats = model.standardise(context, mask, cfg.scaling_eps)
+    x, observed, stats, _ = model.prepare(torch.as_tensor(contexts, dtype=torch.float32))
     forecasts, weights = model.expert_weights(x, observed, HORIZON)  # (B, E, H, C), (B, E, C)
     _, prior_weights = prior.expert_weights(x, observed, HORIZON)
 

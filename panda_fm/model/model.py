@@ -324,8 +324,29 @@ class PandaModel(PreTrainedModel):
             ``(B, horizon, C)`` float32 (``horizon`` defaults to ``prediction_length``), never outside the
             range of a channel's observed values widened by that range on each side.
         """
-        cfg = self.config
         assert context.dim() == 3, f"expected (B, T, C), got shape {tuple(context.shape)}"
+        x, observed, stats, mask = self.prepare(context, observed)
+        z = self.forward_normalised(x, observed, horizon)  # (B, H, C)
+        # within the observed range widened by its span on each side, as the experts' rollouts (whose denoising
+        # filters can overshoot the data a little); a channel without observations is left as it is
+        lo = x.masked_fill(~mask, torch.inf).amin(dim=1, keepdim=True)  # (B, 1, C)
+        hi = x.masked_fill(~mask, -torch.inf).amax(dim=1, keepdim=True)
+        seen = mask.any(dim=1, keepdim=True)
+        lo, hi = torch.where(seen, lo, -torch.inf), torch.where(seen, hi, torch.inf)
+        return stats.denormalise(torch.maximum(torch.minimum(z, 2 * hi - lo), 2 * lo - hi))
+
+    def prepare(
+        self, context: torch.Tensor, observed: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, InstanceScale, torch.Tensor]:
+        """The network's input from a context as :meth:`forward` takes it: the last ``context_length`` steps
+        (a shorter context left-padded as missing), standardised by :meth:`standardise`.
+
+        Returns:
+            ``x`` and the observed mask after filling (None when complete) for :meth:`forward_normalised`, the
+            statistics that undo the standardisation, and the mask of the entries observed in ``context``
+            ``(B, context_length, C)``.
+        """
+        cfg = self.config
         mask = torch.isfinite(context)
         if observed is not None:
             mask &= observed.bool()
@@ -335,15 +356,7 @@ class PandaModel(PreTrainedModel):
             B, _, C = context.shape
             context = torch.cat([context.new_zeros(B, pad, C), context], dim=1)
             mask = torch.cat([mask.new_zeros(B, pad, C), mask], dim=1)
-        x, observed, stats = self.standardise(context, mask, cfg.scaling_eps)
-        z = self.forward_normalised(x, observed, horizon)  # (B, H, C)
-        # within the observed range widened by its span on each side, as the experts' rollouts (whose denoising
-        # filters can overshoot the data a little); a channel without observations is left as it is
-        lo = x.masked_fill(~mask, torch.inf).amin(dim=1, keepdim=True)  # (B, 1, C)
-        hi = x.masked_fill(~mask, -torch.inf).amax(dim=1, keepdim=True)
-        seen = mask.any(dim=1, keepdim=True)
-        lo, hi = torch.where(seen, lo, -torch.inf), torch.where(seen, hi, torch.inf)
-        return stats.denormalise(torch.maximum(torch.minimum(z, 2 * hi - lo), 2 * lo - hi))
+        return *self.standardise(context, mask, cfg.scaling_eps), mask
 
     @staticmethod
     def standardise(
