@@ -5,9 +5,10 @@
     python benchmarks/probabilistic.py --split test --data DATASET_DIR --windows-per-system 3
 
 ``calibration`` runs 16 training founders (never the held-out ones), the checkpoint's in-context calibration
-with several settings (recency weight, inflation, scale mixture; the first cut; a quantile average; the residual
-bootstrap), beside the probabilistic baselines;
-``test`` runs the 20 held-out founders with the pipeline's default calibration and the baselines. Both at noise
+with several settings (the climatology as is, the mixture shifted onto the point forecast or the climatology
+reflected about it; inflation and scale mixture; the residual bootstrap), beside the probabilistic baselines;
+``test`` runs the 20 held-out founders with the pipeline's default calibration, the default before it (the
+plain mixture) and the baselines. Both at noise
 0 and 0.05, horizons 64, 128 and 256, and write ``{split}.md`` and ``{split}.json`` (summaries), the reliability
 diagram ``{split}_reliability.png`` and fans of the first system's first window into ``--out``.
 """
@@ -103,19 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     pipe = PandaPipeline.from_pretrained(args.checkpoint)
     name = Path(args.checkpoint).name
     variants = {}
+    cal = pipe.calibration
+    before = replace(
+        cal, combine="mixture", inflation=1.0, scale_spread=1.0
+    )  # the default before the symmetric
     if args.split == "calibration":
-        cal = pipe.calibration
-        first = replace(cal, average="rms", recency=4.0, inflation=0.75, min_spread=0.01, scale_spread=0.0)
-        variants[f"{name}/rms r4 x0.75 (first cut)"] = ("mixture", first)
-        for recency in (4.0, 8.0):
-            for inflation in (1.0, 1.25):
-                for a in (0.0, 1.0):
-                    cfg = replace(cal, recency=recency, inflation=inflation, scale_spread=a)
-                    variants[f"{name}/log r{recency:g} x{inflation} a{a:g}"] = ("mixture", cfg)
-        variants[f"{name}/quantile-average"] = ("mixture", replace(cal, combine="quantile", scale_spread=0.0))
+        for combine in ("mixture", "shifted", "symmetric"):
+            for inflation, a in ((1.0, 1.0), (0.9, 1.5), (0.85, 1.25)):
+                cfg = replace(cal, combine=combine, inflation=inflation, scale_spread=a)
+                if cfg != cal:  # the default is the plain name
+                    variants[f"{name}/{combine} x{inflation} a{a:g}"] = ("mixture", cfg)
         variants[f"{name}/residual"] = ("residual", cal)
-    else:  # the runner-up of the calibration split, beside the default
-        variants = {f"{name}/residual": ("residual", pipe.calibration)}
+    else:  # the default before this choice and the residual bootstrap, beside the default
+        variants = {f"{name}/mixture x1.0 a1": ("mixture", before), f"{name}/residual": ("residual", cal)}
     methods = [ModelQuantiles(pipe, name, variants, batch_size=8), *default_baselines()]
     t = time.perf_counter()
     report = evaluate_quantiles(methods, open_dataset(root), config)

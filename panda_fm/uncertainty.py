@@ -7,13 +7,15 @@ mean over the origins, later origins weighted more): :func:`lead_spread`. Chaos 
 time until the forecast is no closer to the truth than a random state of the attractor. The predictive
 distribution at lead ``h`` is then the mixture
 
-    (1 - w(h)) G(point(h), s(h)) + w(h) Climatology,
+    (1 - w(h)) G(point(h), s(h)) + w(h) Climatology*,
 
 where ``s(h)`` is the measured spread, ``G`` a Gaussian centred on the point forecast whose scale is itself
-uncertain (a mixture over ``s exp(a z)``, :attr:`CalibrationConfig.scale_spread`), ``Climatology`` is the
-distribution of the context's own values in that channel, and ``w(h) = min(1, s(h)^2 / 2)`` reaches 1 when the
-error is that of a random draw from the climatology (twice its unit variance). :class:`ForecastDistribution` gives its quantiles,
-mean, sample paths and predictability horizon.
+uncertain (a mixture over ``s exp(a z)``, :attr:`CalibrationConfig.scale_spread`), ``Climatology*`` is the
+distribution of the context's own values in that channel, half as it is and half reflected about the point
+forecast (``combine="symmetric"``: the distribution is symmetric about the point forecast, whose median it keeps),
+and ``w(h) = min(1, s(h)^2 / 2)`` reaches 1 when the error is that of a random draw from the climatology (twice
+its unit variance). :class:`ForecastDistribution` gives its quantiles, mean, sample paths and predictability
+horizon.
 
 Everything here works in context-standardised units (each series and channel by its context's mean and std)
 and is numpy; the pipeline undoes the scaling.
@@ -23,6 +25,7 @@ Shape letters: B batch, T time, C channels, H horizon, O origins, Q quantile lev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +37,8 @@ __all__ = ["CalibrationConfig", "ForecastDistribution", "lead_spread", "SATURATI
 #: variance, where the predictive distribution has become the climatology itself.
 SATURATION_MS = 2.0
 CLIMATOLOGY_GRID = 256  # quantiles of a context's values that represent its climatology
+#: The ways the Gaussian part and the climatology join (:attr:`CalibrationConfig.combine`).
+COMBINES = ("mixture", "quantile", "shifted", "symmetric")
 
 
 @dataclass(frozen=True)
@@ -53,8 +58,10 @@ class CalibrationConfig:
         recency: errors from an origin count in proportion to its prefix length to this power (0: equally);
             origins late in the context see almost the whole context, as the forecast itself does.
         combine: how the Gaussian part and the climatology join: ``"mixture"`` (a mixture of the two
-            distributions) or ``"quantile"`` (each quantile the weighted average of the two parts' quantiles,
-            so that the median stays on the point forecast until the climatology takes over).
+            distributions), ``"quantile"`` (each quantile the weighted average of the two parts' quantiles),
+            ``"shifted"`` (the mixture moved so that its median is the point forecast) or ``"symmetric"`` (a
+            mixture with the climatology reflected about the point forecast, half each way: symmetric about the
+            point, so its median is the point forecast at every lead).
         average: how the origins' mean squared errors at a lead are averaged (weighted): ``"rms"`` (their mean)
             or ``"log"`` (their geometric mean).
         scale_spread: the error of a forecast is uncertain in scale as well (a context's in-context errors span
@@ -64,14 +71,14 @@ class CalibrationConfig:
 
     offsets: tuple[int, ...] = (320, 256, 192, 128, 64)
     min_prefix: int = 128
-    inflation: float = 1.0
+    inflation: float = 0.85
     channel_pooling: float = 0.5
     smoothing: float = 0.25
     min_spread: float = 1e-5
     recency: float = 8.0
-    combine: str = "mixture"
+    combine: str = "symmetric"
     average: str = "log"
-    scale_spread: float = 1.0
+    scale_spread: float = 1.25
 
     def __post_init__(self) -> None:
         if not self.offsets or min(self.offsets) < 1:
@@ -80,10 +87,10 @@ class CalibrationConfig:
             raise ValueError(f"min_prefix must be at least one patch (16 steps), got {self.min_prefix}")
         if self.inflation <= 0 or self.min_spread <= 0:
             raise ValueError("inflation and min_spread must be positive")
-        if self.combine not in ("mixture", "quantile"):
-            raise ValueError(f"combine must be 'mixture' or 'quantile', got {self.combine!r}")
-        if self.scale_spread < 0 or (self.scale_spread > 0 and self.combine != "mixture"):
-            raise ValueError("scale_spread must be >= 0, and 0 unless combine is 'mixture'")
+        if self.combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
+        if self.scale_spread < 0 or (self.scale_spread > 0 and self.combine == "quantile"):
+            raise ValueError("scale_spread must be >= 0, and 0 when combine is 'quantile'")
         if self.average not in ("rms", "log"):
             raise ValueError(f"average must be 'rms' or 'log', got {self.average!r}")
         if self.recency < 0:
@@ -166,7 +173,7 @@ class ForecastDistribution:
         point: ``(B, H, C)`` the point forecast (the centre of the Gaussian part).
         spread: ``(B, H, C)`` the calibrated root mean square error at each lead, in context stds.
         context: ``(B, T, C)`` the standardised context (NaN missing): its values are the climatology.
-        combine: ``"mixture"`` or ``"quantile"`` (see :class:`CalibrationConfig`).
+        combine: ``"mixture"``, ``"quantile"``, ``"shifted"`` or ``"symmetric"`` (see :class:`CalibrationConfig`).
         scale_spread: std of the log of the Gaussian part's scale (0: one Gaussian; see :class:`CalibrationConfig`).
     """
 
@@ -176,6 +183,7 @@ class ForecastDistribution:
     combine: str = "mixture"
     scale_spread: float = 0.0
     _grid: np.ndarray = field(init=False, repr=False)
+    _median_shift: np.ndarray | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         assert self.point.shape == self.spread.shape, (self.point.shape, self.spread.shape)
@@ -190,9 +198,19 @@ class ForecastDistribution:
 
     @property
     def mean(self) -> np.ndarray:
-        """``(B, H, C)`` the mean of the mixture."""
+        """``(B, H, C)`` the mean of the distribution."""
+        if self.combine == "symmetric":
+            return self.point.copy()
         w = self.weight
-        return (1 - w) * self.point + w * self._grid.mean(axis=1, keepdims=True)  # the same for both combines
+        mean = (1 - w) * self.point + w * self._grid.mean(axis=1, keepdims=True)  # mixture and quantile
+        return mean + self._shift if self.combine == "shifted" else mean
+
+    @property
+    def _shift(self) -> np.ndarray:
+        """``(B, H, C)`` for ``"shifted"``: the point forecast less the unshifted mixture's median."""
+        if self._median_shift is None:
+            self._median_shift = self.point - self._bisect(np.array([0.5]), self._mixture_cdf)[..., 0]
+        return self._median_shift
 
     def horizon(self, threshold: float = 0.5) -> np.ndarray:
         """``(B, C)`` predictability horizon: leads before the spread first exceeds ``threshold`` context stds.
@@ -212,12 +230,20 @@ class ForecastDistribution:
         return np.where(over.any(axis=1), over.argmax(axis=1), rms.shape[1])
 
     def cdf(self, x: np.ndarray) -> np.ndarray:
-        """The mixture's CDF at ``x`` ``(B, H, C, ...)`` (trailing axes broadcast)."""
-        extra = x.ndim - 3
-        expand = (slice(None),) * 3 + (None,) * extra
+        """The CDF at ``x`` ``(B, H, C, ...)`` (trailing axes broadcast); not for ``"quantile"``."""
+        if self.combine == "shifted":
+            return self._mixture_cdf(x - self._shift[(...,) + (None,) * (x.ndim - 3)])
+        return self._mixture_cdf(x)
+
+    def _mixture_cdf(self, x: np.ndarray) -> np.ndarray:
+        """CDF of ``(1 - w) G + w Climatology`` (reflected about the point half the time for ``"symmetric"``)."""
+        expand = (slice(None),) * 3 + (None,) * (x.ndim - 3)
         mu, s, w = self.point[expand], self.spread[expand], self.weight[expand]
         gauss = sum(p * ndtr((x - mu) / (s * f)) for f, p in self._scales())
-        return (1 - w) * gauss + w * self._climatology_cdf(x)
+        clim = self._climatology_cdf(x)
+        if self.combine == "symmetric":  # P(2 mu - X <= x) = 1 - P(X < 2 mu - x), ties aside
+            clim = 0.5 * (clim + 1 - self._climatology_cdf(2 * mu - x))
+        return (1 - w) * gauss + w * clim
 
     def _scales(self) -> list[tuple[float, float]]:
         """Factors on the spread and their probabilities: the Gaussian part is a mixture over its scale, log-normal
@@ -251,17 +277,32 @@ class ForecastDistribution:
         if self.combine == "quantile":
             w = self.weight[..., None]
             return (1 - w) * (mu + s * ndtri(levels)) + w * self._climatology_quantiles(levels)[:, None]
+        if self.combine == "symmetric":  # mirrored pairs: the median is the point forecast exactly
+            both = self._bisect(np.concatenate([levels, 1 - levels]), self._mixture_cdf, iterations)
+            q = mu + 0.5 * (both[..., : len(levels)] - both[..., len(levels) :])
+        else:
+            q = self._bisect(levels, self._mixture_cdf, iterations)
+            if self.combine == "shifted":
+                q = q + self._shift[..., None]
+        return np.maximum.accumulate(q, axis=-1)  # exactly ordered despite round-off
+
+    def _bisect(
+        self, levels: np.ndarray, cdf: Callable[[np.ndarray], np.ndarray], iterations: int = 48
+    ) -> np.ndarray:
+        """``(B, H, C, Q)`` where ``cdf`` reaches ``levels``, by bisection between the widest Gaussian's +-10
+        spreads and the climatology's (and its reflection's) range."""
+        mu = self.point[..., None]  # (B, H, C, 1)
+        s = self.spread[..., None] * max(f for f, _ in self._scales())
         g_lo = self._grid[:, :1, :, None]  # (B, 1, C, 1)
         g_hi = self._grid[:, -1:, :, None]
-        s = s * max(f for f, _ in self._scales())
-        lo = np.minimum(mu - 10 * s, g_lo) * np.ones(levels.shape)  # (B, H, C, Q)
-        hi = np.maximum(mu + 10 * s, g_hi) * np.ones(levels.shape)
+        lo = np.minimum(np.minimum(mu - 10 * s, g_lo), 2 * mu - g_hi) * np.ones(levels.shape)  # (B, H, C, Q)
+        hi = np.maximum(np.maximum(mu + 10 * s, g_hi), 2 * mu - g_lo) * np.ones(levels.shape)
         for _ in range(iterations):
             mid = 0.5 * (lo + hi)
-            below = self.cdf(mid) < levels
+            below = cdf(mid) < levels
             lo = np.where(below, mid, lo)
             hi = np.where(below, hi, mid)
-        return np.maximum.accumulate(0.5 * (lo + hi), axis=-1)  # exactly ordered despite round-off
+        return 0.5 * (lo + hi)
 
     def _climatology_quantiles(self, levels: np.ndarray) -> np.ndarray:
         """``(B, C, Q)`` quantiles of the climatology grid (interpolated between its points)."""
@@ -278,7 +319,9 @@ class ForecastDistribution:
         Each path follows the point forecast plus its own Gaussian error (one standard normal draw and one scale
         factor per path and channel, times the spread at each lead), until the lead at which it loses track (where the
         climatology's weight passes the path's own uniform draw); from there it follows a stretch of the
-        context starting at a random step: a state of the attractor, wandering as the attractor does.
+        context starting at a random step: a state of the attractor, wandering as the attractor does (for
+        ``"symmetric"``, half the paths its mirror image about the point forecast; for ``"shifted"``, every path
+        moved by the shift of the median).
         """
         B, H, C = self.point.shape
         T = self.context.shape[1]
@@ -307,4 +350,8 @@ class ForecastDistribution:
         factors, probs = zip(*self._scales(), strict=True)
         factor = generator.choice(np.array(factors), size=(B, K, 1, C), p=np.array(probs))
         tracked = self.point[:, None] + z * factor * self.spread[:, None]
-        return np.where(lost, stretch, tracked)
+        if self.combine == "symmetric":  # half the paths mirror their stretch about the point forecast
+            mirror = generator.uniform(size=(B, K, 1, C)) < 0.5
+            stretch = np.where(mirror, 2 * self.point[:, None] - stretch, stretch)
+        paths = np.where(lost, stretch, tracked)
+        return paths + self._shift[:, None] if self.combine == "shifted" else paths

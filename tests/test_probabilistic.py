@@ -79,7 +79,10 @@ def test_samples_agree_with_the_quantiles(tiny_pipeline, lorenz) -> None:
     np.testing.assert_array_equal(paths, tiny_pipeline.sample(lorenz, H, num_samples=4000, seed=1))  # seeded
 
 
-@pytest.mark.parametrize(("combine", "scales"), [("mixture", 1.0), ("mixture", 0.0), ("quantile", 0.0)])
+@pytest.mark.parametrize(
+    ("combine", "scales"),
+    [("mixture", 1.0), ("mixture", 0.0), ("quantile", 0.0), ("shifted", 1.25), ("symmetric", 1.25)],
+)
 def test_samples_agree_with_the_quantiles_for_every_shape(combine: str, scales: float) -> None:
     rng = np.random.default_rng(0)
     context = np.cumsum(rng.standard_normal((2, 300, 2)), axis=1)
@@ -111,7 +114,9 @@ def test_lead_spread_by_hand() -> None:
     errors = np.full((1, 2, 4, 1), np.nan)
     errors[0, 0, :4, 0] = [0.1, 0.2, 0.3, 0.4]
     errors[0, 1, :2, 0] = [0.3, 0.2]
-    cfg = CalibrationConfig(smoothing=0.0, channel_pooling=0.0, min_spread=0.01, average="rms", recency=0.0)
+    cfg = CalibrationConfig(
+        smoothing=0.0, channel_pooling=0.0, min_spread=0.01, average="rms", recency=0.0, inflation=1.0
+    )
     spread = lead_spread(errors, 6, cfg)[0, :, 0]
     # lead 1: rms(0.1, 0.3); lead 2: rms(0.2, 0.2) is smaller, so the lead-1 value holds; then 0.3, 0.4, 0.4...
     np.testing.assert_allclose(spread, [np.sqrt(0.05), np.sqrt(0.05), 0.3, 0.4, 0.4, 0.4])
@@ -131,6 +136,44 @@ def test_saturated_spread_gives_the_climatology() -> None:
         q = dist.quantiles(np.array([0.1, 0.5, 0.9]))[0, :, 0]  # (H, Q)
         np.testing.assert_allclose(q, np.tile([-1.2816, 0.0, 1.2816], (3, 1)), atol=0.08)
         np.testing.assert_allclose(dist.mean, 0.0, atol=0.05)
+
+
+def test_saturated_shifted_and_symmetric_keep_the_point_as_median() -> None:
+    rng = np.random.default_rng(0)
+    context = rng.standard_normal((1, 4000, 1))  # climatology N(0, 1); the point forecast is 5
+    point, spread = np.full((1, 3, 1), 5.0), np.full((1, 3, 1), 2.0)
+    levels = np.array([0.1, 0.5, 0.9])
+    shifted = ForecastDistribution(point, spread, context, "shifted").quantiles(levels)[0, :, 0]
+    np.testing.assert_allclose(shifted, np.tile([5 - 1.2816, 5.0, 5 + 1.2816], (3, 1)), atol=0.08)
+    # half N(0, 1), half its reflection N(10, 1): P(X <= q) = 0.1 where Phi(q) = 0.2
+    symmetric = ForecastDistribution(point, spread, context, "symmetric")
+    np.testing.assert_allclose(
+        symmetric.quantiles(levels)[0, :, 0], np.tile([-0.8416, 5.0, 10.8416], (3, 1)), atol=0.08
+    )
+    np.testing.assert_array_equal(symmetric.mean, point)
+
+
+@pytest.mark.parametrize("combine", ["shifted", "symmetric"])
+def test_the_median_is_the_point_forecast_at_every_lead(combine: str) -> None:
+    rng = np.random.default_rng(2)
+    context = np.abs(rng.standard_normal((2, 500, 3)))  # a skewed climatology: its median is not the point
+    context = (context - context.mean(axis=1, keepdims=True)) / context.std(axis=1, keepdims=True)
+    point = rng.uniform(1, 2, size=(2, 60, 3))  # the climatology's median is near -0.2
+    spread = np.broadcast_to(np.geomspace(1e-4, 3.0, 60)[None, :, None], point.shape)  # up to saturation
+    levels = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
+    plain = ForecastDistribution(point, spread, context, "mixture", 1.25).quantiles(levels)[..., 2]
+    assert (
+        np.abs(plain - point)[:, -5:].min() > 0.5
+    )  # saturated: the plain mixture's median is the climatology's
+    q = ForecastDistribution(point, spread, context, combine, 1.25).quantiles(levels)  # (B, H, C, Q)
+    np.testing.assert_allclose(q[..., 2], point, atol=1e-12)
+    if combine == "symmetric":
+        np.testing.assert_allclose(q[..., ::-1] - point[..., None], point[..., None] - q, atol=1e-9)
+
+
+def test_the_pipeline_median_is_predict(tiny_pipeline, lorenz) -> None:
+    q, _ = tiny_pipeline.predict_quantiles(lorenz, H, (0.25, 0.5, 0.75))  # the default calibration
+    np.testing.assert_allclose(q[..., 1], tiny_pipeline.predict(lorenz, H), rtol=1e-5, atol=1e-5)
 
 
 def test_bad_input_is_refused_with_the_fix(tiny_pipeline, lorenz) -> None:

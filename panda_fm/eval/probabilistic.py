@@ -96,7 +96,8 @@ class ModelQuantiles:
     Args:
         pipe: a :class:`panda_fm.PandaPipeline`.
         name: the method's name in reports.
-        variants: extra named forecasts, ``name -> ("mixture" | "residual", CalibrationConfig)``; the plain
+        variants: extra named forecasts, ``name -> ("mixture" | "residual", CalibrationConfig)`` (``"mixture"``:
+            the calibrated distribution, built as ``CalibrationConfig.combine`` says); the plain
             ``name`` is always the pipeline's own default.
         batch_size: series per forward pass.
     """
