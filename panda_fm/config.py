@@ -88,6 +88,9 @@ class PandaConfig(PreTrainedConfig):
     expert_backtest: int = 128
     # the version of panda_fm.forecasters.EXPERT_VERSIONS the experts come from (their frozen settings)
     experts_version: int = 1
+    # hidden width of the evidence chooser (panda_fm/model/choice.py) that adds logits from what the experts'
+    # forecasts show; 0: none. Fitted apart from the network (panda-fm fit-chooser).
+    expert_chooser: int = 0
 
     def __post_init__(self, **kwargs: Any) -> None:
         unknown = sorted(set(kwargs) - TRANSFORMERS_KEYS)
@@ -175,6 +178,10 @@ class PandaConfig(PreTrainedConfig):
             unknown = sorted(set(self.experts) - set(names))
             if unknown or not self.experts or len(set(self.experts)) != len(self.experts):
                 raise ValueError(f"experts must be distinct names from {names}, got {self.experts!r}")
+            if isinstance(self.expert_chooser, bool) or self.expert_chooser < 0:
+                raise ValueError(
+                    f"expert_chooser is a hidden width >= 0 (0: none), got {self.expert_chooser!r}"
+                )
             if self.expert_combine not in ("select", "mix"):
                 raise ValueError(f"expert_combine must be 'select' or 'mix', got {self.expert_combine!r}")
             if self.expert_backtest < 1 or self.context_length < self.expert_backtest + 80:

@@ -33,7 +33,8 @@ def expert_forecasts(
     horizon: int,
     backtest: int,
     version: int = LATEST_EXPERTS_VERSION,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    with_backtest: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """Forecast each context with each expert, and backtest each expert on the context.
 
     Args:
@@ -49,11 +50,15 @@ def expert_forecasts(
     Returns:
         Forecasts ``(B, E, H, C)`` and backtest mean absolute errors ``(B, E, C)``, float32 on ``x``'s device,
         and the channel groups ``(B, C)`` the experts fitted separately (None: all channels jointly; see
-        :func:`panda_fm.forecasters.tensor.experts.experts_channel_groups`).
+        :func:`panda_fm.forecasters.tensor.experts.experts_channel_groups`); with ``with_backtest``, then the
+        backtest's forecasts ``(B, E, V, C)`` of the context's last ``V`` steps.
     """
     z = x.detach().to(EXPERT_DTYPE)
     if observed is not None and not bool(observed.all()):
         z = z.masked_fill(~observed, torch.nan)
     labels = experts_channel_groups(z, version)
-    forecasts, errors = backtest_experts_tensor(z, names, horizon, backtest, version, labels)
-    return forecasts.float(), errors.float(), labels
+    out = backtest_experts_tensor(z, names, horizon, backtest, version, labels, with_backtest)
+    forecasts, errors = out[0].float(), out[1].float()
+    if with_backtest:
+        return forecasts, errors, labels, out[2].float()
+    return forecasts, errors, labels

@@ -20,6 +20,7 @@ from transformers import PreTrainedModel
 
 from panda_fm.config import PandaConfig
 from panda_fm.forecasters.tensor.gaps import fill_gaps
+from panda_fm.model.choice import EvidenceChooser, expert_evidence
 from panda_fm.model.experts import expert_forecasts
 from panda_fm.model.incontext import AnalogueForecast
 from panda_fm.model.layers import DynamicsEmbedding, EncoderLayer, LinearPatchEmbedding, rope_tables
@@ -27,6 +28,10 @@ from panda_fm.scaling import InstanceScale, fit_scale
 
 #: the backtest prior's sharpness before training: logits ``-8 x log(backtest error)`` (``incontext="experts"``)
 PRIOR_SHARPNESS = 8.0
+#: with an evidence chooser, the network's log-weights are floored here before the chooser's logits are added,
+#: so the chooser can overturn a choice the network made with near certainty (and learn to: softmax gradients
+#: vanish at very unequal weights)
+LOG_WEIGHT_FLOOR = 4.0
 
 
 class PandaModel(PreTrainedModel):
@@ -142,6 +147,8 @@ class PandaModel(PreTrainedModel):
             # logits start at -sharpness x log(backtest error): the best-backtested expert wins
             self.log_backtest_sharpness = nn.Parameter(torch.tensor(math.log(PRIOR_SHARPNESS)))
             self.head = nn.Linear(config.d_model, 1, bias=False)  # an expert's pooled tokens -> its logit
+            if config.expert_chooser:
+                self.chooser = EvidenceChooser(len(config.experts), config.expert_chooser)
         else:
             self.head = nn.Linear(config.d_model, config.prediction_length, bias=False)
         for module in self.modules():
@@ -153,6 +160,8 @@ class PandaModel(PreTrainedModel):
         if config.incontext != "none":
             # training starts from the in-context forecast itself (analogue) or the backtest prior (experts)
             nn.init.zeros_(self.head.weight)
+        if hasattr(self, "chooser"):
+            self.chooser.switch_off()
         cos, sin = self._rope_buffers(config)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -230,13 +239,42 @@ class PandaModel(PreTrainedModel):
         Returns:
             Forecasts ``(B, E, horizon, C)`` and weights ``(B, E, C)`` (softmax over experts), standardised.
         """
+        forecasts, logits, evidence = self.expert_logits(
+            x, observed, horizon, evidence=self.config.expert_chooser > 0
+        )
+        if evidence is not None:
+            logits = self.floored_log_weights(logits) + self.chooser(*evidence)
+        return forecasts, torch.softmax(logits, dim=-1).transpose(1, 2)
+
+    @staticmethod
+    def floored_log_weights(logits: torch.Tensor) -> torch.Tensor:
+        """Log-softmax over the last (expert) axis, floored at ``-LOG_WEIGHT_FLOOR``: an evidence chooser's
+        offset (the argmax is the network's own)."""
+        return torch.log_softmax(logits, dim=-1).clamp_min(-LOG_WEIGHT_FLOOR)
+
+    def expert_logits(
+        self,
+        x: torch.Tensor,
+        observed: torch.Tensor | None = None,
+        horizon: int | None = None,
+        evidence: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The experts' forecasts ``(B, E, horizon, C)``, the network's logits on them ``(B, C, E)`` (its head
+        and the backtest prior, before any evidence chooser) and, with ``evidence``, the chooser's inputs
+        (:func:`panda_fm.model.choice.expert_evidence`, per channel: ``(B, C, E, F)``, ``(B, C, G)``)."""
         cfg = self.config
-        assert cfg.incontext == "experts", "expert_weights needs a model with incontext='experts'"
+        assert cfg.incontext == "experts", "expert_logits needs a model with incontext='experts'"
         tokens, patch_mask = self._context_tokens(x, observed)
         H = cfg.prediction_length
-        forecasts, errors, groups = expert_forecasts(
-            x, observed, cfg.experts, max(horizon or H, H), cfg.expert_backtest, version=cfg.experts_version
-        )  # (B, E, >= H, C), (B, E, C), (B, C) or None
+        forecasts, errors, groups, *backtest = expert_forecasts(
+            x,
+            observed,
+            cfg.experts,
+            max(horizon or H, H),
+            cfg.expert_backtest,
+            version=cfg.experts_version,
+            with_backtest=evidence,
+        )  # (B, E, >= H, C), (B, E, C), (B, C) or None[, (B, E, V, C)]
         B, E, _, C = forecasts.shape
         F = H // cfg.patch_length
         log_error = errors.clamp_min(1e-6).log()  # (B, E, C)
@@ -261,20 +299,26 @@ class PandaModel(PreTrainedModel):
         pooled = tokens[:, :, -E * F :].unflatten(2, (E, F)).mean(dim=3)  # (B, C, E, D)
         # the prior: each expert's backtest, averaged over the channels of the system (the channel group)
         if channel_mask is None:
+            share = None
             system_error = log_error.mean(dim=2, keepdim=True)  # (B, E, 1): all channels are one system
         else:
             share = channel_mask.to(log_error.dtype)  # (B, C, C), symmetric
-            system_error = log_error @ (share / share.sum(dim=2, keepdim=True))  # (B, E, C)
+            share = share / share.sum(dim=2, keepdim=True)
+            system_error = log_error @ share  # (B, E, C)
         prior = -self.log_backtest_sharpness.exp() * system_error  # (B, E, 1 or C)
         logits = self.head(pooled).squeeze(-1).float() + prior.transpose(1, 2)  # (B, C, E)
-        return forecasts[:, :, : horizon or H], torch.softmax(logits, dim=-1).transpose(1, 2)
+        inputs = None
+        if evidence:
+            found, window = expert_evidence(x, observed, forecasts[:, :, :H], log_error, share, backtest[0])
+            inputs = (found.transpose(1, 2), window)  # (B, C, E, F), (B, C, G)
+        return forecasts[:, :, : horizon or H], logits, inputs
 
     def prior_only(self) -> PandaModel:
         """A copy whose choice among the experts is the untrained backtest prior (``incontext="experts"``).
 
-        The network's learned part, the head that reads the experts' tokens, is switched off and the prior's
-        sharpness is reset to :data:`PRIOR_SHARPNESS`, so each channel forecasts with the expert that an
-        untrained model would choose. Comparing a checkpoint with its ``prior_only`` copy measures what
+        The network's learned parts, the head that reads the experts' tokens and any evidence chooser, are
+        switched off and the prior's sharpness is reset to :data:`PRIOR_SHARPNESS`, so each channel forecasts
+        with the expert that an untrained model would choose. Comparing a checkpoint with its ``prior_only`` copy measures what
         training the network added.
         """
         if self.config.incontext != "experts":
@@ -285,6 +329,8 @@ class PandaModel(PreTrainedModel):
         with torch.no_grad():
             copy.head.weight.zero_()
             copy.log_backtest_sharpness.fill_(math.log(PRIOR_SHARPNESS))
+        if hasattr(copy, "chooser"):
+            copy.chooser.switch_off()
         return copy
 
     def _context_tokens(

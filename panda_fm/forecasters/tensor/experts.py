@@ -166,11 +166,13 @@ def backtest_experts_tensor(
     backtest: int,
     version: int = LATEST_EXPERTS_VERSION,
     labels: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    with_backtest: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """:func:`panda_fm.forecasters.backtest_experts` in torch, on ``z``'s device and dtype: the same arguments
     (``z`` a ``(B, T, C)`` tensor, NaN for missing values) and the same finite forecasts ``(B, E, H, C)`` and
     backtest errors ``(B, E, C)``, channel grouping included (``labels`` from :func:`experts_channel_groups`
-    when the caller has them).
+    when the caller has them). With ``with_backtest``, also the backtest's own forecasts ``(B, E, V, C)`` of the
+    context's last ``V`` steps (finite; from the same fits, group or joint, as the errors).
     """
     experts = [_registry(version)[name] for name in names]
     seen = torch.isfinite(z).any(dim=2)  # (B, T): a step with any channel observed
@@ -190,11 +192,15 @@ def backtest_experts_tensor(
         else:
             errors = misses.mean(dim=2)  # (B, E, C)
         errors = torch.nan_to_num(errors, nan=1e6, posinf=1e6)
+        if with_backtest:  # the backtest's forecasts travel before the forecasts, through the group choice
+            forecasts = torch.cat([past, forecasts], dim=2)
         return torch.nan_to_num(forecasts, nan=0.0, posinf=0.0, neginf=0.0), errors
 
     forecasts, errors = joint(z)
     if labels is None:
         labels = experts_channel_groups(z, version)  # (B, C) or None
-    if labels is None:
-        return forecasts, errors
-    return keep_better_groups(joint, z, labels, forecasts, errors)
+    if labels is not None:
+        forecasts, errors = keep_better_groups(joint, z, labels, forecasts, errors)
+    if with_backtest:
+        return forecasts[:, :, backtest:], errors, forecasts[:, :, :backtest]
+    return forecasts, errors
