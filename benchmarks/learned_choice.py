@@ -12,16 +12,19 @@ evidence closes, cheaply, without training the transformer:
    65-128; the backtests of those earlier forecasts; the expert's disagreement with the median expert; the
    spread and largest value of its forecast; its jump from the last observed value. Per window: the observed
    span, a noise index (std of second over first differences), the channel count.
-2. **A pool of training windows observed like the stress suite, from training systems only** (a generated
-   dataset's train split): each window drawn with a random sampling rate (1/4-4x, half the windows), one
-   coordinate or a random projection to 1-2 channels (a third each, or all channels), a context of 128-511
-   steps (40%) and observation noise of 2-25% (half).
-3. **A chooser**: one small MLP scores each expert from its evidence (and its difference from the experts'
-   mean); a softmax over experts; trained to minimise the expected sMAPE@128 of the chosen forecast. Systems
-   are split 80/20 for early stopping.
+2. **A pool of training windows observed like the stress suite, from training systems only**
+   (:func:`panda_fm.training.choice.observed_windows` on a generated dataset's train split): random sampling
+   rates (1/4-4x), one coordinate or a random projection to 1-2 channels, contexts of 128-511 steps and
+   observation noise of 2-25%.
+3. **A chooser per subset of the evidence** (:class:`panda_fm.model.choice.EvidenceChooser` fitted by
+   :func:`panda_fm.training.choice.train_choice`): an MLP scores each expert; trained to minimise the expected
+   sMAPE@128 of the softmax choice; a fifth of the systems held out for early stopping. The model's own chooser
+   (``panda-fm fit-chooser``) reads the evidence this study found worth its cost: the backtest by lead and what
+   the forecasts show, which take no extra run of the experts.
 4. **The stress suite's windows** (those of ``stress.py``/``expert_oracle.py`` for the same seed): median
-   sMAPE@128 of each expert, the checkpoint's choice, the prior's, the learned chooser's, single-feature rules
-   (the smallest of one error) and the oracle.
+   sMAPE@128 of each expert, the checkpoint's choice, the prior's, each learned chooser's, single-feature
+   rules (the smallest of one error), combinations (the mean and median of the experts, the "all" chooser's
+   softmax mixture) and the oracle. The checkpoint's choice is per channel; every other is per window.
 
     PYTHONPATH=. python benchmarks/learned_choice.py --data /work/data/evo700 --threads 1 \\
         --out benchmarks/results/stress/learned_choice.md
@@ -37,15 +40,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from expert_oracle import choices
-from torch import nn
 
 from panda_fm import PandaPipeline
-from panda_fm.data.augment import resample, resample_extent
 from panda_fm.eval import metrics
 from panda_fm.eval.runner import noisy_batches, standardise_by_context, system_windows
 from panda_fm.eval.stress import stress_config, stress_dataset, stress_sets
+from panda_fm.model.choice import EvidenceChooser
 from panda_fm.model.experts import expert_forecasts
 from panda_fm.systems.store import open_dataset
+from panda_fm.training.choice import observed_windows, train_choice
 
 HORIZON = 128
 ORIGINS = (32, 128)  # earlier forecast origins, steps before the context's end
@@ -67,7 +70,7 @@ CONTEXT_FEATURES = ("span", "noise index", "log channels")
 SUBSETS = {
     "backtest": (0,),
     "free": (0, 7, 8, 9, 10),  # from the forecasts the model makes anyway
-    "curve": (0, 3, 4, 5, 6, 7, 8, 9, 10),  # + the error by lead of a forecast 128 steps back
+    "curve": (0, 3, 4, 5, 7, 8, 9, 10),  # + the error by lead of a forecast 128 steps back (the model's)
     "all": tuple(range(len(FEATURES))),
 }
 
@@ -141,47 +144,12 @@ def smape_each(every: np.ndarray, clean: np.ndarray, truth: np.ndarray) -> np.nd
 # --- the pool of training windows ------------------------------------------------------------------------
 
 
-def pool_windows(
-    data: Path, windows_per_system: int, seed: int, max_systems: int | None = None
-) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """``(system, clean context, seen context, truth)`` drawn from the train split, observed at random."""
-    dataset = open_dataset(data)
-    rng = np.random.default_rng(seed)
-    T, L = 512, 512 + HORIZON
-    out = []
-    for sid in dataset.ids("train")[:max_systems]:
-        traj = dataset.load(sid)
-        for _ in range(windows_per_system):
-            factor = float(np.exp(rng.uniform(np.log(0.25), np.log(4)))) if rng.random() < 0.5 else 1.0
-            need = resample_extent(L, factor)
-            k = rng.integers(traj.shape[0])
-            if traj.shape[1] < need:
-                factor, need = 1.0, L
-            start = rng.integers(0, traj.shape[1] - need + 1)
-            seg = resample(traj[k, start : start + need].astype(np.float64), factor, L)
-            u = rng.random()
-            if u < 1 / 3:
-                seg = seg[:, [rng.integers(seg.shape[1])]]
-            elif u < 2 / 3:
-                z = (seg - seg[:T].mean(0)) / seg[:T].std(0).clip(1e-9)
-                w = rng.standard_normal((seg.shape[1], 1 + int(rng.random() < 0.5)))
-                seg = z @ (w / np.linalg.norm(w, axis=0))
-            clean, truth = seg[:T], seg[T:]
-            seen = clean.copy()
-            if rng.random() < 0.5:
-                seen += rng.uniform(0.02, 0.25) * clean.std(0) * rng.standard_normal(clean.shape)
-            if rng.random() < 0.4:
-                seen[: T - rng.integers(128, T)] = np.nan
-            out.append((sid, clean, seen, truth))
-    return out
-
-
 def _groups(windows: list, batch: int = 32):
     """The pool's windows in batches of equal channel count, in a fixed order."""
     for lo in range(0, len(windows), batch):
         group: dict[int, list] = {}
         for w in windows[lo : lo + batch]:
-            group.setdefault(w[1].shape[1], []).append(w)
+            group.setdefault(w.seen.shape[1], []).append(w)
         yield lo, list(group.values())
 
 
@@ -190,12 +158,11 @@ def pool_evidence(pipe, windows, names, version) -> dict[str, np.ndarray]:
     started = time.perf_counter()
     for lo, groups in _groups(windows):
         for ws in groups:
-            seen = np.stack([w[2] for w in ws])
-            every, f, c = evidence(pipe.model, seen, names, version)
+            every, f, c = evidence(pipe.model, np.stack([w.seen for w in ws]), names, version)
             feats.append(f)
             ctxs.append(c)
-            scores.append(smape_each(every, np.stack([w[1] for w in ws]), np.stack([w[3] for w in ws])))
-            systems += [w[0] for w in ws]
+            scores.append(smape_each(every, np.stack([w.clean for w in ws]), np.stack([w.truth for w in ws])))
+            systems += [w.system for w in ws]
         print(f"pool {lo + 32}/{len(windows)} ({time.perf_counter() - started:.0f} s)", flush=True)
     return {
         "feats": np.concatenate(feats),
@@ -221,72 +188,25 @@ def network_weights(model, contexts: np.ndarray, names: list[str]) -> np.ndarray
 # --- the chooser ---------------------------------------------------------------------------------------
 
 
-class Chooser(nn.Module):
-    """Scores each expert from its evidence, its evidence relative to the experts' mean, and the window's."""
-
-    def __init__(self, n_feats: int, n_ctx: int, n_experts: int, width: int = 64):
-        super().__init__()
-        self.n_experts = n_experts
-        self.net = nn.Sequential(
-            nn.Linear(3 * n_feats + n_ctx + n_experts, width),
-            nn.GELU(),
-            nn.Linear(width, width),
-            nn.GELU(),
-            nn.Linear(width, 1),
-        )
-
-    def forward(self, feats: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        """``(B, E, F)``, ``(B, G)`` -> logits ``(B, E)``."""
-        B, E, _ = feats.shape
-        missing = torch.isnan(feats)
-        f = feats.nan_to_num(0.0)
-        rel = f - f.mean(dim=1, keepdim=True)
-        onehot = torch.eye(E).expand(B, E, E)
-        x = torch.cat([f, rel, missing.float(), ctx.unsqueeze(1).expand(B, E, -1), onehot], dim=2)
-        return self.net(x).squeeze(-1)
-
-
-def train_chooser(pool: dict[str, np.ndarray], seed: int, epochs: int = 300) -> Chooser:
-    """A chooser trained on ``pool`` (``feats`` holding the evidence it reads), early-stopped on a fifth of the
-    systems."""
+def train_chooser(pool: dict[str, np.ndarray], seed: int, epochs: int = 300) -> EvidenceChooser:
+    """A chooser reading ``pool["feats"]`` (per window), fitted by the package's :func:`train_choice` with no
+    offset (the choice is the chooser's alone)."""
     torch.manual_seed(seed)
-    systems = np.unique(pool["systems"])
-    rng = np.random.default_rng(seed)
-    held = set(rng.choice(systems, size=len(systems) // 5, replace=False))
-    val = np.isin(pool["systems"], list(held))
-    t = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in pool.items() if k != "systems"}
-    model = Chooser(t["feats"].shape[2], t["ctx"].shape[1], t["feats"].shape[1])
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-3)
-    tr = torch.as_tensor(~val)
-    va = torch.as_tensor(val)
-    best, best_state = float("inf"), None
-    for epoch in range(epochs):
-        model.train()
-        perm = torch.nonzero(tr).squeeze(1)[torch.randperm(int(tr.sum()))]
-        for lo in range(0, len(perm), 256):
-            i = perm[lo : lo + 256]
-            p = torch.softmax(model(t["feats"][i], t["ctx"][i]), dim=1)
-            loss = (p * t["smape"][i]).sum(dim=1).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        model.eval()
-        with torch.no_grad():
-            pick = model(t["feats"][va], t["ctx"][va]).argmax(dim=1)
-            v = t["smape"][va].gather(1, pick[:, None]).squeeze(1)
-            score = float(v.mean())
-        if score < best:
-            best, best_state = score, {k: v.clone() for k, v in model.state_dict().items()}
-        if epoch % 50 == 0:
-            print(f"epoch {epoch}: validation mean sMAPE of the choice {score:.2f}", flush=True)
-    model.load_state_dict(best_state)
-    s = pool["smape"][val]
+    _, system = np.unique(pool["systems"], return_inverse=True)
+    t = {k: torch.as_tensor(pool[k], dtype=torch.float32) for k in ("feats", "ctx", "smape")}
+    chooser = EvidenceChooser(t["feats"].shape[1], 64, t["feats"].shape[2], t["ctx"].shape[1])
+    rows = {
+        "evidence": t["feats"],
+        "window": t["ctx"],
+        "smape": t["smape"],
+        "system": torch.as_tensor(system),
+    }
+    record = train_choice(chooser, rows, torch.zeros_like(t["smape"]), epochs, seed)
+    scores = record["validation_smape"]
     print(
-        f"validation ({int(val.sum())} windows): chooser {best:.2f}, prior {s[np.arange(len(s)), np.nanargmin(pool['feats'][val, :, 0], 1)].mean():.2f}, "
-        f"oracle {s.min(1).mean():.2f}; medians: chooser "
-        f"{np.median(s[np.arange(len(s)), _pick(model, pool, val)]):.1f}, oracle {np.median(s.min(1)):.1f}"
+        f"{pool['feats'].shape[2]} evidence columns: validation mean sMAPE {scores['chooser']} (oracle {scores['oracle']})"
     )
-    return model
+    return chooser
 
 
 def _subset(
@@ -299,7 +219,7 @@ def _subset(
     return {**pool, "feats": feats}
 
 
-def _pick(model: Chooser, pool: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+def _pick(model: EvidenceChooser, pool: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         f = torch.as_tensor(pool["feats"][rows], dtype=torch.float32)
         c = torch.as_tensor(pool["ctx"][rows], dtype=torch.float32)
@@ -378,18 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     if pool_file.exists():
         pool = dict(np.load(pool_file))
     else:
-        pool = pool_evidence(
-            pipe,
-            pool_windows(Path(args.data), args.pool_windows, args.seed, args.max_systems),
-            names,
-            version,
+        windows = observed_windows(
+            open_dataset(args.data), args.pool_windows, args.seed, max_systems=args.max_systems
         )
-        np.savez(pool_file, **pool)
-    if "network" not in pool:  # the checkpoint's own weights, as more evidence
-        windows = pool_windows(Path(args.data), args.pool_windows, args.seed, args.max_systems)
-        pool["network"] = np.concatenate(
+        pool = pool_evidence(pipe, windows, names, version)
+        pool["network"] = np.concatenate(  # the checkpoint's own weights, as more evidence
             [
-                network_weights(pipe.model, np.stack([w[2] for w in ws]), names)
+                network_weights(pipe.model, np.stack([w.seen for w in ws]), names)
                 for _, g in _groups(windows)
                 for ws in g
             ]

@@ -2,11 +2,14 @@
 
     python train/ship_checkpoint.py --run runs/small-cpu/checkpoint --name panda-fm-small \
         --report reports/founders/report.md --report reports/evolved/report.md \
+        --stress benchmarks/results/stress/stress.md \
         --command "panda-fm generate ...; panda-fm pretrain ..." --out checkpoints/panda-fm-small
 
 Each ``--report`` is a ``report.md`` written by ``panda-fm evaluate``; its header line, command and
 summary table (sMAPE/MAE/VPT) go into the card's "Measured results" (the table's checkpoint row is renamed to
-``--name``). The run's own record (data, steps, wall time, hardware) stays in the card's "Training".
+``--name``). ``--stress`` adds the summary table of a stress-suite report (``benchmarks/stress.py``: median
+sMAPE@128 per set and method, with bootstrap intervals). The run's own record (data, steps, wall time,
+hardware) stays in the card's "Training".
 """
 
 from __future__ import annotations
@@ -27,21 +30,37 @@ def report_section(path: Path, run_name: str, name: str) -> str:
     return "\n".join(line.replace(f"| {run_name} |", f"| {name} |") for line in keep)
 
 
+def stress_section(path: Path) -> str:
+    """The command and summary table of a stress-suite ``stress.md``."""
+    lines = path.read_text().splitlines()
+    command = next(line for line in lines if line.startswith("`python"))
+    start = next(i for i, line in enumerate(lines) if line.startswith("## Summary"))
+    table = next(i for i in range(start, len(lines)) if lines[i].startswith("|"))
+    end = next((i for i in range(table, len(lines)) if not lines[i].startswith("|")), len(lines))
+    title = lines[start].removeprefix("## Summary: ")
+    return "\n".join(
+        [f"Stress suite (held-out data unlike the training data), {title}:", command, "", *lines[table:end]]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="the run's exported checkpoint directory")
     parser.add_argument("--name", required=True, help="the checkpoint's name in the card and the tables")
     parser.add_argument("--report", type=Path, action="append", default=[], help="evaluate report.md")
+    parser.add_argument("--stress", type=Path, default=None, help="a stress-suite stress.md")
     parser.add_argument("--command", required=True, help="the commands that made the data and the run")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    for report in args.report:
+    for report in [*args.report, *([args.stress] if args.stress else [])]:
         if not report.is_file():
             parser.error(f"--report {report} does not exist; run `panda-fm evaluate ... --out DIR` first")
     pipe = PandaPipeline.from_pretrained(args.run)
     pipe.info["name"] = args.name
     pipe.info.setdefault("training", {})["command"] = args.command
     sections = [report_section(r, args.run.name, args.name) for r in args.report]
+    if args.stress:
+        sections.append(stress_section(args.stress))
     pipe.info["results"] = "\n\n".join(sections) if sections else None
     pipe.save_pretrained(args.out)
     print(f"wrote {args.out} ({sum(f.stat().st_size for f in args.out.iterdir()) / 1e6:.1f} MB)")

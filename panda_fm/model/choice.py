@@ -126,11 +126,18 @@ class EvidenceChooser(nn.Module):
     Args:
         num_experts: E.
         width: hidden width.
+        num_evidence, num_window: F and G (the model's: those of :data:`EVIDENCE` and :data:`WINDOW_FEATURES`).
     """
 
-    def __init__(self, num_experts: int, width: int):
+    def __init__(
+        self,
+        num_experts: int,
+        width: int,
+        num_evidence: int = len(EVIDENCE),
+        num_window: int = len(WINDOW_FEATURES),
+    ):
         super().__init__()
-        F, G = len(EVIDENCE), len(WINDOW_FEATURES)
+        F, G = num_evidence, num_window
         self.num_experts = num_experts
         self.net = nn.Sequential(
             nn.Linear(3 * F + G + num_experts, width),

@@ -145,43 +145,55 @@ def fit_chooser(
     holdout: float = 0.2,
 ) -> dict[str, Any]:
     """Train ``model``'s evidence chooser on ``pool`` (from :func:`choice_pool`), installing one of ``width``
-    if it has none, and keep the weights of the best validation.
-
-    Returns:
-        The run's record: rows, validation rows, epochs, the best epoch and the validation mean sMAPE of the
-        network's choice, the fitted choice and the per-row oracle.
-    """
+    if it has none; see :func:`train_choice`."""
     cfg = model.config
     if cfg.incontext != "experts":
         raise ValueError(f"fit_chooser needs a model with incontext='experts', not {cfg.incontext!r}")
     if not cfg.expert_chooser:
         cfg.expert_chooser = width
         model.chooser = EvidenceChooser(len(cfg.experts), width)
-    chooser = model.chooser
+    return train_choice(model.chooser, pool, model.floored_log_weights(pool["logits"]), epochs, seed, holdout)
+
+
+def train_choice(
+    chooser: torch.nn.Module,
+    pool: dict[str, torch.Tensor],
+    offset: torch.Tensor,
+    epochs: int = 200,
+    seed: int = 0,
+    holdout: float = 0.2,
+) -> dict[str, Any]:
+    """Train ``chooser`` ``(evidence (N, E, F), window (N, G)) -> (N, E)`` so that the softmax of ``offset`` ``(N, E)``
+    plus its logits puts its weight on the experts of low sMAPE in ``pool``; the weights of the best validation
+    (the mean sMAPE of the argmax on ``holdout`` of the systems) are kept.
+
+    Returns:
+        The run's record: rows, validation rows, epochs, the best epoch and the validation mean sMAPE of the
+        offset's own choice (``network``), the fitted choice and the per-row oracle.
+    """
     gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
     n_systems = int(pool["system"].max()) + 1
     held = torch.randperm(n_systems, generator=gen)[: max(1, round(holdout * n_systems))]
     val = torch.isin(pool["system"], held)
-    train_rows = torch.nonzero(~val).squeeze(1)
-    offset = model.floored_log_weights(pool["logits"])
-    smape = pool["smape"]
+    train_rows, val_rows = torch.nonzero(~val).squeeze(1), torch.nonzero(val).squeeze(1)
+    evidence, window, smape = pool["evidence"], pool["window"], pool["smape"]
 
     def chosen(rows: torch.Tensor) -> float:
         with torch.no_grad():
-            pick = (offset[rows] + chooser(pool["evidence"][rows], pool["window"][rows])).argmax(dim=1)
+            pick = (offset[rows] + chooser(evidence[rows], window[rows])).argmax(dim=1)
         return float(smape[rows].gather(1, pick[:, None]).mean())
 
-    val_rows = torch.nonzero(val).squeeze(1)
     network = float(smape[val_rows].gather(1, offset[val_rows].argmax(dim=1, keepdim=True)).mean())
+    chooser.eval()
     best, best_epoch, best_state = chosen(val_rows), -1, copy.deepcopy(chooser.state_dict())
     opt = torch.optim.AdamW(chooser.parameters(), lr=3e-3, weight_decay=1e-3)
-    torch.manual_seed(seed)
     for epoch in range(epochs):
         chooser.train()
         order = train_rows[torch.randperm(len(train_rows), generator=gen)]
         for lo in range(0, len(order), 256):
             i = order[lo : lo + 256]
-            p = torch.softmax(offset[i] + chooser(pool["evidence"][i], pool["window"][i]), dim=1)
+            p = torch.softmax(offset[i] + chooser(evidence[i], window[i]), dim=1)
             loss = (p * smape[i]).sum(dim=1).mean()
             opt.zero_grad()
             loss.backward()

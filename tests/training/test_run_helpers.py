@@ -71,15 +71,27 @@ def test_ship_checkpoint_puts_the_reports_in_the_model_card(tmp_path: Path):
         "| noise | method | sMAPE@128 |\n|---|---|---|\n| 0 | checkpoint | 12.5 |\n| 0 | nvar | 0.1 |\n\n"
         "## Per system\n\n| noise | system | checkpoint |\n|---|---|---|\n| 0 | Lorenz | not copied |\n"
     )
+    stress = tmp_path / "stress.md"
+    stress.write_text(
+        "# Stress suite\n\n`python benchmarks/stress.py --checkpoint x`\n\n"
+        "## Summary: median smape@128 [bootstrap 95% interval of the median]\n\n"
+        "| set | windows | x |\n|---|---|---|\n| noise-10 | 54 | 29.1 [23.7, 32.5] |\n\n"
+        "### noise-10: per metric\n\n| method | smape@64 |\n|---|---|\n| x | not copied either |\n"
+    )
     out = tmp_path / "shipped"
     cmd = [sys.executable, "train/ship_checkpoint.py", "--run", str(run), "--name", "panda-fm-x"]
-    cmd += ["--report", str(report), "--command", "panda-fm pretrain ...", "--out", str(out)]
+    cmd += ["--report", str(report), "--stress", str(stress)]
+    cmd += ["--command", "panda-fm pretrain ...", "--out", str(out)]
     repo = Path(__file__).resolve().parents[2]
     subprocess.run(cmd, cwd=repo, check=True, env={**os.environ, "PYTHONPATH": str(repo)})
     card = (out / "README.md").read_text()
     assert "| 0 | panda-fm-x | 12.5 |" in card and "| 0 | nvar | 0.1 |" in card
     assert "20 systems, 100 windows" in card and "Command: `panda-fm evaluate" in card
     assert "not copied" not in card and "panda-fm pretrain ..." in card
+    assert (
+        "| noise-10 | 54 | 29.1 [23.7, 32.5] |" in card
+        and "`python benchmarks/stress.py --checkpoint x`" in card
+    )
     assert PandaPipeline.from_pretrained(out).info["name"] == "panda-fm-x"
     missing = subprocess.run(
         [*cmd[:-4], "--report", str(tmp_path / "nope.md"), *cmd[-4:]],
