@@ -7,6 +7,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 Handler = Callable[[argparse.Namespace], int]
@@ -753,7 +754,13 @@ def _fit_chooser(args: argparse.Namespace) -> int:
     record = fit_chooser(model, pool, args.width or CHOOSER_WIDTH, args.epochs, args.seed)
     record |= {"data": str(args.data), "manifest": dataset.manifest_hash, "windows": len(windows)}
     record |= {"windows_per_system": args.windows_per_system, "seed": args.seed}
-    PandaPipeline(model, {**base.info, "chooser": record}).save_pretrained(args.out)
+    data = (
+        f"The evidence chooser: {len(windows)} randomly observed windows of the {len(dataset.ids('train'))} "
+        f"training systems of dataset `{Path(args.data).name}` (manifest sha256 `{dataset.manifest_hash}`)."
+    )
+    trained_on = base.info.get("training_data")
+    info = {**base.info, "chooser": record, "training_data": f"{trained_on} {data}" if trained_on else data}
+    PandaPipeline(model, info).save_pretrained(args.out)
     logging.getLogger("panda_fm").info(
         "done: validation mean sMAPE of the choice, network %.2f -> with the chooser %.2f (oracle %.2f); "
         "checkpoint %s",

@@ -58,6 +58,7 @@ _PANDA_ONLY_KEYS = frozenset(
         "expert_combine",
         "expert_backtest",
         "experts_version",
+        "expert_chooser",
     }
 )
 _REFERENCE_KEYS = tuple(name for name in PandaConfig.field_types() if name not in _PANDA_ONLY_KEYS)
@@ -435,6 +436,16 @@ def save_model(model: PandaModel, directory: str | os.PathLike, info: dict[str, 
     return directory
 
 
+def _chooser_note(cfg: PandaConfig) -> str:
+    """The model card's words for an evidence chooser (``PandaConfig.expert_chooser``), if any."""
+    if not cfg.expert_chooser:
+        return ""
+    return (
+        f"; an evidence chooser (an MLP of width {cfg.expert_chooser}, fitted by `panda-fm fit-chooser` with the "
+        "network frozen) adds logits from the backtest's error by lead and measurements of the forecasts"
+    )
+
+
 def model_card(model: PandaModel, info: dict[str, Any]) -> ModelCard:
     """A hub model card: metadata (library, pipeline tag, tags), architecture, size, training data and results."""
     cfg = model.config
@@ -451,7 +462,8 @@ def model_card(model: PandaModel, info: dict[str, Any]) -> ModelCard:
         f"{' (a third of a shorter context)' if ADAPTIVE_BACKTEST[cfg.experts_version] else ''}"
         f"{'; channels that do not interact are fitted apart' if CHANNEL_GROUPING[cfg.experts_version] else ''}; "
         "the network weighs them per "
-        f"channel and forecasts with {'the highest-weighted one' if cfg.expert_combine == 'select' else 'their weighted mean'})",
+        f"channel and forecasts with {'the highest-weighted one' if cfg.expert_combine == 'select' else 'their weighted mean'}"
+        f"{_chooser_note(cfg)})",
     }
     metadata = ModelCardData(
         library_name="panda_fm",

@@ -318,8 +318,8 @@ class PandaModel(PreTrainedModel):
 
         The network's learned parts, the head that reads the experts' tokens and any evidence chooser, are
         switched off and the prior's sharpness is reset to :data:`PRIOR_SHARPNESS`, so each channel forecasts
-        with the expert that an untrained model would choose. Comparing a checkpoint with its ``prior_only`` copy measures what
-        training the network added.
+        with the expert that an untrained model would choose. Comparing a checkpoint with its ``prior_only``
+        copy measures what training the network added.
         """
         if self.config.incontext != "experts":
             raise ValueError(

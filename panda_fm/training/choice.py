@@ -151,6 +151,7 @@ def fit_chooser(
         raise ValueError(f"fit_chooser needs a model with incontext='experts', not {cfg.incontext!r}")
     if not cfg.expert_chooser:
         cfg.expert_chooser = width
+        torch.manual_seed(seed)  # the chooser's first weights
         model.chooser = EvidenceChooser(len(cfg.experts), width)
     return train_choice(model.chooser, pool, model.floored_log_weights(pool["logits"]), epochs, seed, holdout)
 

@@ -106,13 +106,27 @@ def test_fit_learns_a_rule_the_network_does_not_know():
     assert model.config.expert_chooser == 16 and 0 <= record["best_epoch"] < 30
 
 
+def test_a_fit_is_reproducible():
+    """The same pool and seed give the same chooser, whatever ran before."""
+    fitted = []
+    for _ in range(2):
+        model = _experts_model()
+        torch.rand(7)  # other draws from the global generator must not matter
+        fit_chooser(model, _synthetic_pool(n=400), width=8, epochs=2, seed=5)
+        fitted.append(model.chooser.state_dict())
+    for key, value in fitted[0].items():
+        assert torch.equal(fitted[1][key], value), key
+
+
 def test_a_fitted_chooser_is_saved_and_loaded(tmp_path, contexts: torch.Tensor):
-    """The chooser's weights and width travel in the checkpoint; the prior-only copy switches it off."""
+    """The chooser's weights and width travel in the checkpoint (and its card says so); the prior-only copy
+    switches it off."""
     model = _experts_model()
     fit_chooser(model, _synthetic_pool(n=500), width=8, epochs=3)
     PandaPipeline(model, {"name": "chooser test"}).save_pretrained(tmp_path / "ckpt")
     loaded = PandaPipeline.from_pretrained(tmp_path / "ckpt").model
     assert loaded.config.expert_chooser == 8
+    assert "an evidence chooser (an MLP of width 8" in (tmp_path / "ckpt" / "README.md").read_text()
     for key, value in model.chooser.state_dict().items():
         torch.testing.assert_close(loaded.chooser.state_dict()[key], value)
     torch.testing.assert_close(loaded(contexts), model(contexts))
