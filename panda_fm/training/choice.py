@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from panda_fm.data.augment import resample, resample_extent
 from panda_fm.eval.metrics import smape_curve
@@ -105,7 +105,7 @@ def choice_pool(
     H = model.config.prediction_length
     rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("logits", "evidence", "window", "smape", "system")}
     systems: dict[str, int] = {}
-    started = time.perf_counter()
+    bar = tqdm(total=len(windows), desc="choice pool", unit="window", disable=not progress)
     for lo in range(0, len(windows), batch_size):
         groups: dict[int, list[ObservedWindow]] = {}
         for w in windows[lo : lo + batch_size]:  # one batch per channel count
@@ -130,9 +130,8 @@ def choice_pool(
             rows["smape"].append(scores.transpose(1, 2).reshape(B * C, E))
             ids = [systems.setdefault(w.system, len(systems)) for w in ws]
             rows["system"].append(torch.tensor(ids).repeat_interleave(C))
-        if progress:
-            done = min(lo + batch_size, len(windows))
-            log.info("choice pool: %d/%d windows (%.0f s)", done, len(windows), time.perf_counter() - started)
+        bar.update(min(batch_size, len(windows) - lo))
+    bar.close()
     return {k: torch.cat(v) for k, v in rows.items()}
 
 
