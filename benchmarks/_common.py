@@ -63,3 +63,12 @@ def output_folder(path: str | Path) -> Path | None:
         print(f"error: cannot create --out {out} ({err.strerror}); choose another folder", file=sys.stderr)
         return None
     return out
+
+
+def write_markdown(lines: list[str], out: str | Path | None) -> str:
+    """Join a report's lines, print it, and write it to ``out`` too when given."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        Path(out).write_text(text)
+    return text

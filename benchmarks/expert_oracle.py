@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import write_markdown
 
 from panda_fm import PandaPipeline
 from panda_fm.eval import metrics
@@ -105,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|" + "---|" * len(columns),
     ]
     lines += [f"| {n} | {k} | " + " | ".join(f"{m:.1f}" for m in med) + " |" for n, k, med in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    write_markdown(lines, args.out)
     return 0
 
 

@@ -39,13 +39,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import write_markdown
 from expert_oracle import choices
 
 from panda_fm import PandaPipeline
 from panda_fm.eval import metrics
 from panda_fm.eval.runner import noisy_batches, standardise_by_context, system_windows
 from panda_fm.eval.stress import stress_config, stress_dataset, stress_sets
-from panda_fm.model.choice import EvidenceChooser
+from panda_fm.model.choice import EvidenceChooser, nanstd_over_time
 from panda_fm.model.experts import expert_forecasts
 from panda_fm.systems.store import open_dataset
 from panda_fm.training.choice import observed_windows, train_choice
@@ -118,17 +119,11 @@ def evidence(model, contexts: np.ndarray, names: list[str], version: int) -> tup
     z = torch.where(obs, x, torch.nan)
     d1 = z.diff(dim=1)
     d2 = d1.diff(dim=1)
-    noise = (_nanstd(d2) / _nanstd(d1).clamp_min(1e-6)).nanmean(dim=1)  # (B,)
+    noise = (nanstd_over_time(d2) / nanstd_over_time(d1).clamp_min(1e-6)).nanmean(dim=1)  # (B,)
     ctx = torch.stack([span.float() / T, noise.clamp_min(1e-3).log(), torch.full((B,), float(np.log(C)))], 1)
     scale = lambda z: stats.denormalise(z).numpy()  # noqa: E731
     every = np.stack([scale(forecasts[:, e]) for e in range(forecasts.shape[1])], axis=1)
     return every, feats.numpy(), ctx.numpy()
-
-
-def _nanstd(z: torch.Tensor) -> torch.Tensor:
-    """Std over time ignoring NaN: ``(B, T, C)`` -> ``(B, C)``."""
-    m = z.nanmean(dim=1, keepdim=True)
-    return ((z - m) ** 2).nanmean(dim=1).sqrt()
 
 
 def smape_each(every: np.ndarray, clean: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -357,10 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         med += [np.median(r[k]) for k in ("mean", "median", "mix")]
         med.append(np.median(s.min(1)))
         lines.append(f"| {name} | {len(s)} | " + " | ".join(f"{m:.1f}" for m in med) + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    write_markdown(lines, args.out)
     return 0
 
 

@@ -35,7 +35,7 @@ WINDOW_FEATURES = ("observed span", "noise index", "log channels")
 TAIL = 16  # steps at the end of the context whose mean the jump is measured from
 
 
-def _rms_over_time(z: torch.Tensor) -> torch.Tensor:
+def nanstd_over_time(z: torch.Tensor) -> torch.Tensor:
     """Std over time ignoring NaN: ``(B, T, C)`` -> ``(B, C)``."""
     centred = z - z.nanmean(dim=1, keepdim=True)
     return centred.pow(2).nanmean(dim=1).sqrt()
@@ -90,7 +90,9 @@ def expert_evidence(
     )  # (B, E, C, F)
     first = obs.any(dim=2).float().argmax(dim=1)  # (B,) the first observed step
     d1 = z.diff(dim=1)
-    noise = (_rms_over_time(d1.diff(dim=1)) / _rms_over_time(d1).clamp_min(1e-6)).nan_to_num(1.0)  # (B, C)
+    noise = (nanstd_over_time(d1.diff(dim=1)) / nanstd_over_time(d1).clamp_min(1e-6)).nan_to_num(
+        1.0
+    )  # (B, C)
     window = torch.stack(
         [
             ((T - first).float() / T)[:, None].expand(B, C),
