@@ -86,6 +86,10 @@ class PandaConfig(PreTrainedConfig):
     experts: list[str] = field(default_factory=lambda: list(EXPERT_NAMES))
     expert_combine: str = "select"
     expert_backtest: int = 128
+    # how an expert's forecast enters the network: "patches", one token per forecast patch (prediction_length /
+    # patch_length tokens per expert and channel), or "pooled", the mean of those patches' embeddings as one
+    # token (the network then reads E tokens instead of E x F next to the context's, about half the work)
+    expert_tokens: str = "patches"
     # the version of panda_fm.forecasters.EXPERT_VERSIONS the experts come from (their frozen settings)
     experts_version: int = 1
     # hidden width of the evidence chooser (panda_fm/model/choice.py) that adds logits from what the experts'
@@ -182,6 +186,8 @@ class PandaConfig(PreTrainedConfig):
                 raise ValueError(
                     f"expert_chooser is a hidden width >= 0 (0: none), got {self.expert_chooser!r}"
                 )
+            if self.expert_tokens not in ("patches", "pooled"):
+                raise ValueError(f"expert_tokens must be 'patches' or 'pooled', got {self.expert_tokens!r}")
             if self.expert_combine not in ("select", "mix"):
                 raise ValueError(f"expert_combine must be 'select' or 'mix', got {self.expert_combine!r}")
             if self.expert_backtest < 1 or self.context_length < self.expert_backtest + 80:

@@ -57,6 +57,7 @@ _PANDA_ONLY_KEYS = frozenset(
         "experts",
         "expert_combine",
         "expert_backtest",
+        "expert_tokens",
         "experts_version",
         "expert_chooser",
     }
@@ -460,7 +461,8 @@ def model_card(model: PandaModel, info: dict[str, Any]) -> ModelCard:
         "experts": f", version {cfg.experts_version} (classical forecasts {', '.join(cfg.experts)} of the context, "
         f"each backtested on its last {cfg.expert_backtest} steps"
         f"{' (a third of a shorter context)' if ADAPTIVE_BACKTEST[cfg.experts_version] else ''}"
-        f"{'; channels that do not interact are fitted apart' if CHANNEL_GROUPING[cfg.experts_version] else ''}; "
+        f"{'; channels that do not interact are fitted apart' if CHANNEL_GROUPING[cfg.experts_version] else ''}"
+        f"{'; each forecast enters the network as one token' if cfg.expert_tokens == 'pooled' else ''}; "
         "the network weighs them per "
         f"channel and forecasts with {'the highest-weighted one' if cfg.expert_combine == 'select' else 'their weighted mean'}"
         f"{_chooser_note(cfg)})",

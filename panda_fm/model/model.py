@@ -109,14 +109,16 @@ class PandaModel(PreTrainedModel):
 
     @staticmethod
     def _rope_buffers(config: PandaConfig) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotary tables ``(N + E * F, head_dim)`` of the context's and the future tokens' positions, on the CPU."""
+        """Rotary tables ``(N + E * F, head_dim)`` of the context's and the future tokens' positions, on the CPU
+        (``N + E`` for pooled expert tokens)."""
         cpu = torch.device("cpu")
         future = config.prediction_length // config.patch_length if config.incontext != "none" else 0
         positions = torch.arange(config.num_patches + future, device=cpu)
         if config.incontext == "experts":  # every expert's future patches take the same positions
-            positions = torch.cat(
-                [positions[: config.num_patches], positions[config.num_patches :].repeat(len(config.experts))]
-            )
+            per_expert = positions[config.num_patches :]
+            if config.expert_tokens == "pooled":  # one token per expert, at the first future patch's position
+                per_expert = per_expert[:1]
+            positions = torch.cat([positions[: config.num_patches], per_expert.repeat(len(config.experts))])
         cos, sin = rope_tables(config, config.num_patches + future, cpu)
         return cos[positions], sin[positions]
 
@@ -286,8 +288,10 @@ class PandaModel(PreTrainedModel):
         marks = (
             self.expert_embedding[:, None] + log_error.transpose(1, 2)[..., None, None] * self.error_embedding
         )
-        marked = self.embedder(future).unflatten(2, (E, F)) + marks.to(tokens.dtype)  # (B, C, E, F, D)
-        marked = marked.flatten(2, 3)  # (B, C, E*F, D)
+        embedded = self.embedder(future).unflatten(2, (E, F))  # (B, C, E, F, D)
+        if cfg.expert_tokens == "pooled":
+            embedded = embedded.mean(dim=3, keepdim=True)  # (B, C, E, 1, D): one token per expert
+        marked = (embedded + marks.to(tokens.dtype)).flatten(2, 3)  # (B, C, E * F or E, D)
         tokens, patch_mask = self._append(tokens, patch_mask, marked)
         rope = (self.rope_cos, self.rope_sin)
         # channels of different groups (systems) do not attend to each other: each system reads as it would
@@ -296,7 +300,7 @@ class PandaModel(PreTrainedModel):
         channel_mask = None if same is None or bool(same.all()) else same
         for layer in self.layers:
             tokens = layer(tokens, rope, patch_mask, channel_mask)
-        pooled = tokens[:, :, -E * F :].unflatten(2, (E, F)).mean(dim=3)  # (B, C, E, D)
+        pooled = tokens[:, :, -marked.shape[2] :].unflatten(2, (E, -1)).mean(dim=3)  # (B, C, E, D)
         # the prior: each expert's backtest, averaged over the channels of the system (the channel group)
         if channel_mask is None:
             share = None

@@ -86,6 +86,7 @@ def test_longer_context_uses_its_last_steps(rng):
         {"incontext": "analogue", "use_dynamics_embedding": False, "pooling_type": "max"},
         {"incontext": "experts"},
         {"incontext": "experts", "experts": ["nvar_sg11", "analogue_g2"], "expert_combine": "mix"},
+        {"incontext": "experts", "expert_tokens": "pooled"},
     ],
 )
 def test_variants_run_and_store_everything_in_the_state_dict(overrides, rng):
@@ -207,6 +208,40 @@ def test_prior_only_switches_the_trained_choice_back_to_the_backtest_prior(rng):
     assert model.head.weight.abs().sum() > 0 and model.log_backtest_sharpness.item() == pytest.approx(0.3)
     with pytest.raises(ValueError, match="incontext='experts'"):
         random_model().prior_only()
+
+
+def test_pooled_expert_tokens_are_one_per_expert_holding_the_mean_of_its_patches(rng):
+    experts = ["analogue", "nvar", "analogue_g2"]
+    patches = random_model(incontext="experts", experts=experts)
+    pooled = random_model(incontext="experts", experts=experts, expert_tokens="pooled")
+    pooled.load_state_dict(patches.state_dict())  # same parameters: only the token layout differs
+    x = torch.randn(2, 512, 3, generator=rng).cumsum(1) / 10
+    cfg = patches.config
+    N, F, E = cfg.num_patches, cfg.prediction_length // cfg.patch_length, len(experts)
+    seen = {}
+
+    def first_layer_input(name):
+        def hook(module, args):
+            seen[name] = args[0].detach().clone()
+
+        return hook
+
+    for name, model in (("patches", patches), ("pooled", pooled)):
+        model.layers[0].register_forward_pre_hook(first_layer_input(name))
+        with torch.no_grad():
+            model.expert_logits(x)
+    assert seen["patches"].shape[2] == N + E * F and seen["pooled"].shape[2] == N + E
+    assert pooled.rope_cos.shape[0] == N + E
+    torch.testing.assert_close(seen["pooled"][:, :, :N], seen["patches"][:, :, :N])
+    # each pooled token is the mean of that expert's F patch tokens (the marks are the same on every patch)
+    torch.testing.assert_close(
+        seen["pooled"][:, :, N:], seen["patches"][:, :, N:].unflatten(2, (E, F)).mean(dim=3)
+    )
+    # a trained head reads different tokens, but the untrained one (zero) leaves the backtest prior: same choice
+    with torch.no_grad():
+        torch.testing.assert_close(pooled(x), patches(x))
+    with pytest.raises(ValueError, match="expert_tokens must be"):
+        tiny_config(incontext="experts", expert_tokens="summary")
 
 
 def test_experts_model_forecasts_any_horizon_in_one_pass(rng):
