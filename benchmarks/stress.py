@@ -5,8 +5,9 @@ fields, non-polynomial and delay systems.
     PYTHONPATH=. python benchmarks/stress.py --checkpoint panda-fm-small --prior --threads 1 \\
         --out benchmarks/results/stress
 
-Writes OUT/stress.md (a summary table of median sMAPE@128 with bootstrap 95% intervals, then one table per
-set) and OUT/stress.json. The sets' trajectories are built once into --cache (default
+Writes OUT/stress.md (the first checkpoint against each set's best baseline: the ratio of their median
+sMAPE@128 with a paired-bootstrap 95% interval; a summary table of median sMAPE@128 with bootstrap 95%
+intervals; one table per set) and OUT/stress.json. The sets' trajectories are built once into --cache (default
 ~/.cache/panda_fm/stress-v1/).
 """
 
@@ -61,13 +62,16 @@ def main(argv: list[str] | None = None) -> int:
         if not methods:
             p.error("--prior needs a --checkpoint whose experts it uses")
         methods.append(PipelineForecaster(methods[0].path, name="prior", prior=True))
+    baselines = []
     if args.baselines != ["none"]:
-        methods += make_baselines("all" if args.baselines == ["all"] else args.baselines)
+        baselines = make_baselines("all" if args.baselines == ["all"] else args.baselines)
+    methods += baselines
     t0 = time.perf_counter()
     report = evaluate_stress(methods, args.sets, args.cache, args.windows_per_system, args.seed)
     report["wall_s"] = time.perf_counter() - t0
     command = "python benchmarks/stress.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    print(write_stress_report(report, out, command).read_text())
+    compare = (methods[0].name, [b.name for b in baselines]) if args.checkpoint and baselines else None
+    print(write_stress_report(report, out, command, compare=compare).read_text())
     return 0
 
 

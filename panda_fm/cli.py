@@ -489,8 +489,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         max_systems=args.max_systems,
     )
     methods = checkpoint_forecasters(args.checkpoint, device=args.device)
+    baselines = []
     if args.baselines != ["none"]:
-        methods += make_baselines("all" if args.baselines == ["all"] else args.baselines)
+        baselines = make_baselines("all" if args.baselines == ["all"] else args.baselines)
+    methods += baselines
     if not methods:
         raise ValueError("nothing to evaluate: pass --checkpoint DIR and/or --baselines")
     from_shell = Path(sys.argv[0]).name in ("panda-fm", "cli.py")  # not when main() is called in-process
@@ -506,7 +508,10 @@ def _evaluate(args: argparse.Namespace) -> int:
             args.seed,
             args.batch_size,
         )
-        print(write_stress_report(report, args.out, command).read_text())
+        compare = None  # the first checkpoint against the best baseline of each set
+        if args.checkpoint and baselines:
+            compare = (methods[0].name, [b.name for b in baselines])
+        print(write_stress_report(report, args.out, command, compare=compare).read_text())
         return 0
     if args.test == "founders":
         founders = FounderTestsetConfig(n_ics=args.founders_ics)

@@ -341,6 +341,9 @@ def stress_dataset(name: str, cache_dir: str | Path) -> Path:
 
 HORIZONS = (64, 128, 256)
 SUMMARY_METRICS = ("smape@64", "smape@128", "smape@256", "mae@128", "vpt")
+PAIRED_METRIC = "smape@128"  # kept per window, for paired comparisons (paired_ratio_ci)
+# the margin a model is asked for: a median sMAPE@128 at least 10% below the best classical baseline's
+TARGET_RATIO = 0.9
 
 
 def bootstrap_median_ci(values: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -354,6 +357,31 @@ def bootstrap_median_ci(values: np.ndarray, n_resamples: int = 2000, seed: int =
     medians = np.median(v[rng.integers(0, v.size, (n_resamples, v.size))], axis=1)
     lo, hi = np.percentile(medians, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def paired_ratio_ci(
+    a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """``median(a) / median(b)`` of two methods scored on the same windows, and its 95% paired-bootstrap
+    interval (the windows resampled with replacement, both methods' values of a window kept together).
+
+    Pairing removes the spread between windows that both methods share (an easy system is easy for both), so
+    the interval is narrower than two separate intervals of the medians suggest. Windows where either value
+    is not finite are left out; NaNs where nothing is left.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need the same windows, got {a.shape} and {b.shape}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    if a.size == 0 or np.median(b) <= 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, a.size, (n_resamples, a.size))
+    den = np.median(b[idx], axis=1)
+    ratios = np.median(a[idx], axis=1) / np.where(den > 0, den, np.nan)
+    lo, hi = np.nanpercentile(ratios, [2.5, 97.5])
+    return float(np.median(a) / np.median(b)), float(lo), float(hi)
 
 
 def stress_config(spec: StressSet, windows_per_system: int, seed: int, batch_size: int = 32) -> EvalConfig:
@@ -388,7 +416,8 @@ def evaluate_stress(
 
     Returns:
         ``{"settings": ..., "methods": [...], "sets": {name: {"description", "systems", "windows", "refused",
-        "metrics": {method: {metric: {"median", "q25", "q75", "ci95"}}}}}}``.
+        "metrics": {method: {metric: {"median", "q25", "q75", "ci95"}}},
+        "paired": {method: [sMAPE@128 per window, the same windows in the same order for every method]}}}}``.
     """
     from panda_fm.eval.runner import evaluate
     from panda_fm.systems.store import open_dataset
@@ -411,9 +440,10 @@ def evaluate_stress(
         logger.info("stress set %s", name)
         result = evaluate(methods, open_dataset(stress_dataset(name, cache)), config).report
         rows = result["per_window"]
-        per_method = {}
+        per_method, paired = {}, {}
         for method in names:
             mine = [r["metrics"] for r in rows if r["method"] == method]
+            paired[method] = [round(float(m[PAIRED_METRIC]), 4) for m in mine]
             per_method[method] = {}
             for metric in SUMMARY_METRICS:
                 values = np.array([m[metric] for m in mine], dtype=float)
@@ -432,6 +462,7 @@ def evaluate_stress(
             "windows": result["dataset"]["windows"],
             "refused": result["refused"][str(float(spec.noise))],
             "metrics": per_method,
+            "paired": paired,
         }
     return report
 
@@ -471,9 +502,41 @@ def stress_markdown(report: dict, metric: str = "smape@128") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_stress_report(report: dict, out: str | Path, command: str | None = None, notes: str = "") -> Path:
-    """``stress.md`` (:func:`stress_markdown`, headed by the command, followed by ``notes``) and
-    ``stress.json`` in ``out``, each written whole; returns the markdown's path."""
+def comparison_markdown(report: dict, method: str, baselines: list[str], seed: int = 0) -> str:
+    """A table per set of ``method`` against the best of ``baselines`` (lowest median sMAPE@128): the ratio of
+    their medians with its paired-bootstrap 95% interval (:func:`paired_ratio_ci`), and whether the ratio is
+    at most :data:`TARGET_RATIO`."""
+    missing = [m for m in [method, *baselines] if m not in report["methods"]]
+    if missing:
+        raise ValueError(f"methods {missing} are not in the report (it has {report['methods']})")
+    lines = [
+        f"## {method} against the best baseline: ratio of median {PAIRED_METRIC} [paired bootstrap 95% interval]",
+        "",
+        f"| set | {method} | best baseline | ratio | {1 - TARGET_RATIO:.0%} lower |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in report["sets"].items():
+        medians = {m: s["metrics"][m][PAIRED_METRIC]["median"] for m in baselines}
+        best = min(medians, key=lambda m: medians[m] if np.isfinite(medians[m]) else np.inf)
+        ratio, lo, hi = paired_ratio_ci(s["paired"][method], s["paired"][best], seed=seed)
+        verdict = "yes" if ratio <= TARGET_RATIO else "no"
+        lines.append(
+            f"| {name} | {s['metrics'][method][PAIRED_METRIC]['median']:.1f} | {medians[best]:.1f} ({best}) | "
+            f"{ratio:.2f} [{lo:.2f}, {hi:.2f}] | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_stress_report(
+    report: dict,
+    out: str | Path,
+    command: str | None = None,
+    notes: str = "",
+    compare: tuple[str, list[str]] | None = None,
+) -> Path:
+    """``stress.md`` (:func:`stress_markdown`, headed by the command, with ``compare = (method, baselines)``
+    :func:`comparison_markdown` before the summary, followed by ``notes``) and ``stress.json`` in ``out``,
+    each written whole; returns the markdown's path."""
     import json
 
     from panda_fm.data.io import atomic_path
@@ -483,6 +546,8 @@ def write_stress_report(report: dict, out: str | Path, command: str | None = Non
     with atomic_path(out / "stress.json") as tmp:
         tmp.write_text(json.dumps({**report, "command": command}, indent=2) + "\n")
     head = "# Stress suite\n\n" + (f"`{command}`\n\n" if command else "")
+    if compare is not None:
+        head += comparison_markdown(report, *compare, seed=report["settings"]["seed"]) + "\n"
     with atomic_path(out / "stress.md") as tmp:
         tmp.write_text(head + stress_markdown(report) + (f"\n{notes}" if notes else ""))
     return out / "stress.md"

@@ -11,11 +11,13 @@ from panda_fm.eval.runner import EvalConfig, evaluate
 from panda_fm.eval.stress import (
     NONPOLYNOMIAL,
     bootstrap_median_ci,
+    comparison_markdown,
     evaluate_stress,
     held_out_founders,
     kuramoto_sivashinsky,
     lorenz96,
     mackey_glass,
+    paired_ratio_ci,
     stress_dataset,
     stress_markdown,
     stress_sets,
@@ -23,6 +25,7 @@ from panda_fm.eval.stress import (
 from panda_fm.forecasters import MeanForecaster, NaiveForecaster
 from panda_fm.systems.founders import HELD_OUT
 from panda_fm.systems.store import open_dataset
+from tests.conftest import TINY_CHECKPOINT
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +103,22 @@ def test_bootstrap_interval_of_the_median():
     assert bootstrap_median_ci([3.0] * 10) == (3.0, 3.0)
 
 
+def test_paired_interval_of_a_ratio_of_medians_is_narrower_than_unpaired_ones():
+    rng = np.random.default_rng(1)
+    difficulty = rng.lognormal(3.0, 1.0, 60)  # windows differ a lot; both methods share it
+    a = difficulty * 0.8 * rng.lognormal(0.0, 0.05, 60)  # a is 20% better on every window, give or take 5%
+    b = difficulty
+    ratio, lo, hi = paired_ratio_ci(a, b)
+    assert ratio == pytest.approx(np.median(a) / np.median(b))
+    assert lo < ratio < hi and 0.7 < lo and hi < 0.9  # paired: clearly 10% lower
+    a_lo, a_hi = bootstrap_median_ci(a)
+    b_lo, b_hi = bootstrap_median_ci(b)
+    assert a_hi > b_lo  # the separate intervals of the medians overlap, so they could not tell
+    assert np.isnan(paired_ratio_ci([np.nan, 1.0], [1.0, np.nan])[0])  # no window with both values
+    with pytest.raises(ValueError, match="same windows"):
+        paired_ratio_ci([1.0, 2.0], [1.0])
+
+
 def test_evaluate_stress_reports_every_set_and_method(cache):
     report = evaluate_stress(
         [NaiveForecaster(), MeanForecaster()], ["observed-x0"], cache, windows_per_system=1
@@ -111,6 +130,13 @@ def test_evaluate_stress_reports_every_set_and_method(cache):
     assert naive["ci95"][0] <= naive["median"] <= naive["ci95"][1]
     text = stress_markdown(report)
     assert "| observed-x0 |" in text and "**" in text  # the best method of the set is marked
+    assert len(row["paired"]["naive"]) == row["windows"] == len(row["paired"]["mean"])
+    table = comparison_markdown(report, "naive", ["mean"])
+    ratio = naive["median"] / 100.0
+    assert f"| observed-x0 | {naive['median']:.1f} | 100.0 (mean) | {ratio:.2f} [" in table
+    assert table.rstrip().endswith("yes |" if ratio <= 0.9 else "no |")
+    with pytest.raises(ValueError, match="not in the report"):
+        comparison_markdown(report, "naive", ["nvar"])
     with pytest.raises(ValueError, match="unknown stress sets"):
         evaluate_stress([MeanForecaster()], ["nope"], cache)
 
@@ -124,5 +150,10 @@ def test_cli_evaluate_test_stress_writes_the_report(cache, tmp_path, capsys):
     assert main(argv) == 0
     text = (out / "stress.md").read_text()
     assert "| observed-x0 |" in text and "naive" in text
+    assert "against the best baseline" not in text  # no checkpoint: nothing to compare with the baselines
     assert "observed-x0" in capsys.readouterr().out
     assert set(json.loads((out / "stress.json").read_text())["sets"]) == {"observed-x0"}
+    # with a checkpoint, the report opens with it against each set's best baseline
+    assert main([*argv, "--checkpoint", str(TINY_CHECKPOINT)]) == 0
+    text = (out / "stress.md").read_text()
+    assert f"## {TINY_CHECKPOINT.name} against the best baseline" in text
