@@ -1,10 +1,10 @@
 """Inference throughput of the reference 21M configuration on this machine.
 
-    python benchmarks/inference.py [--repeats 5]
+    python benchmarks/inference.py [--repeats 5] [--checkpoint DIR]
 
 Random weights, 3 channels, context 512, one forward pass (128 steps) per forecast. Prints forecasts/s at
 batch 1 and 32 in fp32 and bf16, the model's GFLOP/s (FLOPs counted by torch's FlopCounterMode), and in the
-same run the GFLOP/s of a large fp32 matmul; then the shipped checkpoint's forecasts/s at batch 32 with its
+same run the GFLOP/s of a large fp32 matmul; then the shipped checkpoint's (or ``--checkpoint``'s) forecasts/s at batch 32 with its
 in-context experts, and of the same network without them (random weights, ``incontext="none"``). Last lines:
 roofline_fraction_fp32, bf16_speedup and experts_slowdown.
 """
@@ -12,6 +12,7 @@ roofline_fraction_fp32, bf16_speedup and experts_slowdown.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from _common import SHIPPED, best_time, matmul_rate
@@ -24,6 +25,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument(
+        "--checkpoint",
+        default=str(SHIPPED),
+        help="checkpoint timed with and without its experts (default: shipped)",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     config = PandaConfig()  # the reference 21M configuration
@@ -57,13 +63,13 @@ def main() -> None:
     print(f"bf16 vs fp32 forecast relative RMS difference: {rel_rms:.4f}")
     print(f"roofline_fraction_fp32: {model_gflops / matmul:.3f}")
     print(f"bf16_speedup: {results[torch.float32, 32] / results[torch.bfloat16, 32]:.2f}")
-    shipped = PandaPipeline.from_pretrained(SHIPPED).model
+    shipped = PandaPipeline.from_pretrained(args.checkpoint).model
     plain = PandaModel(PandaConfig(**{**shipped.config.hyperparameters(), "incontext": "none"})).eval()
     seconds = {}
     for name, m in (("with experts", shipped), ("without experts", plain)):
         with torch.inference_mode():
             seconds[name] = best_time(lambda m=m: m(x32), args.repeats)
-        print(f"{SHIPPED.name} {name:15s} batch 32: {32 / seconds[name]:8.1f} forecasts/s")
+        print(f"{Path(args.checkpoint).name} {name:15s} batch 32: {32 / seconds[name]:8.1f} forecasts/s")
     print(f"experts_slowdown: {seconds['with experts'] / seconds['without experts']:.2f}")
 
 
