@@ -17,6 +17,14 @@ and ``w(h) = min(1, s(h)^2 / 2)`` reaches 1 when the error is that of a random d
 its unit variance). :class:`ForecastDistribution` gives its quantiles, mean, sample paths and predictability
 horizon.
 
+The predictability horizon (:meth:`ForecastDistribution.horizon`) is read off a spread of its own
+(:func:`horizon_spread`): by default (:attr:`CalibrationConfig.horizon` ``"lagged"``) the disagreement of a
+time-lagged ensemble, the same forecaster run from the context cut 1, 2, 4 and 8 steps short
+(:attr:`CalibrationConfig.lags`), each forecast compared with the point forecast at the same future steps
+(:func:`lagged_members`, :func:`lagged_spread`). The in-context errors come from origins 64-320 steps back,
+where the forecast's sensitivity is that of another state; the lagged forecasts start next to the forecast's own
+origin and measure its sensitivity there (chosen on a calibration split: docs/probabilistic.md).
+
 Everything here works in context-standardised units (each series and channel by its context's mean and std)
 and is numpy; the pipeline undoes the scaling.
 
@@ -25,13 +33,21 @@ Shape letters: B batch, T time, C channels, H horizon, O origins, Q quantile lev
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-__all__ = ["CalibrationConfig", "ForecastDistribution", "lead_spread", "SATURATION_MS"]
+__all__ = [
+    "CalibrationConfig",
+    "ForecastDistribution",
+    "lead_spread",
+    "lagged_members",
+    "lagged_spread",
+    "horizon_spread",
+    "SATURATION_MS",
+]
 
 #: Mean squared error (in context variances) of a forecast drawn at random from the climatology: twice the
 #: variance, where the predictive distribution has become the climatology itself.
@@ -39,6 +55,8 @@ SATURATION_MS = 2.0
 CLIMATOLOGY_GRID = 256  # quantiles of a context's values that represent its climatology
 #: The ways the Gaussian part and the climatology join (:attr:`CalibrationConfig.combine`).
 COMBINES = ("mixture", "quantile", "shifted", "symmetric")
+#: What the predictability horizon is read off (:attr:`CalibrationConfig.horizon`).
+HORIZONS = ("spread", "lagged", "geometric")
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,14 @@ class CalibrationConfig:
         scale_spread: the error of a forecast is uncertain in scale as well (a context's in-context errors span
             decades on clean data): the Gaussian part becomes a mixture over scales ``spread * exp(a z)``, ``z``
             standard normal, ``a`` this value (``"mixture"`` combine only; 0: one Gaussian).
+        horizon: the spread the predictability horizon is read off (:func:`horizon_spread`): ``"spread"`` (the
+            calibrated spread itself), ``"lagged"`` (the time-lagged ensemble's disagreement) or
+            ``"geometric"`` (the geometric mean of the two, the calibrated one before :attr:`inflation`). The
+            quantiles and samples do not depend on it. Read by whoever builds the :class:`ForecastDistribution`
+            with its ``horizon_spread`` (the evaluation's ``ModelQuantiles``); ``PandaPipeline`` does not yet
+            forecast the lagged members and reads its horizon off the calibrated spread.
+        lags: origins of the time-lagged ensemble, in steps before the end of the context (``"lagged"`` and
+            ``"geometric"`` horizons only): one extra forecast each.
     """
 
     offsets: tuple[int, ...] = (320, 256, 192, 128, 64)
@@ -79,6 +105,8 @@ class CalibrationConfig:
     combine: str = "symmetric"
     average: str = "log"
     scale_spread: float = 1.25
+    horizon: str = "lagged"
+    lags: tuple[int, ...] = (1, 2, 4, 8)
 
     def __post_init__(self) -> None:
         if not self.offsets or min(self.offsets) < 1:
@@ -97,6 +125,12 @@ class CalibrationConfig:
             raise ValueError(f"recency must be >= 0, got {self.recency}")
         if not 0 <= self.channel_pooling <= 1 or not 0 <= self.smoothing < 1:
             raise ValueError("channel_pooling must be in [0, 1] and smoothing in [0, 1)")
+        if self.horizon not in HORIZONS:
+            raise ValueError(f"horizon must be one of {HORIZONS}, got {self.horizon!r}")
+        if self.horizon != "spread" and (not self.lags or min(self.lags) < 1):
+            raise ValueError(
+                f"lags must be positive step counts for a {self.horizon!r} horizon, got {self.lags}"
+            )
 
 
 def lead_spread(
@@ -158,6 +192,73 @@ def lead_spread(
     return np.concatenate([spread, np.repeat(spread[:, -1:], horizon - M, axis=1)], axis=1)
 
 
+def lagged_members(
+    forecast: Callable[[np.ndarray, int], np.ndarray], context: np.ndarray, length: int, lags: Sequence[int]
+) -> np.ndarray:
+    """A time-lagged ensemble: forecasts of the same future steps from the context cut ``lag`` steps short.
+
+    Args:
+        forecast: the point forecaster, ``(B, T', C)`` contexts and a length -> ``(B, length, C)``.
+        context: ``(B, T, C)`` contexts (NaN missing, as ``forecast`` accepts).
+        length: ``H``, the steps after the end of the context.
+        lags: ``K`` lags, each at least 1 and shorter than the context.
+
+    Returns:
+        ``(B, K, H, C)``: member ``k`` forecasts ``lags[k] + H`` steps from ``context[:, :T - lags[k]]``; its last
+        ``H`` steps are the same future steps as the point forecast's.
+    """
+    B, T, C = context.shape
+    if not lags or min(lags) < 1 or max(lags) >= T:
+        raise ValueError(f"lags must be between 1 and the context length - 1 ({T - 1}), got {tuple(lags)}")
+    members = []
+    for g in lags:
+        f = np.asarray(forecast(context[:, : T - g], g + length), dtype=np.float64)
+        if f.shape != (B, g + length, C):
+            raise ValueError(f"the forecaster returned {f.shape} for lag {g}, expected {(B, g + length, C)}")
+        members.append(f[:, g:])
+    return np.stack(members, axis=1)
+
+
+def lagged_spread(members: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """The disagreement of a time-lagged ensemble with the point forecast at each lead.
+
+    Args:
+        members: ``(B, K, H, C)`` lagged forecasts of the point forecast's steps (:func:`lagged_members`).
+        point: ``(B, H, C)`` the point forecast, in the same units.
+
+    Returns:
+        ``(B, H, C)`` the root mean square over members of ``member - point``, non-decreasing in lead (the
+        members have parted from the forecast at least as far as at any earlier lead).
+    """
+    if members.ndim != 4 or members.shape[:1] + members.shape[2:] != point.shape:
+        raise ValueError(f"members {members.shape} must be (B, K, H, C) for a point forecast {point.shape}")
+    rms = np.sqrt(np.mean((members - point[:, None]) ** 2, axis=1))
+    return np.maximum.accumulate(rms, axis=1)
+
+
+def horizon_spread(spread: np.ndarray, lagged: np.ndarray | None, config: CalibrationConfig) -> np.ndarray:
+    """``(B, H, C)`` the spread the predictability horizon is read off, as :attr:`CalibrationConfig.horizon` says.
+
+    Args:
+        spread: ``(B, H, C)`` the calibrated spread (:func:`lead_spread` with ``config``, inflated).
+        lagged: ``(B, H, C)`` the lagged ensemble's disagreement (:func:`lagged_spread`); needed unless
+            ``config.horizon`` is ``"spread"``.
+        config: the horizon's kind and the spread's inflation.
+    """
+    if config.horizon == "spread":
+        return spread
+    if lagged is None:
+        raise ValueError(
+            f"a {config.horizon!r} horizon needs the lagged ensemble's spread (lagged_members, lagged_spread); "
+            "pass it, or use CalibrationConfig(horizon='spread')"
+        )
+    if lagged.shape != spread.shape:
+        raise ValueError(f"lagged spread {lagged.shape} and spread {spread.shape} differ in shape")
+    if config.horizon == "lagged":
+        return lagged
+    return np.sqrt(spread / config.inflation * lagged)
+
+
 def _ffill(x: np.ndarray) -> np.ndarray:
     """Forward-fill NaN along axis 1 of ``(B, M, C)``."""
     idx = np.where(np.isnan(x), 0, np.arange(x.shape[1])[None, :, None])
@@ -175,6 +276,8 @@ class ForecastDistribution:
         context: ``(B, T, C)`` the standardised context (NaN missing): its values are the climatology.
         combine: ``"mixture"``, ``"quantile"``, ``"shifted"`` or ``"symmetric"`` (see :class:`CalibrationConfig`).
         scale_spread: std of the log of the Gaussian part's scale (0: one Gaussian; see :class:`CalibrationConfig`).
+        horizon_spread: ``(B, H, C)`` the spread the predictability horizon is read off (:func:`horizon_spread`);
+            None: :attr:`spread`.
     """
 
     point: np.ndarray
@@ -182,12 +285,17 @@ class ForecastDistribution:
     context: np.ndarray
     combine: str = "mixture"
     scale_spread: float = 0.0
+    horizon_spread: np.ndarray | None = None
     _grid: np.ndarray = field(init=False, repr=False)
     _median_shift: np.ndarray | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         assert self.point.shape == self.spread.shape, (self.point.shape, self.spread.shape)
         assert self.context.shape[0] == self.point.shape[0] and self.context.shape[2] == self.point.shape[2]
+        if self.horizon_spread is not None and self.horizon_spread.shape != self.spread.shape:
+            raise ValueError(
+                f"horizon_spread {self.horizon_spread.shape} must be shaped as spread {self.spread.shape}"
+            )
         levels = (np.arange(CLIMATOLOGY_GRID) + 0.5) / CLIMATOLOGY_GRID
         self._grid = np.moveaxis(np.nanquantile(self.context, levels, axis=1), 0, 1)  # (B, G, C)
 
@@ -212,20 +320,27 @@ class ForecastDistribution:
             self._median_shift = self.point - self._bisect(np.array([0.5]), self._mixture_cdf)[..., 0]
         return self._median_shift
 
+    @property
+    def _horizon_spread(self) -> np.ndarray:
+        return self.spread if self.horizon_spread is None else self.horizon_spread
+
     def horizon(self, threshold: float = 0.5) -> np.ndarray:
-        """``(B, C)`` predictability horizon: leads before the spread first exceeds ``threshold`` context stds.
+        """``(B, C)`` predictability horizon: leads before the horizon's spread (:attr:`horizon_spread`, else
+        :attr:`spread`) first exceeds ``threshold`` context stds.
 
         ``H`` where it never does (the horizon is at least the forecast's length).
         """
         if threshold <= 0:
             raise ValueError(f"threshold must be positive, got {threshold}")
-        over = self.spread > threshold  # (B, H, C)
+        over = self._horizon_spread > threshold  # (B, H, C)
         return np.where(over.any(axis=1), over.argmax(axis=1), self.spread.shape[1])
 
     def horizon_all_channels(self, threshold: float = 0.5) -> np.ndarray:
-        """``(B,)`` the horizon of the forecast as a whole: where the spread's root mean square over channels
-        first exceeds ``threshold`` (the valid prediction time's criterion)."""
-        rms = np.sqrt((self.spread**2).mean(axis=2))  # (B, H)
+        """``(B,)`` the horizon of the forecast as a whole: where the horizon's spread's root mean square over
+        channels first exceeds ``threshold`` (the valid prediction time's criterion)."""
+        if threshold <= 0:
+            raise ValueError(f"threshold must be positive, got {threshold}")
+        rms = np.sqrt((self._horizon_spread**2).mean(axis=2))  # (B, H)
         over = rms > threshold
         return np.where(over.any(axis=1), over.argmax(axis=1), rms.shape[1])
 

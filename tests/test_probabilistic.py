@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from panda_fm import PandaPipeline
-from panda_fm.uncertainty import CalibrationConfig, ForecastDistribution, lead_spread
+from panda_fm.uncertainty import (
+    CalibrationConfig,
+    ForecastDistribution,
+    horizon_spread,
+    lagged_members,
+    lagged_spread,
+    lead_spread,
+)
 from tests.conftest import integrate
 
 pd = pytest.importorskip("pandas")
@@ -237,3 +244,65 @@ def test_cli_forecast_writes_a_column_per_channel_and_level_and_draws_the_fan(tm
     assert (tmp_path / "fan.png").stat().st_size > 10_000
     assert main([*args, "--out", str(tmp_path / "q.npy"), "--quantiles", "0.5"]) == 0
     assert np.load(tmp_path / "q.npy").shape == (30, 3, 1)
+
+
+def test_lagged_members_forecast_the_same_future_steps() -> None:
+    context = np.arange(20, dtype=np.float64).reshape(1, 20, 1) * np.ones((2, 1, 3))  # (B, T, C) ramps
+
+    def persistence(c: np.ndarray, h: int) -> np.ndarray:  # the last value, held
+        return np.repeat(c[:, -1:], h, axis=1)
+
+    members = lagged_members(persistence, context, 5, (1, 3))
+    assert members.shape == (2, 2, 5, 3)
+    np.testing.assert_array_equal(members[:, 0], 18.0)  # cut 1 short: the value 18 held
+    np.testing.assert_array_equal(members[:, 1], 16.0)
+    point = persistence(context, 5)  # 19 held
+    np.testing.assert_allclose(lagged_spread(members, point), np.sqrt((1 + 9) / 2))
+
+    def ramp(c: np.ndarray, h: int) -> np.ndarray:  # continues the ramp exactly: every member agrees
+        return c[:, -1:] + np.arange(1, h + 1)[None, :, None]
+
+    exact = lagged_members(ramp, context, 5, (1, 2, 4))
+    np.testing.assert_array_equal(exact, np.repeat(ramp(context, 5)[:, None], 3, axis=1))
+    with pytest.raises(ValueError, match="lags must be between 1"):
+        lagged_members(ramp, context, 5, (0, 2))
+    with pytest.raises(ValueError, match="lags must be between 1"):
+        lagged_members(ramp, context, 5, (20,))
+    with pytest.raises(ValueError, match="expected"):
+        lagged_members(lambda c, h: c[:, :1], context, 5, (1,))
+
+
+def test_lagged_spread_by_hand_never_shrinks() -> None:
+    point = np.zeros((1, 4, 1))
+    members = np.array([[1.0, 0.0, 3.0, 1.0], [1.0, 2.0, 1.0, 1.0]]).reshape(1, 2, 4, 1)
+    # rms per lead: 1, sqrt(2), sqrt(5), 1 -> held at sqrt(5)
+    np.testing.assert_allclose(
+        lagged_spread(members, point)[0, :, 0], [1, np.sqrt(2), np.sqrt(5), np.sqrt(5)]
+    )
+    with pytest.raises(ValueError, match="must be"):
+        lagged_spread(members[0], point)
+
+
+def test_the_horizon_is_read_off_the_chosen_spread() -> None:
+    # the spread passes 0.5 at index 5, the lagged one at index 8
+    spread = np.broadcast_to(np.linspace(0.1, 1.0, 10)[None, :, None], (1, 10, 2)).copy()
+    lagged = np.broadcast_to(np.linspace(0.0, 0.6, 10)[None, :, None], (1, 10, 2)).copy()
+    cfg = CalibrationConfig(inflation=0.8, horizon="geometric")
+    np.testing.assert_allclose(horizon_spread(spread, lagged, cfg), np.sqrt(spread / 0.8 * lagged))
+    np.testing.assert_array_equal(horizon_spread(spread, lagged, replace(cfg, horizon="lagged")), lagged)
+    assert horizon_spread(spread, None, replace(cfg, horizon="spread")) is spread
+    with pytest.raises(ValueError, match="needs the lagged ensemble"):
+        horizon_spread(spread, None, cfg)
+    context = np.random.default_rng(0).standard_normal((1, 300, 2))
+    plain = ForecastDistribution(np.zeros((1, 10, 2)), spread, context)
+    assert plain.horizon().tolist() == [[5, 5]] and plain.horizon_all_channels().tolist() == [5]
+    lag = ForecastDistribution(np.zeros((1, 10, 2)), spread, context, horizon_spread=lagged)
+    assert lag.horizon().tolist() == [[8, 8]] and lag.horizon_all_channels().tolist() == [8]
+    np.testing.assert_array_equal(lag.quantiles(np.array([0.1, 0.9])), plain.quantiles(np.array([0.1, 0.9])))
+    with pytest.raises(ValueError, match="shaped as spread"):
+        ForecastDistribution(np.zeros((1, 10, 2)), spread, context, horizon_spread=lagged[:, :5])
+    with pytest.raises(ValueError, match="horizon must be"):
+        CalibrationConfig(horizon="analogue")
+    with pytest.raises(ValueError, match="lags must be positive"):
+        CalibrationConfig(lags=())
+    assert CalibrationConfig(horizon="spread", lags=()).lags == ()

@@ -34,7 +34,14 @@ from panda_fm.eval.runner import EvalConfig, _no_windows, _test_ids, noisy_batch
 from panda_fm.forecasters import ContextForecaster, NVARForecaster
 from panda_fm.scaling import context_moments
 from panda_fm.systems.store import Dataset
-from panda_fm.uncertainty import CalibrationConfig, ForecastDistribution, lead_spread
+from panda_fm.uncertainty import (
+    CalibrationConfig,
+    ForecastDistribution,
+    horizon_spread,
+    lagged_members,
+    lagged_spread,
+    lead_spread,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +51,8 @@ LEVELS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 INTERVALS: tuple[float, ...] = (0.5, 0.8)
 
 #: A method's forecast of a batch: quantiles ``(B, H, C, Q)`` in data units, spread ``(B, H, C)`` in context
-#: stds, the point forecast ``(B, H, C)`` and sample paths ``(B, K, H, C)`` in data units (either None where the
+#: stds (what the predicted horizon is read off: the model's :func:`panda_fm.uncertainty.horizon_spread`), the
+#: point forecast ``(B, H, C)`` and sample paths ``(B, K, H, C)`` in data units (either None where the
 #: method has none).
 Forecast = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
 SAMPLES = 100  # paths per window for the sample-based CRPS
@@ -93,6 +101,10 @@ class ModelQuantiles:
     """A checkpoint's probabilistic forecasts: its in-context calibrated mixture (the pipeline's
     :meth:`~panda_fm.PandaPipeline.predict_quantiles`) and variants that share its in-context errors.
 
+    The spread it reports (the predicted horizon's) is :func:`panda_fm.uncertainty.horizon_spread` as each
+    variant's ``CalibrationConfig.horizon`` says; the time-lagged forecasts it needs are made once for the union
+    of the variants' lags.
+
     Args:
         pipe: a :class:`panda_fm.PandaPipeline`.
         name: the method's name in reports.
@@ -128,15 +140,29 @@ class ModelQuantiles:
         point, errors, prefix, x, loc, scale, _ = self.pipe.incontext_errors(
             contexts.astype(np.float32), length, self.batch_size, cal
         )
+        lags = sorted({g for _, c in self.variants.values() if c.horizon != "spread" for g in c.lags})
+        members = {}
+        if lags:
+            forecast = lambda c, h: self.pipe.predict(c, h, batch_size=self.batch_size)  # noqa: E731
+            lagged = lagged_members(forecast, contexts.astype(np.float32), length, lags)  # (B, K, H, C)
+            members = dict(
+                zip(lags, np.moveaxis((lagged - loc[:, None]) / scale[:, None], 1, 0), strict=True)
+            )
         out: dict[str, Forecast] = {}
         for name, (kind, cfg) in self.variants.items():
+            lag = None
+            if cfg.horizon != "spread":
+                lag = lagged_spread(np.stack([members[g] for g in cfg.lags], axis=1), point)
             if kind == "mixture":
                 spread = lead_spread(errors, length, cfg, prefix)
-                dist = ForecastDistribution(point, spread, x, cfg.combine, cfg.scale_spread)
-                q, spread = dist.quantiles(levels), dist.spread
+                dist = ForecastDistribution(
+                    point, spread, x, cfg.combine, cfg.scale_spread, horizon_spread(spread, lag, cfg)
+                )
+                q, spread = dist.quantiles(levels), dist.horizon_spread
                 paths = dist.sample(SAMPLES, np.random.default_rng(0)) * scale[:, None] + loc[:, None]
             else:
                 q, spread = residual_quantiles(point, errors, levels, cfg, prefix)
+                spread = horizon_spread(spread, lag, cfg)
                 paths = None
             out[name] = (q * scale[..., None] + loc[..., None], spread, point * scale + loc, paths)
         return out

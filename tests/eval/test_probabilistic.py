@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from panda_fm.eval.probabilistic import (
 )
 from panda_fm.eval.runner import EvalConfig
 from panda_fm.systems.store import open_dataset
+from panda_fm.uncertainty import lagged_spread
+from tests.conftest import integrate
 
 
 def test_analogue_ensemble_continues_a_periodic_signal_exactly() -> None:
@@ -89,3 +92,27 @@ def test_cli_evaluate_with_quantiles_writes_the_probabilistic_report(
     table = (out / "probabilistic.md").read_text()
     assert "| tiny_panda |" in table and "| analogue-ens |" in table and "CRPS@32" in table
     assert (out / "reliability.png").stat().st_size > 10_000 and (out / "fan.png").exists()
+
+
+def test_the_model_reports_each_variants_horizon_spread(tiny_pipeline) -> None:
+    contexts = integrate("Lorenz", 300, 2, periods=10.0)[0]  # (2, 300, 3)
+    cal = tiny_pipeline.calibration
+    assert cal.horizon == "lagged"
+    variants = {"tiny/spread": ("mixture", replace(cal, horizon="spread"))}
+    out = ModelQuantiles(tiny_pipeline, "tiny", variants, batch_size=4).forecast(
+        contexts, 24, np.array([0.1, 0.9])
+    )
+    (q, spread, point, _), (q_s, spread_s, _, _) = out["tiny"], out["tiny/spread"]
+    np.testing.assert_array_equal(q, q_s)  # the horizon does not change the distribution
+    dist, loc, scale = tiny_pipeline.forecast_distribution(
+        contexts, 24, calibration=replace(cal, horizon="spread")
+    )
+    np.testing.assert_allclose(spread_s, dist.spread)  # the calibrated spread, as before
+    T = contexts.shape[1]
+    members = np.stack(
+        [tiny_pipeline.predict(contexts[:, : T - g].astype(np.float32), 24 + g)[:, g:] for g in cal.lags],
+        axis=1,
+    )  # (B, K, H, C), by hand
+    expected = lagged_spread((members - loc[:, None]) / scale[:, None], (point - loc) / scale)
+    np.testing.assert_allclose(spread, expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(spread, spread_s)
