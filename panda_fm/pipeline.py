@@ -20,7 +20,14 @@ from panda_fm import hub
 from panda_fm.config import PandaConfig
 from panda_fm.data.validation import InputForm, as_series_list
 from panda_fm.model import PandaModel
-from panda_fm.uncertainty import CalibrationConfig, ForecastDistribution, lead_spread
+from panda_fm.uncertainty import (
+    CalibrationConfig,
+    ForecastDistribution,
+    horizon_spread,
+    lagged_members,
+    lagged_spread,
+    lead_spread,
+)
 
 if TYPE_CHECKING:  # fine-tuning needs Lightning: imported only when called
     from panda_fm.data.series import SeriesInput
@@ -261,16 +268,20 @@ class PandaPipeline:
     ) -> Any:
         """Lead time (steps) at which each channel's predicted spread first exceeds ``threshold`` context stds.
 
-        The spread is the calibrated root mean square error of :meth:`predict_quantiles`; a channel whose
-        spread stays below the threshold over the whole forecast gets ``prediction_length`` (the horizon is at
-        least that). Compare with the realised valid prediction time (:func:`panda_fm.eval.metrics.valid_prediction_time`).
+        The spread is :func:`panda_fm.uncertainty.horizon_spread` of the calibration
+        (:attr:`CalibrationConfig.horizon`): by default the disagreement of a time-lagged ensemble, the same
+        forecast made from the context cut 1, 2, 4 and 8 steps short (four more forecasts; ``"spread"``, the
+        calibrated error of :meth:`predict_quantiles`, needs none). A channel whose spread stays below the
+        threshold over the whole forecast gets ``prediction_length`` (the horizon is at least that). Compare with the realised valid prediction time (:func:`panda_fm.eval.metrics.valid_prediction_time`).
 
         Returns:
             Integer steps: ``()`` (a Python int) for a ``(T,)`` series, ``(C,)`` for one series, ``(B, C)`` for a
             batch (numpy or torch as the input); for a DataFrame a Series indexed by its columns (a list of
             them for a list).
         """
-        dist, _, _, form = self._distribution(context, prediction_length, batch_size, calibration)
+        dist, _, _, form = self._distribution(
+            context, prediction_length, batch_size, calibration, with_horizon=True
+        )
         return form.wrap_channels(dist.horizon(threshold))
 
     #: The in-context calibration used when a call gives none (chosen on a calibration split of training
@@ -288,10 +299,12 @@ class PandaPipeline:
         """The predictive distribution itself, for a ``(B, T, C)`` batch (the evaluation's entry point).
 
         Returns:
-            The distribution in context-standardised units, and the context's ``loc`` and ``scale``, ``(B, 1,
-            C)`` each, that give values in the input's units (``x * scale + loc``).
+            The distribution in context-standardised units (with its horizon's spread), and the context's ``loc``
+            and ``scale``, ``(B, 1, C)`` each, that give values in the input's units (``x * scale + loc``).
         """
-        dist, loc, scale, _ = self._distribution(context, prediction_length, batch_size, calibration)
+        dist, loc, scale, _ = self._distribution(
+            context, prediction_length, batch_size, calibration, with_horizon=True
+        )
         return dist, loc, scale
 
     def _distribution(
@@ -300,13 +313,26 @@ class PandaPipeline:
         prediction_length: int | None,
         batch_size: int,
         calibration: CalibrationConfig | None,
+        with_horizon: bool = False,
     ) -> tuple[ForecastDistribution, np.ndarray, np.ndarray, InputForm]:
+        """The predictive distribution, standardised, with ``loc``, ``scale`` and the input's form; with
+        ``with_horizon`` also the spread its horizon is read off (the lagged forecasts that a ``"lagged"`` or
+        ``"geometric"`` horizon needs cost one more forecast per lag, so only the horizon asks for them)."""
         cal = calibration or self.calibration
         point, errors, prefix, x, loc, scale, form = self.incontext_errors(
             context, prediction_length, batch_size, cal
         )
         spread = lead_spread(errors, point.shape[1], cal, prefix)
-        dist = ForecastDistribution(point, spread, x, cal.combine, cal.scale_spread)
+        horizon = None
+        if with_horizon:
+            lagged = None
+            if cal.horizon != "spread":
+                batch = self._prepare(context)[0].numpy()  # (B, L, C), NaN-padded as the point forecast's
+                forecast = lambda c, h: self.predict(c, h, batch_size=batch_size)  # noqa: E731
+                members = lagged_members(forecast, batch, point.shape[1], cal.lags)  # (B, K, H, C)
+                lagged = lagged_spread((members - loc[:, None]) / scale[:, None], point)
+            horizon = horizon_spread(spread, lagged, cal)
+        dist = ForecastDistribution(point, spread, x, cal.combine, cal.scale_spread, horizon)
         return dist, loc, scale, form
 
     def incontext_errors(

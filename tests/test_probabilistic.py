@@ -115,6 +115,15 @@ def test_spread_grows_with_lead_and_crosses_the_threshold_on_chaos(lorenz) -> No
     horizon = pipe.predictability_horizon(lorenz[:512], 256)
     assert horizon.shape == (3,) and 0 < horizon.min() and horizon.max() < 256
     np.testing.assert_array_equal(horizon, dist.horizon()[0])
+    # the default horizon is the lagged ensemble's: the same forecast from the context cut 1, 2, 4, 8 steps short
+    members = np.stack([pipe.predict(lorenz[None, : 512 - g], 256 + g)[:, g:] for g in (1, 2, 4, 8)], axis=1)
+    by_hand = lagged_spread((members - loc[:, None]) / scale[:, None], dist.point)
+    np.testing.assert_allclose(dist.horizon_spread, by_hand, rtol=1e-4, atol=1e-5)
+    calibrated = pipe.predictability_horizon(
+        lorenz[:512], 256, calibration=CalibrationConfig(horizon="spread")
+    )
+    assert (dist.spread[0] > 0.5).any(axis=0).all()  # it crosses too, but at its own leads
+    np.testing.assert_array_equal(calibrated, (dist.spread[0] <= 0.5).sum(axis=0))
 
 
 def test_lead_spread_by_hand() -> None:
