@@ -60,6 +60,7 @@ _PANDA_ONLY_KEYS = frozenset(
         "expert_tokens",
         "experts_version",
         "expert_chooser",
+        "expert_runaway",
     }
 )
 _REFERENCE_KEYS = tuple(name for name in PandaConfig.field_types() if name not in _PANDA_ONLY_KEYS)
