@@ -95,10 +95,6 @@ class PandaConfig(PreTrainedConfig):
     # hidden width of the evidence chooser (panda_fm/model/choice.py) that adds logits from what the experts'
     # forecasts show; 0: none. Fitted apart from the network (panda-fm fit-chooser).
     expert_chooser: int = 0
-    # an expert whose forecast leaves the context's observed range by more than this many widths of the range
-    # (in any channel of its system, within prediction_length steps) has run away and is chosen only where every
-    # expert has; 0: no such guard
-    expert_runaway: float = 0.0
 
     def __post_init__(self, **kwargs: Any) -> None:
         unknown = sorted(set(kwargs) - TRANSFORMERS_KEYS)
@@ -189,10 +185,6 @@ class PandaConfig(PreTrainedConfig):
             if isinstance(self.expert_chooser, bool) or self.expert_chooser < 0:
                 raise ValueError(
                     f"expert_chooser is a hidden width >= 0 (0: none), got {self.expert_chooser!r}"
-                )
-            if isinstance(self.expert_runaway, bool) or not self.expert_runaway >= 0:
-                raise ValueError(
-                    f"expert_runaway is a margin >= 0 (0: no guard), got {self.expert_runaway!r}"
                 )
             if self.expert_tokens not in ("patches", "pooled"):
                 raise ValueError(f"expert_tokens must be 'patches' or 'pooled', got {self.expert_tokens!r}")

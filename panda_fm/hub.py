@@ -60,7 +60,6 @@ _PANDA_ONLY_KEYS = frozenset(
         "expert_tokens",
         "experts_version",
         "expert_chooser",
-        "expert_runaway",
     }
 )
 _REFERENCE_KEYS = tuple(name for name in PandaConfig.field_types() if name not in _PANDA_ONLY_KEYS)
@@ -448,16 +447,6 @@ def _chooser_note(cfg: PandaConfig) -> str:
     )
 
 
-def _runaway_note(cfg: PandaConfig) -> str:
-    """The model card's words for the runaway guard (``PandaConfig.expert_runaway``), if any."""
-    if not cfg.expert_runaway:
-        return ""
-    return (
-        f"; a forecast that leaves the context's range by more than {cfg.expert_runaway:g} of its width is "
-        "chosen only where every expert's does"
-    )
-
-
 def model_card(model: PandaModel, info: dict[str, Any]) -> ModelCard:
     """A hub model card: metadata (library, pipeline tag, tags), architecture, size, training data and results."""
     cfg = model.config
@@ -473,8 +462,7 @@ def model_card(model: PandaModel, info: dict[str, Any]) -> ModelCard:
         f"each backtested on its last {cfg.expert_backtest} steps"
         f"{' (a third of a shorter context)' if ADAPTIVE_BACKTEST[cfg.experts_version] else ''}"
         f"{'; channels that do not interact are fitted apart' if CHANNEL_GROUPING[cfg.experts_version] else ''}"
-        f"{'; each forecast enters the network as one token' if cfg.expert_tokens == 'pooled' else ''}"
-        f"{_runaway_note(cfg)}; "
+        f"{'; each forecast enters the network as one token' if cfg.expert_tokens == 'pooled' else ''}; "
         "the network weighs them per "
         f"channel and forecasts with {'the highest-weighted one' if cfg.expert_combine == 'select' else 'their weighted mean'}"
         f"{_chooser_note(cfg)})",

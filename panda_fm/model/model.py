@@ -32,42 +32,6 @@ PRIOR_SHARPNESS = 8.0
 #: so the chooser can overturn a choice the network made with near certainty (and learn to: softmax gradients
 #: vanish at very unequal weights)
 LOG_WEIGHT_FLOOR = 4.0
-#: logit offset of an expert whose forecast ran away (``PandaConfig.expert_runaway``): chosen only where all did
-RUNAWAY_PENALTY = 1e4
-
-
-def runaway_experts(
-    x: torch.Tensor,
-    observed: torch.Tensor | None,
-    forecasts: torch.Tensor,
-    margin: float,
-    share: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Which experts' forecasts ran away: left the context's observed range, widened by ``margin`` times its
-    width on each side, in some channel of the system (a dissipative system's state stays near where it has
-    been; an iterated fit that diverges leaves it within a few steps).
-
-    Args:
-        x: ``(B, T, C)`` standardised context.
-        observed: ``(B, T, C)`` bool or None (all observed).
-        forecasts: ``(B, E, H, C)`` the experts' forecasts, in ``x``'s units.
-        margin: the widening, in widths of the range.
-        share: ``(B, C, C)`` the channel groups' averaging matrix (None: all channels one system).
-
-    Returns:
-        ``(B, C, E)`` bool: the expert ran away in this channel's system.
-    """
-    seen = torch.ones_like(x, dtype=torch.bool) if observed is None else observed
-    big = torch.finfo(x.dtype).max
-    lo = x.masked_fill(~seen, big).amin(dim=1)  # (B, C); a channel without data: +big, so no bound
-    hi = x.masked_fill(~seen, -big).amax(dim=1)
-    width = (hi - lo).clamp_min(0)
-    f = forecasts.to(x.dtype)
-    out = ((f > (hi + margin * width)[:, None, None]) | (f < (lo - margin * width)[:, None, None])).any(dim=2)
-    out = out & seen.any(dim=1)[:, None]  # (B, E, C)
-    if share is None:
-        return out.any(dim=2, keepdim=True).expand_as(out).transpose(1, 2)
-    return ((out.to(share.dtype) @ share) > 0).transpose(1, 2)  # any channel of the group
 
 
 class PandaModel(PreTrainedModel):
@@ -277,13 +241,11 @@ class PandaModel(PreTrainedModel):
         Returns:
             Forecasts ``(B, E, horizon, C)`` and weights ``(B, E, C)`` (softmax over experts), standardised.
         """
-        forecasts, logits, evidence, runaway = self.expert_logits(
+        forecasts, logits, evidence = self.expert_logits(
             x, observed, horizon, evidence=self.config.expert_chooser > 0
         )
         if evidence is not None:
             logits = self.floored_log_weights(logits) + self.chooser(*evidence)
-        if runaway is not None:  # after the chooser, which could otherwise overturn it
-            logits = logits - RUNAWAY_PENALTY * runaway.to(logits.dtype)
         return forecasts, torch.softmax(logits, dim=-1).transpose(1, 2)
 
     @staticmethod
@@ -298,12 +260,10 @@ class PandaModel(PreTrainedModel):
         observed: torch.Tensor | None = None,
         horizon: int | None = None,
         evidence: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """The experts' forecasts ``(B, E, horizon, C)``, the network's logits on them ``(B, C, E)`` (its head
-        and the backtest prior, before any evidence chooser), with ``evidence`` the chooser's inputs
-        (:func:`panda_fm.model.choice.expert_evidence`, per channel: ``(B, C, E, F)``, ``(B, C, G)``), and with
-        ``PandaConfig.expert_runaway`` which experts ran away (:func:`runaway_experts`, ``(B, C, E)`` bool;
-        else None)."""
+        and the backtest prior, before any evidence chooser) and, with ``evidence``, the chooser's inputs
+        (:func:`panda_fm.model.choice.expert_evidence`, per channel: ``(B, C, E, F)``, ``(B, C, G)``)."""
         cfg = self.config
         assert cfg.incontext == "experts", "expert_logits needs a model with incontext='experts'"
         tokens, patch_mask = self._context_tokens(x, observed)
@@ -351,13 +311,11 @@ class PandaModel(PreTrainedModel):
             system_error = log_error @ share  # (B, E, C)
         prior = -self.log_backtest_sharpness.exp() * system_error  # (B, E, 1 or C)
         logits = self.head(pooled).squeeze(-1).float() + prior.transpose(1, 2)  # (B, C, E)
-        inputs = runaway = None
+        inputs = None
         if evidence:
             found, window = expert_evidence(x, observed, forecasts[:, :, :H], log_error, share, backtest[0])
             inputs = (found.transpose(1, 2), window)  # (B, C, E, F), (B, C, G)
-        if cfg.expert_runaway:
-            runaway = runaway_experts(x, observed, forecasts[:, :, :H], cfg.expert_runaway, share)
-        return forecasts[:, :, : horizon or H], logits, inputs, runaway
+        return forecasts[:, :, : horizon or H], logits, inputs
 
     def prior_only(self) -> PandaModel:
         """A copy whose choice among the experts is the untrained backtest prior (``incontext="experts"``).

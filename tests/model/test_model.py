@@ -244,54 +244,6 @@ def test_pooled_expert_tokens_are_one_per_expert_holding_the_mean_of_its_patches
         tiny_config(incontext="experts", expert_tokens="summary")
 
 
-def test_runaway_experts_are_those_leaving_the_widened_range_in_their_system():
-    from panda_fm.model.model import runaway_experts
-
-    x = torch.zeros(1, 10, 3)
-    x[0, :, 0] = torch.linspace(-1, 1, 10)  # range [-1, 1], width 2: bounds +-2 with margin 0.5
-    x[0, :, 1] = torch.linspace(0, 4, 10)  # [0, 4]: bounds -2, 6
-    x[0, :, 2] = torch.linspace(0, 1, 10)
-    observed = torch.ones_like(x, dtype=torch.bool)
-    observed[0, 5:, 2] = False  # observed range of channel 2: [0, 0.44]
-    f = torch.zeros(1, 3, 4, 3)  # experts 0-2, 4 steps
-    f[0, 0, 3, 0] = 2.5  # expert 0 leaves channel 0's bounds at its last step
-    f[0, 1, :, 1] = 5.9  # expert 1 stays inside channel 1's
-    f[0, 2, 1, 2] = 0.8  # expert 2 leaves channel 2's observed bounds (-0.22, 0.67)
-    one = runaway_experts(x, observed, f, 0.5)  # (B, C, E): every channel is one system
-    assert one[0].tolist() == [[True, False, True]] * 3
-    groups = torch.tensor([[0, 0, 1]])  # channels 0 and 1 one system, 2 another
-    share = (groups[:, :, None] == groups[:, None, :]).float()
-    share = share / share.sum(dim=2, keepdim=True)
-    apart = runaway_experts(x, observed, f, 0.5, share)
-    assert apart[0].tolist() == [[True, False, False], [True, False, False], [False, False, True]]
-    assert not runaway_experts(x, observed, f, 2.0).any()
-
-
-def test_a_runaway_expert_is_not_chosen_however_well_it_backtested(monkeypatch, rng):
-    import panda_fm.model.model as model_module
-
-    x = torch.randn(2, 512, 2, generator=rng).cumsum(1) / 10
-    real = model_module.expert_forecasts
-
-    def diverging(*args, **kwargs):  # expert 0 backtests best but runs away; expert 1 stays
-        forecasts, errors, groups = real(*args, **kwargs)
-        forecasts[:, 0] = torch.linspace(0, 50, forecasts.shape[2])[None, :, None]
-        errors[:, 0], errors[:, 1] = 1e-3, 1e-1
-        return forecasts, errors, groups
-
-    monkeypatch.setattr(model_module, "expert_forecasts", diverging)
-    plain = random_model(incontext="experts", experts=["analogue", "nvar"])
-    guarded = random_model(incontext="experts", experts=["analogue", "nvar"], expert_runaway=0.75)
-    with torch.no_grad():
-        _, chosen = plain.expert_weights(x)
-        forecasts, weights = guarded.expert_weights(x)
-        out = guarded.forward_normalised(x)
-    assert (chosen.argmax(dim=1) == 0).all() and (weights.argmax(dim=1) == 1).all()
-    torch.testing.assert_close(out, forecasts[:, 1])
-    with pytest.raises(ValueError, match="expert_runaway"):
-        tiny_config(incontext="experts", expert_runaway=-1.0)
-
-
 def test_experts_model_forecasts_any_horizon_in_one_pass(rng):
     model = random_model(incontext="experts", experts=["analogue", "nvar"])
     x = torch.randn(2, 512, 3, generator=rng).cumsum(1) / 10

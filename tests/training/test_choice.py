@@ -77,7 +77,7 @@ def test_an_untrained_chooser_changes_no_forecast(contexts: torch.Tensor):
         with_chooser.head.weight.copy_(head)
     torch.testing.assert_close(with_chooser(contexts), plain(contexts))
     x, observed, _, _ = with_chooser.prepare(contexts)
-    _, logits, evidence, _ = with_chooser.expert_logits(x, observed, evidence=True)
+    _, logits, evidence = with_chooser.expert_logits(x, observed, evidence=True)
     assert torch.equal(with_chooser.chooser(*evidence), torch.zeros_like(logits))
 
 
@@ -132,7 +132,7 @@ def test_a_fitted_chooser_is_saved_and_loaded(tmp_path, contexts: torch.Tensor):
     torch.testing.assert_close(loaded(contexts), model(contexts))
     prior = loaded.prior_only()
     x, observed, _, _ = prior.prepare(contexts)
-    _, logits, evidence, _ = prior.expert_logits(x, observed, evidence=True)
+    _, logits, evidence = prior.expert_logits(x, observed, evidence=True)
     assert torch.equal(prior.chooser(*evidence), torch.zeros_like(logits))
 
 
