@@ -527,6 +527,28 @@ def comparison_markdown(report: dict, method: str, baselines: list[str], seed: i
     return "\n".join(lines) + "\n"
 
 
+def merge_stress_reports(parts: list[dict]) -> dict:
+    """One report from reports of the same methods and settings on different sets (a run split over
+    processes); the parts' wall times add up."""
+    first = parts[0]
+    for part in parts[1:]:
+        for key in ("methods", "settings"):
+            if part[key] != first[key]:
+                raise ValueError(
+                    f"reports differ in {key}: {first[key]} and {part[key]}; merge runs of one command"
+                )
+    sets: dict = {}
+    for part in parts:
+        twice = set(sets) & set(part["sets"])
+        if twice:
+            raise ValueError(f"sets {sorted(twice)} are in more than one report")
+        sets.update(part["sets"])
+    merged = {"settings": first["settings"], "methods": first["methods"], "sets": sets}
+    if all("wall_s" in part for part in parts):
+        merged["wall_s"] = sum(part["wall_s"] for part in parts)
+    return merged
+
+
 def write_stress_report(
     report: dict,
     out: str | Path,
@@ -544,7 +566,7 @@ def write_stress_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "stress.json") as tmp:
-        tmp.write_text(json.dumps({**report, "command": command}, indent=2) + "\n")
+        tmp.write_text(json.dumps({**report, "command": command, "compare": compare}, indent=2) + "\n")
     head = "# Stress suite\n\n" + (f"`{command}`\n\n" if command else "")
     if compare is not None:
         head += comparison_markdown(report, *compare, seed=report["settings"]["seed"]) + "\n"

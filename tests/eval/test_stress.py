@@ -17,6 +17,7 @@ from panda_fm.eval.stress import (
     kuramoto_sivashinsky,
     lorenz96,
     mackey_glass,
+    merge_stress_reports,
     paired_ratio_ci,
     stress_dataset,
     stress_markdown,
@@ -117,6 +118,24 @@ def test_paired_interval_of_a_ratio_of_medians_is_narrower_than_unpaired_ones():
     assert np.isnan(paired_ratio_ci([np.nan, 1.0], [1.0, np.nan])[0])  # no window with both values
     with pytest.raises(ValueError, match="same windows"):
         paired_ratio_ci([1.0, 2.0], [1.0])
+
+
+def test_reports_of_a_run_split_by_sets_merge_into_one():
+    def part(sets, wall):
+        return {
+            "settings": {"seed": 0},
+            "methods": ["a", "b"],
+            "sets": {s: {"windows": 1} for s in sets},
+            "wall_s": wall,
+        }
+
+    merged = merge_stress_reports([part(["clean"], 10.0), part(["noise-10", "noise-20"], 5.0)])
+    assert list(merged["sets"]) == ["clean", "noise-10", "noise-20"] and merged["wall_s"] == 15.0
+    with pytest.raises(ValueError, match="more than one report"):
+        merge_stress_reports([part(["clean"], 1.0), part(["clean"], 1.0)])
+    other = part(["noise-10"], 1.0) | {"methods": ["a"]}
+    with pytest.raises(ValueError, match="differ in methods"):
+        merge_stress_reports([part(["clean"], 1.0), other])
 
 
 def test_evaluate_stress_reports_every_set_and_method(cache):
