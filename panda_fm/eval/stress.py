@@ -344,6 +344,7 @@ SUMMARY_METRICS = ("smape@64", "smape@128", "smape@256", "mae@128", "vpt")
 PAIRED_METRIC = "smape@128"  # kept per window, for paired comparisons (paired_ratio_ci)
 # the margin a model is asked for: a median sMAPE@128 at least 10% below the best classical baseline's
 TARGET_RATIO = 0.9
+NEGLIGIBLE = 1.0  # sMAPE below which two medians are both near-perfect and their ratio is not judged
 
 
 def bootstrap_median_ci(values: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -505,7 +506,7 @@ def stress_markdown(report: dict, metric: str = "smape@128") -> str:
 def comparison_markdown(report: dict, method: str, baselines: list[str], seed: int = 0) -> str:
     """A table per set of ``method`` against the best of ``baselines`` (lowest median sMAPE@128): the ratio of
     their medians with its paired-bootstrap 95% interval (:func:`paired_ratio_ci`), and whether the ratio is
-    at most :data:`TARGET_RATIO`."""
+    at most :data:`TARGET_RATIO` (not judged where both medians are below :data:`NEGLIGIBLE`)."""
     missing = [m for m in [method, *baselines] if m not in report["methods"]]
     if missing:
         raise ValueError(f"methods {missing} are not in the report (it has {report['methods']})")
@@ -519,9 +520,12 @@ def comparison_markdown(report: dict, method: str, baselines: list[str], seed: i
         medians = {m: s["metrics"][m][PAIRED_METRIC]["median"] for m in baselines}
         best = min(medians, key=lambda m: medians[m] if np.isfinite(medians[m]) else np.inf)
         ratio, lo, hi = paired_ratio_ci(s["paired"][method], s["paired"][best], seed=seed)
+        mine = s["metrics"][method][PAIRED_METRIC]["median"]
         verdict = "yes" if ratio <= TARGET_RATIO else "no"
+        if max(mine, medians[best]) < NEGLIGIBLE:
+            verdict = f"both below {NEGLIGIBLE:g}"  # a ratio of near-perfect forecasts says nothing
         lines.append(
-            f"| {name} | {s['metrics'][method][PAIRED_METRIC]['median']:.1f} | {medians[best]:.1f} ({best}) | "
+            f"| {name} | {mine:.1f} | {medians[best]:.1f} ({best}) | "
             f"{ratio:.2f} [{lo:.2f}, {hi:.2f}] | {verdict} |"
         )
     return "\n".join(lines) + "\n"
