@@ -533,7 +533,7 @@ def comparison_markdown(report: dict, method: str, baselines: list[str], seed: i
 
 def merge_stress_reports(parts: list[dict]) -> dict:
     """One report from reports of the same methods and settings on different sets (a run split over
-    processes); the parts' wall times add up."""
+    processes), its sets in the suite's order; the parts' wall times add up."""
     first = parts[0]
     for part in parts[1:]:
         for key in ("methods", "settings"):
@@ -547,7 +547,10 @@ def merge_stress_reports(parts: list[dict]) -> dict:
         if twice:
             raise ValueError(f"sets {sorted(twice)} are in more than one report")
         sets.update(part["sets"])
-    merged = {"settings": first["settings"], "methods": first["methods"], "sets": sets}
+    order = [name for name in stress_sets() if name in sets] + [
+        name for name in sets if name not in stress_sets()
+    ]
+    merged = {"settings": first["settings"], "methods": first["methods"], "sets": {k: sets[k] for k in order}}
     if all("wall_s" in part for part in parts):
         merged["wall_s"] = sum(part["wall_s"] for part in parts)
     return merged

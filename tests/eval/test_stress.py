@@ -129,7 +129,7 @@ def test_reports_of_a_run_split_by_sets_merge_into_one():
             "wall_s": wall,
         }
 
-    merged = merge_stress_reports([part(["clean"], 10.0), part(["noise-10", "noise-20"], 5.0)])
+    merged = merge_stress_reports([part(["noise-10", "noise-20"], 5.0), part(["clean"], 10.0)])
     assert list(merged["sets"]) == ["clean", "noise-10", "noise-20"] and merged["wall_s"] == 15.0
     with pytest.raises(ValueError, match="more than one report"):
         merge_stress_reports([part(["clean"], 1.0), part(["clean"], 1.0)])
