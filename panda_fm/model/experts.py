@@ -3,8 +3,9 @@
 With ``PandaConfig.incontext = "experts"`` the model runs the context-only forecasters of
 :data:`panda_fm.forecasters.EXPERTS` on every context it reads, together with a backtest of each (its error
 on the context's own last steps, forecast from the steps before them). The forecasts become future patch
-tokens marked by expert and by backtest error, and the network learns which forecast to trust for each
-channel, starting from the one with the smallest backtest error (see :class:`panda_fm.PandaModel`). The
+tokens (or one token per expert: ``PandaConfig.expert_tokens``) marked by expert and by backtest error, and
+the network learns which forecast to trust for each channel, starting from the one with the smallest backtest
+error (see :class:`panda_fm.PandaModel`). The
 experts have no trainable parameters: they run under ``no_grad`` as batched tensor code
 (:mod:`panda_fm.forecasters.tensor`) on the network's device, in :data:`EXPERT_DTYPE`.
 
