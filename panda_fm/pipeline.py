@@ -329,12 +329,27 @@ class PandaPipeline:
             lagged = None
             if cal.horizon != "spread":
                 batch = self._prepare(context)[0].numpy()  # (B, L, C), NaN-padded as the point forecast's
-                forecast = lambda c, h: self.predict(c, h, batch_size=batch_size)  # noqa: E731
-                members = lagged_members(forecast, batch, point.shape[1], cal.lags)  # (B, K, H, C)
-                lagged = lagged_spread((members - loc[:, None]) / scale[:, None], point)
+                members = self.lagged_forecasts(batch, point.shape[1], cal.lags, loc, scale, batch_size)
+                lagged = lagged_spread(members, point)
             horizon = horizon_spread(spread, lagged, cal)
         dist = ForecastDistribution(point, spread, x, cal.combine, cal.scale_spread, horizon)
         return dist, loc, scale, form
+
+    def lagged_forecasts(
+        self,
+        batch: np.ndarray,
+        length: int,
+        lags: tuple[int, ...],
+        loc: np.ndarray,
+        scale: np.ndarray,
+        batch_size: int = 64,
+    ) -> np.ndarray:
+        """The point forecast's time-lagged ensemble (:func:`panda_fm.uncertainty.lagged_members`) for a
+        ``(B, L, C)`` batch (NaN missing), standardised by the context's ``loc`` and ``scale`` ``(B, 1, C)``:
+        ``(B, K, length, C)``, member ``k`` forecast from the batch cut ``lags[k]`` steps short."""
+        forecast = lambda c, h: self.predict(c, h, batch_size=batch_size)  # noqa: E731
+        members = lagged_members(forecast, batch, length, lags)
+        return (members - loc[:, None]) / scale[:, None]
 
     def incontext_errors(
         self,

@@ -38,7 +38,6 @@ from panda_fm.uncertainty import (
     CalibrationConfig,
     ForecastDistribution,
     horizon_spread,
-    lagged_members,
     lagged_spread,
     lead_spread,
 )
@@ -143,11 +142,10 @@ class ModelQuantiles:
         lags = sorted({g for _, c in self.variants.values() if c.horizon != "spread" for g in c.lags})
         members = {}
         if lags:
-            forecast = lambda c, h: self.pipe.predict(c, h, batch_size=self.batch_size)  # noqa: E731
-            lagged = lagged_members(forecast, contexts.astype(np.float32), length, lags)  # (B, K, H, C)
-            members = dict(
-                zip(lags, np.moveaxis((lagged - loc[:, None]) / scale[:, None], 1, 0), strict=True)
-            )
+            lagged = self.pipe.lagged_forecasts(
+                contexts.astype(np.float32), length, tuple(lags), loc, scale, self.batch_size
+            )  # (B, K, H, C)
+            members = dict(zip(lags, np.moveaxis(lagged, 1, 0), strict=True))
         out: dict[str, Forecast] = {}
         for name, (kind, cfg) in self.variants.items():
             lag = None

@@ -547,9 +547,8 @@ def merge_stress_reports(parts: list[dict]) -> dict:
         if twice:
             raise ValueError(f"sets {sorted(twice)} are in more than one report")
         sets.update(part["sets"])
-    order = [name for name in stress_sets() if name in sets] + [
-        name for name in sets if name not in stress_sets()
-    ]
+    suite = list(stress_sets())
+    order = [name for name in suite if name in sets] + [name for name in sets if name not in suite]
     merged = {"settings": first["settings"], "methods": first["methods"], "sets": {k: sets[k] for k in order}}
     if all("wall_s" in part for part in parts):
         merged["wall_s"] = sum(part["wall_s"] for part in parts)
