@@ -1,24 +1,25 @@
 """Inference throughput of the reference 21M configuration on this machine.
 
-    python benchmarks/inference.py [--repeats 5] [--checkpoint DIR]
+    python benchmarks/inference.py [--repeats 5] [--checkpoint DIR [DIR ...]]
 
 Random weights, 3 channels, context 512, one forward pass (128 steps) per forecast. Prints forecasts/s at
 batch 1 and 32 in fp32 and bf16, the model's GFLOP/s (FLOPs counted by torch's FlopCounterMode), and in the
-same run the GFLOP/s of a large fp32 matmul; then the shipped checkpoint's (or ``--checkpoint``'s) forecasts/s at batch 32 with its
-in-context experts, and of the same network without them (random weights, ``incontext="none"``). Last lines:
-roofline_fraction_fp32, bf16_speedup and experts_slowdown.
+same run the GFLOP/s of a large fp32 matmul; then the forecasts/s at batch 32 of each ``--checkpoint`` (default:
+the shipped one) with its in-context experts, of the first one's experts alone, and of the first one's network
+without experts (random weights, ``incontext="none"``). Last lines: roofline_fraction_fp32, bf16_speedup and
+experts_slowdown (the first checkpoint's time over the plain network's).
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 from _common import SHIPPED, best_time, matmul_rate
 from torch.utils.flop_counter import FlopCounterMode
 
 from panda_fm import PandaConfig, PandaModel, PandaPipeline
+from panda_fm.model.experts import expert_forecasts
 
 
 def main() -> None:
@@ -27,8 +28,9 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument(
         "--checkpoint",
-        default=str(SHIPPED),
-        help="checkpoint timed with and without its experts (default: shipped)",
+        nargs="+",
+        default=[str(SHIPPED)],
+        help="checkpoints timed side by side; the first also without its experts (default: the shipped one)",
     )
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -63,14 +65,30 @@ def main() -> None:
     print(f"bf16 vs fp32 forecast relative RMS difference: {rel_rms:.4f}")
     print(f"roofline_fraction_fp32: {model_gflops / matmul:.3f}")
     print(f"bf16_speedup: {results[torch.float32, 32] / results[torch.bfloat16, 32]:.2f}")
-    shipped = PandaPipeline.from_pretrained(args.checkpoint).model
-    plain = PandaModel(PandaConfig(**{**shipped.config.hyperparameters(), "incontext": "none"})).eval()
+    models = {c: PandaPipeline.from_pretrained(c).model for c in args.checkpoint}
+    first = next(iter(models.values()))
+    cfg = first.config
+    plain = PandaModel(
+        PandaConfig(**{**cfg.hyperparameters(), "incontext": "none", "expert_chooser": 0})
+    ).eval()
+
+    def experts() -> None:  # the first checkpoint's experts alone, with the evidence a chooser reads
+        z, observed, _, _ = first.prepare(x32)
+        expert_forecasts(
+            z, observed, cfg.experts, cfg.prediction_length, cfg.expert_backtest, cfg.experts_version, True
+        )
+
+    timed = {f"{name} with experts": lambda m=m: m(x32) for name, m in models.items()}
+    if cfg.incontext == "experts":
+        timed[f"{next(iter(models))} experts alone"] = experts
+    timed["network without experts"] = lambda: plain(x32)
     seconds = {}
-    for name, m in (("with experts", shipped), ("without experts", plain)):
+    for name, fn in timed.items():
         with torch.inference_mode():
-            seconds[name] = best_time(lambda m=m: m(x32), args.repeats)
-        print(f"{Path(args.checkpoint).name} {name:15s} batch 32: {32 / seconds[name]:8.1f} forecasts/s")
-    print(f"experts_slowdown: {seconds['with experts'] / seconds['without experts']:.2f}")
+            seconds[name] = best_time(fn, args.repeats)
+        print(f"{name:40s} batch 32: {32 / seconds[name]:8.1f} forecasts/s  ({seconds[name]:.2f} s/call)")
+    slowdown = seconds[next(iter(timed))] / seconds["network without experts"]
+    print(f"experts_slowdown: {slowdown:.2f}")
 
 
 if __name__ == "__main__":
