@@ -26,6 +26,12 @@ from panda_fm.forecasters.tensor.gaps import fill_gaps, pair_mask, start_index
 
 __all__ = ["nvar_forecast"]
 
+#: Series a fit treats at once on a CPU: the fits run chunk by chunk so that their temporaries stay a few MB
+#: (whole-batch temporaries of tens of MB cost more in fresh pages from the OS than in arithmetic: the
+#: cubic fits of a batch of 96 three-channel contexts ran 1.7x faster in chunks of 8). Other devices fit the
+#: whole batch at once.
+FIT_CHUNK = 8
+
 
 @lru_cache(maxsize=64)
 def _monomial_table(n_vars: int, degree: int) -> tuple[tuple[int, ...], ...]:
@@ -138,7 +144,8 @@ def _fit_path(
     index: torch.Tensor,
     trusted: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ridge fits of the increment ``z[t+1] - z[t]`` on the features of the delay vector at ``t``.
+    """Ridge fits of the increment ``z[t+1] - z[t]`` on the features of the delay vector at ``t``, a chunk of
+    :data:`FIT_CHUNK` series at a time on a CPU.
 
     Args:
         z: ``(B, T, C)`` standardised contexts.
@@ -154,10 +161,20 @@ def _fit_path(
     span = (delays - 1) * stride + 1
     t = torch.arange(span - 1, z.shape[1] - 1, device=z.device)  # (N,) times with a full delay vector
     v = delay_vectors(z, t, delays, stride).mT  # (B, N, L*C) -> (B, L*C, N)
+    y = z[:, t + 1] - z[:, t]  # (B, N, C)
     weight = None if trusted is None else pair_mask(trusted, t, delays, stride).to(z.dtype)  # (B, N)
-    return _ridge_path(
-        _monomials(v, index, dim=1), z[:, t + 1] - z[:, t], alphas, weight
-    )  # features (B, F, N)
+    size = FIT_CHUNK if z.device.type == "cpu" else z.shape[0]
+    fits = [
+        _ridge_path(
+            _monomials(v[i : i + size], index, dim=1),  # features (b, F, N)
+            y[i : i + size],
+            alphas if alphas.ndim == 1 else alphas[i : i + size],
+            None if weight is None else weight[i : i + size],
+        )
+        for i in range(0, z.shape[0], size)
+    ]
+    w, b = zip(*fits, strict=True)
+    return torch.cat(w), torch.cat(b)
 
 
 def _rollout(
