@@ -45,18 +45,19 @@ def delay_vectors(z: torch.Tensor, t: torch.Tensor | int, delays: int, stride: i
 
     Args:
         z: ``(B, T, C)``.
-        t: a time index, or ``(N,)`` indices (int64).
+        t: a time index ``>= (delays - 1) * stride``, or ``(N,)`` indices (int64).
         delays: ``L``.
         stride: steps between copies.
 
     Returns:
-        ``(B, L*C)`` for an int ``t``, ``(B, N, L*C)`` for indices; entry ``l*C + c`` is channel ``c`` at
-        ``t - l*stride`` (the layout of the numpy forecasters).
+        ``(B, L*C)`` for an int ``t`` (a slice of ``z``: a rollout's step reads its state without indexing
+        tensors), ``(B, N, L*C)`` for indices; entry ``l*C + c`` is channel ``c`` at ``t - l*stride`` (the
+        layout of the numpy forecasters).
     """
-    offsets = torch.arange(delays, device=z.device) * stride
     if isinstance(t, int):
-        v = z[:, t - offsets]  # (B, L, C)
+        v = z[:, t - (delays - 1) * stride : t + 1 : stride].flip(1)  # (B, L, C)
         return v.reshape(z.shape[0], -1)
+    offsets = torch.arange(delays, device=z.device) * stride
     idx = t[:, None] - offsets  # (N, L)
     v = z[:, idx]  # (B, N, L, C)
     return v.reshape(z.shape[0], idx.shape[0], -1)
