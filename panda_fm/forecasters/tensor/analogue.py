@@ -2,12 +2,14 @@
 
 Reproduces :class:`panda_fm.forecasters.analogue.AnalogueForecaster` (the float64 numpy reference) for a
 whole batch at once, on the context's device and in its dtype: every series has a library of the same
-size, so the libraries stack into one ``(B, L*C, N)`` tensor, and each step of the rollout (the only Python
-loop) takes the distances of all series at once, as sums of squared differences over the ``L*C`` rows
-(no matrix product, so float32 stays float32 on a GPU whatever the TF32 settings), and the ``k`` nearest by
-``torch.topk``.
+size, so the libraries stack along the batch, and each step of the rollout (the only Python loop) takes the
+distances of all series at once and the ``k`` nearest by ``torch.topk``. A delay vector's squared distance
+to a library vector is the sum of its states' squared distances to the library vector's states, so a step
+computes those of its newest state to the context's ``M`` states once (the older states' come from earlier
+steps): ``C`` rows of squared differences and ``L`` shifted sums a step instead of ``L*C`` rows (no matrix
+product, so float32 stays float32 on a GPU whatever the TF32 settings).
 
-Shape letters: B batch, T time, C channels, H horizon, N library states, L delays.
+Shape letters: B batch, T time, C channels, H horizon, N library states, M context states, L delays.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 
 from panda_fm.forecasters.analogue import AnalogueForecaster
 from panda_fm.forecasters.base import ContextTooShortError
-from panda_fm.forecasters.tensor.common import delay_vectors, rollout, standardise
+from panda_fm.forecasters.tensor.common import rollout, standardise
 from panda_fm.forecasters.tensor.gaps import fill_gaps, pair_mask, start_index
 
 __all__ = ["analogue_forecast", "auto_embedding", "correlation_time"]
@@ -158,15 +160,27 @@ def _forecast(
     if trusted is not None:
         valid = pair_mask(trusted, t, delays, stride)  # (B, N): library states that are data
         start = start_index(trusted, delays, stride)
-    library = delay_vectors(z, t, delays, stride).transpose(1, 2).contiguous()  # (B, L*C, N)
+    N, M = t.shape[0], t.shape[0] + span - 1  # library states; context states they reach back to
+    states = z[:, :M].transpose(1, 2).contiguous()  # (B, C, M)
     increments = z[:, t + 1] - z[:, t]  # (B, N, C)
-    kk = min(k, t.shape[0])
+    kk = min(k, N)
     c = z.shape[2]
+    reached: dict[int, torch.Tensor] = {}  # time u -> (B, M) squared distances of state u to the context's
+
+    def distances(history: torch.Tensor, u: int) -> torch.Tensor:
+        """Squared distances ``(B, M)`` of the state at ``u`` (final once a step has read it) to the context's."""
+        if u not in reached:
+            squares = (states - history[:, u, :, None]).square_()  # (B, C, M)
+            reached[u] = squares[:, 0] if c == 1 else squares.sum(dim=1)  # a sum over one row costs a copy
+        return reached[u]
 
     def step(history: torch.Tensor, now: int) -> torch.Tensor:
         """Increments ``(B, C)`` voted by the ``kk`` nearest library vectors to the delay vector at ``now``."""
-        q = delay_vectors(history, now, delays, stride)  # (B, L*C)
-        d2 = (library - q[:, :, None]).square_().sum(dim=1)  # (B, N) squared distances
+        # the squared distance of two delay vectors sums those of their states, each state's computed once
+        d2 = distances(history, now)[:, span - 1 : span - 1 + N].clone()  # (B, N)
+        for lag in range(stride, span, stride):
+            d2 += distances(history, now - lag)[:, span - 1 - lag : span - 1 - lag + N]
+        reached.pop(now - span + 1)  # no later delay vector reaches back to it
         if valid is not None:
             d2 = d2.masked_fill(~valid, torch.inf)
         d2n, idx = torch.topk(d2, kk, dim=1, largest=False)  # (B, kk), ascending

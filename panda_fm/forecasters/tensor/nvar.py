@@ -26,11 +26,11 @@ from panda_fm.forecasters.tensor.gaps import fill_gaps, pair_mask, start_index
 
 __all__ = ["nvar_forecast"]
 
-#: Series a fit treats at once on a CPU: the fits run chunk by chunk so that their temporaries stay a few MB
-#: (whole-batch temporaries of tens of MB cost more in fresh pages from the OS than in arithmetic: the
-#: cubic fits of a batch of 96 three-channel contexts ran 1.7x faster in chunks of 8). Other devices fit the
-#: whole batch at once.
-FIT_CHUNK = 8
+#: Bytes of features a fit treats at once on a CPU: the fits run a chunk of series at a time (a multiple of
+#: 8) so that their temporaries stay a few MB (whole-batch temporaries of tens of MB cost more in fresh pages
+#: from the OS than in arithmetic: the cubic fits of a batch of 96 three-channel contexts ran 1.7x faster in
+#: chunks of 8 series). Other devices fit the whole batch at once.
+FIT_CHUNK_BYTES = 1 << 22
 
 
 @lru_cache(maxsize=64)
@@ -148,7 +148,7 @@ def _fit_path(
     trusted: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ridge fits of the increment ``z[t+1] - z[t]`` on the features of the delay vector at ``t``, a chunk of
-    :data:`FIT_CHUNK` series at a time on a CPU.
+    series at a time on a CPU (:data:`FIT_CHUNK_BYTES`).
 
     Args:
         z: ``(B, T, C)`` standardised contexts.
@@ -166,7 +166,9 @@ def _fit_path(
     v = delay_vectors(z, t, delays, stride).mT  # (B, N, L*C) -> (B, L*C, N)
     y = z[:, t + 1] - z[:, t]  # (B, N, C)
     weight = None if trusted is None else pair_mask(trusted, t, delays, stride).to(z.dtype)  # (B, N)
-    size = FIT_CHUNK if z.device.type == "cpu" else z.shape[0]
+    size = z.shape[0]
+    if z.device.type == "cpu":
+        size = max(8, FIT_CHUNK_BYTES // (index.shape[1] * t.shape[0] * z.element_size()) // 8 * 8)
     fits = [
         _ridge_path(
             _monomials(v[i : i + size], index, dim=1),  # features (b, F, N)
