@@ -375,3 +375,65 @@ def test_experts_version_reaches_the_experts(monkeypatch, rng):
     assert seen == [3]
     torch.testing.assert_close(y, x[:, -1:].expand(-1, 64, -1))  # version 3's "nvar" is the naive forecast
     tensor_experts._registry.cache_clear()
+
+
+def test_runaway_experts_are_those_resting_on_a_bound_outside_the_context():
+    from panda_fm.model.experts import runaway_experts
+
+    t = torch.linspace(0, 12, 400)
+    x = torch.stack([torch.sin(t), torch.cos(t)], dim=-1)[None]  # (1, T, 2), range [-1, 1]
+    lead = torch.linspace(0, 3, 50)
+    good = torch.stack([torch.sin(12 + lead), torch.cos(12 + lead)], dim=-1)  # (H, 2)
+    pinned = good.clone()
+    pinned[20:, 1] = 3.0  # a diverged rollout held by its clip at 1 + span
+    spike = good.clone()
+    spike[30, 0] = 2.5  # beyond the range once: a spike the context never showed
+    fixed = torch.full_like(good, 0.25)  # at rest inside the range: a fixed point
+    below = good.clone()
+    below[40:, 0] = -3.0
+    forecasts = torch.stack([good, pinned, spike, fixed, below])[None]  # (1, E, H, C)
+    assert runaway_experts(forecasts, x, None).tolist() == [[False, True, False, False, True]]
+    # an unobserved entry does not widen the range: the same rest at 3.0 is a runaway, not a data value
+    x_gap = x.clone()
+    x_gap[0, 5, 1] = 5.0
+    observed = torch.ones_like(x_gap, dtype=torch.bool)
+    observed[0, 5, 1] = False
+    assert runaway_experts(forecasts, x_gap, observed)[0, 1]
+    assert not runaway_experts(forecasts, x_gap, None)[0, 1]
+
+
+def test_refuse_runaway_moves_the_choice_off_a_runaway_expert(rng, monkeypatch):
+    import panda_fm.model.model as model_module
+
+    experts = ["analogue", "nvar", "analogue_g2"]
+    plain = random_model(incontext="experts", experts=experts)
+    guarded = random_model(incontext="experts", experts=experts, refuse_runaway=True)
+    x = torch.randn(2, 512, 3, generator=rng).cumsum(1) / 10
+    with torch.no_grad():
+        forecasts, weights = plain.expert_weights(x)
+    chosen = weights.argmax(dim=1)  # (B, C)
+    real = model_module.expert_forecasts
+    pin = {"which": chosen[0, 0].item()}
+
+    def with_runaway(x, *args, **kwargs):  # the real experts, with one of them pinned above the range in series 0
+        out = list(real(x, *args, **kwargs))
+        f = out[0].clone()
+        experts_pinned = range(f.shape[1]) if pin["which"] == "all" else [pin["which"]]
+        for e in experts_pinned:
+            f[0, e, 10:, :] = x[0].amax(dim=0) + 2 * (x[0].amax(dim=0) - x[0].amin(dim=0))
+        out[0] = f
+        return tuple(out)
+
+    monkeypatch.setattr(model_module, "expert_forecasts", with_runaway)
+    with torch.no_grad():
+        _, off = plain.expert_weights(x)
+        _, on = guarded.expert_weights(x)
+        pin["which"] = "all"
+        _, all_off = plain.expert_weights(x)
+        _, all_on = guarded.expert_weights(x)
+    e = chosen[0, 0].item()
+    assert torch.all(on[0, e] == 0) and torch.all(off[0, e] > 0)
+    assert not torch.equal(on[0].argmax(dim=0), off[0].argmax(dim=0))
+    torch.testing.assert_close(on[1], off[1])  # series 1 has no runaway: untouched
+    torch.testing.assert_close(all_on, all_off)  # every expert ran away: none is refused
+    assert PandaConfig(refuse_runaway=True).to_dict()["refuse_runaway"] is True
