@@ -90,10 +90,6 @@ class PandaConfig(PreTrainedConfig):
     # patch_length tokens per expert and channel), or "pooled", the mean of those patches' embeddings as one
     # token (the network then reads E tokens instead of E x F next to the context's, about half the work)
     expert_tokens: str = "patches"
-    # refuse an expert whose rollout ran away (a forecast that comes to rest outside the context's range: the
-    # experts clip every state to that range widened by its span, so a diverging rollout sits on the bound);
-    # the choice then falls to the best of the others (panda_fm.model.experts.runaway_experts)
-    refuse_runaway: bool = False
     # the version of panda_fm.forecasters.EXPERT_VERSIONS the experts come from (their frozen settings)
     experts_version: int = 1
     # hidden width of the evidence chooser (panda_fm/model/choice.py) that adds logits from what the experts'

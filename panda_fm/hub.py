@@ -58,7 +58,6 @@ _PANDA_ONLY_KEYS = frozenset(
         "expert_combine",
         "expert_backtest",
         "expert_tokens",
-        "refuse_runaway",
         "experts_version",
         "expert_chooser",
     }
@@ -466,7 +465,6 @@ def model_card(model: PandaModel, info: dict[str, Any]) -> ModelCard:
         f"{'; each forecast enters the network as one token' if cfg.expert_tokens == 'pooled' else ''}; "
         "the network weighs them per "
         f"channel and forecasts with {'the highest-weighted one' if cfg.expert_combine == 'select' else 'their weighted mean'}"
-        f"{'; an expert whose rollout ran away is refused' if cfg.refuse_runaway else ''}"
         f"{_chooser_note(cfg)})",
     }
     metadata = ModelCardData(

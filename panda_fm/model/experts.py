@@ -63,27 +63,3 @@ def expert_forecasts(
     if with_backtest:
         return forecasts, errors, labels, out[2].float()
     return forecasts, errors, labels
-
-
-def runaway_experts(forecasts: torch.Tensor, x: torch.Tensor, observed: torch.Tensor | None) -> torch.Tensor:
-    """Which experts' rollouts ran away: ``(B, E)`` bool.
-
-    The experts clip every state of a rollout to the context's range widened by its span on each side
-    (:func:`panda_fm.forecasters.tensor.common.rollout`), so a rollout that diverges comes to rest on that
-    bound: the same value at two or more steps, outside the range of the context. An expert is a runaway when
-    any channel of its forecast shows it. A forecast that merely leaves the range (a spike larger than any in
-    the context) does not repeat a value and is kept.
-
-    Args:
-        forecasts: ``(B, E, H, C)`` the experts' forecasts.
-        x: ``(B, T, C)`` the context they continue, in the same units.
-        observed: ``(B, T, C)`` bool or None (every entry observed).
-    """
-    seen = torch.ones_like(x, dtype=torch.bool) if observed is None else observed
-    lo = x.masked_fill(~seen, torch.inf).amin(dim=1)[:, None, None]  # (B, 1, 1, C)
-    hi = x.masked_fill(~seen, -torch.inf).amax(dim=1)[:, None, None]
-    top = forecasts.amax(dim=2, keepdim=True)  # (B, E, 1, C)
-    bottom = forecasts.amin(dim=2, keepdim=True)
-    rests_high = ((forecasts == top).sum(dim=2) >= 2) & (top > hi).squeeze(2)  # (B, E, C)
-    rests_low = ((forecasts == bottom).sum(dim=2) >= 2) & (bottom < lo).squeeze(2)
-    return (rests_high | rests_low).any(dim=2)

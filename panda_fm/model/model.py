@@ -21,7 +21,7 @@ from transformers import PreTrainedModel
 from panda_fm.config import PandaConfig
 from panda_fm.forecasters.tensor.gaps import fill_gaps
 from panda_fm.model.choice import EvidenceChooser, expert_evidence
-from panda_fm.model.experts import expert_forecasts, runaway_experts
+from panda_fm.model.experts import expert_forecasts
 from panda_fm.model.incontext import AnalogueForecast
 from panda_fm.model.layers import DynamicsEmbedding, EncoderLayer, LinearPatchEmbedding, rope_tables
 from panda_fm.scaling import InstanceScale, fit_scale
@@ -239,18 +239,13 @@ class PandaModel(PreTrainedModel):
             x, observed, horizon: as for :meth:`forward_normalised`.
 
         Returns:
-            Forecasts ``(B, E, horizon, C)`` and weights ``(B, E, C)`` (softmax over experts), standardised; with
-            ``refuse_runaway``, an expert whose rollout ran away gets weight 0 unless every expert did.
+            Forecasts ``(B, E, horizon, C)`` and weights ``(B, E, C)`` (softmax over experts), standardised.
         """
         forecasts, logits, evidence = self.expert_logits(
             x, observed, horizon, evidence=self.config.expert_chooser > 0
         )
         if evidence is not None:
             logits = self.floored_log_weights(logits) + self.chooser(*evidence)
-        if self.config.refuse_runaway:
-            refused = runaway_experts(forecasts, x, observed)  # (B, E)
-            refused &= ~refused.all(dim=1, keepdim=True)  # when every expert ran away, all stay
-            logits = logits.masked_fill(refused[:, None], -torch.inf)
         return forecasts, torch.softmax(logits, dim=-1).transpose(1, 2)
 
     @staticmethod
