@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["standardise", "delay_vectors", "rollout"]
+__all__ = ["standardise", "delay_vectors", "clip_bounds", "rollout"]
 
 
 def standardise(
@@ -63,6 +63,13 @@ def delay_vectors(z: torch.Tensor, t: torch.Tensor | int, delays: int, stride: i
     return v.reshape(z.shape[0], idx.shape[0], -1)
 
 
+def clip_bounds(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bounds a clipped :func:`rollout` of ``z`` ``(B, T, C)`` keeps to: the range of each channel widened
+    by its span on each side, ``(B, C)`` each."""
+    lo, hi = z.amin(dim=1), z.amax(dim=1)  # (B, C)
+    return lo - (hi - lo), hi + (hi - lo)
+
+
 def rollout(
     z: torch.Tensor,
     step: Callable[[torch.Tensor, int], torch.Tensor],
@@ -70,6 +77,7 @@ def rollout(
     clip: bool = True,
     trusted: torch.Tensor | None = None,
     start: int | None = None,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Iterate a one-step map from the end of ``z``: ``z[t+1] = z[t] + step(history, t)``.
 
@@ -85,12 +93,13 @@ def rollout(
         clip: bound the states.
         trusted: ``(B, T, C)`` bool or None (every entry is data).
         start: the index the rollout starts from with ``trusted`` (default ``T - 1``).
+        bounds: the clipping bounds (default: :func:`clip_bounds` of ``z``; given, ``z`` may be the end of
+            the contexts they were taken from, as far as ``step`` reads back).
 
     Returns:
         ``(B, H, C)``.
     """
-    lo, hi = z.amin(dim=1), z.amax(dim=1)  # (B, C)
-    lo, hi = lo - (hi - lo), hi + (hi - lo)
+    lo, hi = clip_bounds(z) if bounds is None else bounds
     t0 = z.shape[1]
     history = torch.cat([z, z.new_empty(z.shape[0], horizon, z.shape[2])], dim=1)  # (B, T + H, C)
     first = t0 - 1 if trusted is None or start is None else start

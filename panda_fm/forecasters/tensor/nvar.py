@@ -21,7 +21,7 @@ import torch
 
 from panda_fm.forecasters.base import ContextTooShortError
 from panda_fm.forecasters.nvar import NVARForecaster
-from panda_fm.forecasters.tensor.common import delay_vectors, rollout, standardise
+from panda_fm.forecasters.tensor.common import clip_bounds, delay_vectors, rollout, standardise
 from panda_fm.forecasters.tensor.gaps import fill_gaps, pair_mask, start_index
 
 __all__ = ["nvar_forecast"]
@@ -192,6 +192,7 @@ def _rollout(
     clip: bool,
     index: torch.Tensor,
     trusted: torch.Tensor | None = None,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Iterate the fitted one-step maps of all series in lockstep.
 
@@ -205,6 +206,7 @@ def _rollout(
         clip: bound the states to the context's range widened by its span on each side.
         index: :func:`_monomial_index` ``(degree, F)`` of the feature degree.
         trusted: ``(B, T, C)`` bool or None; the rollout then starts at the last delay vector that is data.
+        bounds: the clipping bounds, as for :func:`panda_fm.forecasters.tensor.common.rollout`.
 
     Returns:
         ``(B, H, C)``.
@@ -219,7 +221,7 @@ def _rollout(
         return (x * wt).sum(dim=1).T + b  # (C, F, B) -> (C, B) -> (B, C)
 
     start = None if trusted is None else start_index(trusted, delays, stride)
-    return rollout(z, step, horizon, clip, trusted, start)
+    return rollout(z, step, horizon, clip, trusted, start, bounds)
 
 
 def _choose_penalties(
@@ -261,8 +263,25 @@ def _choose_penalties(
     def per_penalty(a: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (B*R, ...): one rollout per penalty
         return a[:, None].expand(-1, R, *a.shape[1:]).flatten(0, 1)
 
-    starts, starts_ok = per_penalty(head), None if head_ok is None else per_penalty(head_ok)
-    forecasts = _rollout(starts, w.flatten(0, 1), b.flatten(0, 1), V, delays, stride, clip, index, starts_ok)
+    # each penalty's copy of a context holds only the states its rollout reads (from the start's delay vector
+    # on), clipped by the range of the whole head
+    first = T - V - 1 if head_ok is None else start_index(head_ok, delays, stride)
+    first -= (delays - 1) * stride
+    starts = per_penalty(head[:, first:])
+    starts_ok = None if head_ok is None else per_penalty(head_ok[:, first:])
+    lo, hi = clip_bounds(head)  # (B, C) each
+    forecasts = _rollout(
+        starts,
+        w.flatten(0, 1),
+        b.flatten(0, 1),
+        V,
+        delays,
+        stride,
+        clip,
+        index,
+        starts_ok,
+        (per_penalty(lo), per_penalty(hi)),
+    )
     err = (forecasts.reshape(B, R, V, C) - tail[:, None]) ** 2  # (B, R, V, C)
     mse = err.mean(dim=(2, 3))  # (B, R)
     if trusted is not None:
