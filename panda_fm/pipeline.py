@@ -23,6 +23,7 @@ from panda_fm.model import PandaModel
 from panda_fm.uncertainty import (
     CalibrationConfig,
     ForecastDistribution,
+    floored_spread,
     horizon_spread,
     lagged_members,
     lagged_spread,
@@ -198,8 +199,10 @@ class PandaPipeline:
 
         The point forecast of :meth:`predict` is also made from several origins inside the context; its errors
         there give the spread at each lead and channel, which widens into the context's own distribution of
-        values where the errors reach it (:mod:`panda_fm.uncertainty`). This costs about ``1 +
-        len(calibration.offsets)`` (6) times a ``predict`` call.
+        values where the errors reach it (:mod:`panda_fm.uncertainty`); with ``calibration.lagged_floor`` the
+        spread is at least that many times the disagreement of the same forecast from the context cut
+        ``calibration.lags`` steps short. This costs about ``1 + len(calibration.offsets)`` (6) times a
+        ``predict`` call, plus ``len(calibration.lags)`` (4) with a lagged floor.
 
         Args:
             context: as for :meth:`predict` (same forms, rules and errors); a context needs at least
@@ -317,22 +320,22 @@ class PandaPipeline:
         with_horizon: bool = False,
     ) -> tuple[ForecastDistribution, np.ndarray, np.ndarray, InputForm]:
         """The predictive distribution, standardised, with ``loc``, ``scale`` and the input's form; with
-        ``with_horizon`` also the spread its horizon is read off (the lagged forecasts that a ``"lagged"`` or
-        ``"geometric"`` horizon needs cost one more forecast per lag, so only the horizon asks for them)."""
+        ``with_horizon`` also the spread its horizon is read off (the lagged forecasts cost one more forecast per
+        lag: made for a lagged floor, and for a ``"lagged"`` or ``"geometric"`` horizon when it is asked for)."""
         cal = calibration or self.calibration
         point, errors, prefix, x, loc, scale, form = self.incontext_errors(
             context, prediction_length, batch_size, cal
         )
         spread = lead_spread(errors, point.shape[1], cal, prefix)
-        horizon = None
-        if with_horizon:
-            lagged = None
-            if cal.horizon != "spread":
-                batch = self._prepare(context)[0].numpy()  # (B, L, C), NaN-padded as the point forecast's
-                members = self.lagged_forecasts(batch, point.shape[1], cal.lags, loc, scale, batch_size)
-                lagged = lagged_spread(members, point)
-            horizon = horizon_spread(spread, lagged, cal)
-        dist = ForecastDistribution(point, spread, x, cal.combine, cal.scale_spread, horizon)
+        lagged = None
+        if cal.lagged_floor > 0 or (with_horizon and cal.horizon != "spread"):
+            batch = self._prepare(context)[0].numpy()  # (B, L, C), NaN-padded as the point forecast's
+            members = self.lagged_forecasts(batch, point.shape[1], cal.lags, loc, scale, batch_size)
+            lagged = lagged_spread(members, point)
+        horizon = horizon_spread(spread, lagged, cal) if with_horizon else None
+        dist = ForecastDistribution(
+            point, floored_spread(spread, lagged, cal), x, cal.combine, cal.scale_spread, horizon
+        )
         return dist, loc, scale, form
 
     def lagged_forecasts(

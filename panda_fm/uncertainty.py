@@ -45,6 +45,7 @@ __all__ = [
     "lead_spread",
     "lagged_members",
     "lagged_spread",
+    "floored_spread",
     "horizon_spread",
     "SATURATION_MS",
 ]
@@ -92,7 +93,11 @@ class CalibrationConfig:
             ``forecast_distribution`` (and the evaluation's ``ModelQuantiles``) forecast the lagged members it
             needs.
         lags: origins of the time-lagged ensemble, in steps before the end of the context (``"lagged"`` and
-            ``"geometric"`` horizons only): one extra forecast each.
+            ``"geometric"`` horizons, and :attr:`lagged_floor`): one extra forecast each.
+        lagged_floor: the spread is at least this many times the lagged ensemble's disagreement
+            (:func:`lagged_spread`; 0: no floor). The in-context errors come from other states of the attractor;
+            the lagged forecasts see the forecast's own origin, and part where it is sensitive, as when the point
+            forecast runs off the attractor.
     """
 
     offsets: tuple[int, ...] = (320, 256, 192, 128, 64)
@@ -107,6 +112,12 @@ class CalibrationConfig:
     scale_spread: float = 1.25
     horizon: str = "lagged"
     lags: tuple[int, ...] = (1, 2, 4, 8)
+    lagged_floor: float = 0.0
+
+    @property
+    def needs_lagged(self) -> bool:
+        """Whether the distribution or its horizon reads the time-lagged ensemble (:func:`lagged_members`)."""
+        return self.horizon != "spread" or self.lagged_floor > 0
 
     def __post_init__(self) -> None:
         if not self.offsets or min(self.offsets) < 1:
@@ -127,9 +138,11 @@ class CalibrationConfig:
             raise ValueError("channel_pooling must be in [0, 1] and smoothing in [0, 1)")
         if self.horizon not in HORIZONS:
             raise ValueError(f"horizon must be one of {HORIZONS}, got {self.horizon!r}")
-        if self.horizon != "spread" and (not self.lags or min(self.lags) < 1):
+        if self.lagged_floor < 0:
+            raise ValueError(f"lagged_floor must be >= 0, got {self.lagged_floor}")
+        if self.needs_lagged and (not self.lags or min(self.lags) < 1):
             raise ValueError(
-                f"lags must be positive step counts for a {self.horizon!r} horizon, got {self.lags}"
+                f"lags must be positive step counts for a {self.horizon!r} horizon or a lagged floor, got {self.lags}"
             )
 
 
@@ -234,6 +247,19 @@ def lagged_spread(members: np.ndarray, point: np.ndarray) -> np.ndarray:
         raise ValueError(f"members {members.shape} must be (B, K, H, C) for a point forecast {point.shape}")
     rms = np.sqrt(np.mean((members - point[:, None]) ** 2, axis=1))
     return np.maximum.accumulate(rms, axis=1)
+
+
+def floored_spread(spread: np.ndarray, lagged: np.ndarray | None, config: CalibrationConfig) -> np.ndarray:
+    """``(B, H, C)`` the calibrated spread (:func:`lead_spread`) under its floor, ``config.lagged_floor`` times
+    the lagged ensemble's disagreement ``lagged`` (:func:`lagged_spread`; may be None without a floor)."""
+    if config.lagged_floor == 0:
+        return spread
+    if lagged is None or lagged.shape != spread.shape:
+        raise ValueError(
+            f"a lagged floor needs the lagged ensemble's spread shaped as the spread {spread.shape}, got "
+            f"{None if lagged is None else lagged.shape}"
+        )
+    return np.maximum(spread, config.lagged_floor * lagged)
 
 
 def horizon_spread(spread: np.ndarray, lagged: np.ndarray | None, config: CalibrationConfig) -> np.ndarray:

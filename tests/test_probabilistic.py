@@ -14,6 +14,7 @@ from panda_fm import PandaPipeline
 from panda_fm.uncertainty import (
     CalibrationConfig,
     ForecastDistribution,
+    floored_spread,
     horizon_spread,
     lagged_members,
     lagged_spread,
@@ -124,6 +125,30 @@ def test_spread_grows_with_lead_and_crosses_the_threshold_on_chaos(lorenz) -> No
     )
     assert (dist.spread[0] > 0.5).any(axis=0).all()  # it crosses too, but at its own leads
     np.testing.assert_array_equal(calibrated, (dist.spread[0] <= 0.5).sum(axis=0))
+    # a lagged floor: the spread is at least k times the same lagged ensemble's disagreement
+    bare, _, _ = pipe.forecast_distribution(
+        lorenz[None, :512], 256, calibration=replace(pipe.calibration, lagged_floor=0.0)
+    )
+    floored, _, _ = pipe.forecast_distribution(
+        lorenz[None, :512], 256, calibration=replace(pipe.calibration, lagged_floor=2.0)
+    )
+    np.testing.assert_allclose(floored.spread, np.maximum(bare.spread, 2.0 * by_hand), rtol=1e-4, atol=1e-5)
+    assert (floored.spread > bare.spread + 1e-3).any()
+
+
+def test_floored_spread_by_hand() -> None:
+    spread = np.array([0.1, 0.2, 0.3]).reshape(1, 3, 1)
+    lagged = np.array([0.0, 0.3, 0.1]).reshape(1, 3, 1)
+    cfg = CalibrationConfig(lagged_floor=2.0)
+    np.testing.assert_allclose(floored_spread(spread, lagged, cfg)[0, :, 0], [0.1, 0.6, 0.3])
+    assert floored_spread(spread, None, replace(cfg, lagged_floor=0.0)) is spread
+    with pytest.raises(ValueError, match="lagged floor needs"):
+        floored_spread(spread, None, cfg)
+    with pytest.raises(ValueError, match="lagged_floor must be"):
+        CalibrationConfig(lagged_floor=-1.0)
+    with pytest.raises(ValueError, match="lags must be positive"):
+        CalibrationConfig(horizon="spread", lags=(), lagged_floor=0.5)
+    assert CalibrationConfig(horizon="spread").needs_lagged is False and cfg.needs_lagged
 
 
 def test_lead_spread_by_hand() -> None:

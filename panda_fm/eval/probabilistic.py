@@ -37,6 +37,7 @@ from panda_fm.systems.store import Dataset
 from panda_fm.uncertainty import (
     CalibrationConfig,
     ForecastDistribution,
+    floored_spread,
     horizon_spread,
     lagged_spread,
     lead_spread,
@@ -139,7 +140,7 @@ class ModelQuantiles:
         point, errors, prefix, x, loc, scale, _ = self.pipe.incontext_errors(
             contexts.astype(np.float32), length, self.batch_size, cal
         )
-        lags = sorted({g for _, c in self.variants.values() if c.horizon != "spread" for g in c.lags})
+        lags = sorted({g for _, c in self.variants.values() if c.needs_lagged for g in c.lags})
         members = {}
         if lags:
             lagged = self.pipe.lagged_forecasts(
@@ -149,12 +150,17 @@ class ModelQuantiles:
         out: dict[str, Forecast] = {}
         for name, (kind, cfg) in self.variants.items():
             lag = None
-            if cfg.horizon != "spread":
+            if cfg.needs_lagged:
                 lag = lagged_spread(np.stack([members[g] for g in cfg.lags], axis=1), point)
             if kind == "mixture":
                 spread = lead_spread(errors, length, cfg, prefix)
                 dist = ForecastDistribution(
-                    point, spread, x, cfg.combine, cfg.scale_spread, horizon_spread(spread, lag, cfg)
+                    point,
+                    floored_spread(spread, lag, cfg),
+                    x,
+                    cfg.combine,
+                    cfg.scale_spread,
+                    horizon_spread(spread, lag, cfg),
                 )
                 q, spread = dist.quantiles(levels), dist.horizon_spread
                 paths = dist.sample(SAMPLES, np.random.default_rng(0)) * scale[:, None] + loc[:, None]
