@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     name = Path(args.checkpoint).name
     cal = pipe.calibration
     # the default before the symmetric construction (its quantiles; the horizon read off its spread)
-    before = replace(cal, combine="mixture", inflation=1.0, scale_spread=1.0, horizon="spread")
+    before = replace(
+        cal, combine="mixture", inflation=1.0, noise_inflation=0.0, scale_spread=1.0, horizon="spread"
+    )
     variants = {
         f"{name}/horizon from spread": ("mixture", replace(cal, horizon="spread")),  # the horizon before
         f"{name}/mixture x1.0 a1": ("mixture", before),

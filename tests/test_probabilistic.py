@@ -156,13 +156,25 @@ def test_lead_spread_by_hand() -> None:
     errors[0, 0, :4, 0] = [0.1, 0.2, 0.3, 0.4]
     errors[0, 1, :2, 0] = [0.3, 0.2]
     cfg = CalibrationConfig(
-        smoothing=0.0, channel_pooling=0.0, min_spread=0.01, average="rms", recency=0.0, inflation=1.0
+        smoothing=0.0,
+        channel_pooling=0.0,
+        min_spread=0.01,
+        average="rms",
+        recency=0.0,
+        inflation=1.0,
+        noise_inflation=0.0,
     )
     spread = lead_spread(errors, 6, cfg)[0, :, 0]
     # lead 1: rms(0.1, 0.3); lead 2: rms(0.2, 0.2) is smaller, so the lead-1 value holds; then 0.3, 0.4, 0.4...
     np.testing.assert_allclose(spread, [np.sqrt(0.05), np.sqrt(0.05), 0.3, 0.4, 0.4, 0.4])
     weighted = lead_spread(errors, 1, replace(cfg, recency=1.0), prefix=np.array([100, 300]))[0, 0, 0]
     assert weighted == pytest.approx(np.sqrt((0.01 * 1 / 3 + 0.09) / (1 / 3 + 1)))
+    # the noise level: the RMS of the errors at leads 1-4 over origins, sqrt((0.01+0.04+0.09+0.16+0.09+0.04)/6)
+    nu = np.sqrt(0.43 / 6)
+    noisy = lead_spread(errors, 6, replace(cfg, noise_inflation=2.0))[0, :, 0]
+    np.testing.assert_allclose(noisy, spread * (1 + 2.0 * nu))
+    with pytest.raises(ValueError, match="noise_inflation must be"):
+        CalibrationConfig(noise_inflation=-1.0)
     # geometric: lead 1 sqrt(sqrt(0.01 * 0.09)); lead 2 both 0.04
     geometric = lead_spread(errors, 4, replace(cfg, average="log"))[0, :, 0]
     np.testing.assert_allclose(geometric, [np.sqrt(0.03), 0.2, 0.3, 0.4])
