@@ -95,8 +95,7 @@ class CalibrationConfig:
         horizon: the spread the predictability horizon is read off (:func:`horizon_spread`): ``"spread"`` (the
             calibrated spread itself), ``"lagged"`` (the time-lagged ensemble's disagreement) or
             ``"geometric"`` (the geometric mean of the two, the calibrated one before the constant
-            :attr:`inflation`). The
-            quantiles and samples do not depend on it. ``PandaPipeline.predictability_horizon`` and
+            :attr:`inflation`). The quantiles and samples do not depend on it. ``PandaPipeline.predictability_horizon`` and
             ``forecast_distribution`` (and the evaluation's ``ModelQuantiles``) forecast the lagged members it
             needs.
         lags: origins of the time-lagged ensemble, in steps before the end of the context (``"lagged"`` and
