@@ -89,18 +89,18 @@ def score(rows: list[dict], cal) -> dict[tuple[float, str], float]:
     """Mean CRPS and coverages per noise level and horizon of one calibration on the saved runs."""
     from panda_fm.eval.probabilistic import LEVELS, score_quantiles
     from panda_fm.eval.runner import EvalConfig
-    from panda_fm.uncertainty import ForecastDistribution, floored_spread, lagged_spread, lead_spread
+    from panda_fm.uncertainty import ForecastDistribution, lagged_spread
 
     levels = np.array(LEVELS)
     config = EvalConfig(horizons=HORIZONS, rollout=0)
     scores: dict[tuple[float, str], list[float]] = {}
     for r in rows:
-        spread = lead_spread(r["errors"][None], 256, cal, r["prefix"])
         lagged = lagged_spread(r["members"][None], r["point"][None]) if cal.lagged_floor else None
-        spread = floored_spread(spread, lagged, cal)
-        dist = ForecastDistribution(r["point"][None], spread, r["x"][None], cal.combine, cal.scale_spread)
+        dist = ForecastDistribution.calibrated(
+            r["point"][None], r["errors"][None], r["prefix"], r["x"][None], cal, lagged
+        )
         q = dist.quantiles(levels)[0] * r["scale"][..., None] + r["loc"][..., None]
-        out = score_quantiles(r["context"], r["truth"], q, spread[0], None, config, levels)
+        out = score_quantiles(r["context"], r["truth"], q, dist.spread[0], None, config, levels)
         for key in [f"{m}@{h}" for m in ("crps", *TARGETS) for h in HORIZONS]:
             scores.setdefault((r["noise"], key), []).append(out[key])
     return {k: float(np.mean(v)) for k, v in scores.items()}

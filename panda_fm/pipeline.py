@@ -23,11 +23,8 @@ from panda_fm.model import PandaModel
 from panda_fm.uncertainty import (
     CalibrationConfig,
     ForecastDistribution,
-    floored_spread,
-    horizon_spread,
     lagged_members,
     lagged_spread,
-    lead_spread,
 )
 
 if TYPE_CHECKING:  # fine-tuning needs Lightning: imported only when called
@@ -326,16 +323,12 @@ class PandaPipeline:
         point, errors, prefix, x, loc, scale, form = self.incontext_errors(
             context, prediction_length, batch_size, cal
         )
-        spread = lead_spread(errors, point.shape[1], cal, prefix)
         lagged = None
         if cal.lagged_floor > 0 or (with_horizon and cal.horizon != "spread"):
             batch = self._prepare(context)[0].numpy()  # (B, L, C), NaN-padded as the point forecast's
             members = self.lagged_forecasts(batch, point.shape[1], cal.lags, loc, scale, batch_size)
             lagged = lagged_spread(members, point)
-        horizon = horizon_spread(spread, lagged, cal) if with_horizon else None
-        dist = ForecastDistribution(
-            point, floored_spread(spread, lagged, cal), x, cal.combine, cal.scale_spread, horizon
-        )
+        dist = ForecastDistribution.calibrated(point, errors, prefix, x, cal, lagged, with_horizon)
         return dist, loc, scale, form
 
     def lagged_forecasts(

@@ -339,6 +339,35 @@ class ForecastDistribution:
         levels = (np.arange(CLIMATOLOGY_GRID) + 0.5) / CLIMATOLOGY_GRID
         self._grid = np.moveaxis(np.nanquantile(self.context, levels, axis=1), 0, 1)  # (B, G, C)
 
+    @classmethod
+    def calibrated(
+        cls,
+        point: np.ndarray,
+        errors: np.ndarray,
+        prefix: np.ndarray,
+        context: np.ndarray,
+        config: CalibrationConfig,
+        lagged: np.ndarray | None = None,
+        with_horizon: bool = False,
+    ) -> ForecastDistribution:
+        """The distribution ``config`` builds from the in-context errors: :func:`lead_spread` under its lagged
+        floor (:func:`floored_spread`), and with ``with_horizon`` the spread its horizon is read off
+        (:func:`horizon_spread`).
+
+        Args:
+            point: ``(B, H, C)`` the point forecast, standardised as ``context``.
+            errors: ``(B, O, M, C)`` and ``prefix`` ``(O,)``: as for :func:`lead_spread`.
+            context: ``(B, T, C)`` the standardised context.
+            config: the calibration.
+            lagged: ``(B, H, C)`` the lagged ensemble's disagreement (:func:`lagged_spread`), or None where
+                ``config`` needs none.
+            with_horizon: also the horizon's spread.
+        """
+        spread = lead_spread(errors, point.shape[1], config, prefix)
+        horizon = horizon_spread(spread, lagged, config) if with_horizon else None
+        floored = floored_spread(spread, lagged, config)
+        return cls(point, floored, context, config.combine, config.scale_spread, horizon)
+
     @property
     def weight(self) -> np.ndarray:
         """``(B, H, C)`` weight of the climatology in the mixture."""

@@ -37,7 +37,6 @@ from panda_fm.systems.store import Dataset
 from panda_fm.uncertainty import (
     CalibrationConfig,
     ForecastDistribution,
-    floored_spread,
     horizon_spread,
     lagged_spread,
     lead_spread,
@@ -153,15 +152,7 @@ class ModelQuantiles:
             if cfg.needs_lagged:
                 lag = lagged_spread(np.stack([members[g] for g in cfg.lags], axis=1), point)
             if kind == "mixture":
-                spread = lead_spread(errors, length, cfg, prefix)
-                dist = ForecastDistribution(
-                    point,
-                    floored_spread(spread, lag, cfg),
-                    x,
-                    cfg.combine,
-                    cfg.scale_spread,
-                    horizon_spread(spread, lag, cfg),
-                )
+                dist = ForecastDistribution.calibrated(point, errors, prefix, x, cfg, lag, with_horizon=True)
                 q, spread = dist.quantiles(levels), dist.horizon_spread
                 paths = dist.sample(SAMPLES, np.random.default_rng(0)) * scale[:, None] + loc[:, None]
             else:
