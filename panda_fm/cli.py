@@ -720,7 +720,9 @@ def _add_fit_chooser(sub: argparse._SubParsersAction) -> None:
         description="Fit the evidence chooser (panda_fm.model.choice) of a checkpoint with in-context experts: "
         "windows of the dataset's train split are resampled, projected, cut short and made noisy at random, "
         "the checkpoint runs on them once, and the chooser alone is trained to pick the expert with the lowest "
-        "sMAPE (a fifth of the systems held out for early stopping). The network's weights are not changed.",
+        "sMAPE (a fifth of the systems held out for early stopping). The network's weights are not changed. "
+        "The pool's progress is kept in OUT.pool.pt until the checkpoint is written: after an interruption, "
+        "the same command resumes it.",
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint directory or hub id (incontext='experts')")
     p.add_argument("--data", required=True, help="generated dataset directory (its train split is used)")
@@ -755,7 +757,13 @@ def _fit_chooser(args: argparse.Namespace) -> int:
     if not windows:
         raise ValueError(f"{args.data} has no train split to draw windows from")
     model = base.model.eval()
-    pool = choice_pool(model, windows)
+    progress = Path(f"{Path(args.out)}.pool.pt")  # the pool's progress, for a rerun after an interruption
+    log = logging.getLogger("panda_fm")
+    try:
+        pool = choice_pool(model, windows, resume=progress)
+    except KeyboardInterrupt:
+        log.warning("interrupted; run the same command again to resume the pool from %s", progress)
+        return 130
     record = fit_chooser(model, pool, args.width or CHOOSER_WIDTH, args.epochs, args.seed)
     record |= {"data": str(args.data), "manifest": dataset.manifest_hash, "windows": len(windows)}
     record |= {"windows_per_system": args.windows_per_system, "seed": args.seed}
@@ -766,7 +774,8 @@ def _fit_chooser(args: argparse.Namespace) -> int:
     trained_on = base.info.get("training_data")
     info = {**base.info, "chooser": record, "training_data": f"{trained_on} {data}" if trained_on else data}
     PandaPipeline(model, info).save_pretrained(args.out)
-    logging.getLogger("panda_fm").info(
+    progress.unlink()
+    log.info(
         "done: validation mean sMAPE of the choice, network %.2f -> with the chooser %.2f (oracle %.2f); "
         "checkpoint %s",
         record["validation_smape"]["network"],

@@ -20,8 +20,11 @@ Shape letters: N rows (window and channel), E experts, F evidence, G window feat
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from panda_fm.data.augment import resample, resample_extent
+from panda_fm.data.io import atomic_path
 from panda_fm.eval.metrics import smape_curve
 from panda_fm.model.choice import EvidenceChooser
 from panda_fm.model.model import PandaModel
@@ -38,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: default hidden width of a fitted chooser
 CHOOSER_WIDTH = 64
+#: seconds between saves of a resumable pool's progress
+SAVE_EVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -91,48 +97,124 @@ def observed_windows(
     return out
 
 
+def pool_key(model: PandaModel, windows: list[ObservedWindow]) -> str:
+    """A digest of what a pool depends on: the model's weights and configuration and the windows' contents. A
+    saved partial pool is resumed only under the same key."""
+    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for w in windows:
+        digest.update(w.system.encode())
+        for a in (w.clean, w.seen, w.truth):
+            digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()
+
+
 @torch.no_grad()
 def choice_pool(
-    model: PandaModel, windows: list[ObservedWindow], batch_size: int = 32, progress: bool = True
+    model: PandaModel,
+    windows: list[ObservedWindow],
+    batch_size: int = 32,
+    progress: bool = True,
+    resume: str | Path | None = None,
 ) -> dict[str, torch.Tensor]:
     """What :func:`fit_chooser` trains on, one row per window and channel.
+
+    With ``resume``, the rows computed so far are saved to that file (atomically, every
+    :data:`SAVE_EVERY_S` seconds and when interrupted), and a run that finds the file carries on after its last
+    saved batch: the result is the same as an uninterrupted run's. The file is kept; the caller removes it once
+    the pool has served.
 
     Returns:
         ``logits`` ``(N, E)`` the network's, ``evidence`` ``(N, E, F)``, ``window`` ``(N, G)``, ``smape``
         ``(N, E)`` each expert's sMAPE over the prediction length in that channel, ``system`` ``(N,)`` the
         window's system index (in order of first appearance).
+
+    Raises:
+        ValueError: when the ``resume`` file was saved for another model or other windows.
     """
     H = model.config.prediction_length
     rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("logits", "evidence", "window", "smape", "system")}
     systems: dict[str, int] = {}
-    bar = tqdm(total=len(windows), desc="choice pool", unit="window", disable=not progress)
-    for lo in range(0, len(windows), batch_size):
-        groups: dict[int, list[ObservedWindow]] = {}
-        for w in windows[lo : lo + batch_size]:  # one batch per channel count
-            groups.setdefault(w.seen.shape[1], []).append(w)
-        for ws in groups.values():
-            seen = torch.as_tensor(np.stack([w.seen for w in ws]), dtype=torch.float32)
-            x, observed, stats, _ = model.prepare(seen)
-            forecasts, logits, (evidence, window) = model.expert_logits(x, observed, H, evidence=True)
-            B, E, _, C = forecasts.shape
-            every = torch.stack([stats.denormalise(forecasts[:, e]) for e in range(E)])  # (E, B, H, C)
-            scores = torch.empty(B, E, C)
-            for b, w in enumerate(ws):
-                mu, sd = w.clean.mean(0), w.clean.std(0).clip(1e-9)
-                y = (w.truth[:H] - mu) / sd
-                for e in range(E):
-                    g = (every[e, b].double().numpy() - mu) / sd
-                    for c in range(C):
-                        scores[b, e, c] = float(smape_curve(y[:, c : c + 1], g[:, c : c + 1]).mean())
-            rows["logits"].append(logits.reshape(B * C, E))
-            rows["evidence"].append(evidence.reshape(B * C, E, -1))
-            rows["window"].append(window.reshape(B * C, -1))
-            rows["smape"].append(scores.transpose(1, 2).reshape(B * C, E))
-            ids = [systems.setdefault(w.system, len(systems)) for w in ws]
-            rows["system"].append(torch.tensor(ids).repeat_interleave(C))
-        bar.update(min(batch_size, len(windows) - lo))
-    bar.close()
+    start, key = 0, None
+    if resume is not None:
+        resume, key = Path(resume), pool_key(model, windows)
+        if resume.exists():
+            saved = torch.load(resume, weights_only=True)
+            if saved["key"] != key:
+                raise ValueError(
+                    f"{resume} holds the progress of a pool for another checkpoint or other windows; delete it "
+                    "to start afresh, or choose another output"
+                )
+            start, systems = saved["done"], saved["systems"]
+            rows = {k: [v] for k, v in saved["rows"].items()}
+            log.info("resuming the choice pool after %d of %d windows (%s)", start, len(windows), resume)
+
+    def save(done: int) -> None:
+        state = {
+            "key": key,
+            "done": done,
+            "systems": systems,
+            "rows": {k: torch.cat(v) for k, v in rows.items()},
+        }
+        with atomic_path(resume) as tmp:
+            torch.save(state, tmp)
+
+    bar = tqdm(total=len(windows), initial=start, desc="choice pool", unit="window", disable=not progress)
+    saved_at, done = time.monotonic(), start
+    try:
+        for lo in range(start, len(windows), batch_size):
+            _pool_batch(model, windows[lo : lo + batch_size], H, rows, systems)
+            done = min(lo + batch_size, len(windows))
+            bar.update(done - lo)
+            if resume is not None and time.monotonic() - saved_at > SAVE_EVERY_S:
+                save(done)
+                saved_at = time.monotonic()
+    except KeyboardInterrupt:
+        if resume is not None and done > start:
+            save(done)
+            log.warning("interrupted after %d of %d windows; saved to %s", done, len(windows), resume)
+        raise
+    finally:
+        bar.close()
+    if resume is not None:
+        save(done)
     return {k: torch.cat(v) for k, v in rows.items()}
+
+
+def _pool_batch(
+    model: PandaModel,
+    windows: list[ObservedWindow],
+    H: int,
+    rows: dict[str, list[torch.Tensor]],
+    systems: dict[str, int],
+) -> None:
+    """Append to ``rows`` the rows of ``windows`` (one model call per channel count); ``systems`` maps system
+    names to their indices and grows with new ones."""
+    groups: dict[int, list[ObservedWindow]] = {}
+    for w in windows:
+        groups.setdefault(w.seen.shape[1], []).append(w)
+    for ws in groups.values():
+        seen = torch.as_tensor(np.stack([w.seen for w in ws]), dtype=torch.float32)
+        x, observed, stats, _ = model.prepare(seen)
+        forecasts, logits, (evidence, window) = model.expert_logits(x, observed, H, evidence=True)
+        B, E, _, C = forecasts.shape
+        every = torch.stack([stats.denormalise(forecasts[:, e]) for e in range(E)])  # (E, B, H, C)
+        scores = torch.empty(B, E, C)
+        for b, w in enumerate(ws):
+            mu, sd = w.clean.mean(0), w.clean.std(0).clip(1e-9)
+            y = (w.truth[:H] - mu) / sd
+            for e in range(E):
+                g = (every[e, b].double().numpy() - mu) / sd
+                for c in range(C):
+                    scores[b, e, c] = float(smape_curve(y[:, c : c + 1], g[:, c : c + 1]).mean())
+        rows["logits"].append(logits.reshape(B * C, E))
+        rows["evidence"].append(evidence.reshape(B * C, E, -1))
+        rows["window"].append(window.reshape(B * C, -1))
+        rows["smape"].append(scores.transpose(1, 2).reshape(B * C, E))
+        ids = [systems.setdefault(w.system, len(systems)) for w in ws]
+        rows["system"].append(torch.tensor(ids).repeat_interleave(C))
 
 
 def fit_chooser(

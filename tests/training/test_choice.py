@@ -10,6 +10,7 @@ import torch
 from panda_fm import PandaPipeline
 from panda_fm.model.choice import EVIDENCE, WINDOW_FEATURES, EvidenceChooser, expert_evidence
 from panda_fm.systems.store import open_dataset
+from panda_fm.training import choice as choice_module
 from panda_fm.training.choice import choice_pool, fit_chooser, observed_windows
 from tests.conftest import TINY_CHECKPOINT, cli, cli_env, integrate, random_model
 
@@ -161,6 +162,36 @@ def test_observed_windows_and_their_pool(tiny_dataset):
     assert bool(torch.isnan(pool["evidence"][cut, :, 3]).all())  # a short context's backtest is short
 
 
+def test_an_interrupted_pool_resumes_to_the_same_rows(tmp_path, tiny_dataset, monkeypatch):
+    """A pool interrupted after its first batch keeps that batch in its progress file; the same call then
+    carries on from there to the rows of an uninterrupted run, and another model's call refuses the file."""
+    windows = observed_windows(open_dataset(tiny_dataset), 4, seed=5, context_length=CONTEXT, horizon=64)[:12]
+    model = _experts_model()
+    whole = choice_pool(model, windows, batch_size=4, progress=False)
+    progress = tmp_path / "pool.pt"
+    batch = choice_module._pool_batch
+    calls, state = [], {"interrupt": True}
+
+    def interrupted(*args):  # a Ctrl-C in the first run's second batch
+        calls.append(len(args[1]))
+        if len(calls) == 2 and state.pop("interrupt", False):
+            raise KeyboardInterrupt
+        batch(*args)
+
+    monkeypatch.setattr(choice_module, "_pool_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        choice_pool(model, windows, batch_size=4, progress=False, resume=progress)
+    assert torch.load(progress, weights_only=True)["done"] == 4
+    calls.clear()
+    resumed = choice_pool(model, windows, batch_size=4, progress=False, resume=progress)
+    assert calls == [4, 4]  # the second and third batches only
+    assert resumed.keys() == whole.keys()
+    for k in whole:
+        assert torch.equal(resumed[k].nan_to_num(-1.0), whole[k].nan_to_num(-1.0)), k
+    with pytest.raises(ValueError, match="another checkpoint or other windows; delete it"):
+        choice_pool(_experts_model(seed=1), windows, batch_size=4, progress=False, resume=progress)
+
+
 def test_the_chooser_scores_each_expert_alike():
     """The same evidence in another expert's slot moves only by the expert's identity input: permuting the
     experts' evidence of an identity-blind chooser permutes its logits."""
@@ -190,6 +221,7 @@ def test_fit_chooser_cli(tmp_path, tiny_dataset):
     assert json.loads((out / "config.json").read_text())["expert_chooser"] == 8
     record = json.loads((out / "training_info.json").read_text())["chooser"]
     assert record["windows"] == 2 * 5 and set(record["validation_smape"]) == {"network", "chooser", "oracle"}
+    assert not (tmp_path / "fitted.pool.pt").exists()  # the pool's progress file goes with the run's success
     refused = subprocess.run(
         cli("fit-chooser", "--checkpoint", str(TINY_CHECKPOINT), "--out", str(tmp_path / "no"), *args),
         env=cli_env(),
