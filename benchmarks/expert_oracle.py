@@ -40,8 +40,8 @@ def choices(pipe: PandaPipeline, prior: torch.nn.Module, contexts: np.ndarray) -
     contexts' units."""
     model = pipe.model
     x, observed, stats, _ = model.prepare(torch.as_tensor(contexts, dtype=torch.float32))
-    forecasts, weights = model.expert_weights(x, observed, HORIZON)  # (B, E, H, C), (B, E, C)
-    _, prior_weights = prior.expert_weights(x, observed, HORIZON)
+    forecasts, weights = model.expert_weights(x, observed, HORIZON, stats)  # (B, E, H, C), (B, E, C)
+    _, prior_weights = prior.expert_weights(x, observed, HORIZON, stats)
 
     def pick(w: torch.Tensor) -> torch.Tensor:
         best = w.argmax(dim=1, keepdim=True).unsqueeze(2).expand(-1, -1, HORIZON, -1)  # (B, 1, H, C)

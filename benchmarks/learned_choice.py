@@ -171,8 +171,8 @@ def pool_evidence(pipe, windows, names, version) -> dict[str, np.ndarray]:
 def network_weights(model, contexts: np.ndarray, names: list[str]) -> np.ndarray:
     """The checkpoint's log weight on each of ``names`` (channel mean), NaN for experts it does not have:
     ``(B, E)``."""
-    x, observed, _, _ = model.prepare(torch.as_tensor(contexts, dtype=torch.float32))
-    _, w = model.expert_weights(x, observed, HORIZON)  # (B, E0, C)
+    x, observed, stats, _ = model.prepare(torch.as_tensor(contexts, dtype=torch.float32))
+    _, w = model.expert_weights(x, observed, HORIZON, stats)  # (B, E0, C)
     lw = w.clamp_min(1e-12).log().mean(dim=2).numpy()
     out = np.full((len(contexts), len(names)), np.nan)
     for i, n in enumerate(model.config.experts):

@@ -15,6 +15,7 @@ import numpy as np
 
 from panda_fm.forecasters import (
     AnalogueForecaster,
+    FieldNVARForecaster,
     Forecaster,
     LinearARForecaster,
     MeanForecaster,
@@ -34,6 +35,7 @@ BASELINES: dict[str, Callable[[], Forecaster]] = {
     "linear_ar": LinearARForecaster,
     "nvar": NVARForecaster,
     "nvar2": QuadraticNVARForecaster,
+    "field_nvar": FieldNVARForecaster,  # one local model shared by the sites of a ring (fields, lattices)
     "analogue": AnalogueForecaster,
     "analogue_auto": EXPERT_VERSIONS[4]["analogue_auto"],  # the embedding chosen on the context
     "selector": SelectorForecaster,

@@ -14,6 +14,7 @@ from panda_fm.forecasters.experts import (
     SelectorForecaster,
     backtest_experts,
 )
+from panda_fm.forecasters.field import FieldNVARForecaster, WideNVARForecaster
 from panda_fm.forecasters.nvar import LinearARForecaster, NVARForecaster, QuadraticNVARForecaster
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "LinearARForecaster",
     "NVARForecaster",
     "QuadraticNVARForecaster",
+    "FieldNVARForecaster",
+    "WideNVARForecaster",
     "AnalogueForecaster",
     "DenoisedForecaster",
     "SelectorForecaster",

@@ -4,8 +4,8 @@ Every forecaster in :mod:`panda_fm.forecasters` fits each series only on its own
 signature of :meth:`panda_fm.PandaPipeline.predict`: ``predict(context, prediction_length)`` maps a
 context ``(T, C)`` to ``(H, C)`` and ``(B, T, C)`` to ``(B, H, C)``.
 
-Each one standardises its context per channel (mean and std over time), forecasts in those coordinates and
-undoes the scaling. The iterated ones (linear AR, NVAR, analogue) predict the one-step increment
+Each one standardises its context per channel (mean and std over time; one mean and std over all channels
+where ``pooled_moments`` says so), forecasts in those coordinates and undoes the scaling. The iterated ones (linear AR, NVAR, analogue) predict the one-step increment
 ``z[t+1] - z[t]`` from a delay embedding of the recent past and feed their own output back, with the state
 clipped to the context's range widened by its span on each side, so that a diverging rollout stays finite
 and visibly wrong instead of overflowing.
@@ -53,6 +53,8 @@ class ContextForecaster:
 
     name = "base"
     min_context = 2  # subclasses raise this where they need a longer context
+    # one mean and std for all channels instead of each channel's own (fields whose sites share their physics)
+    pooled_moments = False
 
     def predict(self, context: np.ndarray, prediction_length: int) -> np.ndarray:
         """Forecast each series from its own context.
@@ -84,6 +86,11 @@ class ContextForecaster:
             if not observed.any(axis=1).all():
                 raise ValueError("a channel of the context has no observation; drop it or give one")
             batch, trusted = fill_gaps(batch)
+        if self.pooled_moments:
+            mu, sd = nan_moments(
+                batch.reshape(len(batch), -1, 1), observed.reshape(len(batch), -1, 1)
+            )  # (B, 1, 1)
+        elif trusted is not None:
             mu, sd = nan_moments(batch, observed)
         else:
             mu, sd = context_moments(batch)  # (B, 1, C)

@@ -23,6 +23,7 @@ import torch
 from panda_fm.forecasters.analogue import AnalogueForecaster
 from panda_fm.forecasters.base import ContextForecaster, Forecaster
 from panda_fm.forecasters.denoise import DenoisedForecaster
+from panda_fm.forecasters.field import FieldNVARForecaster, WideNVARForecaster
 from panda_fm.forecasters.nvar import NVARForecaster
 from panda_fm.forecasters.tensor.channels import (  # the model's channel test
     channel_groups,
@@ -33,6 +34,7 @@ from panda_fm.forecasters.tensor.gaps import fill_gaps
 __all__ = [
     "ADAPTIVE_BACKTEST",
     "CHANNEL_GROUPING",
+    "CONTEXT_UNITS",
     "EXPERTS",
     "EXPERT_VERSIONS",
     "LATEST_EXPERTS_VERSION",
@@ -82,6 +84,22 @@ _V1: dict[str, Callable[[], Forecaster]] = {
 # version 4: version 3's experts and the analogue whose embedding follows the sampling rate and the channels
 _V4: dict[str, Callable[[], Forecaster]] = {**_V1, "analogue_auto": _analogue_auto}
 
+
+def _wide_nvar() -> WideNVARForecaster:
+    """The NVAR, or from 8 channels on the field NVAR (radius 2, 2 delays, quadratic) where it backtests better
+    on the context's last 64 steps."""
+    shared = FieldNVARForecaster(radius=2, delays=2, degree=2, clip=True, ridges=_RIDGES, validation=64)
+    return WideNVARForecaster(joint=_nvar(), shared=shared, min_channels=8, validation=64)
+
+
+# version 5: version 4's experts with the NVARs of wide contexts (the field NVAR for lattices and grids)
+_V5: dict[str, Callable[[], Forecaster]] = {
+    **_V4,
+    "nvar": _wide_nvar,
+    "nvar_g1": lambda: DenoisedForecaster(_wide_nvar(), "gauss", 1.0, "nvar_g1"),
+    "nvar_sg11": lambda: DenoisedForecaster(_wide_nvar(), "savgol", 11, "nvar_sg11"),
+}
+
 #: version -> (expert name -> factory); read-only.
 EXPERT_VERSIONS: Mapping[int, Mapping[str, Callable[[], Forecaster]]] = MappingProxyType(
     {
@@ -89,13 +107,17 @@ EXPERT_VERSIONS: Mapping[int, Mapping[str, Callable[[], Forecaster]]] = MappingP
         2: MappingProxyType(_V1),
         3: MappingProxyType(_V1),
         4: MappingProxyType(_V4),
+        5: MappingProxyType(_V5),
     }
 )
 #: version -> whether the experts also forecast each group of related channels on its own and keep, per
 #: group, whichever of the joint and the grouped forecast backtests better (version 2: the same experts).
-CHANNEL_GROUPING: Mapping[int, bool] = MappingProxyType({1: False, 2: True, 3: True, 4: True})
+CHANNEL_GROUPING: Mapping[int, bool] = MappingProxyType({1: False, 2: True, 3: True, 4: True, 5: True})
 #: version -> whether the backtest shortens on short contexts (:func:`backtest_length`; version 3).
-ADAPTIVE_BACKTEST: Mapping[int, bool] = MappingProxyType({1: False, 2: False, 3: True, 4: True})
+ADAPTIVE_BACKTEST: Mapping[int, bool] = MappingProxyType({1: False, 2: False, 3: True, 4: True, 5: True})
+#: version -> whether the experts read the context in its own units where the caller knows them (version 5:
+#: the field NVAR standardises all channels together, which a per-channel standardisation would undo).
+CONTEXT_UNITS: Mapping[int, bool] = MappingProxyType({1: False, 2: False, 3: False, 4: False, 5: True})
 MIN_BACKTEST = 16  # steps an adapted backtest keeps at least
 LATEST_EXPERTS_VERSION = max(EXPERT_VERSIONS)
 #: The experts of the latest version; "_g" and "_sg" denoise first (Gaussian, Savitzky-Golay).

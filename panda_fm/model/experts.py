@@ -19,7 +19,9 @@ from collections.abc import Sequence
 import torch
 
 from panda_fm.forecasters import LATEST_EXPERTS_VERSION
+from panda_fm.forecasters.experts import CONTEXT_UNITS
 from panda_fm.forecasters.tensor.experts import backtest_experts_tensor, experts_channel_groups
+from panda_fm.scaling import InstanceScale
 
 # float64, as the numpy reference: the NVAR's ridge fits on clean contexts are ill-conditioned enough that
 # float32 round-off moves its forecasts visibly (tests/forecasters/test_tensor_nvar.py measures it).
@@ -35,6 +37,7 @@ def expert_forecasts(
     backtest: int,
     version: int = LATEST_EXPERTS_VERSION,
     with_backtest: bool = False,
+    units: InstanceScale | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Forecast each context with each expert, and backtest each expert on the context.
 
@@ -47,6 +50,10 @@ def expert_forecasts(
         horizon: steps to forecast.
         backtest: steps at the end of the context each expert is scored on.
         version: the version of the experts' registry (``PandaConfig.experts_version``).
+        units: the statistics ``x`` was standardised by. Experts of a version that reads the context in its own
+            units (:data:`panda_fm.forecasters.experts.CONTEXT_UNITS`: the field NVAR's shared model needs the
+            sites' common units) then run on ``x`` in those units, and their forecasts and errors come back
+            standardised; otherwise (or with None) they run on ``x``.
 
     Returns:
         Forecasts ``(B, E, H, C)`` and backtest mean absolute errors ``(B, E, C)``, float32 on ``x``'s device,
@@ -58,7 +65,22 @@ def expert_forecasts(
     if observed is not None and not bool(observed.all()):
         z = z.masked_fill(~observed, torch.nan)
     labels = experts_channel_groups(z, version)
-    out = backtest_experts_tensor(z, names, horizon, backtest, version, labels, with_backtest)
+    if units is None or not CONTEXT_UNITS[version]:
+        out = backtest_experts_tensor(z, names, horizon, backtest, version, labels, with_backtest)
+        return _float32(out, labels, with_backtest)
+    loc, scale = units.loc.to(z), units.scale.to(z)  # (B, 1, C)
+    out = backtest_experts_tensor(z * scale + loc, names, horizon, backtest, version, labels, with_backtest)
+    forecasts, errors, *past = out  # (B, E, H, C), (B, E, C)[, (B, E, V, C)] in the context's units
+    standardised = ((forecasts - loc[:, None]) / scale[:, None], errors / scale)
+    return _float32(
+        (*standardised, *[(p - loc[:, None]) / scale[:, None] for p in past]), labels, with_backtest
+    )
+
+
+def _float32(
+    out: tuple[torch.Tensor, ...], labels: torch.Tensor | None, with_backtest: bool
+) -> tuple[torch.Tensor, ...]:
+    """``expert_forecasts``' return value from the experts' outputs (forecasts, errors[, backtest])."""
     forecasts, errors = out[0].float(), out[1].float()
     if with_backtest:
         return forecasts, errors, labels, out[2].float()

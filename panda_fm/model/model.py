@@ -178,7 +178,11 @@ class PandaModel(PreTrainedModel):
         return x[:, start:].transpose(1, 2).unfold(-1, cfg.patch_length, cfg.patch_stride)
 
     def forward_normalised(
-        self, x: torch.Tensor, observed: torch.Tensor | None = None, horizon: int | None = None
+        self,
+        x: torch.Tensor,
+        observed: torch.Tensor | None = None,
+        horizon: int | None = None,
+        units: InstanceScale | None = None,
     ) -> torch.Tensor:
         """Forecast in standardised units.
 
@@ -188,6 +192,8 @@ class PandaModel(PreTrainedModel):
             horizon: steps to forecast; only a model with ``incontext="experts"`` forecasts more than
                 ``prediction_length`` in one pass (its experts forecast the whole horizon and the weights
                 the network gives them, from their first ``prediction_length`` steps, combine them).
+            units: the statistics ``x`` was standardised by, for experts that read the context in its own units
+                (:func:`panda_fm.model.experts.expert_forecasts`); None: they read ``x``.
 
         Returns:
             ``(B, horizon, C)`` standardised forecast (``horizon`` defaults to ``prediction_length``).
@@ -199,7 +205,7 @@ class PandaModel(PreTrainedModel):
                 "(PandaPipeline.predict does)"
             )
         if cfg.incontext == "experts":
-            forecasts, weights = self.expert_weights(x, observed, horizon)  # (B, E, H, C), (B, E, C)
+            forecasts, weights = self.expert_weights(x, observed, horizon, units)  # (B, E, H, C), (B, E, C)
             if cfg.expert_combine == "mix":
                 return (forecasts * weights.unsqueeze(2)).sum(dim=1)
             best = weights.argmax(dim=1, keepdim=True)  # (B, 1, C)
@@ -231,18 +237,22 @@ class PandaModel(PreTrainedModel):
         return out.transpose(1, 2).float()  # (B, H, C)
 
     def expert_weights(
-        self, x: torch.Tensor, observed: torch.Tensor | None = None, horizon: int | None = None
+        self,
+        x: torch.Tensor,
+        observed: torch.Tensor | None = None,
+        horizon: int | None = None,
+        units: InstanceScale | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The in-context experts' forecasts and the network's weights on them (``incontext="experts"``).
 
         Args:
-            x, observed, horizon: as for :meth:`forward_normalised`.
+            x, observed, horizon, units: as for :meth:`forward_normalised`.
 
         Returns:
             Forecasts ``(B, E, horizon, C)`` and weights ``(B, E, C)`` (softmax over experts), standardised.
         """
         forecasts, logits, evidence = self.expert_logits(
-            x, observed, horizon, evidence=self.config.expert_chooser > 0
+            x, observed, horizon, evidence=self.config.expert_chooser > 0, units=units
         )
         if evidence is not None:
             logits = self.floored_log_weights(logits) + self.chooser(*evidence)
@@ -260,6 +270,7 @@ class PandaModel(PreTrainedModel):
         observed: torch.Tensor | None = None,
         horizon: int | None = None,
         evidence: bool = False,
+        units: InstanceScale | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """The experts' forecasts ``(B, E, horizon, C)``, the network's logits on them ``(B, C, E)`` (its head
         and the backtest prior, before any evidence chooser) and, with ``evidence``, the chooser's inputs
@@ -276,6 +287,7 @@ class PandaModel(PreTrainedModel):
             cfg.expert_backtest,
             version=cfg.experts_version,
             with_backtest=evidence,
+            units=units,
         )  # (B, E, >= H, C), (B, E, C), (B, C) or None[, (B, E, V, C)]
         B, E, _, C = forecasts.shape
         F = H // cfg.patch_length
@@ -376,7 +388,7 @@ class PandaModel(PreTrainedModel):
         """
         assert context.dim() == 3, f"expected (B, T, C), got shape {tuple(context.shape)}"
         x, observed, stats, mask = self.prepare(context, observed)
-        z = self.forward_normalised(x, observed, horizon)  # (B, H, C)
+        z = self.forward_normalised(x, observed, horizon, stats)  # (B, H, C)
         # within the observed range widened by its span on each side, as the experts' rollouts (whose denoising
         # filters can overshoot the data a little); a channel without observations is left as it is
         lo = x.masked_fill(~mask, torch.inf).amin(dim=1, keepdim=True)  # (B, 1, C)

@@ -198,7 +198,9 @@ def _pool_batch(
     for ws in groups.values():
         seen = torch.as_tensor(np.stack([w.seen for w in ws]), dtype=torch.float32)
         x, observed, stats, _ = model.prepare(seen)
-        forecasts, logits, (evidence, window) = model.expert_logits(x, observed, H, evidence=True)
+        forecasts, logits, (evidence, window) = model.expert_logits(
+            x, observed, H, evidence=True, units=stats
+        )
         B, E, _, C = forecasts.shape
         every = torch.stack([stats.denormalise(forecasts[:, e]) for e in range(E)])  # (E, B, H, C)
         scores = torch.empty(B, E, C)

@@ -19,7 +19,7 @@ import torch
 
 from panda_fm.config import PandaConfig
 from panda_fm.model import PandaModel
-from panda_fm.scaling import fit_scale
+from panda_fm.scaling import InstanceScale, fit_scale
 from panda_fm.training.config import TrainerConfig
 
 logger = logging.getLogger(__name__)
@@ -56,19 +56,25 @@ def _pointwise(pred: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def _errors(
-    model: PandaModel, x: torch.Tensor, observed: torch.Tensor | None, y: torch.Tensor, kind: str
+    model: PandaModel,
+    x: torch.Tensor,
+    observed: torch.Tensor | None,
+    y: torch.Tensor,
+    kind: str,
+    units: InstanceScale | None = None,
 ) -> torch.Tensor:
     """Elementwise forecast error ``(B, H, C)`` in standardised units.
 
     A model that selects among in-context experts is scored by the expected error of its choice (the
     experts' errors weighted by the network's weights), which trains the weights to pick the best expert;
-    ``y`` must be finite.
+    ``y`` must be finite. ``units``: the statistics ``x`` was standardised by (for experts that read the context in
+    its own units, as :meth:`PandaModel.forward` gives them).
     """
     horizon = y.shape[1]  # other than the model's prediction_length only for models with experts
     if model.config.incontext == "experts" and model.config.expert_combine == "select":
-        forecasts, weights = model.expert_weights(x, observed, horizon)  # (B, E, H, C), (B, E, C)
+        forecasts, weights = model.expert_weights(x, observed, horizon, units)  # (B, E, H, C), (B, E, C)
         return (_pointwise(forecasts, y.unsqueeze(1), kind) * weights.unsqueeze(2)).sum(dim=1)
-    pred = model.forward_normalised(x, observed, horizon).float()  # (B, H, C)
+    pred = model.forward_normalised(x, observed, horizon, units).float()  # (B, H, C)
     assert pred.shape == y.shape, f"forecast {tuple(pred.shape)} vs target {tuple(y.shape)}"
     return _pointwise(pred, y, kind)
 
@@ -90,7 +96,7 @@ def standardised_mse(
     """
     stats = fit_scale(context, torch.ones_like(context, dtype=torch.bool), eps)
     return _errors(
-        model, stats.normalise(context.float()), None, stats.normalise(target.float()), kind
+        model, stats.normalise(context.float()), None, stats.normalise(target.float()), kind, stats
     ).mean()
 
 
@@ -117,7 +123,7 @@ def masked_standardised_mse(
     y = stats.normalise(target.float())
     valid = torch.isfinite(y)  # (B, H, C)
     return (
-        torch.where(valid, _errors(model, x, observed, torch.where(valid, y, 0.0), kind), 0.0).sum()
+        torch.where(valid, _errors(model, x, observed, torch.where(valid, y, 0.0), kind, stats), 0.0).sum()
         / valid.sum()
     )
 

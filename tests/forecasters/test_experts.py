@@ -51,7 +51,7 @@ def test_the_registry_is_read_only_and_its_experts_ignore_the_baselines_defaults
         degree: int = 2
 
     monkeypatch.setattr(experts_module, "NVARForecaster", Retuned)
-    assert isinstance(EXPERTS["nvar"](), Retuned)
+    assert isinstance(EXPERTS["nvar"]().joint, Retuned)  # the NVAR of narrow contexts (version 5's wide NVAR)
     np.testing.assert_array_equal(EXPERTS["nvar"]().predict(z, 32), before)
     assert not np.array_equal(Retuned().predict(z, 32), before)
 

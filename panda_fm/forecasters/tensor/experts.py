@@ -25,10 +25,12 @@ from panda_fm.forecasters.experts import (
     LATEST_EXPERTS_VERSION,
     backtest_length,
 )
+from panda_fm.forecasters.field import FieldNVARForecaster, WideNVARForecaster
 from panda_fm.forecasters.nvar import NVARForecaster
 from panda_fm.forecasters.tensor.analogue import analogue_forecast
 from panda_fm.forecasters.tensor.channels import channel_groups, keep_better_groups
 from panda_fm.forecasters.tensor.denoise import gaussian_smooth, savgol_smooth
+from panda_fm.forecasters.tensor.field import field_nvar_forecast, wide_nvar_forecast
 from panda_fm.forecasters.tensor.gaps import fill_gaps
 from panda_fm.forecasters.tensor.nvar import nvar_forecast
 
@@ -85,6 +87,20 @@ def _with_settings(function: TensorForecast, **settings: Any) -> TensorExpert:
     return TensorExpert(partial(function, **settings), (function.__name__, *sorted(settings.items())))
 
 
+def _ridge_settings(f: NVARForecaster | FieldNVARForecaster) -> dict[str, Any]:
+    """The keyword settings of the tensor function of an NVAR or a field NVAR."""
+    settings = dict(
+        delays=f.delays,
+        stride=f.stride,
+        degree=f.degree,
+        ridges=tuple(f.ridges),
+        validation=f.validation,
+        max_feature_ratio=f.max_feature_ratio,
+        clip=f.clip,
+    )
+    return settings | ({"radius": f.radius} if isinstance(f, FieldNVARForecaster) else {})
+
+
 def tensor_expert(forecaster: Forecaster) -> TensorExpert:
     """The tensor code that computes what ``forecaster.predict`` does, with its settings.
 
@@ -102,17 +118,18 @@ def tensor_expert(forecaster: Forecaster) -> TensorExpert:
         else:
             smooth = partial(savgol_smooth, window=int(f.width), order=3)
         return replace(tensor_expert(f.base), smooth=smooth)
-    if isinstance(f, NVARForecaster):
+    if isinstance(f, WideNVARForecaster):
         return _with_settings(
-            nvar_forecast,
-            delays=f.delays,
-            stride=f.stride,
-            degree=f.degree,
-            ridges=tuple(f.ridges),
+            wide_nvar_forecast,
+            joint=tuple(sorted(_ridge_settings(f.joint).items())),
+            shared=tuple(sorted(_ridge_settings(f.shared).items())),
+            min_channels=f.min_channels,
             validation=f.validation,
-            max_feature_ratio=f.max_feature_ratio,
-            clip=f.clip,
         )
+    if isinstance(f, FieldNVARForecaster):
+        return _with_settings(field_nvar_forecast, **_ridge_settings(f))
+    if isinstance(f, NVARForecaster):
+        return _with_settings(nvar_forecast, **_ridge_settings(f))
     if isinstance(f, AnalogueForecaster):
         return _with_settings(
             analogue_forecast,

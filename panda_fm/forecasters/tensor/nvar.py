@@ -13,8 +13,8 @@ D delay-vector entries (``L*C``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from functools import lru_cache
+from collections.abc import Callable, Sequence
+from functools import lru_cache, partial
 from itertools import combinations_with_replacement
 
 import torch
@@ -224,14 +224,20 @@ def _rollout(
     return rollout(z, step, horizon, clip, trusted, start, bounds)
 
 
-def _choose_penalties(
+#: ``(z (B, T, C), alphas (R,) or (B, R), trusted=None) -> (weights (B, R, ...), intercepts (B, R, ...))``
+FitPath = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+#: ``(z, weights (B, ...), intercepts (B, ...), horizon, trusted=None, bounds=None) -> (B, H, C)``
+Rollout = Callable[..., torch.Tensor]
+
+
+def choose_penalties(
     z: torch.Tensor,
     alphas: torch.Tensor,
     validation: int,
     delays: int,
     stride: int,
-    clip: bool,
-    index: torch.Tensor,
+    fit: FitPath,
+    roll: Rollout,
     trusted: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Each series' penalty by a held-out rollout, all penalties of all series in lockstep.
@@ -244,10 +250,10 @@ def _choose_penalties(
         z: ``(B, T, C)`` standardised contexts.
         alphas: ``(R,)`` penalties.
         validation: ``V``, steps held out.
-        delays: ``L``.
+        delays: ``L``, of the model's delay vectors.
         stride: steps between delayed copies.
-        clip: bound the rollouts' states.
-        index: :func:`_monomial_index` ``(degree, F)`` of the feature degree.
+        fit: the ridge fits of all penalties (:func:`_fit_path` with the model's settings).
+        roll: the rollout of fitted maps (:func:`_rollout` with the model's settings).
         trusted: ``(B, T, C)`` bool or None: fit on the pairs that are data, score on the held-out steps
             that are data (on all of them where none is).
 
@@ -258,7 +264,7 @@ def _choose_penalties(
     R, V = alphas.shape[0], validation
     head, tail = z[:, :-V], z[:, -V:]  # (B, T - V, C), (B, V, C)
     head_ok = None if trusted is None else trusted[:, :-V]
-    w, b = _fit_path(head, alphas, delays, stride, index, head_ok)  # (B, R, F, C), (B, R, C)
+    w, b = fit(head, alphas, trusted=head_ok)  # (B, R, ...), (B, R, ...)
 
     def per_penalty(a: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (B*R, ...): one rollout per penalty
         return a[:, None].expand(-1, R, *a.shape[1:]).flatten(0, 1)
@@ -270,18 +276,8 @@ def _choose_penalties(
     starts = per_penalty(head[:, first:])
     starts_ok = None if head_ok is None else per_penalty(head_ok[:, first:])
     lo, hi = clip_bounds(head)  # (B, C) each
-    forecasts = _rollout(
-        starts,
-        w.flatten(0, 1),
-        b.flatten(0, 1),
-        V,
-        delays,
-        stride,
-        clip,
-        index,
-        starts_ok,
-        (per_penalty(lo), per_penalty(hi)),
-    )
+    bounds = (per_penalty(lo), per_penalty(hi))
+    forecasts = roll(starts, w.flatten(0, 1), b.flatten(0, 1), V, trusted=starts_ok, bounds=bounds)
     err = (forecasts.reshape(B, R, V, C) - tail[:, None]) ** 2  # (B, R, V, C)
     mse = err.mean(dim=(2, 3))  # (B, R)
     if trusted is not None:
@@ -289,6 +285,22 @@ def _choose_penalties(
         count = scored.sum(dim=(2, 3))  # (B, 1)
         mse = torch.where(count > 0, (err * scored).sum(dim=(2, 3)) / count.clamp_min(1), mse)
     return torch.where(mse.isnan(), torch.inf, mse).argmin(dim=1)
+
+
+def _choose_penalties(
+    z: torch.Tensor,
+    alphas: torch.Tensor,
+    validation: int,
+    delays: int,
+    stride: int,
+    clip: bool,
+    index: torch.Tensor,
+    trusted: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`choose_penalties` of the NVAR with these settings (``index`` from :func:`_monomial_index`)."""
+    fit = partial(_fit_path, delays=delays, stride=stride, index=index)
+    roll = partial(_rollout, delays=delays, stride=stride, clip=clip, index=index)
+    return choose_penalties(z, alphas, validation, delays, stride, fit, roll, trusted)
 
 
 def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
