@@ -34,7 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from panda_fm.config import PandaConfig
-from panda_fm.forecasters.experts import ADAPTIVE_BACKTEST, CHANNEL_GROUPING
+from panda_fm.forecasters.experts import ADAPTIVE_BACKTEST, CHANNEL_GROUPING, CONTEXT_UNITS
 from panda_fm.model import PandaModel
 
 logger = logging.getLogger(__name__)
@@ -447,6 +447,12 @@ def _chooser_note(cfg: PandaConfig) -> str:
     )
 
 
+_FIELD_NOTE = (
+    "; from 8 channels on, the NVARs forecast with one local model shared by all channels as sites of a ring "
+    "(the field NVAR) where it backtests better on the context's last 64 steps"
+)
+
+
 def model_card(model: PandaModel, info: dict[str, Any]) -> ModelCard:
     """A hub model card: metadata (library, pipeline tag, tags), architecture, size, training data and results."""
     cfg = model.config
@@ -462,6 +468,7 @@ def model_card(model: PandaModel, info: dict[str, Any]) -> ModelCard:
         f"each backtested on its last {cfg.expert_backtest} steps"
         f"{' (a third of a shorter context)' if ADAPTIVE_BACKTEST[cfg.experts_version] else ''}"
         f"{'; channels that do not interact are fitted apart' if CHANNEL_GROUPING[cfg.experts_version] else ''}"
+        f"{_FIELD_NOTE if CONTEXT_UNITS[cfg.experts_version] else ''}"
         f"{'; each forecast enters the network as one token' if cfg.expert_tokens == 'pooled' else ''}; "
         "the network weighs them per "
         f"channel and forecasts with {'the highest-weighted one' if cfg.expert_combine == 'select' else 'their weighted mean'}"
