@@ -1,0 +1,108 @@
+"""The field NVAR (experts version 5) on the stress suite's fields, against the forecasters it joins.
+
+    PYTHONPATH=. python benchmarks/field_nvar.py [--windows 8] [--out benchmarks/results/stress/field_nvar.md]
+
+Windows (context 512, 128 steps ahead) of the suite's Lorenz-96 (32 sites) and Kuramoto-Sivashinsky (32 grid
+points) fields, whole and at every 4th site, drawn with a fixed seed. Median sMAPE@128 (truth and forecast
+standardised by the context, as the benchmark) of:
+
+- ``field_nvar``: one quadratic model of a site's radius-2 neighbourhood at 2 delays, shared by all sites, the
+  channels standardised together (``FieldNVARForecaster``);
+- ``field_nvar, per-channel units``: the same fitted to the context standardised per channel first (what the
+  experts would see without the model's statistics, hence ``CONTEXT_UNITS``);
+- ``wide_nvar``: version 5's NVAR, the joint NVAR or the field NVAR by a 64-step backtest (``WideNVARForecaster``);
+- ``nvar`` (joint, versions 1-4) and ``analogue`` for scale;
+
+and the wall time of each on the whole batch (one thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from _common import write_markdown
+
+from panda_fm.eval.metrics import smape
+from panda_fm.eval.stress import kuramoto_sivashinsky, lorenz96
+from panda_fm.forecasters import AnalogueForecaster, FieldNVARForecaster, NVARForecaster, WideNVARForecaster
+from panda_fm.forecasters.base import ContextForecaster
+
+CONTEXT, HORIZON = 512, 128
+
+
+class PerChannelUnits:
+    """A forecaster run on the context standardised per channel (its forecast mapped back)."""
+
+    def __init__(self, base: ContextForecaster):
+        self.base = base
+
+    def predict(self, x: np.ndarray, horizon: int) -> np.ndarray:
+        m, s = x.mean(axis=1, keepdims=True), x.std(axis=1, keepdims=True)
+        return self.base.predict((x - m) / s, horizon) * s + m
+
+
+def windows(traj: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` random windows of ``traj`` ``(K, T, C)``: contexts ``(count, CONTEXT, C)``, truths ``(count, H, C)``."""
+    k = rng.integers(traj.shape[0], size=count)
+    start = rng.integers(0, traj.shape[1] - CONTEXT - HORIZON, size=count)
+    seg = np.stack([traj[i, s : s + CONTEXT + HORIZON] for i, s in zip(k, start, strict=True)])
+    return seg[:, :CONTEXT], seg[:, CONTEXT:]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--windows", type=int, default=8, help="windows per field (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="also write the table to this markdown file")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(args.seed)
+    l96, ks = lorenz96(), kuramoto_sivashinsky()
+    fields = {
+        "Lorenz-96, 32 sites": l96,
+        "Kuramoto-Sivashinsky, 32 points": ks,
+        "Lorenz-96, 8 sites": l96[..., ::4],
+        "Kuramoto-Sivashinsky, 8 points": ks[..., ::4],
+    }
+    methods = {
+        "field_nvar": FieldNVARForecaster(),
+        "field_nvar, per-channel units": PerChannelUnits(FieldNVARForecaster()),
+        "wide_nvar": WideNVARForecaster(),
+        "nvar": NVARForecaster(),
+        "analogue": AnalogueForecaster(),
+    }
+    rows = []
+    for name, traj in fields.items():
+        contexts, truths = windows(traj, args.windows, rng)
+        m, s = contexts.mean(axis=1, keepdims=True), contexts.std(axis=1, keepdims=True)
+        cells = []
+        for method in methods.values():
+            t0 = time.perf_counter()
+            out = method.predict(contexts, HORIZON)
+            seconds = time.perf_counter() - t0
+            scores = [smape((t - a) / b, (f - a) / b) for t, f, a, b in zip(truths, out, m, s, strict=True)]
+            cells.append(f"{np.median(scores):.1f} ({seconds:.1f} s)")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+        print(rows[-1], flush=True)
+    write_markdown(
+        [
+            "# The field NVAR on the stress suite's fields",
+            "",
+            f"`python benchmarks/field_nvar.py --windows {args.windows} --seed {args.seed}`",
+            "",
+            f"Median sMAPE@{HORIZON} over {args.windows} windows per field, and the wall time of the batch on one "
+            "thread.",
+            "",
+            "| field | " + " | ".join(methods) + " |",
+            "|---|" + "---|" * len(methods),
+            *rows,
+        ],
+        args.out,
+    )
+
+
+if __name__ == "__main__":
+    main()
