@@ -10,7 +10,8 @@ standardised by the context, as the benchmark) of:
   channels standardised together (``FieldNVARForecaster``);
 - ``field_nvar, per-channel units``: the same fitted to the context standardised per channel first (what the
   experts would see without the model's statistics, hence ``CONTEXT_UNITS``);
-- ``wide_nvar``: version 5's NVAR, the joint NVAR or the field NVAR by a 64-step backtest (``WideNVARForecaster``);
+- ``version 5 nvar``: version 5's NVAR expert, the joint NVAR or the field NVAR by a 64-step backtest with a margin
+  of 10 (``WideNVARForecaster``);
 - ``nvar`` (joint, versions 1-4) and ``analogue`` for scale;
 
 and the wall time of each on the whole batch (one thread).
@@ -27,7 +28,7 @@ from _common import write_markdown
 
 from panda_fm.eval.metrics import smape
 from panda_fm.eval.stress import kuramoto_sivashinsky, lorenz96
-from panda_fm.forecasters import AnalogueForecaster, FieldNVARForecaster, NVARForecaster, WideNVARForecaster
+from panda_fm.forecasters import EXPERT_VERSIONS, AnalogueForecaster, FieldNVARForecaster, NVARForecaster
 from panda_fm.forecasters.base import ContextForecaster
 
 CONTEXT, HORIZON = 512, 128
@@ -70,7 +71,7 @@ def main() -> None:
     methods = {
         "field_nvar": FieldNVARForecaster(),
         "field_nvar, per-channel units": PerChannelUnits(FieldNVARForecaster()),
-        "wide_nvar": WideNVARForecaster(),
+        "version 5 nvar": EXPERT_VERSIONS[5]["nvar"](),
         "nvar": NVARForecaster(),
         "analogue": AnalogueForecaster(),
     }

@@ -9,8 +9,8 @@ standardised together (one mean and std), so the shared weights read every site 
 
 :class:`WideNVARForecaster` is the NVAR of wide contexts: below ``min_channels`` channels it is the joint
 :class:`~panda_fm.forecasters.nvar.NVARForecaster`; from there on it backtests the joint and the field NVAR on
-the context's last ``validation`` steps and forecasts with the one of the smaller error, per series (the
-channels' order is a ring of neighbours only if the backtest says so).
+the context's last ``validation`` steps and forecasts with the field NVAR where its error is below the joint's
+divided by ``margin``, per series (the channels' order is a ring of neighbours only if the backtest says so).
 
 Shape letters: B batch, T time, C channels (sites), N training times, D neighbourhood entries (``(2r+1) L``),
 F features, R penalties, H horizon, V backtest steps.
@@ -115,10 +115,11 @@ class WideNVARForecaster(ContextForecaster):
     shared: FieldNVARForecaster = field(default_factory=FieldNVARForecaster)  # the field NVAR
     min_channels: int = 8
     validation: int = 64  # steps the two are backtested on
+    margin: float = 1.0  # the field NVAR's backtest error must be below the joint NVAR's divided by this
 
     def __post_init__(self) -> None:
-        if self.min_channels < 2 or self.validation < 1:
-            raise ValueError("min_channels must be >= 2 and validation >= 1")
+        if self.min_channels < 2 or self.validation < 1 or self.margin < 1:
+            raise ValueError("min_channels must be >= 2, validation >= 1 and margin >= 1")
         self.min_context = self.joint.min_context
 
     def uses_field(self, n_steps: int, n_channels: int) -> bool:
@@ -142,7 +143,7 @@ class WideNVARForecaster(ContextForecaster):
             miss = (f.predict(past, V) - held) / sd  # (B, V, C)
             return np.nan_to_num(np.nanmean(miss**2, axis=(1, 2)), nan=np.inf)  # (B,)
 
-        use_field = backtest_error(self.shared) < backtest_error(self.joint)  # (B,)
+        use_field = backtest_error(self.shared) * self.margin < backtest_error(self.joint)  # (B,)
         out = self.joint.predict(batch, prediction_length)
         if use_field.any():
             out[use_field] = self.shared.predict(batch[use_field], prediction_length)

@@ -104,6 +104,13 @@ def test_the_wide_nvar_chooses_per_series_by_backtest(field) -> None:
     tensor = wide_nvar_forecast(torch.from_numpy(x), H, joint=joint).numpy()
     # the same choices; noise-free sinusoids make the joint fit ill-conditioned, so rounding shows (measured 2e-4)
     assert np.abs((tensor - out) / x.std(axis=1, keepdims=True)).max() < 1e-3
+    # a margin beyond the backtests' ratio on Lorenz-96 (about 1e-6 against 3) keeps the joint NVAR everywhere
+    strict = WideNVARForecaster(margin=1e12).predict(x, H)
+    assert np.array_equal(strict, NVARForecaster().predict(x, H))
+    strict_tensor = wide_nvar_forecast(torch.from_numpy(x), H, joint=joint, margin=1e12).numpy()
+    assert np.abs((strict_tensor - strict) / x.std(axis=1, keepdims=True)).max() < 1e-3
+    with pytest.raises(ValueError, match="margin >= 1"):
+        WideNVARForecaster(margin=0.5)
 
 
 def test_experts_version_5_read_the_context_in_its_units(field) -> None:

@@ -11,7 +11,29 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["standardise", "delay_vectors", "clip_bounds", "rollout"]
+from panda_fm.forecasters.base import ContextTooShortError
+
+__all__ = ["check_context", "standardise", "delay_vectors", "clip_bounds", "rollout"]
+
+
+def check_context(x: torch.Tensor, horizon: int, min_context: int, name: str) -> None:
+    """Refuse what a ridge forecaster's tensor function cannot take, naming the fix.
+
+    Raises:
+        ValueError: for ``x`` not ``(B, T, C)`` or ``horizon < 1``; ``ContextTooShortError`` (a ValueError) for
+            fewer than ``min_context`` steps.
+        TypeError: for ``x`` neither float32 nor float64.
+    """
+    if x.ndim != 3:
+        raise ValueError(f"context must be (B, T, C), got shape {tuple(x.shape)}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"context must be float32 or float64, got {x.dtype}")
+    if horizon < 1:
+        raise ValueError(f"prediction_length must be >= 1, got {horizon}")
+    if x.shape[1] < min_context:
+        raise ContextTooShortError(
+            f"{name} needs a context of at least {min_context} steps, got {x.shape[1]}; pass a longer context"
+        )
 
 
 def standardise(

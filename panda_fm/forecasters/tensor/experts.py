@@ -125,6 +125,7 @@ def tensor_expert(forecaster: Forecaster) -> TensorExpert:
             shared=tuple(sorted(_ridge_settings(f.shared).items())),
             min_channels=f.min_channels,
             validation=f.validation,
+            margin=f.margin,
         )
     if isinstance(f, FieldNVARForecaster):
         return _with_settings(field_nvar_forecast, **_ridge_settings(f))

@@ -16,10 +16,9 @@ from typing import Any
 
 import torch
 
-from panda_fm.forecasters.base import ContextTooShortError
 from panda_fm.forecasters.field import FieldNVARForecaster, WideNVARForecaster
 from panda_fm.forecasters.nvar import NVARForecaster
-from panda_fm.forecasters.tensor.common import rollout, standardise
+from panda_fm.forecasters.tensor.common import check_context, rollout, standardise
 from panda_fm.forecasters.tensor.gaps import fill_gaps, pair_mask, start_index
 from panda_fm.forecasters.tensor.nvar import (
     FIT_CHUNK_BYTES,
@@ -142,7 +141,9 @@ def field_nvar_forecast(
         ``(B, H, C)`` forecasts in ``x``'s units, dtype and device.
 
     Raises:
-        ValueError: for invalid settings or a context shorter than the numpy forecaster's ``min_context``.
+        ValueError: for invalid settings, a context that is not ``(B, T, C)`` or is shorter than the numpy
+            forecaster's ``min_context``, or ``horizon < 1``.
+        TypeError: for a context that is not float32 or float64.
     """
     ridges = tuple(float(r) for r in ridges)
     spec = FieldNVARForecaster(
@@ -155,12 +156,7 @@ def field_nvar_forecast(
         max_feature_ratio=max_feature_ratio,
         clip=clip,
     )
-    if x.ndim != 3:
-        raise ValueError(f"context must be (B, T, C), got shape {tuple(x.shape)}")
-    if x.shape[1] < spec.min_context:
-        raise ContextTooShortError(
-            f"field_nvar needs a context of at least {spec.min_context} steps, got {x.shape[1]}; pass a longer one"
-        )
+    check_context(x, horizon, spec.min_context, "field_nvar")
     B, T, C = x.shape
     with _autocast_off(x.device):
         observed = trusted = None
@@ -199,18 +195,19 @@ def wide_nvar_forecast(
     shared: tuple[tuple[str, Any], ...] = (),
     min_channels: int = 8,
     validation: int = 64,
+    margin: float = 1.0,
 ) -> torch.Tensor:
     """``WideNVARForecaster(...).predict(x, horizon)`` for a whole batch: the joint NVAR
     (:func:`~panda_fm.forecasters.tensor.nvar.nvar_forecast` with the settings ``joint``), or per series the field
     NVAR (:func:`field_nvar_forecast` with ``shared``) where the context is wide enough and the field NVAR's
-    backtest on its last ``validation`` steps has the smaller error.
+    backtest error on its last ``validation`` steps is below the joint NVAR's divided by ``margin``.
 
     Args:
         x: ``(B, T, C)`` contexts; NaN for missing values.
         horizon: ``H``.
         joint, shared: keyword settings of the two, as ``(name, value)`` pairs (hashable, for the experts'
             batching).
-        min_channels, validation: as :class:`~panda_fm.forecasters.field.WideNVARForecaster`.
+        min_channels, validation, margin: as :class:`~panda_fm.forecasters.field.WideNVARForecaster`.
 
     Returns:
         ``(B, H, C)`` in ``x``'s units, dtype and device.
@@ -221,6 +218,7 @@ def wide_nvar_forecast(
         shared=FieldNVARForecaster(**shared_kw),
         min_channels=min_channels,
         validation=validation,
+        margin=margin,
     )
     if x.ndim != 3 or not spec.uses_field(x.shape[1], x.shape[2]):
         return nvar_forecast(x, horizon, **joint_kw)
@@ -233,9 +231,9 @@ def wide_nvar_forecast(
     mean = past.nan_to_num(0.0).sum(dim=1, keepdim=True) / count
     sd = (((past - mean) * seen).nan_to_num(0.0).square().sum(dim=1, keepdim=True) / count).sqrt()
     sd = torch.where(sd > 0, sd, torch.ones_like(sd))  # (B, 1, C): errors in each channel's units
-    use_field = _backtest_error(field_nvar_forecast(past, V, **shared_kw), held, sd) < _backtest_error(
-        nvar_forecast(past, V, **joint_kw), held, sd
-    )  # (B,)
+    use_field = margin * _backtest_error(
+        field_nvar_forecast(past, V, **shared_kw), held, sd
+    ) < _backtest_error(nvar_forecast(past, V, **joint_kw), held, sd)  # (B,)
     out = nvar_forecast(x, horizon, **joint_kw)
     if bool(use_field.any()):
         out[use_field] = field_nvar_forecast(x[use_field], horizon, **shared_kw)

@@ -19,9 +19,8 @@ from itertools import combinations_with_replacement
 
 import torch
 
-from panda_fm.forecasters.base import ContextTooShortError
 from panda_fm.forecasters.nvar import NVARForecaster
-from panda_fm.forecasters.tensor.common import clip_bounds, delay_vectors, rollout, standardise
+from panda_fm.forecasters.tensor.common import check_context, clip_bounds, delay_vectors, rollout, standardise
 from panda_fm.forecasters.tensor.gaps import fill_gaps, pair_mask, start_index
 
 __all__ = ["nvar_forecast"]
@@ -375,16 +374,7 @@ def nvar_forecast(
         max_feature_ratio=max_feature_ratio,
         clip=clip,
     )
-    if x.ndim != 3:
-        raise ValueError(f"context must be (B, T, C), got shape {tuple(x.shape)}")
-    if x.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"context must be float32 or float64, got {x.dtype}")
-    if horizon < 1:
-        raise ValueError(f"prediction_length must be >= 1, got {horizon}")
-    if x.shape[1] < spec.min_context:
-        raise ContextTooShortError(
-            f"nvar needs a context of at least {spec.min_context} steps, got {x.shape[1]}; pass a longer context"
-        )
+    check_context(x, horizon, spec.min_context, "nvar")
     T, C = x.shape[1:]
     with _autocast_off(x.device):
         observed = trusted = None
