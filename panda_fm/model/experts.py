@@ -20,7 +20,11 @@ import torch
 
 from panda_fm.forecasters import LATEST_EXPERTS_VERSION
 from panda_fm.forecasters.experts import CONTEXT_UNITS
-from panda_fm.forecasters.tensor.experts import backtest_experts_tensor, experts_channel_groups
+from panda_fm.forecasters.tensor.experts import (
+    backtest_experts_tensor,
+    backtest_steps,
+    experts_channel_groups,
+)
 from panda_fm.scaling import InstanceScale
 
 # float64, as the numpy reference: the NVAR's ridge fits on clean contexts are ill-conditioned enough that
@@ -71,7 +75,9 @@ def expert_forecasts(
     loc, scale = units.loc.to(z), units.scale.to(z)  # (B, 1, C)
     out = backtest_experts_tensor(z * scale + loc, names, horizon, backtest, version, labels, with_backtest)
     forecasts, errors, *past = out  # (B, E, H, C), (B, E, C)[, (B, E, V, C)] in the context's units
-    standardised = ((forecasts - loc[:, None]) / scale[:, None], errors / scale)
+    # a channel without observations in the backtest scores 1 (std) in any units: keep it 1 once standardised
+    unseen = torch.isnan(z[:, -backtest_steps(z, backtest, version) :]).all(dim=1)[:, None]  # (B, 1, C)
+    standardised = ((forecasts - loc[:, None]) / scale[:, None], torch.where(unseen, 1.0, errors / scale))
     return _float32(
         (*standardised, *[(p - loc[:, None]) / scale[:, None] for p in past]), labels, with_backtest
     )

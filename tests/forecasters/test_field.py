@@ -134,3 +134,22 @@ def test_experts_version_5_read_the_context_in_its_units(field) -> None:
         expert_forecasts(x, None, names, H, 128, 3),
     )
     assert torch.equal(ignored[0], plain[0]) and torch.equal(ignored[1], plain[1])
+
+
+def test_version_5_errors_stay_standardised_where_a_channel_is_unobserved() -> None:
+    """In the context's own units an unobserved backtest still scores 1 context std (the experts' sentinel), and
+    the other errors agree with version 3's on channels of very different scales."""
+    torch.manual_seed(0)
+    raw = torch.cumsum(torch.randn(2, 512, 3, dtype=torch.float64), 1) * torch.tensor([1.0, 100.0, 0.01])
+    raw[0, -100:, 1] = torch.nan  # channel 1 of series 0 is not observed in the 64-step backtest
+    observed = torch.isfinite(raw)
+    stats = fit_scale(raw, observed, 1e-5)
+    x = torch.where(observed, stats.normalise(raw), 0.0)
+    names = list(EXPERT_VERSIONS[3])
+    v3 = expert_forecasts(x, observed, names, 64, 64, 3)
+    v5 = expert_forecasts(x, observed, names, 64, 64, 5, units=stats)
+    assert torch.equal(v5[1][0, :, 1], torch.ones(5))
+    torch.testing.assert_close(v5[1], v3[1], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        v5[0], v3[0], rtol=0, atol=1e-3
+    )  # rounding of the units, amplified by some fits

@@ -39,6 +39,7 @@ __all__ = [
     "tensor_expert",
     "run_experts",
     "experts_channel_groups",
+    "backtest_steps",
     "backtest_experts_tensor",
 ]
 
@@ -177,6 +178,14 @@ def experts_channel_groups(z: torch.Tensor, version: int = LATEST_EXPERTS_VERSIO
     return channel_groups(fill_gaps(z)[0])
 
 
+def backtest_steps(z: torch.Tensor, backtest: int, version: int) -> int:
+    """The steps the experts of ``version`` backtest on in the batch ``z`` ``(B, T, C)`` (NaN: missing):
+    :func:`panda_fm.forecasters.experts.backtest_length` of the shortest observed span."""
+    seen = torch.isfinite(z).any(dim=2)  # (B, T): a step with any channel observed
+    first = seen.to(torch.int32).argmax(dim=1)  # (B,) the first such step
+    return backtest_length(int((z.shape[1] - first).min()), backtest, version)
+
+
 def backtest_experts_tensor(
     z: torch.Tensor,
     names: Sequence[str],
@@ -193,9 +202,7 @@ def backtest_experts_tensor(
     context's last ``V`` steps (finite; from the same fits, group or joint, as the errors).
     """
     experts = [_registry(version)[name] for name in names]
-    seen = torch.isfinite(z).any(dim=2)  # (B, T): a step with any channel observed
-    first = seen.to(torch.int32).argmax(dim=1)  # (B,) the first such step
-    backtest = backtest_length(int((z.shape[1] - first).min()), backtest, version)
+    backtest = backtest_steps(z, backtest, version)
 
     def joint(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         past_context, held_out = x[:, :-backtest], x[:, -backtest:]
