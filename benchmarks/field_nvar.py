@@ -1,6 +1,7 @@
 """The field NVAR (experts version 5) on the stress suite's fields, against the forecasters it joins.
 
     PYTHONPATH=. python benchmarks/field_nvar.py [--windows 8] [--out benchmarks/results/stress/field_nvar.md]
+        [--plot docs/figures/field_forecast.png]
 
 Windows (context 512, 128 steps ahead) of the suite's Lorenz-96 (32 sites) and Kuramoto-Sivashinsky (32 grid
 points) fields, whole and at every 4th site, drawn with a fixed seed. Median sMAPE@128 (truth and forecast
@@ -14,7 +15,8 @@ standardised by the context, as the benchmark) of:
   of 10 (``WideNVARForecaster``);
 - ``nvar`` (joint, versions 1-4) and ``analogue`` for scale;
 
-and the wall time of each on the whole batch (one thread).
+and the wall time of each on the whole batch (one thread). ``--plot`` draws the first Lorenz-96 window as space-time
+images: the truth, and the shipped checkpoint's forecast with experts version 3 and version 5.
 """
 
 from __future__ import annotations
@@ -53,11 +55,48 @@ def windows(traj: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.
     return seg[:, :CONTEXT], seg[:, CONTEXT:]
 
 
+def plot_field(context: np.ndarray, truth: np.ndarray, path: str) -> None:
+    """Space-time images of ``truth`` ``(H, C)`` and of the shipped checkpoint's forecasts from ``context`` with
+    experts version 3 and 5, with their sMAPE, saved to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from _common import SHIPPED
+
+    from panda_fm import PandaPipeline
+
+    pipe = PandaPipeline.from_pretrained(SHIPPED)
+    m, s = context.mean(axis=0), context.std(axis=0)
+    panels = [("truth", truth)]
+    for version in (3, 5):
+        pipe.model.config.experts_version = version
+        forecast = pipe.predict(context.astype(np.float32), HORIZON)
+        panels.append(
+            (f"experts version {version}: sMAPE {smape((truth - m) / s, (forecast - m) / s):.1f}", forecast)
+        )
+    lo, hi = truth.min(), truth.max()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), sharey=True)
+    for ax, (title, values) in zip(axes, panels, strict=True):
+        image = ax.imshow(values.T, aspect="auto", origin="lower", cmap="RdBu_r", vmin=lo, vmax=hi)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("steps ahead")
+    axes[0].set_ylabel("site")
+    fig.colorbar(image, ax=axes, shrink=0.8)
+    fig.suptitle("panda-fm-small on Lorenz-96 (32 sites), 128 steps from a 512-step context", fontsize=11)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--windows", type=int, default=8, help="windows per field (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the table to this markdown file")
+    p.add_argument(
+        "--plot", default=None, help="also draw a Lorenz-96 forecast of the shipped checkpoint here"
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
@@ -78,6 +117,8 @@ def main() -> None:
     rows = []
     for name, traj in fields.items():
         contexts, truths = windows(traj, args.windows, rng)
+        if args.plot and name.startswith("Lorenz-96, 32"):
+            plot_field(contexts[0], truths[0], args.plot)
         m, s = contexts.mean(axis=1, keepdims=True), contexts.std(axis=1, keepdims=True)
         cells = []
         for method in methods.values():
