@@ -140,8 +140,10 @@ class WideNVARForecaster(ContextForecaster):
         sd = np.where(sd > 0, sd, 1.0)  # (B, 1, C): the errors in each channel's units
 
         def backtest_error(f: ContextForecaster) -> np.ndarray:
-            miss = (f.predict(past, V) - held) / sd  # (B, V, C)
-            return np.nan_to_num(np.nanmean(miss**2, axis=(1, 2)), nan=np.inf)  # (B,)
+            miss = ((f.predict(past, V) - held) / sd) ** 2  # (B, V, C)
+            count = (~np.isnan(miss)).sum(axis=(1, 2))  # the observed held-out entries
+            mse = np.nansum(miss, axis=(1, 2)) / np.maximum(count, 1)
+            return np.where((count > 0) & np.isfinite(mse), mse, np.inf)  # (B,)
 
         use_field = backtest_error(self.shared) * self.margin < backtest_error(self.joint)  # (B,)
         out = self.joint.predict(batch, prediction_length)

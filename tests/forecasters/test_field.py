@@ -6,6 +6,8 @@ quadratic model forecasts it nearly exactly, where the joint NVAR (linear on 64 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -153,3 +155,14 @@ def test_version_5_errors_stay_standardised_where_a_channel_is_unobserved() -> N
     torch.testing.assert_close(
         v5[0], v3[0], rtol=0, atol=1e-3
     )  # rounding of the units, amplified by some fits
+
+
+def test_a_wide_context_without_observed_backtest_keeps_the_joint_nvar(field) -> None:
+    """Nothing observed in the backtest's steps: no evidence for the field NVAR, the joint NVAR forecasts (and
+    no warning about empty means)."""
+    x = field[0][:1].copy()
+    x[0, -64:] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = WideNVARForecaster().predict(x, 16)
+    assert np.array_equal(out, NVARForecaster().predict(x, 16))
