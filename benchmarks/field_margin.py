@@ -28,8 +28,9 @@ from panda_fm.systems.store import open_dataset
 CONTEXT, HORIZON = 512, 128
 
 
-def generated_windows(data: str, per_system: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """Clean contexts, truths and the systems' channel counts of train-split systems with 8+ channels."""
+def generated_windows(data: str, per_system: int, rng: np.random.Generator) -> dict[int, np.ndarray]:
+    """Windows (context and horizon) ``(B, CONTEXT + H, D)`` of the train-split systems with 8 or more channels,
+    by channel count ``D``."""
     dataset = open_dataset(data)
     out: dict[int, list[np.ndarray]] = {}
     for sid in dataset.ids("train"):

@@ -26,8 +26,8 @@ from panda_fm.forecasters.tensor.nvar import (
     _monomial_index,
     _monomials,
     _ridge_path,
-    choose_penalties,
     nvar_forecast,
+    penalised_forecast,
 )
 
 __all__ = ["field_nvar_forecast", "wide_nvar_forecast", "neighbourhoods"]
@@ -169,12 +169,9 @@ def field_nvar_forecast(
         index = _monomial_index(spec.n_inputs, spec.feature_degree(T, C), x.device)  # (d, F)
         fit = partial(_fit_path, radius=radius, delays=delays, stride=stride, index=index)
         roll = partial(_rollout, radius=radius, delays=delays, stride=stride, clip=clip, index=index)
-        alphas = torch.tensor(ridges, dtype=x.dtype, device=x.device)  # (R,)
-        if len(ridges) > 1:
-            best = choose_penalties(z, alphas, validation, delays, stride, fit, roll, trusted)  # (B,)
-            alphas = alphas[best][:, None]  # (B, 1)
-        w, b = fit(z, alphas, trusted=trusted)  # (B, 1, F, 1), (B, 1, 1)
-        return roll(z, w[:, 0], b[:, 0], horizon, trusted=trusted) * sd + mu
+        return (
+            penalised_forecast(z, ridges, validation, delays, stride, fit, roll, horizon, trusted) * sd + mu
+        )
 
 
 def _backtest_error(forecast: torch.Tensor, held: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -286,6 +286,33 @@ def choose_penalties(
     return torch.where(mse.isnan(), torch.inf, mse).argmin(dim=1)
 
 
+def penalised_forecast(
+    z: torch.Tensor,
+    ridges: Sequence[float],
+    validation: int,
+    delays: int,
+    stride: int,
+    fit: FitPath,
+    roll: Rollout,
+    horizon: int,
+    trusted: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Each series' penalty of ``ridges`` by :func:`choose_penalties` (with more than one), the refit on the
+    whole context and its rollout for ``horizon`` steps: ``(B, H, C)`` in ``z``'s standardised units."""
+    alphas = torch.tensor(ridges, dtype=z.dtype, device=z.device)  # (R,)
+    if len(ridges) > 1:
+        best = choose_penalties(z, alphas, validation, delays, stride, fit, roll, trusted)  # (B,)
+        alphas = alphas[best][:, None]  # (B, 1)
+    w, b = fit(z, alphas, trusted=trusted)  # (B, 1, ...), (B, 1, ...)
+    return roll(z, w[:, 0], b[:, 0], horizon, trusted=trusted)
+
+
+def _nvar_maps(delays: int, stride: int, clip: bool, index: torch.Tensor) -> tuple[FitPath, Rollout]:
+    """The NVAR's ridge fits and rollout with these settings (``index`` from :func:`_monomial_index`)."""
+    fit = partial(_fit_path, delays=delays, stride=stride, index=index)
+    return fit, partial(_rollout, delays=delays, stride=stride, clip=clip, index=index)
+
+
 def _choose_penalties(
     z: torch.Tensor,
     alphas: torch.Tensor,
@@ -297,9 +324,9 @@ def _choose_penalties(
     trusted: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:func:`choose_penalties` of the NVAR with these settings (``index`` from :func:`_monomial_index`)."""
-    fit = partial(_fit_path, delays=delays, stride=stride, index=index)
-    roll = partial(_rollout, delays=delays, stride=stride, clip=clip, index=index)
-    return choose_penalties(z, alphas, validation, delays, stride, fit, roll, trusted)
+    return choose_penalties(
+        z, alphas, validation, delays, stride, *_nvar_maps(delays, stride, clip, index), trusted
+    )
 
 
 def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
@@ -384,10 +411,8 @@ def nvar_forecast(
         z, mu, sd = standardise(x, observed)  # (B, T, C), (B, 1, C), (B, 1, C)
         d = spec.feature_degree(T, C)
         index = _monomial_index(delays * C, d, x.device)  # (d, F)
-        alphas = torch.tensor(ridges, dtype=x.dtype, device=x.device)  # (R,)
-        if len(ridges) > 1:
-            best = _choose_penalties(z, alphas, validation, delays, stride, clip, index, trusted)  # (B,)
-            alphas = alphas[best][:, None]  # (B, 1)
-        w, b = _fit_path(z, alphas, delays, stride, index, trusted)  # (B, 1, F, C), (B, 1, C)
-        out = _rollout(z, w[:, 0], b[:, 0], horizon, delays, stride, clip, index, trusted)  # (B, H, C)
+        fit, roll = _nvar_maps(delays, stride, clip, index)
+        out = penalised_forecast(
+            z, ridges, validation, delays, stride, fit, roll, horizon, trusted
+        )  # (B, H, C)
         return out * sd + mu
