@@ -573,7 +573,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "pretrain",
         usage="panda-fm pretrain --config FILE [--data DIR] [--devices N] [--out DIR] [--max-steps N] "
-        "[--resume] [--SECTION.KEY VALUE ...]",
+        "[--max-minutes M] [--resume] [--SECTION.KEY VALUE ...]",
         help="pretrain a model on a generated dataset (Lightning; 1 CPU to many GPUs and nodes)",
         description="Pretrain a model. Settings come from --config, then --SECTION.KEY VALUE overrides "
         "(e.g. --model.d_model 128 --trainer.lr 3e-4), then the common options below.",
@@ -583,6 +583,12 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", type=int, help="devices per node (trainer.devices)")
     p.add_argument("--out", help="output directory (trainer.out_dir)")
     p.add_argument("--max-steps", type=int, help="optimizer steps (trainer.max_steps)")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        help="wall-clock budget of this launch's training; the learning-rate schedule is fitted to the steps it "
+        "allows (at most trainer.max_steps; --trainer.max_steps null for no step limit)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     group = p.add_argument_group("config overrides (any key of the config file)")
     for key in override_keys():
@@ -600,7 +606,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     overrides.update({k: v for k, v in common.items() if v is not None})
     config = load_config(args.config, overrides)
     try:
-        result = pretrain(config, resume=args.resume)
+        result = pretrain(config, resume=args.resume, max_minutes=args.max_minutes)
     except NonFiniteLossError as err:
         logging.getLogger("panda_fm").error("%s", err)
         return 3

@@ -56,6 +56,8 @@ from panda_fm.training.datamodule import WindowSet, WindowStream
 from panda_fm.training.module import PandaLightningModule
 from panda_fm.training.trainer import (
     LOSS_NAMES,
+    SCHEDULE_GUESS,
+    FitScheduleToBudget,
     build_trainer,
     describe_objective,
     hardware_description,
@@ -66,7 +68,6 @@ logger = logging.getLogger(__name__)
 
 VAL_NAME = "tail"  # validation loss is logged as val/tail_loss
 DEFAULT_STEPS = 500  # step budget when neither trainer.max_steps nor max_minutes is given
-SCHEDULE_GUESS = 1000  # schedule length before the first estimate of a time budget's steps
 OBJECTIVE_KEYS = ("loss", "loss_horizon")  # the TrainerConfig fields taken from the base checkpoint's record
 
 # TrainerConfig fields whose fine-tuning default differs from pretraining's.
@@ -325,41 +326,6 @@ class BestWeights(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-class FitScheduleToBudget(Callback):
-    """With a time budget, fits the warmup + cosine to the steps the budget allows.
-
-    Every ``every`` steps, the run's total is projected from the mean wall time per step so far (validation
-    included) and capped by the step budget; the schedule's length becomes that total and its warmup
-    ``warmup_fraction`` of it.
-    """
-
-    def __init__(self, budget_s: float, max_steps: int | None, warmup_fraction: float, every: int = 10):
-        self.budget_s = budget_s
-        self.max_steps = max_steps
-        self.warmup_fraction = warmup_fraction
-        self.every = every
-        self.total: int | None = None  # the latest projection
-        self._start = 0.0
-        self._last = 0
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        step = trainer.global_step
-        if step == 0 or step % self.every or step == self._last:
-            return
-        self._last = step
-        elapsed = max(time.perf_counter() - self._start, 1e-6)
-        total = max(int(step * self.budget_s / elapsed), step + 1)
-        if self.max_steps is not None:
-            total = min(total, self.max_steps)
-        self.total = total
-        for fn in pl_module.lr_schedulers().lr_lambdas:
-            fn.total_steps = total
-            fn.warmup_steps = int(self.warmup_fraction * total)
 
 
 def window_loss(

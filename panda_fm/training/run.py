@@ -26,7 +26,14 @@ from panda_fm.hub import save_model
 from panda_fm.training.config import PretrainConfig, save_config
 from panda_fm.training.datamodule import PandaDataModule, check_dataset
 from panda_fm.training.module import PandaLightningModule
-from panda_fm.training.trainer import build_trainer, describe_objective, hardware_description, setup_process
+from panda_fm.training.trainer import (
+    SCHEDULE_GUESS,
+    FitScheduleToBudget,
+    build_trainer,
+    describe_objective,
+    hardware_description,
+    setup_process,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +83,16 @@ def is_launching_process() -> bool:
     return all(os.environ.get(v, "0") == "0" for v in RANK_VARIABLES)
 
 
-def pretrain(config: PretrainConfig, resume: bool = False) -> PretrainResult:
+def pretrain(
+    config: PretrainConfig, resume: bool = False, max_minutes: float | None = None
+) -> PretrainResult:
     """Pretrain a model as ``config`` says and export it to ``OUT/checkpoint``.
 
     Args:
         config: the run.
         resume: continue from ``OUT/checkpoints/last.ckpt`` (step count, optimizer, scheduler, data stream).
+        max_minutes: wall-clock budget of this launch's training; the warmup + cosine is fitted to the steps it
+            allows (capped by ``trainer.max_steps``, which may then be null). None: ``trainer.max_steps`` alone.
 
     Raises:
         FileNotFoundError / ValueError: unusable dataset, missing checkpoint to resume, or an ``OUT`` that
@@ -89,10 +100,14 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> PretrainResult:
         NonFiniteLossError: too many consecutive non-finite losses (a resumable checkpoint was saved).
     """
     tc = config.trainer
-    if tc.max_steps is None:
+    if max_minutes is not None and not max_minutes > 0:
         raise ValueError(
-            "trainer.max_steps is null (no step limit, for fine-tuning with a time budget); pretraining needs a "
-            "step count: set trainer.max_steps or --max-steps"
+            f"max_minutes must be positive, got {max_minutes}; pass a budget in minutes, e.g. 60"
+        )
+    if tc.max_steps is None and max_minutes is None:
+        raise ValueError(
+            "trainer.max_steps is null (no step limit) and no time budget is given: set trainer.max_steps or "
+            "--max-steps, or pass --max-minutes"
         )
     out = Path(tc.out_dir)
     dataset_info = check_dataset(config.data.path)
@@ -113,16 +128,20 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> PretrainResult:
 
     # shortened contexts hold NaN (left padding), which the masked loss handles as the model's forward does
     shortened = config.data.augment.short_rate > 0
-    module = PandaLightningModule(config.model, tc, debug_dir=out / "debug", mask_missing=shortened)
+    module = PandaLightningModule(
+        config.model, tc, debug_dir=out / "debug", mask_missing=shortened, schedule_steps=SCHEDULE_GUESS
+    )
     datamodule = PandaDataModule(config.data, config.model.context_length, config.target_length, seed=tc.seed)
     datamodule.setup("fit")
+    fitter = FitScheduleToBudget(max_minutes * 60, tc.max_steps, tc.warmup_fraction) if max_minutes else None
     trainer = build_trainer(
         tc,
         out,
         has_validation=bool(datamodule.val_names),
-        callbacks=[NonFiniteStop(last)],
+        callbacks=[NonFiniteStop(last), *([fitter] if fitter else [])],
         log_dir=out,
         checkpoint_dir=out / CHECKPOINT_DIR,
+        max_minutes=max_minutes,
     )
     if resume and resume_from is not None:
         logger.info("resuming from %s", resume_from)
@@ -139,7 +158,7 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> PretrainResult:
         for result in trainer.validate(module, datamodule=datamodule, verbose=False):
             metrics.update({k: float(v) for k, v in result.items()})
     windows_seen = module.batches_seen * config.data.batch_size * trainer.world_size
-    info = export_info(config, trainer, module, dataset_info, datamodule, metrics, windows_seen)
+    info = export_info(config, trainer, module, dataset_info, datamodule, metrics, windows_seen, fitter)
     export_dir = out / EXPORT_DIR
     if trainer.is_global_zero:
         save_model(module.model, export_dir, info)
@@ -173,8 +192,10 @@ def export_info(
     datamodule: PandaDataModule,
     metrics: dict[str, float],
     windows_seen: int,
+    fitter: FitScheduleToBudget | None = None,
 ) -> dict[str, Any]:
-    """The model card's record of a run (rendered by :func:`panda_fm.hub.model_card`)."""
+    """The model card's record of a run (rendered by :func:`panda_fm.hub.model_card`); ``fitter``: the time
+    budget's schedule, if the run had one."""
     tc, dc = config.trainer, config.data
     hardware = hardware_description(trainer)
     aug = dc.augment
@@ -185,7 +206,8 @@ def export_info(
         "global batch": f"{dc.batch_size * trainer.world_size} windows of {dc.num_channels} random channels",
         "objective": describe_objective(tc.loss, config.target_length, config.model),
         "optimizer": f"AdamW, lr {tc.lr:g}, weight decay {tc.weight_decay:g}, betas ({tc.beta1:g}, {tc.beta2:g})",
-        "schedule": f"cosine to {tc.min_lr_ratio:g} x lr after {tc.warmup_fraction:.0%} linear warmup",
+        "schedule": f"cosine to {tc.min_lr_ratio:g} x lr after {tc.warmup_fraction:.0%} linear warmup"
+        + (f", fitted to a {fitter.budget_s / 60:g}-minute budget ({fitter.total} steps)" if fitter else ""),
         "gradient clipping": f"{tc.grad_clip:g} (global norm)" if tc.grad_clip > 0 else "none",
         "augmentations": augmentations(aug),
         "precision": tc.precision,

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -24,6 +26,7 @@ from panda_fm.training.config import TrainerConfig
 
 logger = logging.getLogger(__name__)
 
+SCHEDULE_GUESS = 1000  # schedule length of a time-budgeted run until its first projection of the steps
 LOSS_NAMES = {"mse": "MSE", "mae": "MAE", "smape": "sMAPE"}  # trainer.loss -> its name in model cards
 
 
@@ -72,6 +75,45 @@ def make_loggers(out: Path, tensorboard: bool) -> list[Logger]:
                 return loggers
         loggers.append(TensorBoardLogger(out, name="tensorboard", default_hp_metric=False))
     return loggers
+
+
+class FitScheduleToBudget(Callback):
+    """With a time budget, fits the warmup + cosine to the steps the budget allows.
+
+    Every ``every`` steps, the run's total is projected from the mean wall time per step of this launch so far
+    (validation included; a resumed run counts from the step it resumed at) and capped by the step budget; the
+    schedule's length becomes that total and its warmup ``warmup_fraction`` of it. Under DDP rank 0's
+    projection is broadcast, so every rank follows one schedule.
+    """
+
+    def __init__(self, budget_s: float, max_steps: int | None, warmup_fraction: float, every: int = 10):
+        self.budget_s = budget_s
+        self.max_steps = max_steps
+        self.warmup_fraction = warmup_fraction
+        self.every = every
+        self.total: int | None = None  # the latest projection
+        self._start = 0.0
+        self._first = 0  # the step this launch started at
+        self._last = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+        self._first = self._last = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step == self._first or step % self.every or step == self._last:
+            return
+        self._last = step
+        elapsed = max(time.perf_counter() - self._start, 1e-6)
+        total = self._first + int((step - self._first) * self.budget_s / elapsed)
+        total = trainer.strategy.broadcast(max(total, step + 1), src=0)
+        if self.max_steps is not None:
+            total = min(total, self.max_steps)
+        self.total = total
+        for fn in pl_module.lr_schedulers().lr_lambdas:
+            fn.total_steps = total
+            fn.warmup_steps = int(self.warmup_fraction * total)
 
 
 def build_trainer(

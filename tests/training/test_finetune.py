@@ -323,8 +323,10 @@ def test_pretraining_refuses_a_run_without_a_step_limit(tmp_path) -> None:
     cfg = load_config(
         CONFIGS / "tiny-cpu.yaml", {"trainer.max_steps": "null", "trainer.out_dir": str(tmp_path)}
     )
-    with pytest.raises(ValueError, match="pretraining needs a step count"):
+    with pytest.raises(ValueError, match="no step limit.*--max-minutes"):
         run.pretrain(cfg)
+    with pytest.raises(ValueError, match="max_minutes must be positive"):
+        run.pretrain(cfg, max_minutes=0)
 
 
 # --- short series, missing values ------------------------------------------------------------------

@@ -89,6 +89,19 @@ def test_loss_falls_on_a_tiny_overfit_run_and_the_export_loads(one_system: Path,
     assert info["steps"] == 150 and info["windows_seen"] == 2400 and info["wall_time_s"] > 0
 
 
+def test_a_time_budget_fits_the_schedule_and_stops_the_run(one_system: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    cfg = tiny(one_system, out, trainer__max_steps="null", data__val_fraction=0, data__batch_size=4)
+    result = pretrain(cfg, max_minutes=0.1)
+    info = json.loads((out / "checkpoint" / "training_info.json").read_text())
+    projected = int(info["training"]["schedule"].split("(")[1].split()[0])
+    assert result.steps > 20 and abs(projected - result.steps) <= 0.25 * result.steps, (projected, result.steps)
+    assert "fitted to a 0.1-minute budget" in (out / "checkpoint" / "README.md").read_text()
+    # the warmup + cosine ran its course in the budget: the last learning rate is near the cosine's end
+    schedule = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["lr_schedulers"][0]
+    assert schedule["_last_lr"][0] < 0.1 * cfg.trainer.lr
+
+
 def test_bad_datasets_are_clear_errors(tmp_path: Path, tiny_dataset: Path):
     with pytest.raises(FileNotFoundError, match="not a panda_fm dataset"):
         pretrain(tiny(tmp_path / "missing", tmp_path / "a"))
