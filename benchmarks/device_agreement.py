@@ -6,8 +6,9 @@ absolute differences, in units of each window's context standard deviation, of t
 the model's forecasts. TF32 is switched off on the device, so both sides compute in full float32.
 
 The windows: Lorenz-63 trajectories from random initial conditions, clean; with 5% observation noise; with a
-50-step gap of all channels 100 steps before the end; and two Lorenz systems side by side (6 channels, so that
-the experts split them into channel groups).
+50-step gap of all channels 100 steps before the end; two Lorenz systems side by side (6 channels, so that
+the experts split them into channel groups); and a 32-site Lorenz-96 field (experts version 5's field NVAR).
+The experts get the contexts' own units, as the model gives them (``units``).
 
     PYTHONPATH=. python benchmarks/device_agreement.py --device cuda --out benchmarks/results/gpu
 
@@ -26,6 +27,7 @@ from _common import SHIPPED, output_folder
 from gpu_throughput import environment, lorenz_windows
 
 from panda_fm.data.io import atomic_path
+from panda_fm.eval.stress import lorenz96
 from panda_fm.model import PandaModel
 from panda_fm.model.experts import expert_forecasts
 
@@ -38,7 +40,14 @@ def cases(batch: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
     gappy = clean.clone()
     gappy[:, -150:-100] = torch.nan
     other = lorenz_windows(batch, length, torch.device("cpu"), seed=seed + 2)
-    return {"clean": clean, "noise 5%": noisy, "gap 50": gappy, "two systems": torch.cat([clean, other], -1)}
+    field = lorenz96(n_ics=1, n_steps=4 * length)[0].reshape(4, length, -1)  # 4 consecutive windows
+    return {
+        "clean": clean,
+        "noise 5%": noisy,
+        "gap 50": gappy,
+        "two systems": torch.cat([clean, other], -1),
+        "Lorenz-96, 32 sites": torch.as_tensor(field, dtype=torch.float32),
+    }
 
 
 def differences(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> dict[str, float]:
@@ -74,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             with torch.inference_mode():
                 outputs[d] = model(context.to(d), horizon=horizon).cpu()
-                x, observed, _ = model.standardise(
+                x, observed, units = model.standardise(
                     context.to(d), torch.isfinite(context).to(d), cfg.scaling_eps
                 )
                 experts[d] = expert_forecasts(
-                    x, observed, cfg.experts, horizon, cfg.expert_backtest, cfg.experts_version
+                    x, observed, cfg.experts, horizon, cfg.expert_backtest, cfg.experts_version, units=units
                 )[0].cpu()
             print(f"{name} on {d}: {time.perf_counter() - t0:.2f} s", flush=True)
         cpu, dev = "cpu", str(device)
@@ -99,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# CPU vs {report['environment'].get('gpu', str(device))}: the shipped checkpoint's forecasts",
         "",
-        f"{args.batch} Lorenz windows per case, context {cfg.context_length}, horizon {horizon}, TF32 off; "
+        f"{args.batch} Lorenz windows per case (4 Lorenz-96 windows), context {cfg.context_length}, horizon {horizon}, TF32 off; "
         "absolute differences in context standard deviations (largest per window: max and median over windows).",
         "",
         "| case | experts max | experts median | model max | model median |",
