@@ -10,7 +10,7 @@ from panda_fm.model import PandaModel
 from panda_fm.training.config import PretrainConfig, load_config, override_keys
 from tests.conftest import CONFIGS
 
-SHIPPED = ("tiny-cpu", "small-cpu", "base-21m-gpu", "base-21m-ddp")
+SHIPPED = ("tiny-cpu", "small-cpu", "small-gpu", "base-21m-gpu", "base-21m-ddp")
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -27,6 +27,11 @@ def test_config_sizes():
     assert ddp.trainer.devices == 8 and ddp.data.batch_size * ddp.trainer.world_size == 1024
     assert load_config(CONFIGS / "base-21m-gpu.yaml").trainer.precision == "bf16-mixed"
     small = PandaModel(load_config(CONFIGS / "small-cpu.yaml").model).num_parameters()
+    gpu = load_config(CONFIGS / "small-gpu.yaml")  # the shipped design on a GPU: same network, later experts
+    assert gpu.model.hyperparameters() == {
+        **load_config(CONFIGS / "small-cpu.yaml").model.hyperparameters(),
+        "experts_version": 5,
+    }
     assert 2e6 < small < 1e7
     assert PandaModel(load_config(CONFIGS / "tiny-cpu.yaml").model).num_parameters() < 1e5
 
