@@ -10,6 +10,8 @@ experts; a set where even the oracle is far from the best classical baseline nee
 
     PYTHONPATH=. python benchmarks/expert_oracle.py --checkpoint panda-fm-small --threads 1 \\
         --out benchmarks/results/stress/oracle.md
+
+``--per-window`` prints each window's scores too, to see which systems a set's median hides.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--cache", default=None, help="the stress suite's cache (default ~/.cache/panda_fm)")
     p.add_argument("--out", default=None, help="write the table to this markdown file too")
+    p.add_argument(
+        "--per-window", action="store_true", help="also print every window's scores, named by its system"
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
 
                     alone = [score(every[i, e]) for e in range(len(experts))]
                     scores.append([*alone, min(alone), score(trained[i]), score(chosen_by_prior[i])])
+                    if args.per_window:
+                        cells = zip(columns, scores[-1], strict=True)
+                        print(f"  {sid}: " + " ".join(f"{c}={v:.1f}" for c, v in cells))
         medians = np.median(np.asarray(scores), axis=0)
         rows.append((name, len(scores), medians))
         print(name, " ".join(f"{c}={m:.1f}" for c, m in zip(columns, medians, strict=True)), flush=True)
