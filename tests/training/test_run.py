@@ -95,7 +95,10 @@ def test_a_time_budget_fits_the_schedule_and_stops_the_run(one_system: Path, tmp
     result = pretrain(cfg, max_minutes=0.1)
     info = json.loads((out / "checkpoint" / "training_info.json").read_text())
     projected = int(info["training"]["schedule"].split("(")[1].split()[0])
-    assert result.steps > 20 and abs(projected - result.steps) <= 0.25 * result.steps, (projected, result.steps)
+    assert result.steps > 20 and abs(projected - result.steps) <= 0.25 * result.steps, (
+        projected,
+        result.steps,
+    )
     assert "fitted to a 0.1-minute budget" in (out / "checkpoint" / "README.md").read_text()
     # the warmup + cosine ran its course in the budget: the last learning rate is near the cosine's end
     schedule = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["lr_schedulers"][0]
