@@ -34,7 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from panda_fm.config import PandaConfig
-from panda_fm.forecasters.experts import ADAPTIVE_BACKTEST, CHANNEL_GROUPING, CONTEXT_UNITS
+from panda_fm.forecasters.experts import ADAPTIVE_BACKTEST, CHANNEL_GROUPING, CONTEXT_UNITS, GAP_BACKTEST
 from panda_fm.model import PandaModel
 
 logger = logging.getLogger(__name__)
@@ -467,6 +467,7 @@ def model_card(model: PandaModel, info: dict[str, Any]) -> ModelCard:
         "experts": f", version {cfg.experts_version} (classical forecasts {', '.join(cfg.experts)} of the context, "
         f"each backtested on its last {cfg.expert_backtest} steps"
         f"{' (a third of a shorter context)' if ADAPTIVE_BACKTEST[cfg.experts_version] else ''}"
+        f"{' or from after a long gap at its start' if GAP_BACKTEST[cfg.experts_version] else ''}"
         f"{'; channels that do not interact are fitted apart' if CHANNEL_GROUPING[cfg.experts_version] else ''}"
         f"{_FIELD_NOTE if CONTEXT_UNITS[cfg.experts_version] else ''}"
         f"{'; each forecast enters the network as one token' if cfg.expert_tokens == 'pooled' else ''}; "

@@ -92,7 +92,7 @@ def test_the_shipped_config_loads_unchanged():
     path = Path(__file__).resolve().parents[1] / "checkpoints" / "panda-fm-small"
     raw = json.loads((path / "config.json").read_text())
     cfg = PandaConfig.from_dict(raw)
-    assert cfg.experts_version == 5 and cfg.incontext == "experts"
+    assert cfg.experts_version == 6 and cfg.incontext == "experts"
     # a config from before experts_version existed (the checkpoint as trained) reads as version 1
     assert (
         PandaConfig.from_dict({k: v for k, v in raw.items() if k != "experts_version"}).experts_version == 1
@@ -107,7 +107,7 @@ def test_the_shipped_config_loads_unchanged():
 
 
 def test_experts_version_is_validated():
-    with pytest.raises(ValueError, match=r"experts_version must be one of \[1, 2, 3, 4, 5\]"):
+    with pytest.raises(ValueError, match=r"experts_version must be one of \[1, 2, 3, 4, 5, 6\]"):
         PandaConfig(incontext="experts", experts_version=7)
     with pytest.raises(ValueError, match="experts_version"):
         PandaConfig(experts_version=True)

@@ -35,10 +35,12 @@ __all__ = [
     "ADAPTIVE_BACKTEST",
     "CHANNEL_GROUPING",
     "CONTEXT_UNITS",
+    "GAP_BACKTEST",
     "EXPERTS",
     "EXPERT_VERSIONS",
     "LATEST_EXPERTS_VERSION",
     "backtest_experts",
+    "backtest_lengths",
     "SelectorForecaster",
 ]
 
@@ -109,17 +111,32 @@ EXPERT_VERSIONS: Mapping[int, Mapping[str, Callable[[], Forecaster]]] = MappingP
         3: MappingProxyType(_V1),
         4: MappingProxyType(_V4),
         5: MappingProxyType(_V5),
+        6: MappingProxyType(_V5),
     }
 )
 #: version -> whether the experts also forecast each group of related channels on its own and keep, per
 #: group, whichever of the joint and the grouped forecast backtests better (version 2: the same experts).
-CHANNEL_GROUPING: Mapping[int, bool] = MappingProxyType({1: False, 2: True, 3: True, 4: True, 5: True})
+CHANNEL_GROUPING: Mapping[int, bool] = MappingProxyType(
+    {1: False, 2: True, 3: True, 4: True, 5: True, 6: True}
+)
 #: version -> whether the backtest shortens on short contexts (:func:`backtest_length`; version 3).
-ADAPTIVE_BACKTEST: Mapping[int, bool] = MappingProxyType({1: False, 2: False, 3: True, 4: True, 5: True})
+ADAPTIVE_BACKTEST: Mapping[int, bool] = MappingProxyType(
+    {1: False, 2: False, 3: True, 4: True, 5: True, 6: True}
+)
 #: version -> whether the experts read the context in its own units where the caller knows them (version 5:
 #: the field NVAR standardises all channels together, which a per-channel standardisation would undo).
-CONTEXT_UNITS: Mapping[int, bool] = MappingProxyType({1: False, 2: False, 3: False, 4: False, 5: True})
+CONTEXT_UNITS: Mapping[int, bool] = MappingProxyType(
+    {1: False, 2: False, 3: False, 4: False, 5: True, 6: True}
+)
+#: version -> whether a backtest whose origin sits in a long gap starts after the gap instead (version 6:
+#: :func:`backtest_lengths`; version 6 is version 5's experts with this backtest).
+GAP_BACKTEST: Mapping[int, bool] = MappingProxyType(
+    {1: False, 2: False, 3: False, 4: False, 5: False, 6: True}
+)
 MIN_BACKTEST = 16  # steps an adapted backtest keeps at least
+#: Known steps a backtest's origin needs behind it after a gap: the experts' longest delay vector (the analogue's
+#: 4 entries 4 steps apart span 13 steps), rounded up.
+GAP_WARMUP = 16
 LATEST_EXPERTS_VERSION = max(EXPERT_VERSIONS)
 #: The experts of the latest version; "_g" and "_sg" denoise first (Gaussian, Savitzky-Golay).
 EXPERTS = EXPERT_VERSIONS[LATEST_EXPERTS_VERSION]
@@ -135,13 +152,41 @@ def backtest_length(span: int, backtest: int, version: int) -> int:
     return min(backtest, max(MIN_BACKTEST, span // 3))
 
 
+def backtest_lengths(z: torch.Tensor, backtest: int, version: int) -> list[int]:
+    """Each window's backtest length for the experts of ``version``: ``z`` ``(B, T, C)``, NaN for missing values.
+
+    :func:`backtest_length` of the window's own observed span (so a window's backtest does not depend on the
+    other windows of its batch). With :data:`GAP_BACKTEST`, a backtest whose origin has a long gap
+    (:mod:`panda_fm.forecasters.gaps`: more than ``MAX_FILL`` steps missing in any channel) among the
+    :data:`GAP_WARMUP` steps before it is scored after the last such gap instead, from an origin ``GAP_WARMUP``
+    known steps past it, if that leaves at least :data:`MIN_BACKTEST` steps: started in a gap, every expert's
+    backtest would forecast across the gap and its error would measure long leads only. (A gap after the
+    origin's known steps keeps the backtest: its steps are left out of the score.)
+    """
+    T = z.shape[1]
+    seen = torch.isfinite(z).any(dim=2)  # (B, T): a step with any channel observed
+    first = seen.to(torch.int32).argmax(dim=1).tolist()
+    lengths = [backtest_length(T - f, backtest, version) for f in first]
+    if not GAP_BACKTEST[version] or not bool(torch.isnan(z).any()):
+        return lengths
+    known = fill_gaps(z)[1].all(dim=2).cpu()  # (B, T): every channel observed or in a short hole
+    for b, (f, v) in enumerate(zip(first, lengths, strict=True)):
+        unknown = (~known[b, f:]).nonzero().flatten() + f  # steps of long gaps after the first observation
+        origin = T - v
+        if bool(((unknown >= origin - GAP_WARMUP) & (unknown <= origin)).any()):
+            after = T - (int(unknown[-1]) + 1 + GAP_WARMUP)  # GAP_WARMUP known steps past the last gap
+            lengths[b] = after if after >= MIN_BACKTEST else v
+    return lengths
+
+
 def backtest_experts(
     z: np.ndarray, names: Sequence[str], horizon: int, backtest: int, version: int = LATEST_EXPERTS_VERSION
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each expert's forecast from the whole context, and its error on the context's own last steps.
 
-    With :data:`ADAPTIVE_BACKTEST` (version 3) the backtest is shortened on short contexts
-    (:func:`backtest_length`). With :data:`CHANNEL_GROUPING` (versions 2, 3), the experts also run on each group of related channels
+    With :data:`ADAPTIVE_BACKTEST` (version 3) the backtest is shortened on short contexts, and with
+    :data:`GAP_BACKTEST` (version 6) it starts after a long gap at its origin, window by window
+    (:func:`backtest_lengths`). With :data:`CHANNEL_GROUPING` (versions 2, 3), the experts also run on each group of related channels
     (:func:`panda_fm.forecasters.tensor.channels.channel_groups`) and each group keeps, per expert, the
     forecasts (the joint fit's or its own) of the smaller backtest error averaged over its channels.
 
@@ -159,8 +204,23 @@ def backtest_experts(
     """
     registry = EXPERT_VERSIONS[version]
     experts = [registry[name]() for name in names]
-    seen = np.isfinite(z).any(axis=2)  # (B, T): a step with any channel observed
-    backtest = backtest_length(int((z.shape[1] - seen.argmax(axis=1)).min()), backtest, version)
+    lengths = np.asarray(
+        backtest_lengths(torch.from_numpy(np.asarray(z, dtype=np.float64)), backtest, version)
+    )
+    if (lengths == lengths[0]).all():
+        return _backtest_experts(experts, z, horizon, int(lengths[0]), version)
+    forecasts = np.empty((z.shape[0], len(experts), horizon, z.shape[2]))
+    errors = np.empty((z.shape[0], len(experts), z.shape[2]))
+    for length in np.unique(lengths):  # windows of one backtest length at a time
+        rows = np.flatnonzero(lengths == length)
+        forecasts[rows], errors[rows] = _backtest_experts(experts, z[rows], horizon, int(length), version)
+    return forecasts, errors
+
+
+def _backtest_experts(
+    experts: Sequence[Forecaster], z: np.ndarray, horizon: int, backtest: int, version: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`backtest_experts` of windows ``z`` that share the backtest length ``backtest``."""
 
     def joint(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         forecasts = np.stack([e.predict(x, horizon) for e in experts], axis=1)  # (B, E, H, C)

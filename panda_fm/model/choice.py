@@ -71,7 +71,15 @@ def expert_evidence(
     last = z[:, -TAIL:].nanmean(dim=1).nan_to_num(0.0)  # (B, C): where the context ends
     V = backtest.shape[2]
     misses = (backtest - x[:, -V:].unsqueeze(1)).abs()  # (B, E, V, C)
-    seen = obs[:, -V:].unsqueeze(1).float()  # (B, 1, V, C)
+    seen = obs[:, -V:].unsqueeze(1)  # (B, 1, V, C)
+    pad = torch.isnan(backtest[:, 0, :, 0]).sum(dim=1)  # (B,) steps before a shorter backtest's origin
+    if bool(pad.any()):  # backtests of several lengths: each window's leads counted from its own origin
+        steps = torch.arange(V, device=x.device)[None, :]  # (1, V): the lead, minus 1
+        index = (pad[:, None] + steps).clamp_max(V - 1)[:, None, :, None]  # (B, 1, V, 1)
+        misses = misses.gather(2, index.expand_as(misses))
+        valid = (steps < V - pad[:, None])[:, None, :, None]  # (B, 1, V, 1): within the window's backtest
+        seen = seen.gather(2, index.expand_as(seen)) & valid
+    seen = seen.float()
     by_lead = []
     for lo, hi in LEAD_BRACKETS:  # mean absolute error over the bracket's observed steps; NaN if none
         count = seen[:, :, lo:hi].sum(dim=2)  # (B, 1, C)

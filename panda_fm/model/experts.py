@@ -19,10 +19,9 @@ from collections.abc import Sequence
 import torch
 
 from panda_fm.forecasters import LATEST_EXPERTS_VERSION
-from panda_fm.forecasters.experts import CONTEXT_UNITS
+from panda_fm.forecasters.experts import CONTEXT_UNITS, backtest_lengths
 from panda_fm.forecasters.tensor.experts import (
     backtest_experts_tensor,
-    backtest_steps,
     experts_channel_groups,
 )
 from panda_fm.scaling import InstanceScale
@@ -76,7 +75,11 @@ def expert_forecasts(
     out = backtest_experts_tensor(z * scale + loc, names, horizon, backtest, version, labels, with_backtest)
     forecasts, errors, *past = out  # (B, E, H, C), (B, E, C)[, (B, E, V, C)] in the context's units
     # a channel without observations in the backtest scores 1 (std) in any units: keep it 1 once standardised
-    unseen = torch.isnan(z[:, -backtest_steps(z, backtest, version) :]).all(dim=1)[:, None]  # (B, 1, C)
+    T, lengths = z.shape[1], torch.tensor(backtest_lengths(z, backtest, version), device=z.device)
+    scored = (
+        torch.arange(T, device=z.device)[None, :] >= T - lengths[:, None]
+    )  # (B, T): each backtest's steps
+    unseen = ~(torch.isfinite(z) & scored[..., None]).any(dim=1)[:, None]  # (B, 1, C)
     standardised = ((forecasts - loc[:, None]) / scale[:, None], torch.where(unseen, 1.0, errors / scale))
     return _float32(
         (*standardised, *[(p - loc[:, None]) / scale[:, None] for p in past]), labels, with_backtest

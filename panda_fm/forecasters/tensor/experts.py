@@ -23,7 +23,7 @@ from panda_fm.forecasters.experts import (
     CHANNEL_GROUPING,
     EXPERT_VERSIONS,
     LATEST_EXPERTS_VERSION,
-    backtest_length,
+    backtest_lengths,
 )
 from panda_fm.forecasters.field import FieldNVARForecaster, WideNVARForecaster
 from panda_fm.forecasters.nvar import NVARForecaster
@@ -39,7 +39,6 @@ __all__ = [
     "tensor_expert",
     "run_experts",
     "experts_channel_groups",
-    "backtest_steps",
     "backtest_experts_tensor",
 ]
 
@@ -178,14 +177,6 @@ def experts_channel_groups(z: torch.Tensor, version: int = LATEST_EXPERTS_VERSIO
     return channel_groups(fill_gaps(z)[0])
 
 
-def backtest_steps(z: torch.Tensor, backtest: int, version: int) -> int:
-    """The steps the experts of ``version`` backtest on in the batch ``z`` ``(B, T, C)`` (NaN: missing):
-    :func:`panda_fm.forecasters.experts.backtest_length` of the shortest observed span."""
-    seen = torch.isfinite(z).any(dim=2)  # (B, T): a step with any channel observed
-    first = seen.to(torch.int32).argmax(dim=1)  # (B,) the first such step
-    return backtest_length(int((z.shape[1] - first).min()), backtest, version)
-
-
 def backtest_experts_tensor(
     z: torch.Tensor,
     names: Sequence[str],
@@ -198,11 +189,39 @@ def backtest_experts_tensor(
     """:func:`panda_fm.forecasters.backtest_experts` in torch, on ``z``'s device and dtype: the same arguments
     (``z`` a ``(B, T, C)`` tensor, NaN for missing values) and the same finite forecasts ``(B, E, H, C)`` and
     backtest errors ``(B, E, C)``, channel grouping included (``labels`` from :func:`experts_channel_groups`
-    when the caller has them). With ``with_backtest``, also the backtest's own forecasts ``(B, E, V, C)`` of the
-    context's last ``V`` steps (finite; from the same fits, group or joint, as the errors).
+    when the caller has them). Each window backtests on its own length
+    (:func:`panda_fm.forecasters.experts.backtest_lengths`). With ``with_backtest``, also the backtest's own
+    forecasts ``(B, E, V, C)`` of the context's last ``V`` steps (``V`` the longest length; from the same fits,
+    group or joint, as the errors): finite on each window's own last steps, NaN before them.
     """
     experts = [_registry(version)[name] for name in names]
-    backtest = backtest_steps(z, backtest, version)
+    if labels is None:
+        labels = experts_channel_groups(z, version)  # (B, C) or None
+    lengths = backtest_lengths(z, backtest, version)
+    if all(v == lengths[0] for v in lengths):
+        return _backtest(experts, z, horizon, lengths[0], labels, with_backtest)
+    B, C, V = z.shape[0], z.shape[2], max(lengths)
+    forecasts = z.new_empty(B, len(experts), horizon, C)
+    errors = z.new_empty(B, len(experts), C)
+    past = z.new_full((B, len(experts), V, C), torch.nan)
+    for v in sorted(set(lengths)):  # windows of one backtest length at a time
+        rows = torch.tensor([i for i, n in enumerate(lengths) if n == v], device=z.device)
+        out = _backtest(experts, z[rows], horizon, v, None if labels is None else labels[rows], with_backtest)
+        forecasts[rows], errors[rows] = out[0], out[1]
+        if with_backtest:
+            past[rows, :, V - v :] = out[2]
+    return (forecasts, errors, past) if with_backtest else (forecasts, errors)
+
+
+def _backtest(
+    experts: Sequence[TensorExpert],
+    z: torch.Tensor,
+    horizon: int,
+    backtest: int,
+    labels: torch.Tensor | None,
+    with_backtest: bool,
+) -> tuple[torch.Tensor, ...]:
+    """:func:`backtest_experts_tensor` of windows ``z`` that share the backtest length ``backtest``."""
 
     def joint(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         past_context, held_out = x[:, :-backtest], x[:, -backtest:]
@@ -222,8 +241,6 @@ def backtest_experts_tensor(
         return torch.nan_to_num(forecasts, nan=0.0, posinf=0.0, neginf=0.0), errors
 
     forecasts, errors = joint(z)
-    if labels is None:
-        labels = experts_channel_groups(z, version)  # (B, C) or None
     if labels is not None:
         forecasts, errors = keep_better_groups(joint, z, labels, forecasts, errors)
     if with_backtest:
