@@ -186,9 +186,9 @@ def backtest_experts(
 
     With :data:`ADAPTIVE_BACKTEST` (version 3) the backtest is shortened on short contexts, and with
     :data:`GAP_BACKTEST` (version 6) it starts after a long gap at its origin, window by window
-    (:func:`backtest_lengths`). With :data:`CHANNEL_GROUPING` (versions 2, 3), the experts also run on each group of related channels
-    (:func:`panda_fm.forecasters.tensor.channels.channel_groups`) and each group keeps, per expert, the
-    forecasts (the joint fit's or its own) of the smaller backtest error averaged over its channels.
+    (:func:`backtest_lengths`). With :data:`CHANNEL_GROUPING` (version 2 on), the experts also run on each group
+    of related channels (:func:`panda_fm.forecasters.tensor.channels.channel_groups`) and each group keeps, per
+    expert, the forecasts (the joint fit's or its own) of the smaller backtest error averaged over its channels.
 
     Args:
         z: ``(B, T, C)`` standardised contexts; NaN marks a missing value (the experts handle gaps as
