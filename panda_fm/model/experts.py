@@ -72,13 +72,14 @@ def expert_forecasts(
         out = backtest_experts_tensor(z, names, horizon, backtest, version, labels, with_backtest)
         return _float32(out, labels, with_backtest)
     loc, scale = units.loc.to(z), units.scale.to(z)  # (B, 1, C)
-    out = backtest_experts_tensor(z * scale + loc, names, horizon, backtest, version, labels, with_backtest)
+    lengths = backtest_lengths(z, backtest, version)  # the same in any units
+    out = backtest_experts_tensor(
+        z * scale + loc, names, horizon, backtest, version, labels, with_backtest, lengths=lengths
+    )
     forecasts, errors, *past = out  # (B, E, H, C), (B, E, C)[, (B, E, V, C)] in the context's units
     # a channel without observations in the backtest scores 1 (std) in any units: keep it 1 once standardised
-    T, lengths = z.shape[1], torch.tensor(backtest_lengths(z, backtest, version), device=z.device)
-    scored = (
-        torch.arange(T, device=z.device)[None, :] >= T - lengths[:, None]
-    )  # (B, T): each backtest's steps
+    T, steps = z.shape[1], torch.tensor(lengths, device=z.device)
+    scored = torch.arange(T, device=z.device)[None, :] >= T - steps[:, None]  # (B, T): each backtest's steps
     unseen = ~(torch.isfinite(z) & scored[..., None]).any(dim=1)[:, None]  # (B, 1, C)
     standardised = ((forecasts - loc[:, None]) / scale[:, None], torch.where(unseen, 1.0, errors / scale))
     return _float32(

@@ -185,19 +185,21 @@ def backtest_experts_tensor(
     version: int = LATEST_EXPERTS_VERSION,
     labels: torch.Tensor | None = None,
     with_backtest: bool = False,
+    lengths: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """:func:`panda_fm.forecasters.backtest_experts` in torch, on ``z``'s device and dtype: the same arguments
     (``z`` a ``(B, T, C)`` tensor, NaN for missing values) and the same finite forecasts ``(B, E, H, C)`` and
     backtest errors ``(B, E, C)``, channel grouping included (``labels`` from :func:`experts_channel_groups`
-    when the caller has them). Each window backtests on its own length
-    (:func:`panda_fm.forecasters.experts.backtest_lengths`). With ``with_backtest``, also the backtest's own
+    when the caller has them). Each window backtests on its own length (``lengths`` when the caller has them, else
+    :func:`panda_fm.forecasters.experts.backtest_lengths`). With ``with_backtest``, also the backtest's own
     forecasts ``(B, E, V, C)`` of the context's last ``V`` steps (``V`` the longest length; from the same fits,
     group or joint, as the errors): finite on each window's own last steps, NaN before them.
     """
     experts = [_registry(version)[name] for name in names]
     if labels is None:
         labels = experts_channel_groups(z, version)  # (B, C) or None
-    lengths = backtest_lengths(z, backtest, version)
+    if lengths is None:
+        lengths = backtest_lengths(z, backtest, version)
     if all(v == lengths[0] for v in lengths):
         return _backtest(experts, z, horizon, lengths[0], labels, with_backtest)
     B, C, V = z.shape[0], z.shape[2], max(lengths)
