@@ -8,7 +8,9 @@ A training step here is exactly the pretraining step (panda_fm.training.module.s
 gradient clipping, AdamW), fed by the real window stream (WindowSampler with augmentations) over a
 temporary dataset of smooth synthetic trajectories. Model FLOPs of one step (forward + backward) are
 counted with torch.utils.flop_counter.FlopCounterMode (attention through the math kernel so that it is
-counted too); the fp32 matmul rate is the best of a few large square matmuls.
+counted too); the fp32 matmul rate is the best of a few large square matmuls. Then a fine-tuning step of the
+shipped checkpoint (its weights, the fine-tuning batch of 16 windows, one process of --threads threads) and
+its experts' share of it.
 
     PYTHONPATH=. python benchmarks/train_throughput.py [--steps 4] [--threads N]
 
@@ -26,17 +28,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import REPO, matmul_rate
+from _common import REPO, SHIPPED, matmul_rate
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from panda_fm import PandaPipeline
 from panda_fm.config import PandaConfig
 from panda_fm.data.augment import AugmentConfig
 from panda_fm.data.windows import WindowSampler, WindowSpec
 from panda_fm.model import PandaModel
+from panda_fm.model.experts import expert_forecasts
 from panda_fm.systems.store import DatasetWriter
 from panda_fm.training.config import load_config
 from panda_fm.training.datamodule import WindowStream
+from panda_fm.training.finetune import FineTuneConfig
 from panda_fm.training.module import standardised_mse
 
 logger = logging.getLogger("train_throughput")
@@ -64,10 +69,17 @@ def step_flops(model: PandaModel, batch: dict[str, torch.Tensor]) -> int:
 
 
 def measure(
-    name: str, config: PandaConfig, data: Path, batch_size: int, steps: int, warmup: int = 1
+    name: str,
+    config: PandaConfig,
+    data: Path,
+    batch_size: int,
+    steps: int,
+    warmup: int = 1,
+    model: PandaModel | None = None,
 ) -> dict[str, float]:
-    """Windows/s, step time and achieved FLOP/s of ``steps`` training steps (after ``warmup``)."""
-    model = PandaModel(config)
+    """Windows/s, step time and achieved FLOP/s of ``steps`` training steps (after ``warmup``) of ``model``
+    (default: a new one of ``config``)."""
+    model = PandaModel(config) if model is None else model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     spec = WindowSpec(config.context_length, config.prediction_length, num_channels=3)
     stream = WindowStream(
@@ -99,6 +111,25 @@ def measure(
     }
     logger.info("%s: %s", name, ", ".join(f"{k} {v:.4g}" for k, v in result.items()))
     return result
+
+
+def experts_time(model: PandaModel, data: Path, batch_size: int, repeats: int = 3) -> float:
+    """The best time of ``model``'s experts alone (with the evidence chooser's inputs) on a batch of training
+    windows: their share of a training step."""
+    cfg = model.config
+    spec = WindowSpec(cfg.context_length, cfg.prediction_length, num_channels=3)
+    stream = WindowStream(
+        WindowSampler(data, ["s0", "s1", "s2", "s3"], spec, AugmentConfig(rate=0.2)), batch_size, 0
+    )
+    z, observed, _, _ = model.prepare(stream.batch(0)["context"])
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        expert_forecasts(
+            z, observed, cfg.experts, cfg.prediction_length, cfg.expert_backtest, cfg.experts_version, True
+        )
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
 def _measure_worker(args: tuple[str, PandaConfig, Path, int, int, int]) -> dict[str, float]:
@@ -163,6 +194,10 @@ def main() -> None:
             small_threads,
         )
         torch.set_num_threads(threads)
+        shipped = PandaPipeline.from_pretrained(SHIPPED).model
+        tune = FineTuneConfig().batch_size
+        tune_r = measure("fine-tuning", shipped.config, data, tune, args.steps, model=shipped)
+        tune_r["experts_s"] = experts_time(shipped, data, tune)
         peak_before = matmul_rate()
         base_r = measure("21M", PandaConfig(), data, args.batch_21m, args.steps)
         peak = max(peak_before, matmul_rate())
@@ -177,6 +212,11 @@ def main() -> None:
         )
         print(f"train_windows_per_s_{name.replace('-', '_')}: {r['windows_per_s']:.2f}")
     print(f"experts_training_slowdown: {plain_r['windows_per_s'] / small_r['windows_per_s']:.2f}")
+    print(
+        f"fine-tuning {SHIPPED.name} (1 process x {threads}, batch {tune_r['batch']}): its experts "
+        f"{tune_r['experts_s']:.3f} s of the step"
+    )
+    print(f"finetune_step_s: {tune_r['step_s']:.3f}")
     print(f"roofline_fraction_train_fp32: {base_r['achieved_gflops'] * 1e9 / peak:.3f}")
 
 
