@@ -20,6 +20,7 @@ from panda_fm import hub
 from panda_fm.config import PandaConfig
 from panda_fm.data.validation import InputForm, as_series_list
 from panda_fm.model import PandaModel
+from panda_fm.scaling import standardise_observed
 from panda_fm.uncertainty import (
     CalibrationConfig,
     ForecastDistribution,
@@ -175,11 +176,12 @@ class PandaPipeline:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         batch, form = self._prepare(context)
+        batch, loc, scale = _standardised(batch)
         with torch.inference_mode():
             chunks = [
                 self._rollout(batch[i : i + batch_size], int(H)) for i in range(0, len(batch), batch_size)
             ]
-        return form.wrap(torch.cat(chunks))
+        return form.wrap(torch.cat(chunks).double().numpy() * scale + loc)
 
     # --- probabilistic forecasts (panda_fm.uncertainty; docs/probabilistic.md) ------------------------
 
@@ -223,7 +225,7 @@ class PandaPipeline:
         dist, loc, scale, form = self._distribution(context, prediction_length, batch_size, calibration)
         q = dist.quantiles(levels) * scale[..., None] + loc[..., None]  # (B, H, C, Q)
         mean = dist.mean * scale + loc  # (B, H, C)
-        return form.wrap_levels(q.astype(np.float32), levels.tolist()), form.wrap(mean.astype(np.float32))
+        return form.wrap_levels(q, levels.tolist()), form.wrap(mean)
 
     def sample(
         self,
@@ -255,7 +257,7 @@ class PandaPipeline:
         dist, loc, scale, form = self._distribution(context, prediction_length, batch_size, calibration)
         paths = dist.sample(int(num_samples), np.random.default_rng(seed))  # (B, K, H, C)
         paths = np.moveaxis(paths, 1, -1) * scale[..., None] + loc[..., None]  # (B, H, C, K)
-        return form.wrap_levels(paths.astype(np.float32), list(range(int(num_samples))))
+        return form.wrap_levels(paths, list(range(int(num_samples))))
 
     def predictability_horizon(
         self,
@@ -367,6 +369,7 @@ class PandaPipeline:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         cal = calibration or self.calibration
         batch, form = self._prepare(context)
+        batch, loc, scale = _standardised(batch)
         B, L, _ = batch.shape
         need = cal.min_prefix + min(cal.offsets)
         first = (
@@ -380,9 +383,6 @@ class PandaPipeline:
                 "context, or use predict for a point forecast"
             )
         x = batch.double().numpy()  # (B, L, C)
-        loc = np.nanmean(x, axis=1, keepdims=True)  # (B, 1, C)
-        scale = np.nanstd(x, axis=1, keepdims=True)
-        scale = np.where(scale > 0, scale, 1.0)
         usable = [o for o in cal.offsets if L - o >= cal.min_prefix]
         M = max(usable)
         errors = np.full((B, len(usable), M, x.shape[2]), np.nan)  # (B, O, M, C)
@@ -404,7 +404,7 @@ class PandaPipeline:
                 forecast = self._rollout(batch[rows, : L - o], o).double().numpy()  # (R, o, C), left-padded
                 errors[rows.numpy(), i, :o] = forecast - x[rows.numpy(), L - o :]
         prefix = np.array([L - o for o in usable])
-        return (point - loc) / scale, errors / scale[:, None], prefix, (x - loc) / scale, loc, scale, form
+        return point, errors, prefix, x, loc, scale, form
 
     def _horizon(self, prediction_length: int | None) -> int:
         H = self.config.prediction_length if prediction_length is None else prediction_length
@@ -452,7 +452,7 @@ class PandaPipeline:
         return torch.cat(steps, dim=1).float().cpu()
 
     def _prepare(self, context: Any) -> tuple[torch.Tensor, InputForm]:
-        """Validate and stack the input into ``(B, L, C)`` float32, NaN-padded on the left.
+        """Validate and stack the input into ``(B, L, C)`` float64 (the input's precision), NaN-padded on the left.
 
         Returns:
             The batch, and the input's form (which gives the forecast back in it).
@@ -466,7 +466,7 @@ class PandaPipeline:
                 "forecast groups of equal channel count separately"
             )
         C = series[0].shape[1]
-        batch = torch.full((len(series), L, C), float("nan"))
+        batch = torch.full((len(series), L, C), float("nan"), dtype=torch.float64)
         notes: list[str] = []
         for i, s in enumerate(series):
             name = f"series {i}" if len(series) > 1 else "context"
@@ -499,6 +499,16 @@ class PandaPipeline:
             more = f" (and {len(notes) - 3} more series)" if len(notes) > 3 else ""
             warnings.warn("; ".join(notes[:3]) + more, MissingDataWarning, stacklevel=3)
         return batch, form
+
+
+def _standardised(batch: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """A ``(B, L, C)`` float64 batch (NaN missing) as the model reads it: each series' channels standardised by
+    their observed values in float64, then float32 (:func:`panda_fm.scaling.standardise_observed`: so the units
+    do not matter; the model's own standardisation floors the variance, which flattens a series in small units,
+    and float32 rounds away a small variation on a large offset). Also the ``loc`` and ``scale`` ``(B, 1, C)``
+    that map it back to the input's units (``z * scale + loc``)."""
+    z, loc, scale = standardise_observed(batch.numpy(), axis=1)
+    return torch.from_numpy(z).float(), loc, scale
 
 
 class MissingDataWarning(UserWarning):

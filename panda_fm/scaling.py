@@ -1,7 +1,8 @@
 """Standardisation by the context: per channel, over time.
 
-The model's instance normalisation (:func:`fit_scale`, NaN-aware, torch) and the classical forecasters' and
-benchmark's standardisation (:func:`context_moments`, numpy) live here, side by side.
+The model's instance normalisation (:func:`fit_scale`, NaN-aware, torch), the classical forecasters' and
+benchmark's standardisation (:func:`context_moments`, numpy) and the user's data before it meets the model
+(:func:`standardise_observed`, NaN-aware, float64) live here, side by side.
 """
 
 from __future__ import annotations
@@ -67,3 +68,26 @@ def context_moments(context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     mu, sd = context.mean(axis=-2, keepdims=True), context.std(axis=-2, keepdims=True)
     return mu, np.where(sd > 0, sd, 1.0)
+
+
+def standardise_observed(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x`` standardised along ``axis`` (time) by the mean and standard deviation of its observed values.
+
+    In float64 and without a variance floor, so that the units of a user's data do not matter: the pipeline and
+    fine-tuning standardise series this way before they round them to the model's float32 (where a small
+    variation on a large offset loses its digits) and before :func:`fit_scale` (whose ``eps`` would flatten a
+    series in small units).
+
+    Args:
+        x: values, NaN for missing; every channel needs an observed value.
+        axis: the time axis.
+
+    Returns:
+        ``(z, loc, scale)``: ``z`` like ``x``, ``loc`` and ``scale`` with ``axis`` kept as 1 (``x = z * scale +
+        loc``; scale 1 for a constant channel, which is only centred).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    loc = np.nanmean(x, axis=axis, keepdims=True)
+    scale = np.sqrt(np.nanmean((x - loc) ** 2, axis=axis, keepdims=True))
+    scale = np.where(scale > 0, scale, 1.0)
+    return (x - loc) / scale, loc, scale

@@ -59,6 +59,22 @@ def test_rollout_extends_the_single_pass_forecast(tiny_pipeline):
     torch.testing.assert_close(long[:, 64:128], tiny_pipeline.predict(torch.cat([x, one], 1)))
 
 
+@pytest.mark.parametrize("scale, offset", [(1e-9, 0.0), (1e-3, 0.0), (1.0, 1e6), (1e4, -3e7)])
+def test_the_units_do_not_matter(tiny_pipeline, scale, offset):
+    # a variance floor inside the model flattened series in small units, and float32 rounded away a small
+    # variation on a large offset; the pipeline now standardises in float64 first
+    t = np.arange(600) * 0.05
+    x = np.stack([np.sin(t), 8 + 5 * np.cos(0.7 * t), 0.01 * np.sin(1.3 * t)], axis=1)  # (600, 3)
+    sd = x.std(axis=0)  # the comparisons in context stds
+    reference = tiny_pipeline.predict(x, 100)
+    forecast = (tiny_pipeline.predict(x * scale + offset, 100) - offset) / scale
+    np.testing.assert_allclose(forecast / sd, reference / sd, atol=1e-4)
+    q, mean = tiny_pipeline.predict_quantiles(x * scale + offset, 100, quantile_levels=(0.1, 0.9))
+    q0, mean0 = tiny_pipeline.predict_quantiles(x, 100, quantile_levels=(0.1, 0.9))
+    np.testing.assert_allclose((q - offset) / scale / sd[:, None], q0 / sd[:, None], atol=1e-4)
+    np.testing.assert_allclose((mean - offset) / scale / sd, mean0 / sd, atol=1e-4)
+
+
 def test_batch_size_does_not_change_the_forecast(tiny_pipeline):
     x = torch.randn(5, 512, 3, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(

