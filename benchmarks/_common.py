@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -63,6 +63,21 @@ def output_folder(path: str | Path) -> Path | None:
         print(f"error: cannot create --out {out} ({err.strerror}); choose another folder", file=sys.stderr)
         return None
     return out
+
+
+def median_report(
+    title: str,
+    run: str,
+    header: tuple[str, str],
+    columns: Sequence[str],
+    rows: Sequence[tuple[str, int, Sequence[float]]],
+) -> list[str]:
+    """A report's lines: ``# title``, the ``run`` (its command and wall time, already formatted), and a table with
+    one row per ``(name, count, values)`` under the two ``header`` cells and ``columns``."""
+    lines = [f"# {title}", "", run, "", f"| {header[0]} | {header[1]} | " + " | ".join(columns) + " |"]
+    lines.append("|---|---|" + "---|" * len(columns))
+    lines += [f"| {n} | {k} | " + " | ".join(f"{v:.1f}" for v in values) + " |" for n, k, values in rows]
+    return lines
 
 
 def write_markdown(lines: list[str], out: str | Path | None) -> str:

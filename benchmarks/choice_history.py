@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import write_markdown
+from _common import median_report, write_markdown
 
 from panda_fm import PandaPipeline
 from panda_fm.eval.stress import stress_dataset
@@ -115,17 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         medians = [float(np.median(np.concatenate(c))) for c in per_column]
         table.append((condition, len(dataset.ids("test")), medians))
         print(condition, " ".join(f"{c}={m:.1f}" for c, m in zip(COLUMNS, medians, strict=True)), flush=True)
-    lines = [
-        f"# The choice among the experts, fitted to each system's past: median sMAPE@{HORIZON} of later windows",
-        "",
+    lines = median_report(
+        f"The choice among the experts, fitted to each system's past: median sMAPE@{HORIZON} of later windows",
         f"`python benchmarks/choice_history.py {' '.join(sys.argv[1:] if argv is None else argv)}` "
         f"({time.perf_counter() - started:.0f} s; {args.train_windows} training and {args.test_windows} test "
         "windows per system)",
-        "",
-        "| condition | systems | " + " | ".join(COLUMNS) + " |",
-        "|---|---|" + "---|" * len(COLUMNS),
-    ]
-    lines += [f"| {n} | {k} | " + " | ".join(f"{m:.1f}" for m in med) + " |" for n, k, med in table]
+        ("condition", "systems"),
+        COLUMNS,
+        table,
+    )
     write_markdown(lines, args.out)
     return 0
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import write_markdown
+from _common import median_report, write_markdown
 
 from panda_fm import PandaPipeline
 from panda_fm.eval import metrics
@@ -104,16 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         medians = np.median(np.asarray(scores), axis=0)
         rows.append((name, len(scores), medians))
         print(name, " ".join(f"{c}={m:.1f}" for c, m in zip(columns, medians, strict=True)), flush=True)
-    lines = [
-        f"# Expert choice against the oracle: median sMAPE@{HORIZON}",
-        "",
+    lines = median_report(
+        f"Expert choice against the oracle: median sMAPE@{HORIZON}",
         f"`python benchmarks/expert_oracle.py {' '.join(sys.argv[1:] if argv is None else argv)}` "
         f"({time.perf_counter() - started:.0f} s)",
-        "",
-        "| set | windows | " + " | ".join(columns) + " |",
-        "|---|---|" + "---|" * len(columns),
-    ]
-    lines += [f"| {n} | {k} | " + " | ".join(f"{m:.1f}" for m in med) + " |" for n, k, med in rows]
+        ("set", "windows"),
+        columns,
+        rows,
+    )
     write_markdown(lines, args.out)
     return 0
 

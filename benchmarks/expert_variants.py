@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import write_markdown
+from _common import median_report, write_markdown
 
 from panda_fm.eval import metrics
 from panda_fm.eval.runner import noisy_batches, standardise_by_context, system_windows
@@ -121,16 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         medians = [float(np.median(scores[m])) for m in methods]
         rows.append((name, len(scores["nvar"]), medians))
         print(name, " ".join(f"{m}={v:.1f}" for m, v in zip(methods, medians, strict=True)), flush=True)
-    lines = [
-        f"# Expert variants alone on the stress suite: median sMAPE@{HORIZON}",
-        "",
+    lines = median_report(
+        f"Expert variants alone on the stress suite: median sMAPE@{HORIZON}",
         f"`python benchmarks/expert_variants.py {' '.join(sys.argv[1:] if argv is None else argv)}` "
         f"({time.perf_counter() - started:.0f} s)",
-        "",
-        "| set | windows | " + " | ".join(methods) + " |",
-        "|---|---|" + "---|" * len(methods),
-    ]
-    lines += [f"| {n} | {k} | " + " | ".join(f"{v:.1f}" for v in med) + " |" for n, k, med in rows]
+        ("set", "windows"),
+        list(methods),
+        rows,
+    )
     write_markdown(lines, args.out)
     return 0
 
