@@ -369,7 +369,7 @@ class PandaPipeline:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         cal = calibration or self.calibration
         batch, form = self._prepare(context)
-        batch, loc, scale = _standardised(batch)
+        batch, shift, stretch = _standardised(batch)  # what the model reads: one map per series
         B, L, _ = batch.shape
         need = cal.min_prefix + min(cal.offsets)
         first = (
@@ -383,6 +383,11 @@ class PandaPipeline:
                 "context, or use predict for a point forecast"
             )
         x = batch.double().numpy()  # (B, L, C)
+        loc = np.nanmean(
+            x, axis=1, keepdims=True
+        )  # (B, 1, C): the errors are measured in each channel's stds
+        scale = np.nanstd(x, axis=1, keepdims=True)
+        scale = np.where(scale > 0, scale, 1.0)
         usable = [o for o in cal.offsets if L - o >= cal.min_prefix]
         M = max(usable)
         errors = np.full((B, len(usable), M, x.shape[2]), np.nan)  # (B, O, M, C)
@@ -404,7 +409,8 @@ class PandaPipeline:
                 forecast = self._rollout(batch[rows, : L - o], o).double().numpy()  # (R, o, C), left-padded
                 errors[rows.numpy(), i, :o] = forecast - x[rows.numpy(), L - o :]
         prefix = np.array([L - o for o in usable])
-        return point, errors, prefix, x, loc, scale, form
+        standardised = ((point - loc) / scale, errors / scale[:, None], prefix, (x - loc) / scale)
+        return *standardised, shift + stretch * loc, stretch * scale, form
 
     def _horizon(self, prediction_length: int | None) -> int:
         H = self.config.prediction_length if prediction_length is None else prediction_length
@@ -502,12 +508,13 @@ class PandaPipeline:
 
 
 def _standardised(batch: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """A ``(B, L, C)`` float64 batch (NaN missing) as the model reads it: each series' channels standardised by
-    their observed values in float64, then float32 (:func:`panda_fm.scaling.standardise_observed`: so the units
+    """A ``(B, L, C)`` float64 batch (NaN missing) as the model reads it: each series standardised by the mean
+    and std of all its observed values in float64 (one affine map for all channels: experts such as the field
+    NVAR need the channels' common units), then float32 (:func:`panda_fm.scaling.standardise_observed`: so the units
     do not matter; the model's own standardisation floors the variance, which flattens a series in small units,
-    and float32 rounds away a small variation on a large offset). Also the ``loc`` and ``scale`` ``(B, 1, C)``
+    and float32 rounds away a small variation on a large offset). Also the ``loc`` and ``scale`` ``(B, 1, 1)``
     that map it back to the input's units (``z * scale + loc``)."""
-    z, loc, scale = standardise_observed(batch.numpy(), axis=1)
+    z, loc, scale = standardise_observed(batch.numpy(), axis=(1, 2))
     return torch.from_numpy(z).float(), loc, scale
 
 
