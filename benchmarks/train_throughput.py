@@ -68,6 +68,13 @@ def step_flops(model: PandaModel, batch: dict[str, torch.Tensor]) -> int:
     return counter.get_total_flops()
 
 
+def window_stream(config: PandaConfig, data: Path, batch_size: int) -> WindowStream:
+    """The training windows of the synthetic dataset (3 channels, augmented) for ``config``."""
+    spec = WindowSpec(config.context_length, config.prediction_length, num_channels=3)
+    sampler = WindowSampler(data, ["s0", "s1", "s2", "s3"], spec, AugmentConfig(rate=0.2))
+    return WindowStream(sampler, batch_size, 0)
+
+
 def measure(
     name: str,
     config: PandaConfig,
@@ -81,10 +88,7 @@ def measure(
     (default: a new one of ``config``)."""
     model = PandaModel(config) if model is None else model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
-    spec = WindowSpec(config.context_length, config.prediction_length, num_channels=3)
-    stream = WindowStream(
-        WindowSampler(data, ["s0", "s1", "s2", "s3"], spec, AugmentConfig(rate=0.2)), batch_size, 0
-    )
+    stream = window_stream(config, data, batch_size)
     flops = step_flops(model, stream.batch(0))
 
     def step(i: int) -> None:
@@ -117,10 +121,7 @@ def experts_time(model: PandaModel, data: Path, batch_size: int, repeats: int = 
     """The best time of ``model``'s experts alone (with the evidence chooser's inputs) on a batch of training
     windows: their share of a training step."""
     cfg = model.config
-    spec = WindowSpec(cfg.context_length, cfg.prediction_length, num_channels=3)
-    stream = WindowStream(
-        WindowSampler(data, ["s0", "s1", "s2", "s3"], spec, AugmentConfig(rate=0.2)), batch_size, 0
-    )
+    stream = window_stream(cfg, data, batch_size)
     z, observed, _, _ = model.prepare(stream.batch(0)["context"])
     best = float("inf")
     for _ in range(repeats):

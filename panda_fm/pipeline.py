@@ -383,11 +383,9 @@ class PandaPipeline:
                 "context, or use predict for a point forecast"
             )
         x = batch.double().numpy()  # (B, L, C)
-        loc = np.nanmean(
-            x, axis=1, keepdims=True
-        )  # (B, 1, C): the errors are measured in each channel's stds
-        scale = np.nanstd(x, axis=1, keepdims=True)
-        scale = np.where(scale > 0, scale, 1.0)
+        z, loc, scale = standardise_observed(
+            x, axis=1
+        )  # (B, 1, C): errors are measured in each channel's stds
         usable = [o for o in cal.offsets if L - o >= cal.min_prefix]
         M = max(usable)
         errors = np.full((B, len(usable), M, x.shape[2]), np.nan)  # (B, O, M, C)
@@ -409,8 +407,8 @@ class PandaPipeline:
                 forecast = self._rollout(batch[rows, : L - o], o).double().numpy()  # (R, o, C), left-padded
                 errors[rows.numpy(), i, :o] = forecast - x[rows.numpy(), L - o :]
         prefix = np.array([L - o for o in usable])
-        standardised = ((point - loc) / scale, errors / scale[:, None], prefix, (x - loc) / scale)
-        return *standardised, shift + stretch * loc, stretch * scale, form
+        point, errors = (point - loc) / scale, errors / scale[:, None]
+        return point, errors, prefix, z, shift + stretch * loc, stretch * scale, form
 
     def _horizon(self, prediction_length: int | None) -> int:
         H = self.config.prediction_length if prediction_length is None else prediction_length
@@ -458,7 +456,7 @@ class PandaPipeline:
         return torch.cat(steps, dim=1).float().cpu()
 
     def _prepare(self, context: Any) -> tuple[torch.Tensor, InputForm]:
-        """Validate and stack the input into ``(B, L, C)`` float64 (the input's precision), NaN-padded on the left.
+        """Validate and stack the input into ``(B, L, C)`` float64 (its precision kept), NaN-padded on the left.
 
         Returns:
             The batch, and the input's form (which gives the forecast back in it).
@@ -508,12 +506,10 @@ class PandaPipeline:
 
 
 def _standardised(batch: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """A ``(B, L, C)`` float64 batch (NaN missing) as the model reads it: each series standardised by the mean
-    and std of all its observed values in float64 (one affine map for all channels: experts such as the field
-    NVAR need the channels' common units), then float32 (:func:`panda_fm.scaling.standardise_observed`: so the units
-    do not matter; the model's own standardisation floors the variance, which flattens a series in small units,
-    and float32 rounds away a small variation on a large offset). Also the ``loc`` and ``scale`` ``(B, 1, 1)``
-    that map it back to the input's units (``z * scale + loc``)."""
+    """A ``(B, L, C)`` float64 batch (NaN missing) as the model reads it, float32: each series standardised in
+    float64 by all its observed values (:func:`panda_fm.scaling.standardise_observed`; one map for all channels,
+    whose common units experts such as the field NVAR need), so that the units do not matter. Also the ``loc``
+    and ``scale`` ``(B, 1, 1)`` that map it back (``z * scale + loc``)."""
     z, loc, scale = standardise_observed(batch.numpy(), axis=(1, 2))
     return torch.from_numpy(z).float(), loc, scale
 

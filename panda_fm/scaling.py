@@ -73,7 +73,7 @@ def context_moments(context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def standardise_observed(
     x: np.ndarray, axis: int | tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``x`` standardised along ``axis`` (time) by the mean and standard deviation of its observed values.
+    """``x`` standardised along ``axis`` by the mean and standard deviation of its observed values.
 
     In float64 and without a variance floor, so that the units of a user's data do not matter: the pipeline and
     fine-tuning standardise series this way before they round them to the model's float32 (where a small
@@ -81,12 +81,12 @@ def standardise_observed(
     series in small units).
 
     Args:
-        x: values, NaN for missing; every channel needs an observed value.
+        x: values, NaN for missing; every slice along ``axis`` needs an observed value.
         axis: the axis or axes the statistics run over (time, or time and channels for one map per series).
 
     Returns:
         ``(z, loc, scale)``: ``z`` like ``x``, ``loc`` and ``scale`` with ``axis`` kept as 1 (``x = z * scale +
-        loc``; scale 1 for a constant series, which is only centred).
+        loc``; scale 1 for a constant slice, which is only centred).
     """
     x = np.asarray(x, dtype=np.float64)
     loc = np.nanmean(x, axis=axis, keepdims=True)

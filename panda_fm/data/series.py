@@ -74,10 +74,10 @@ class SeriesWindowSampler:
     Duck-compatible with :class:`panda_fm.data.windows.WindowSampler` where
     :class:`panda_fm.training.datamodule.WindowStream` needs it (``sample_batch``, ``max_modulus``).
 
-    The recordings are kept standardised (by the mean and standard deviation of all their observed values,
-    one map for all channels, in float64, then as float32): every window is standardised again by the loss, so this changes
-    nothing but what float32 and the model's variance floor would do to a recording in small units or on a
-    large offset (the pipeline standardises its contexts the same way).
+    The recordings are kept standardised (by the mean and standard deviation of all their observed values, one
+    map for all channels, in float64, then as float32): every window is standardised again by the loss, so this
+    changes nothing but what float32 and the model's variance floor would do to a recording in small units or on
+    a large offset (the pipeline standardises its contexts the same way).
 
     Args:
         series: recordings ``(T_i, C)``, all with the same ``C``.
