@@ -1,4 +1,4 @@
-"""Real inputs (issue 16): the gap suite and the channel suite on held-out systems, full sizes.
+"""Real inputs (issue 16): the gap, channel and unit suites on held-out systems, full sizes.
 
     python benchmarks/real_inputs.py [--checkpoint checkpoints/panda-fm-small] [--systems 8]
         [--windows-per-system 4] [--out benchmarks/results/real-inputs] [--seed 0] [--threads 1] [--quick]
@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run both suites and write the summary; returns the exit status."""
+    """Run the three suites and write the summary; returns the exit status."""
     args = parse_args(argv)
     import torch
 

@@ -20,7 +20,7 @@ from panda_fm import hub
 from panda_fm.config import PandaConfig
 from panda_fm.data.validation import InputForm, as_series_list
 from panda_fm.model import PandaModel
-from panda_fm.scaling import standardise_observed
+from panda_fm.scaling import standardise_observed, standardise_series
 from panda_fm.uncertainty import (
     CalibrationConfig,
     ForecastDistribution,
@@ -369,7 +369,7 @@ class PandaPipeline:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         cal = calibration or self.calibration
         batch, form = self._prepare(context)
-        batch, shift, stretch = _standardised(batch)  # what the model reads: one map per series
+        batch, shift, stretch = _standardised(batch)  # what the model reads (standardise_series)
         B, L, _ = batch.shape
         need = cal.min_prefix + min(cal.offsets)
         first = (
@@ -507,10 +507,10 @@ class PandaPipeline:
 
 def _standardised(batch: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """A ``(B, L, C)`` float64 batch (NaN missing) as the model reads it, float32: each series standardised in
-    float64 by all its observed values (:func:`panda_fm.scaling.standardise_observed`; one map for all channels,
-    whose common units experts such as the field NVAR need), so that the units do not matter. Also the ``loc``
-    and ``scale`` ``(B, 1, 1)`` that map it back (``z * scale + loc``)."""
-    z, loc, scale = standardise_observed(batch.numpy(), axis=(1, 2))
+    float64 by its observed values (:func:`panda_fm.scaling.standardise_series`: one map for its channels, and
+    one of its own for a channel in much smaller units), so that the units do not matter. Also the ``loc`` and
+    ``scale`` ``(B, 1, C)`` that map it back (``z * scale + loc``)."""
+    z, loc, scale = standardise_series(batch.numpy())
     return torch.from_numpy(z).float(), loc, scale
 
 

@@ -2,7 +2,7 @@
 
 The model's instance normalisation (:func:`fit_scale`, NaN-aware, torch), the classical forecasters' and
 benchmark's standardisation (:func:`context_moments`, numpy) and the user's data before it meets the model
-(:func:`standardise_observed`, NaN-aware, float64) live here, side by side.
+(:func:`standardise_observed` and :func:`standardise_series`, NaN-aware, float64) live here, side by side.
 """
 
 from __future__ import annotations
@@ -55,6 +55,34 @@ def fit_scale(x: torch.Tensor, observed: torch.Tensor, eps: float) -> InstanceSc
     loc = x.sum(dim=1, keepdim=True) / count
     var = (((x - loc) * w) ** 2).sum(dim=1, keepdim=True) / count
     return InstanceScale(loc=loc, scale=torch.sqrt(var + eps), constant=var == 0)
+
+
+#: In :func:`standardise_series`, a channel whose std is below this fraction of its series' common scale gets a
+#: map of its own (on the common map its variation would be too small for the model's float32 and variance floor).
+OWN_MAP_BELOW = 0.01
+
+
+def standardise_series(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Series ``(..., T, C)`` standardised in float64 by one map for all their channels, except for the channels
+    that map would flatten.
+
+    One map per series keeps the channels' common units, which experts such as the field NVAR need. But a channel
+    in other units (a small quantity beside a large one, or a small variation on an offset far from the other
+    channels') would vary by a tiny fraction of the common scale, and lose its digits in the model's float32 or
+    under its variance floor: each channel whose std is below :data:`OWN_MAP_BELOW` times the common scale is
+    standardised on its own (constant channels included, which are then 0).
+
+    Args:
+        x: values, NaN for missing; every channel of every series needs an observed value.
+
+    Returns:
+        ``(z, loc, scale)`` as for :func:`standardise_observed`, ``loc`` and ``scale`` ``(..., 1, C)``.
+    """
+    _, loc, scale = standardise_observed(x, axis=(-2, -1))  # (..., 1, 1)
+    _, own_loc, own_scale = standardise_observed(x, axis=-2)  # (..., 1, C)
+    own = own_scale < OWN_MAP_BELOW * scale
+    loc, scale = np.where(own, own_loc, loc), np.where(own, own_scale, scale)
+    return (np.asarray(x, dtype=np.float64) - loc) / scale, loc, scale
 
 
 def context_moments(context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

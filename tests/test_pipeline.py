@@ -75,6 +75,22 @@ def test_the_units_do_not_matter(tiny_pipeline, scale, offset):
     np.testing.assert_allclose((mean - offset) / scale / sd, mean0 / sd, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "channel, scale, offset", [(2, 1e-3, 3e7), (0, 1e6, 0.0), (1, 1.0, -3e7), (2, 1e-7, 0.0)]
+)
+def test_a_channel_in_other_units_changes_nothing(tiny_pipeline, channel, scale, offset):
+    # one map for all channels flattened a channel in much smaller units, and every channel beside one on a far
+    # offset (15 to 450 context stds off in these cases); such a channel now gets a map of its own
+    t = np.arange(600) * 0.05
+    x = np.stack([np.sin(t), 8 + 5 * np.cos(0.7 * t), 0.5 * np.sin(1.3 * t) + np.sin(0.31 * t)], axis=1)
+    sd = x.std(axis=0)
+    y = x.copy()
+    y[:, channel] = x[:, channel] * scale + offset
+    forecast = tiny_pipeline.predict(y, 100)
+    forecast[:, channel] = (forecast[:, channel] - offset) / scale
+    np.testing.assert_allclose(forecast / sd, tiny_pipeline.predict(x, 100) / sd, atol=1e-4)
+
+
 def test_batch_size_does_not_change_the_forecast(tiny_pipeline):
     x = torch.randn(5, 512, 3, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(

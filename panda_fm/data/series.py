@@ -31,7 +31,7 @@ import torch
 from panda_fm.data.frames import is_pandas
 from panda_fm.data.validation import as_series, as_series_list
 from panda_fm.data.windows import WindowSpec
-from panda_fm.scaling import standardise_observed
+from panda_fm.scaling import standardise_series
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +74,11 @@ class SeriesWindowSampler:
     Duck-compatible with :class:`panda_fm.data.windows.WindowSampler` where
     :class:`panda_fm.training.datamodule.WindowStream` needs it (``sample_batch``, ``max_modulus``).
 
-    The recordings are kept standardised (by the mean and standard deviation of all their observed values, one
-    map for all channels, in float64, then as float32): every window is standardised again by the loss, so this
-    changes nothing but what float32 and the model's variance floor would do to a recording in small units or on
-    a large offset (the pipeline standardises its contexts the same way).
+    The recordings are kept standardised (:func:`panda_fm.scaling.standardise_series`: in float64, one map for
+    their channels and one of its own for a channel in much smaller units, then as float32): every window is
+    standardised again by the loss, so this changes nothing but what float32 and the model's variance floor
+    would do to a recording in small units or on a large offset (the pipeline standardises its contexts the
+    same way).
 
     Args:
         series: recordings ``(T_i, C)``, all with the same ``C``.
@@ -89,7 +90,7 @@ class SeriesWindowSampler:
     def __init__(self, series: Sequence[np.ndarray], targets: Sequence[np.ndarray], spec: WindowSpec):
         if len(series) != len(targets):
             raise ValueError(f"{len(series)} recordings but {len(targets)} target lists")
-        self.series = [standardise_observed(s, axis=(0, 1))[0].astype(np.float32) for s in series]
+        self.series = [standardise_series(s)[0].astype(np.float32) for s in series]
         self.spec = spec
         self.recording = np.concatenate(
             [np.full(len(t), i, dtype=np.int64) for i, t in enumerate(targets)] or [np.zeros(0, np.int64)]

@@ -1,6 +1,6 @@
-"""Real inputs: the gap suite and the channel suite, on held-out systems (issue 16).
+"""Real inputs: the gap, channel and unit suites, on held-out systems (issue 16).
 
-Both suites cut windows from trajectories of the held-out founders (never trained on), read from the
+The suites cut windows from trajectories of the held-out founders (never trained on), read from the
 founders test-set cache (:func:`panda_fm.eval.testsets.founders_testset`, dysts ``make_trajectory`` at 100
 points per period), and run any forecaster with the signature of :meth:`panda_fm.PandaPipeline.predict`:
 the pipeline itself, a checkpoint, or a classical baseline.
@@ -24,6 +24,12 @@ trajectory, where it has enough). The error is the MAE over the original system'
 context stds, at the full horizon; its ratio to the error of the system alone (both floored at
 :data:`ALONE_FLOOR` context stds, since a clean system alone is often forecast almost exactly) is the quantity
 of interest; the raw ratio and the absolute rise are recorded too.
+
+Unit suite (:func:`run_unit_suite`, on the gap suite's windows). Per window: the forecast in the units given,
+and with all channels multiplied by 1e-9, or by 1e4 after a shift of 1e6 stds, or one channel (drawn per
+window) multiplied by 1e-6 or 1e6, shifted by 1e7 stds, or multiplied by 1e-3 after a shift of 1e5 stds. The
+forecasts in other units are mapped back; their largest difference from the forecast in the given units, in
+context stds, is the quantity of interest (0 for a forecaster whose units do not matter).
 
 Everything is deterministic given the seed. Shape letters: B batch, T time (context), C channels, H horizon.
 """
@@ -54,18 +60,22 @@ __all__ = [
     "GAP_SYSTEMS",
     "GapCase",
     "ChannelCase",
+    "UnitCase",
     "Window",
     "RealInputsConfig",
     "gap_cases",
     "channel_cases",
+    "unit_cases",
     "load_trajectories",
     "slot_starts",
     "draw_windows",
     "apply_gap",
     "run_gap_suite",
     "run_channel_suite",
+    "run_unit_suite",
     "summarise_gap_suite",
     "summarise_channel_suite",
+    "summarise_unit_suite",
     "run_real_inputs",
     "summary_markdown",
     "plot_real_inputs",
@@ -199,6 +209,28 @@ class ChannelCase:
         return 0
 
 
+@dataclass(frozen=True)
+class UnitCase:
+    """Other units for some channels: ``x -> scale * (x + offset * sd)``, ``sd`` each channel's context std.
+
+    Attributes:
+        channels: ``"one"`` (a channel drawn per window) or ``"all"``.
+        scale: the factor.
+        offset: the shift, in the channel's context stds (before the factor).
+    """
+
+    channels: Literal["one", "all"]
+    scale: float = 1.0
+    offset: float = 0.0
+
+    @property
+    def name(self) -> str:
+        parts = ([f"x{self.scale:g}"] if self.scale != 1 else []) + (
+            [f"+{self.offset:g} sd"] if self.offset else []
+        )
+        return f"{' '.join(parts) or 'as given'}/{self.channels}"
+
+
 def gap_cases(quick: bool = False) -> list[GapCase]:
     """The gap suite's cases, clean first.
 
@@ -229,6 +261,20 @@ def channel_cases(quick: bool = False, copies: bool = True) -> list[ChannelCase]
     if copies:
         cases += [ChannelCase("stack", n, "copies") for n in stacked if n <= MAX_COPIES]
     return cases
+
+
+def unit_cases(quick: bool = False) -> list[UnitCase]:
+    """The unit suite's cases: whole series in tiny or huge units or on a far offset, and one channel in units
+    unlike the others' (``quick``: two of them)."""
+    cases = [
+        UnitCase("all", 1e-9),
+        UnitCase("all", 1e4, 1e6),
+        UnitCase("one", 1e-6),
+        UnitCase("one", 1e6),
+        UnitCase("one", 1.0, 1e7),
+        UnitCase("one", 1e-3, 1e5),
+    ]
+    return [cases[0], cases[4]] if quick else cases
 
 
 # --- trajectories and windows --------------------------------------------------------------------------
@@ -644,6 +690,77 @@ def run_channel_suite(
     return records
 
 
+def run_unit_suite(
+    methods: Mapping[str, Predictor],
+    windows: Sequence[Window],
+    cases: Sequence[UnitCase] | None = None,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Forecast every window in its own units and in the cases' units, the latter mapped back.
+
+    Args:
+        methods: ``{name: forecaster}``.
+        windows: from :func:`draw_windows`.
+        cases: default :func:`unit_cases`.
+        seed: seeds the channel of one-channel cases, per case and window.
+        progress: called with the case's name after each case.
+
+    Returns:
+        One record per method, case and window: ``method, case, channels, scale, offset, system, slot,
+        channel, deviation`` (the largest difference from the forecast in the given units, in context stds),
+        ``error`` and ``given_error`` (MAE against the truth, in context stds).
+    """
+    cases = list(cases) if cases is not None else unit_cases()
+    H = windows[0].truth.shape[0]
+    groups = _groups(windows)
+    given = {
+        (name, i): f
+        for name, method in methods.items()
+        for idx in groups.values()
+        for f, i in zip(
+            _forecast(method, np.stack([windows[i].context for i in idx]), H)[0], idx, strict=True
+        )
+    }
+    records: list[dict[str, Any]] = []
+    for case in cases:
+        factors, shifts, hit = [], [], []
+        for i, w in enumerate(windows):
+            C = w.context.shape[1]
+            channel = None
+            if case.channels == "one":
+                channel = int(np.random.default_rng(_seed(seed, case.name, w.system, w.slot, i)).integers(C))
+            chosen = np.arange(C) == channel if channel is not None else np.ones(C, dtype=bool)
+            factors.append(np.where(chosen, case.scale, 1.0))
+            shifts.append(np.where(chosen, case.offset * _scale(w.context), 0.0))
+            hit.append(channel)
+        for name, method in methods.items():
+            for idx in groups.values():
+                moved = np.stack([factors[i] * (windows[i].context + shifts[i]) for i in idx])
+                forecast, _ = _forecast(method, moved, H)
+                for f, i in zip(forecast, idx, strict=True):
+                    w, sd = windows[i], _scale(windows[i].context)
+                    back = f / factors[i] - shifts[i]
+                    deviation = np.abs(back - given[name, i]) / sd
+                    records.append(
+                        {
+                            "method": name,
+                            "case": case.name,
+                            "channels": case.channels,
+                            "scale": case.scale,
+                            "offset": case.offset,
+                            "system": w.system,
+                            "slot": w.slot,
+                            "channel": hit[i],
+                            "deviation": float(deviation.max()) if np.isfinite(deviation).all() else math.inf,
+                            "error": _mae(w.truth, back, sd),
+                            "given_error": _mae(w.truth, given[name, i], sd),
+                        }
+                    )
+        _tick(progress, f"units: {case.name}")
+    return records
+
+
 # --- summaries -----------------------------------------------------------------------------------------
 
 
@@ -770,6 +887,37 @@ def summarise_channel_suite(records: Sequence[dict[str, Any]], ratio_limit: floa
     return out
 
 
+def summarise_unit_suite(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per method and case: how far the forecasts in other units move from those in the given units.
+
+    Returns:
+        ``{method: {"cases": [row per case], "worst_case": str, "largest_deviation": float}}``; a row holds
+        ``case, channels, scale, offset, windows, median_deviation, max_deviation`` (context stds),
+        ``median_error, median_given_error``.
+    """
+    out: dict[str, Any] = {}
+    for (method,), rows in _by(records, "method").items():
+        cases = [
+            {
+                "case": case,
+                **{k: rs[0][k] for k in ("channels", "scale", "offset")},
+                "windows": len(rs),
+                "median_deviation": _median([r["deviation"] for r in rs]),
+                "max_deviation": max(r["deviation"] for r in rs),
+                "median_error": _median([r["error"] for r in rs]),
+                "median_given_error": _median([r["given_error"] for r in rs]),
+            }
+            for (case,), rs in _by(rows, "case").items()
+        ]
+        worst = max(cases, key=lambda c: c["max_deviation"])
+        out[method] = {
+            "cases": cases,
+            "worst_case": worst["case"],
+            "largest_deviation": worst["max_deviation"],
+        }
+    return out
+
+
 # --- the whole benchmark -------------------------------------------------------------------------------
 
 
@@ -812,7 +960,7 @@ def run_real_inputs(
     config: RealInputsConfig | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run both suites for every method and summarise them.
+    """Run the three suites for every method and summarise them.
 
     Args:
         methods: ``{name: forecaster}``, e.g. the shipped pipeline and ``make_baselines(["nvar", "mean"])``.
@@ -821,8 +969,8 @@ def run_real_inputs(
 
     Returns:
         The summary (JSON-serialisable, no per-window records): ``config, methods, systems`` (per suite),
-        ``windows`` (per suite), ``gap`` and ``channel`` (per method, see :func:`summarise_gap_suite` and
-        :func:`summarise_channel_suite`), ``wall_s``.
+        ``windows`` (per suite), ``gap``, ``channel`` and ``units`` (per method, see :func:`summarise_gap_suite`,
+        :func:`summarise_channel_suite` and :func:`summarise_unit_suite`), ``wall_s``.
     """
     from tqdm.auto import tqdm
 
@@ -831,6 +979,7 @@ def run_real_inputs(
     gap_systems = GAP_SYSTEMS[: cfg.systems]
     channel_systems = THREE_CHANNEL_SYSTEMS[: min(cfg.systems, len(THREE_CHANNEL_SYSTEMS))]
     g_cases, c_cases = gap_cases(cfg.quick), channel_cases(cfg.quick, cfg.copies)
+    u_cases = unit_cases(cfg.quick)
     most = (
         max(c.count for c in c_cases if c.kind == "stack") if any(c.kind == "stack" for c in c_cases) else 1
     )
@@ -844,7 +993,9 @@ def run_real_inputs(
         {s: trajectories[s] for s in channel_systems}, cfg.windows_per_system, T, H, cfg.seed
     )
     pool = {s: trajectories[s] for s in pool_names}
-    bar = tqdm(total=len(g_cases) + len(c_cases), desc="real-input cases", disable=not progress)
+    bar = tqdm(
+        total=len(g_cases) + len(c_cases) + len(u_cases), desc="real-input cases", disable=not progress
+    )
 
     def tick(label: str) -> None:
         bar.set_postfix_str(label, refresh=False)
@@ -855,15 +1006,18 @@ def run_real_inputs(
     t1 = time.perf_counter()
     channel_records = run_channel_suite(methods, channel_windows, pool, c_cases, cfg.seed, tick)
     t2 = time.perf_counter()
+    unit_records = run_unit_suite(methods, gap_windows, u_cases, cfg.seed, tick)
+    t3 = time.perf_counter()
     bar.close()
     return {
         "config": asdict(cfg),
         "methods": list(methods),
         "systems": {"gap": list(gap_systems), "channel": list(channel_systems), "pool": pool_names},
-        "windows": {"gap": len(gap_windows), "channel": len(channel_windows)},
+        "windows": {"gap": len(gap_windows), "channel": len(channel_windows), "units": len(gap_windows)},
         "gap": summarise_gap_suite(gap_records, cfg.ratio_limit),
         "channel": summarise_channel_suite(channel_records, cfg.ratio_limit),
-        "wall_s": {"gap": round(t1 - t0, 1), "channel": round(t2 - t1, 1)},
+        "units": summarise_unit_suite(unit_records),
+        "wall_s": {"gap": round(t1 - t0, 1), "channel": round(t2 - t1, 1), "units": round(t3 - t2, 1)},
     }
 
 
@@ -877,7 +1031,7 @@ def summary_markdown(summary: dict[str, Any], command: str | None = None) -> str
     cfg, methods = summary["config"], summary["methods"]
     limit = cfg["ratio_limit"]
     lines = [
-        "# Real inputs: gaps and extra channels",
+        "# Real inputs: gaps, extra channels and units",
         "",
         f"Held-out systems, context {cfg['context_length']}, horizon {cfg['prediction_length']}, "
         f"{cfg['windows_per_system']} windows per system, seed {cfg['seed']}"
@@ -894,15 +1048,17 @@ def summary_markdown(summary: dict[str, Any], command: str | None = None) -> str
         "## Headline",
         "",
         "| method | gap: worst median error/mean-forecast | gap: out of bounds | "
-        "gap: Spearman(missing, error) | gap: bin medians monotone | channels: worst median ratio |",
-        "|---|---|---|---|---|---|",
+        "gap: Spearman(missing, error) | gap: bin medians monotone | channels: worst median ratio | "
+        "units: largest deviation |",
+        "|---|---|---|---|---|---|---|",
     ]
     for m in methods:
-        g, c = summary["gap"][m], summary["channel"].get(m, {})
+        g, c, u = summary["gap"][m], summary["channel"].get(m, {}), summary["units"][m]
         lines.append(
             f"| {m} | {_f(g['worst_median_ratio'])} ({g['worst_case']}) | {g['out_of_bounds']}/{g['forecasts']} | "
             f"{_f(g['spearman'])} | {'yes' if g['monotone'] else 'no'} | "
-            f"{_f(c.get('worst_median_ratio', math.nan))} ({c.get('worst_case', '')}) |"
+            f"{_f(c.get('worst_median_ratio', math.nan))} ({c.get('worst_case', '')}) | "
+            f"{u['largest_deviation']:.2g} ({u['worst_case']}) |"
         )
     lines += [
         "",
@@ -949,7 +1105,29 @@ def summary_markdown(summary: dict[str, Any], command: str | None = None) -> str
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"Wall time: gap suite {summary['wall_s']['gap']} s, channel suite {summary['wall_s']['channel']} s.",
+        "## Unit suite",
+        "",
+        "Per method: the median and largest difference, over windows, between the forecast in other units "
+        "(mapped back) and the forecast in the units given, in context stds; the median error in other units "
+        "(in the units given).",
+        "",
+    ]
+    head = ["case", *methods]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    urow = {m: {c["case"]: c for c in summary["units"][m]["cases"]} for m in methods}
+    for case in urow[methods[0]]:
+        cells = [case]
+        for m in methods:
+            c = urow[m][case]
+            cells.append(
+                f"{c['median_deviation']:.2g} / {c['max_deviation']:.2g}; err {c['median_error']:.2g} "
+                f"({c['median_given_error']:.2g})"
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    wall = summary["wall_s"]
+    lines += [
+        "",
+        f"Wall time: gap suite {wall['gap']} s, channel suite {wall['channel']} s, unit suite {wall['units']} s.",
         "",
     ]
     return "\n".join(lines)

@@ -9,6 +9,7 @@ import torch
 from panda_fm.data.series import load_series, longest_nan_run, split_series, usable_targets
 from panda_fm.data.validation import as_series
 from panda_fm.data.windows import WindowSpec
+from panda_fm.scaling import OWN_MAP_BELOW, standardise_series
 
 
 def test_windows_without_enough_observed_context_are_not_drawn() -> None:
@@ -73,3 +74,39 @@ def test_fine_tuning_windows_do_not_depend_on_the_units() -> None:
         for key in ("context", "target"):
             np.testing.assert_allclose(other[key], windows[0][key], atol=1e-5)
     assert float(windows[0]["target"].std()) > 0.5  # standardised, not flattened
+
+
+def test_one_map_per_series_except_for_a_channel_it_would_flatten() -> None:
+    # channels 0 and 1: means 0 and 2, stds 1 and 1 -> common mean 1, std sqrt(1 + 1) = sqrt(2)
+    a = np.array([-1.0, 1.0, -1.0, 1.0])
+    x = np.stack([a, 2 + a, 5 + 1e-3 * a], axis=1)[None]  # (1, 4, 3); channel 2 on an offset, std 1e-3
+    z, loc, scale = standardise_series(x[..., :2])
+    np.testing.assert_allclose(loc, [[[1.0, 1.0]]])
+    np.testing.assert_allclose(scale, [[[np.sqrt(2), np.sqrt(2)]]])
+    np.testing.assert_allclose(z[0, :, 1], (1 + a) / np.sqrt(2))
+    # with channel 2 the common std is sqrt(1/3 + 1/3 + var(0, 2, 5)) = sqrt(2/3 + 38/9) = 2.21: channel 2's
+    # std is 4.5e-4 of it, below OWN_MAP_BELOW, so it gets its own map; the others keep the common one
+    z, loc, scale = standardise_series(x)
+    common = np.sqrt(2 / 3 + np.var([0.0, 2.0, 5.0]) + 1e-6 / 3)
+    assert 1e-3 / common < OWN_MAP_BELOW
+    np.testing.assert_allclose(loc, [[[7 / 3, 7 / 3, 5.0]]])
+    np.testing.assert_allclose(scale, [[[common, common, 1e-3]]])
+    np.testing.assert_allclose(z[0, :, 2], a)
+    np.testing.assert_allclose(z * scale + loc, x)  # the map goes back
+
+
+def test_a_recording_channel_in_other_units_is_not_flattened() -> None:
+    t = np.arange(2000) * 0.05
+    x = np.stack([np.sin(t), np.cos(0.7 * t)], axis=1)
+    windows = [
+        split_series([x * scale + offset], 512, 64, 16).train.evenly_spaced(4)
+        for scale, offset in ((np.ones(2), np.zeros(2)), (np.array([1.0, 1e-9]), np.array([3e7, 0.0])))
+    ]
+    assert np.nanstd(windows[1]["context"][..., 1].numpy()) > 0.5  # standardised on its own, not flattened
+    # the windows are standardised again per channel by the loss: the same data as without the odd units
+    for key in ("context", "target"):
+        w0, w1 = (np.asarray(w[key], dtype=np.float64) for w in windows)
+        same = [
+            (w - np.nanmean(w, axis=1, keepdims=True)) / np.nanstd(w, axis=1, keepdims=True) for w in (w0, w1)
+        ]
+        np.testing.assert_allclose(same[1], same[0], atol=1e-4)

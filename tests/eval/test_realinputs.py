@@ -20,6 +20,7 @@ from panda_fm.eval.realinputs import (
     ChannelCase,
     GapCase,
     RealInputsConfig,
+    UnitCase,
     apply_gap,
     channel_cases,
     draw_windows,
@@ -28,8 +29,11 @@ from panda_fm.eval.realinputs import (
     run_channel_suite,
     run_gap_suite,
     run_real_inputs,
+    run_unit_suite,
     summarise_channel_suite,
     summarise_gap_suite,
+    summarise_unit_suite,
+    unit_cases,
     write_real_inputs,
 )
 from panda_fm.forecasters import MeanForecaster, NaiveForecaster
@@ -70,6 +74,8 @@ def test_case_lists() -> None:
         "13 stacked (others)" in names and "5 stacked (copies)" in names and "9 stacked (copies)" not in names
     )
     assert ChannelCase("stack", 13, "others").extra_channels(3) == 36
+    names = [c.name for c in unit_cases()]
+    assert names[:2] == ["x1e-09/all", "x10000 +1e+06 sd/all"] and len(set(names)) == len(names) == 6
 
 
 def test_apply_gap_places_gaps_where_asked() -> None:
@@ -138,6 +144,32 @@ def test_channel_suite_scores_only_the_original_channels(synthetic: dict[str, np
     assert summary["worst_median_ratio"] == pytest.approx(1.0) and not summary["cases_over_limit"]
 
 
+class _OffsetForecaster:
+    """Forecasts the last value plus 1, in whatever units it is given: a forecaster whose units matter."""
+
+    def predict(self, context: np.ndarray, prediction_length: int) -> np.ndarray:
+        return np.repeat(context[:, -1:] + 1.0, prediction_length, axis=1)
+
+
+def test_unit_suite_maps_back_and_catches_a_forecaster_whose_units_matter(
+    synthetic: dict[str, np.ndarray],
+) -> None:
+    windows = draw_windows(synthetic, 2, T, H, seed=0)
+    cases = [UnitCase("all", 1e-3), UnitCase("one", 1.0, 10.0)]
+    assert [c.name for c in cases] == ["x0.001/all", "+10 sd/one"]
+    summary = summarise_unit_suite(
+        run_unit_suite({"mean": MeanForecaster(), "offset": _OffsetForecaster()}, windows, cases, seed=0)
+    )
+    # the mean forecast moves with the units: mapped back, it is the same forecast
+    assert summary["mean"]["largest_deviation"] < 1e-9
+    rows = {c["case"]: c for c in summary["offset"]["cases"]}
+    # x0.001: the +1 becomes +1000 after mapping back, 999 units off; a shift leaves the +1 as it was
+    sd = np.array([realinputs._scale(w.context) for w in windows])
+    assert rows["x0.001/all"]["max_deviation"] == pytest.approx(999 / sd.min())
+    assert rows["+10 sd/one"]["max_deviation"] == pytest.approx(0.0, abs=1e-9)
+    assert summary["offset"]["worst_case"] == "x0.001/all"
+
+
 def test_summary_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = {s: _synthetic(seed=i) for i, s in enumerate(THREE_CHANNEL_SYSTEMS)}
     monkeypatch.setattr(
@@ -152,7 +184,11 @@ def test_summary_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert all(p.exists() and p.stat().st_size > 0 for p in paths.values())
     data = json.loads(paths["json"].read_text())
     assert data["gap"]["mean"]["out_of_bounds"] == 0 and "records" not in data
-    assert "## Channel suite" in paths["markdown"].read_text()
+    assert (
+        "## Channel suite" in paths["markdown"].read_text()
+        and "## Unit suite" in paths["markdown"].read_text()
+    )
+    assert data["units"]["mean"]["largest_deviation"] < 1e-6  # float64 rounding of the 1e7 shift
     assert not list((tmp_path / "out").glob(".*tmp*"))  # atomic writes leave no temporary files
 
 
@@ -211,3 +247,9 @@ def test_channel_suite_extra_channels_cost_at_most_ten_percent(
         f"{case.name}: error on the system's channels {row['median_error']:.3g} vs "
         f"{row['median_alone_error']:.3g} alone (ratio {row['median_ratio']:.2f}, floor {ALONE_FLOOR})"
     )
+
+
+def test_a_channel_in_other_units_does_not_move_the_forecast(pipe, held_out_windows: list) -> None:  # noqa: ANN001
+    summary = summarise_unit_suite(run_unit_suite({"model": pipe}, held_out_windows, unit_cases(), seed=0))
+    deviations = {c["case"]: f"{c['max_deviation']:.2g}" for c in summary["model"]["cases"]}
+    assert summary["model"]["largest_deviation"] < 1e-3, f"largest difference in context stds: {deviations}"
