@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -105,14 +106,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    try:
-        return args.handler(args)
-    except KeyboardInterrupt:
-        _report_error(args, "interrupted")
-        return 130
-    except Exception as err:
-        _report_error(args, _one_line(err))
-        return 2 if isinstance(err, _INPUT_ERRORS) else 1
+    with warnings.catch_warnings():
+        if not getattr(
+            args, "debug", False
+        ):  # a warning is one logged line, as an error is (--debug: in full)
+            warnings.showwarning = _log_warning
+        try:
+            return args.handler(args)
+        except KeyboardInterrupt:
+            _report_error(args, "interrupted")
+            return 130
+        except Exception as err:
+            _report_error(args, _one_line(err))
+            return 2 if isinstance(err, _INPUT_ERRORS) else 1
+
+
+def _log_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    """``warnings.showwarning`` for the command line: the message as one line of the log."""
+    logging.getLogger("panda_fm").warning("%s", " ".join(str(message).split()))
 
 
 def _one_line(err: Exception) -> str:
@@ -201,12 +212,12 @@ PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
 def _forecast(args: argparse.Namespace) -> int:
-    from panda_fm.data.io import atomic_path, prepare_output, read_series, write_series
+    from panda_fm.data.io import atomic_path, prepare_output, read_series_with_time, write_series
     from panda_fm.pipeline import PandaPipeline
 
     out = prepare_output(args.out, (".npy", ".csv"), "--out")  # folders made and checked before any work
     plot = prepare_output(args.plot, PLOT_SUFFIXES, "--plot") if args.plot else None
-    series, columns = read_series(args.input)
+    series, columns, time = read_series_with_time(args.input)
     if out.suffix == ".csv" and series.ndim == 3:
         raise ValueError(
             f"--out {out}: a CSV holds one series, and {args.input} holds a batch {series.shape}; "
@@ -215,7 +226,7 @@ def _forecast(args: argparse.Namespace) -> int:
     pipe = PandaPipeline.from_pretrained(args.checkpoint, device=args.device)
     log = logging.getLogger("panda_fm")
     if args.quantiles is not None:
-        return _forecast_quantiles(args, pipe, series, columns, out, plot)
+        return _forecast_quantiles(args, pipe, series, columns, out, plot, time)
     forecast = pipe.predict(series, args.horizon)
     if plot is not None:  # drawn first: a failure leaves no output at all
         from panda_fm.eval.plots import plot_forecast
@@ -230,15 +241,31 @@ def _forecast(args: argparse.Namespace) -> int:
                 columns=columns,
                 title=title,
             )
-    write_series(out, forecast, columns)
+    write_series(out, forecast, columns, _future_times(time, len(forecast), out))
     log.info("wrote a forecast of shape %s to %s", forecast.shape, out)
     if plot is not None:
         log.info("plot: %s", plot)
     return 0
 
 
+def _future_times(time: Any, horizon: int, out: Any) -> Any:
+    """The input's time column continued over the forecast, for a CSV output; None without one."""
+    from panda_fm.data.io import continue_times
+
+    if time is None or out.suffix != ".csv":
+        return None
+    future = continue_times(time[1], horizon, repr(time[0]))
+    if future is None:
+        logging.getLogger("panda_fm").info(
+            "column %r holds neither numbers nor ISO times that increase: the forecast has no time column",
+            time[0],
+        )
+        return None
+    return time[0], future
+
+
 def _forecast_quantiles(
-    args: argparse.Namespace, pipe: Any, series: Any, columns: Any, out: Any, plot: Any
+    args: argparse.Namespace, pipe: Any, series: Any, columns: Any, out: Any, plot: Any, time: Any
 ) -> int:
     """``forecast --quantiles``: quantiles written one column per channel and level, and the fan drawn."""
     import numpy as np
@@ -267,7 +294,7 @@ def _forecast_quantiles(
         H, C, Q = quantiles.shape
         names = columns or [f"x{c}" for c in range(C)]
         header = [f"{name}_q{level:g}" for name in names for level in levels]
-        write_series(out, np.asarray(quantiles).reshape(H, C * Q), header)
+        write_series(out, np.asarray(quantiles).reshape(H, C * Q), header, _future_times(time, H, out))
     else:
         write_series(out, np.asarray(quantiles))
     log.info("wrote quantiles %s of shape %s to %s", levels, tuple(quantiles.shape), out)

@@ -1,3 +1,4 @@
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -151,7 +152,7 @@ def test_unexpected_errors_and_interrupts_are_one_line(tmp_path, capsys, monkeyp
     def broken(*args, **kwargs):
         raise RuntimeError("something broke\nover two lines")
 
-    monkeypatch.setattr(panda_fm.data.io, "read_series", broken)
+    monkeypatch.setattr(panda_fm.data.io, "read_series_with_time", broken)
     assert main(_forecast_args(tmp_path, str(TINY_CHECKPOINT))) == 1
     line = _one_line(capsys.readouterr().err)
     assert "RuntimeError: something broke over two lines" in line and "--debug" in line
@@ -159,7 +160,7 @@ def test_unexpected_errors_and_interrupts_are_one_line(tmp_path, capsys, monkeyp
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(panda_fm.data.io, "read_series", interrupted)
+    monkeypatch.setattr(panda_fm.data.io, "read_series_with_time", interrupted)
     assert main(_forecast_args(tmp_path, str(TINY_CHECKPOINT))) == 130
     assert _one_line(capsys.readouterr().err) == "panda-fm forecast: error: interrupted"
 
@@ -222,6 +223,27 @@ def test_forecast_of_a_semicolon_csv_with_decimal_commas(tmp_path):
     assert _forecast(tmp_path / "in.csv", tmp_path / "f.csv", "--horizon", "10") == 0
     forecast, columns = read_series(tmp_path / "f.csv")
     assert columns == ["zeit", "a", "b"] and forecast.shape == (10, 3)
+
+
+def test_forecast_continues_the_time_column_and_logs_an_uneven_one(tmp_path, caplog):
+    x = np.stack([np.sin(np.arange(600) * 0.1), np.cos(np.arange(600) * 0.13)], -1)
+    rows = ["date,a,b"] + [f"2026-03-01T{i // 60:02d}:{i % 60:02d},{u},{v}" for i, (u, v) in enumerate(x)]
+    (tmp_path / "in.csv").write_text("\n".join(rows) + "\n")
+    assert _forecast(tmp_path / "in.csv", tmp_path / "f.csv", "--horizon", "3") == 0
+    lines = (tmp_path / "f.csv").read_text().splitlines()
+    assert lines[0] == "date,a,b" and [line.split(",")[0] for line in lines[1:]] == [
+        "2026-03-01T10:00",
+        "2026-03-01T10:01",
+        "2026-03-01T10:02",
+    ]
+    forecast, columns = read_series(tmp_path / "f.csv")  # the time column is not read as a channel
+    assert columns == ["a", "b"] and forecast.shape == (3, 2)
+    del rows[100:110]  # ten minutes missing: read as equally spaced rows, which the log says in one line
+    (tmp_path / "in.csv").write_text("\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING, logger="panda_fm"):
+        assert _forecast(tmp_path / "in.csv", tmp_path / "q.csv", "--horizon", "2", "--quantiles", "0.5") == 0
+    assert any("'date' is not evenly spaced" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "q.csv").read_text().splitlines()[0] == "date,a_q0.5,b_q0.5"
 
 
 def test_a_bad_output_path_fails_before_any_work(tmp_path, capsys, monkeypatch):

@@ -9,7 +9,8 @@ Text files are read as people write them:
 - a first row of numbers is data (a file without a header, whose channels have no names), unless it numbers
   the columns ``0, 1, ..., C-1`` as pandas does; any other first row is the header;
 - a column named like a time axis (time, t, date, datetime, timestamp), or an unnamed first column (the row
-  index pandas writes), is not a channel;
+  index pandas writes), is not a channel; a time column of numbers or ISO dates is continued into the
+  forecast's file (:func:`continue_times`);
 - empty cells, and NaN, NA, N/A, null and None, are missing values (NaN); any other non-numeric cell is an
   error naming its line and column;
 - blank lines and lines starting with ``#`` (comments, such as ``np.savetxt``'s header) are skipped.
@@ -20,16 +21,31 @@ Shape letters: B batch, T time, C channels, H horizon.
 from __future__ import annotations
 
 import csv
+import logging
+import math
 import os
 import re
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TEXT_SUFFIXES", "TIME_COLUMNS", "atomic_path", "prepare_output", "read_series", "write_series"]
+__all__ = [
+    "TEXT_SUFFIXES",
+    "TIME_COLUMNS",
+    "TimeColumn",
+    "atomic_path",
+    "continue_times",
+    "prepare_output",
+    "read_series",
+    "read_series_with_time",
+    "write_series",
+]
+
+logger = logging.getLogger(__name__)
 
 TIME_COLUMNS = ("time", "t", "date", "datetime", "timestamp")
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -37,6 +53,10 @@ MISSING = frozenset({"", "nan", "-nan", "na", "n/a", "#n/a", "null", "none"})
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", " ": "whitespace"}
 SNIFF_ROWS = 50  # rows the delimiter is chosen from
 _DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+(?:[eE][+-]?\d+)?")
+IRREGULAR_TOLERANCE = 0.01  # time steps further than this fraction from the median step are irregular
+
+#: a time column: its name and its cells as written
+TimeColumn = tuple[str, list[str]]
 
 
 def read_series(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
@@ -52,11 +72,17 @@ def read_series(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
         ValueError: an unsupported suffix, an empty file, an unknown delimiter, rows of different lengths or
             non-numeric cells, each named with the fix.
     """
+    data, names, _ = read_series_with_time(path)
+    return data, names
+
+
+def read_series_with_time(path: str | Path) -> tuple[np.ndarray, list[str] | None, TimeColumn | None]:
+    """:func:`read_series`, and the file's time column (the first column named like one), if it has one."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     if path.suffix.lower() == ".npy":
-        return np.load(path, allow_pickle=False), None
+        return np.load(path, allow_pickle=False), None, None
     if path.suffix.lower() not in TEXT_SUFFIXES:
         raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv (or .tsv, .txt) or .npy")
     try:
@@ -103,7 +129,61 @@ def read_series(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
                     "remove non-numeric columns or leave missing cells empty"
                 )
             data[r, j] = value
-    return data, ([header[i] for i in keep] if has_header else None)
+    names = [header[i] for i in keep] if has_header else None
+    times = [i for i, h in enumerate(header) if has_header and h.lower() in TIME_COLUMNS]
+    time = (header[times[0]], [row[times[0]].strip() for _, row in data_rows]) if times else None
+    return data, names, time
+
+
+def continue_times(cells: Sequence[str], horizon: int, name: str = "time") -> list[str] | None:
+    """The ``horizon`` times after a time column's ``cells``, at their median step, written as they are.
+
+    Numbers (``0.25``, ``1700000000``) continue with as many decimals as most of the column's cells have; ISO
+    dates and times (``2026-01-01``, ``2026-01-01 00:15:00``) with the same precision and separator. Times whose
+    steps differ by more than 1% from the median (rows skipped, irregular sampling) give a warning, since the
+    model reads rows as equally spaced.
+
+    Returns:
+        The times, or None when the cells are neither numbers nor ISO times without a time zone, are fewer
+        than two or do not increase: the forecast is then written without a time column.
+    """
+    numbers = [_number(c, False) for c in cells]
+    if all(v is not None and math.isfinite(v) for v in numbers):
+        ticks: np.ndarray = np.asarray(numbers, dtype=np.float64)
+        unit = ""
+        if any("e" in c.lower() for c in cells):
+            write = lambda v: repr(float(v))  # noqa: E731
+        else:
+            # the most common count: a float column written in full shows a few long rounding tails
+            counts = [len(c.split(".")[1]) if "." in c else 0 for c in cells]
+            decimals = max(set(counts), key=counts.count)
+            write = lambda v: f"{v:.{decimals}f}"  # noqa: E731
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # a time zone, which numpy would drop with a warning
+                stamps = np.array(cells, dtype="datetime64")
+        except (ValueError, Warning):
+            return None
+        unit = np.datetime_data(stamps.dtype)[0]
+        separator = " " if " " in cells[-1] else "T"
+        ticks = stamps.astype(np.int64)  # exact: whole units since the epoch
+        write = lambda v: np.datetime_as_string(np.datetime64(int(v), unit)).replace("T", separator)  # noqa: E731
+    steps = np.diff(ticks)
+    if len(steps) == 0 or not (steps > 0).all():
+        return None
+    step = np.median(steps)
+    step = int(round(step)) if unit else float(step)
+    if (np.abs(steps - step) > IRREGULAR_TOLERANCE * step).any():
+        warnings.warn(
+            f"{name} is not evenly spaced (steps from {steps.min():.6g} to {steps.max():.6g}"
+            f"{' ' + unit if unit else ''}); "
+            f"the model reads rows as equally spaced, so the forecast's {name} continues with the median step. "
+            "Put the series on a regular grid first, with empty cells where there is no value",
+            UserWarning,
+            stacklevel=2,
+        )
+    return [write(ticks[-1] + step * k) for k in range(1, horizon + 1)]
 
 
 def _is_comment(line: str) -> bool:
@@ -235,8 +315,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def write_series(path: str | Path, values: np.ndarray, columns: list[str] | None = None) -> None:
+def write_series(
+    path: str | Path, values: np.ndarray, columns: list[str] | None = None, time: TimeColumn | None = None
+) -> None:
     """Write ``.npy`` (any shape) or ``.csv`` (``(H, C)`` or ``(H,)``, with a header), atomically.
+
+    Args:
+        time: a CSV's first column, its name and a cell per row (``.npy`` files have none).
 
     Raises:
         ValueError: an unsupported suffix, or a batch ``(B, H, C)`` for a CSV.
@@ -254,7 +339,10 @@ def write_series(path: str | Path, values: np.ndarray, columns: list[str] | None
         else:
             values = values.reshape(len(values), -1)
             names = columns or [f"x{i}" for i in range(values.shape[1])]
+            rows = values.tolist()
+            if time is not None:
+                names, rows = [time[0], *names], [[t, *row] for t, row in zip(time[1], rows, strict=True)]
             with open(tmp, "w", newline="") as fh:
                 writer = csv.writer(fh)
                 writer.writerow(names)
-                writer.writerows(values.tolist())
+                writer.writerows(rows)

@@ -7,7 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from panda_fm.data.io import atomic_path, prepare_output, read_series, write_series
+from panda_fm.data.io import (
+    atomic_path,
+    continue_times,
+    prepare_output,
+    read_series,
+    read_series_with_time,
+    write_series,
+)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -96,3 +103,32 @@ def test_outputs_are_checked_and_their_folders_made_before_any_work(tmp_path: Pa
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="cannot create its folder"):
         prepare_output(tmp_path / "file" / "f.npy", (".npy",))
+
+
+def test_a_time_column_is_read_apart_and_continued_as_written() -> None:
+    assert continue_times(["0.00", "0.01", "0.02", "0.030000000000000002"], 3) == ["0.04", "0.05", "0.06"]
+    assert continue_times(["10", "20", "30"], 2) == ["40", "50"]
+    assert continue_times(["1e-3", "2e-3"], 1) == ["0.003"]
+    assert continue_times(["2026-01-01 23:58:00", "2026-01-01 23:59:00"], 2) == [
+        "2026-01-02 00:00:00",
+        "2026-01-02 00:01:00",
+    ]
+    assert continue_times(["2026-02-27", "2026-02-28"], 2) == ["2026-03-01", "2026-03-02"]
+    assert continue_times(["2026-01-01T00:00:00.5", "2026-01-01T00:00:01.0"], 1) == [
+        "2026-01-01T00:00:01.500"
+    ]
+    # not times: labels, a time zone (numpy would drop it), times that do not increase, a single row
+    for cells in (["a", "b"], ["2026-01-01T00:00Z", "2026-01-01T01:00Z"], ["3", "2"], ["1"]):
+        assert continue_times(cells, 2) is None
+    with pytest.warns(UserWarning, match="not evenly spaced .steps from 1 to 2.*median step"):
+        assert continue_times(["0", "1", "3", "4"], 1) == ["5"]
+
+
+def test_a_csv_keeps_its_time_column_apart_and_writes_it_back(tmp_path: Path) -> None:
+    path = _write(tmp_path / "t.csv", "time,x,y\n0.5,1,2\n1.0,3,4\n")
+    data, columns, time = read_series_with_time(path)
+    assert columns == ["x", "y"] and time == ("time", ["0.5", "1.0"])
+    np.testing.assert_array_equal(data, [[1.0, 2.0], [3.0, 4.0]])
+    write_series(tmp_path / "f.csv", np.array([[5.0, 6.0]]), columns, ("time", ["1.5"]))
+    assert (tmp_path / "f.csv").read_text().splitlines() == ["time,x,y", "1.5,5.0,6.0"]
+    assert read_series_with_time(_write(tmp_path / "n.csv", "x,y\n1,2\n"))[2] is None
