@@ -23,6 +23,7 @@ from panda_fm.forecasters import (
     NVARForecaster,
     QuadraticNVARForecaster,
     SelectorForecaster,
+    SMapForecaster,
 )
 from panda_fm.forecasters.experts import EXPERT_VERSIONS
 
@@ -38,6 +39,7 @@ BASELINES: dict[str, Callable[[], Forecaster]] = {
     "field_nvar": FieldNVARForecaster,  # one local model shared by the sites of a ring (fields, lattices)
     "analogue": AnalogueForecaster,
     "analogue_auto": EXPERT_VERSIONS[4]["analogue_auto"],  # the embedding chosen on the context
+    "smap": SMapForecaster,  # locally weighted linear maps, on analogue_auto's embedding
     "selector": SelectorForecaster,
 }
 

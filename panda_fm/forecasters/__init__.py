@@ -4,7 +4,7 @@ Neutral ground: :mod:`panda_fm.model` and :mod:`panda_fm.eval` both import from 
 imports either of them.
 """
 
-from panda_fm.forecasters.analogue import AnalogueForecaster
+from panda_fm.forecasters.analogue import AnalogueForecaster, SMapForecaster
 from panda_fm.forecasters.base import ContextForecaster, Forecaster, MeanForecaster, NaiveForecaster
 from panda_fm.forecasters.denoise import DenoisedForecaster
 from panda_fm.forecasters.experts import (
@@ -28,6 +28,7 @@ __all__ = [
     "FieldNVARForecaster",
     "WideNVARForecaster",
     "AnalogueForecaster",
+    "SMapForecaster",
     "DenoisedForecaster",
     "SelectorForecaster",
     "EXPERTS",

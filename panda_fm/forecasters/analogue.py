@@ -1,6 +1,7 @@
-"""The method of analogues: nearest neighbours in delay space vote on the next increment.
+"""The method of analogues: nearest neighbours in delay space vote on the next increment; and S-maps, where
+every past state weighs in on a linear map fitted around the current one.
 
-Shape letters: B batch, T time, C channels, N library states, L delays.
+Shape letters: B batch, T time, C channels, N library states, L delays, E delay-vector entries.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import numpy as np
 
 from panda_fm.forecasters.base import IteratedDelayForecaster, delay_vector
 
-__all__ = ["AnalogueForecaster", "auto_embedding", "correlation_time"]
+__all__ = ["AnalogueForecaster", "SMapForecaster", "auto_embedding", "correlation_time"]
 
 
 def correlation_time(z: np.ndarray, threshold: float) -> np.ndarray:
@@ -138,3 +139,68 @@ class AnalogueForecaster(IteratedDelayForecaster):
         return (w[:, :, None] * inc).sum(axis=1) / np.where(
             total > 0, total, 1.0
         )  # no candidate: no increment
+
+
+@dataclass
+class SMapForecaster(AnalogueForecaster):
+    """S-map (sequential locally weighted global linear map; Sugihara 1994) on the analogue's delay embedding.
+
+    At each step every library state votes with weight ``exp(-theta d / mean d)`` (``d`` its distance to the
+    current delay vector) in a weighted least-squares fit of the increment on the delay vector, centred on the
+    current one, whose intercept is the forecast increment: ``theta = 0`` is one linear autoregression for the
+    whole attractor, large ``theta`` a local linear map around the current state. With ``theta=None`` each
+    series chooses its own from ``thetas`` by forecasting the last ``validation`` steps of its context (at most
+    a quarter of it) from the rest, as the NVAR chooses its penalty. ``ridge`` (times the weighted trace)
+    keeps the fits defined where few states carry weight. ``k`` is not used. The defaults (theta 16, ridge
+    1e-3, ``analogue_auto``'s embedding) were chosen on training founders by ``benchmarks/smap.py``.
+    """
+
+    name: str = "smap"
+    embedding: str = "auto"
+    acf_threshold: float = 0.25
+    min_embedding: int = 12
+    theta: float | None = 16.0
+    thetas: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+    validation: int = 64
+    ridge: float = 1e-3
+
+    def _forecast(self, z: np.ndarray, horizon: int, trusted: np.ndarray | None = None) -> np.ndarray:
+        if self.theta is not None:
+            return super()._forecast(z, horizon, trusted)
+        V = min(self.validation, z.shape[1] // 4)
+        head, tail = z[:, :-V], z[:, -V:]
+        scored = np.ones_like(tail, dtype=bool) if trusted is None else trusted[:, -V:]
+        errors = []
+        for theta in self.thetas:
+            guess = replace(self, theta=theta)._forecast(
+                head, V, None if trusted is None else trusted[:, :-V]
+            )
+            err = np.where(scored, (guess - tail) ** 2, 0.0).sum(axis=(1, 2)) / np.maximum(
+                scored.sum(axis=(1, 2)), 1
+            )
+            errors.append(np.where(np.isfinite(err), err, np.inf))
+        best = np.argmin(np.stack(errors, axis=1), axis=1)  # (B,)
+        out = np.empty((z.shape[0], horizon, z.shape[2]))
+        for i in np.unique(best):
+            rows = np.flatnonzero(best == i)
+            fixed = replace(self, theta=self.thetas[i])
+            out[rows] = fixed._forecast(z[rows], horizon, None if trusted is None else trusted[rows])
+        return out
+
+    def _step(self, state: tuple[np.ndarray, ...], history: np.ndarray, t: int) -> np.ndarray:
+        library, increments = state[:2]  # (B, N, E), (B, N, C)
+        q = delay_vector(history, t, self.delays, self.stride)  # (B, E)
+        offsets = library - q[:, None]  # (B, N, E)
+        d = np.sqrt((offsets**2).sum(axis=2))  # (B, N)
+        usable = np.ones_like(d, dtype=bool) if len(state) == 2 else state[2]
+        mean = np.where(usable, d, 0.0).sum(axis=1, keepdims=True) / np.maximum(
+            usable.sum(axis=1, keepdims=True), 1
+        )
+        w = np.where(usable, np.exp(-self.theta * d / np.maximum(mean, 1e-12)), 0.0)  # (B, N)
+        design = np.concatenate([np.ones_like(d)[..., None], offsets], axis=2)  # (B, N, 1 + E)
+        weighted = design * w[..., None]
+        gram = weighted.transpose(0, 2, 1) @ design  # (B, 1 + E, 1 + E)
+        scale = np.trace(gram, axis1=1, axis2=2)[:, None, None] / gram.shape[1]
+        gram = gram + self.ridge * scale * np.eye(gram.shape[1]) + 1e-12 * np.eye(gram.shape[1])
+        coef = np.linalg.solve(gram, weighted.transpose(0, 2, 1) @ increments)  # (B, 1 + E, C)
+        return coef[:, 0]  # the fit's value at the current state
