@@ -42,7 +42,9 @@ def test_a_large_theta_fits_around_the_current_state():
 
 def test_theta_is_chosen_per_series_on_the_end_of_its_context():
     x = np.stack([_sine(600, 0.07), np.concatenate([_sine(300, 0.05), _sine(300, 0.11, phase=15.0)])])
-    chosen = SMapForecaster(theta=None, thetas=(0.0, 8.0), validation=32, **FIXED).predict(x, 40)  # (2, 40, 1)
+    chosen = SMapForecaster(theta=None, thetas=(0.0, 8.0), validation=32, **FIXED).predict(
+        x, 40
+    )  # (2, 40, 1)
     fixed = {t: SMapForecaster(theta=t, **FIXED).predict(x, 40) for t in (0.0, 8.0)}
     for row in range(2):  # each row is one of the candidates' forecasts
         assert any(np.array_equal(chosen[row], fixed[t][row]) for t in fixed)
