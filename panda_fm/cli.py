@@ -107,9 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     with warnings.catch_warnings():
-        if not getattr(
-            args, "debug", False
-        ):  # a warning is one logged line, as an error is (--debug: in full)
+        # a warning is one logged line, as an error is one line on stderr (--debug: both in full)
+        if not getattr(args, "debug", False):
             warnings.showwarning = _log_warning
         try:
             return args.handler(args)

@@ -21,7 +21,6 @@ Shape letters: B batch, T time, C channels, H horizon.
 from __future__ import annotations
 
 import csv
-import logging
 import math
 import os
 import re
@@ -32,6 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from panda_fm.data.frames import IRREGULAR_TOLERANCE
 
 __all__ = [
     "TEXT_SUFFIXES",
@@ -45,7 +46,6 @@ __all__ = [
     "write_series",
 ]
 
-logger = logging.getLogger(__name__)
 
 TIME_COLUMNS = ("time", "t", "date", "datetime", "timestamp")
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -53,7 +53,6 @@ MISSING = frozenset({"", "nan", "-nan", "na", "n/a", "#n/a", "null", "none"})
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", " ": "whitespace"}
 SNIFF_ROWS = 50  # rows the delimiter is chosen from
 _DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+(?:[eE][+-]?\d+)?")
-IRREGULAR_TOLERANCE = 0.01  # time steps further than this fraction from the median step are irregular
 
 #: a time column: its name and its cells as written
 TimeColumn = tuple[str, list[str]]
