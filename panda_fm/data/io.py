@@ -8,8 +8,10 @@ Text files are read as people write them:
   ``1,5`` reads as 1.5); when none fits, the error names the likeliest;
 - a first row of numbers is data (a file without a header, whose channels have no names), unless it numbers
   the columns ``0, 1, ..., C-1`` as pandas does; any other first row is the header;
-- a column named like a time axis (time, t, date, datetime, timestamp), or an unnamed first column (the row
-  index pandas writes), is not a channel; a time column of numbers or ISO dates is continued into the
+- a column named like a time axis (time, t, date, datetime or timestamp, alone or followed by a unit or a
+  qualifier: ``time (s)``, ``t_ms``, ``date_utc``), or an unnamed first column (the row index pandas writes), is
+  not a channel; a first column of numbers that increase in even steps under another name is read as a channel,
+  with a warning that says how to mark it as the time; a time column of numbers or ISO dates is continued into the
   forecast's file (:func:`continue_times`);
 - empty cells, and NaN, NA, N/A, null and None, are missing values (NaN); any other non-numeric cell is an
   error naming its line and column;
@@ -48,6 +50,7 @@ __all__ = [
 
 
 TIME_COLUMNS = ("time", "t", "date", "datetime", "timestamp")
+_TIME_NAME = re.compile(rf"({'|'.join(TIME_COLUMNS)})([ _\-\[(].*)?", re.IGNORECASE)
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
 MISSING = frozenset({"", "nan", "-nan", "na", "n/a", "#n/a", "null", "none"})
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", " ": "whitespace"}
@@ -106,7 +109,7 @@ def read_series_with_time(path: str | Path) -> tuple[np.ndarray, list[str] | Non
         raise ValueError(f"{path} has a header row but no data rows")
     keep = list(range(len(header)))
     if has_header:
-        keep = [i for i, h in enumerate(header) if h.lower() not in TIME_COLUMNS and (i > 0 or h != "")]
+        keep = [i for i, h in enumerate(header) if not _is_time_name(h) and (i > 0 or h != "")]
     if not keep:
         raise ValueError(f"{path} has no data columns besides a time column")
     read_as = f"read as {DELIMITERS[delimiter]}-separated"
@@ -126,12 +129,46 @@ def read_series_with_time(path: str | Path) -> tuple[np.ndarray, list[str] | Non
                 raise ValueError(
                     f"{path} line {number}, {where}: {cell!r} is not a number{_delimiter_hint(cell, delimiter)}; "
                     "remove non-numeric columns or leave missing cells empty"
+                    + (_date_hint(cell) if has_header else "")
                 )
             data[r, j] = value
     names = [header[i] for i in keep] if has_header else None
-    times = [i for i, h in enumerate(header) if has_header and h.lower() in TIME_COLUMNS]
+    if has_header and keep[0] == 0 and _even_steps(data[:, 0]):
+        warnings.warn(
+            f"{path}: the first column, {header[0]!r}, increases in even steps like a time axis and is read as "
+            "a channel; if it is the time, name it time (or t, date, datetime, timestamp, e.g. 'time (s)')",
+            UserWarning,
+            stacklevel=3,
+        )
+    times = [i for i, h in enumerate(header) if has_header and _is_time_name(h)]
     time = (header[times[0]], [row[times[0]].strip() for _, row in data_rows]) if times else None
     return data, names, time
+
+
+def _is_time_name(name: str) -> bool:
+    """A column name that marks the time axis: one of :data:`TIME_COLUMNS`, alone or with a unit or qualifier."""
+    return _TIME_NAME.fullmatch(name.strip()) is not None
+
+
+def _even_steps(values: np.ndarray) -> bool:
+    """Whether a column increases in steps within 1% of their median (a time axis), over at least 3 rows."""
+    steps = np.diff(values)
+    if len(steps) < 2 or not np.isfinite(steps).all() or not (steps > 0).all():
+        return False
+    return bool((np.abs(steps - np.median(steps)) <= IRREGULAR_TOLERANCE * np.median(steps)).all())
+
+
+def _date_hint(cell: str) -> str:
+    """A hint for a cell that reads as an ISO date or time: its column should be named as the time axis."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            np.datetime64(cell.strip())
+    except ValueError:
+        return ""
+    return (
+        "; it reads as a date: name its column time, date, datetime or timestamp to use it as the time axis"
+    )
 
 
 def continue_times(cells: Sequence[str], horizon: int, name: str = "time") -> list[str] | None:

@@ -132,3 +132,17 @@ def test_a_csv_keeps_its_time_column_apart_and_writes_it_back(tmp_path: Path) ->
     write_series(tmp_path / "f.csv", np.array([[5.0, 6.0]]), columns, ("time", ["1.5"]))
     assert (tmp_path / "f.csv").read_text().splitlines() == ["time,x,y", "1.5,5.0,6.0"]
     assert read_series_with_time(_write(tmp_path / "n.csv", "x,y\n1,2\n"))[2] is None
+
+
+def test_time_columns_are_known_by_name_with_a_unit_and_suspected_by_their_steps(tmp_path: Path) -> None:
+    for name in ("time (s)", "t_ms", "Date_UTC", "timestamp[ms]"):
+        path = _write(tmp_path / "u.csv", f"{name},x\n0,1\n1,2\n2,4\n")
+        data, columns, time = read_series_with_time(path)
+        assert columns == ["x"] and time is not None and time[0] == name
+    for name in ("temp", "tx"):  # a channel whose name only starts like one
+        assert read_series(_write(tmp_path / "c.csv", f"{name},x\n0,1\n1,2\n"))[1] == [name, "x"]
+    with pytest.warns(UserWarning, match="'seconds', increases in even steps like a time axis"):
+        data, columns = read_series(_write(tmp_path / "s.csv", "seconds,x\n0,1\n1,2\n2,4\n3,8\n"))
+    assert columns == ["seconds", "x"]  # still a channel: the warning says how to mark it
+    with pytest.raises(ValueError, match="it reads as a date: name its column time"):
+        read_series(_write(tmp_path / "d.csv", "when,x\n2026-01-01,1\n2026-01-02,2\n"))
