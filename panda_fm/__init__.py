@@ -8,7 +8,7 @@ from transformers import AutoConfig, AutoModel
 
 from panda_fm.config import MODEL_TYPE, PandaConfig
 from panda_fm.model import PandaModel
-from panda_fm.pipeline import MissingDataWarning, PandaPipeline
+from panda_fm.pipeline import GlitchWarning, MissingDataWarning, PandaPipeline
 from panda_fm.uncertainty import CalibrationConfig
 
 AutoConfig.register(MODEL_TYPE, PandaConfig, exist_ok=True)
@@ -17,6 +17,7 @@ AutoModel.register(PandaConfig, PandaModel, exist_ok=True)
 __version__ = "0.1.0"
 __all__ = [
     "CalibrationConfig",
+    "GlitchWarning",
     "MissingDataWarning",
     "PandaConfig",
     "PandaModel",

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from panda_fm import MissingDataWarning, PandaPipeline
+from panda_fm import GlitchWarning, MissingDataWarning, PandaPipeline
 from tests.conftest import FIXTURES, TINY_CHECKPOINT, random_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +96,20 @@ def test_batch_size_does_not_change_the_forecast(tiny_pipeline):
     torch.testing.assert_close(
         tiny_pipeline.predict(x, batch_size=2), tiny_pipeline.predict(x, batch_size=64)
     )
+
+
+def test_a_glitch_is_reported_with_its_step_and_the_fix(tiny_pipeline):
+    t = np.arange(900) * 0.05
+    x = np.stack([np.sin(t), np.cos(0.7 * t)], axis=1)
+    x[700, 1] += 10 * x[:, 1].std()  # one value 10 stds off, both neighbours where they were
+    with pytest.warns(GlitchWarning, match=r"channel 1 at step 700\).*set it to NaN"):
+        tiny_pipeline.predict(x, 20)  # the step counts from the series' start, not the context's
+    x[700, 1] = np.nan  # as the warning advises: no glitch left
+    spikes = np.where(np.arange(900) % 40 == 0, 12.0, 0.0)  # a spiking signal: many spikes are its own
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GlitchWarning)
+        tiny_pipeline.predict(x, 20)
+        tiny_pipeline.predict(np.stack([x[:, 0], spikes], axis=1), 20)
 
 
 def test_missing_values_are_masked_not_dropped(tiny_pipeline):
