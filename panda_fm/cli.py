@@ -460,7 +460,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--baselines",
         nargs="+",
         default=["all"],
-        help="baselines to run: 'all', 'none', or names (mean naive linear_ar nvar nvar2 field_nvar analogue analogue_auto selector)",
+        help="baselines to run: 'all', 'none', or names (mean naive linear_ar nvar nvar2 field_nvar analogue analogue_auto smap selector)",
     )
     p.add_argument("--seed", type=int, default=0, help="seeds window positions and noise")
     p.add_argument("--max-systems", type=int, default=None, help="evaluate only the first N test systems")

@@ -317,3 +317,13 @@ def test_python_dash_m_panda_fm(tmp_path):
         cwd=tmp_path,
     )
     assert version.returncode == 0 and version.stdout.startswith("panda-fm ")
+
+
+def test_evaluate_help_names_every_baseline(capsys):
+    from panda_fm.eval.baselines import BASELINES
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    listed = text.split("or names (")[1].split(")")[0].split()
+    assert listed == list(BASELINES)
