@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from panda_fm import hub
 from panda_fm.config import PandaConfig
-from panda_fm.data.validation import InputForm, as_series_list
+from panda_fm.data.validation import GlitchWarning, InputForm, as_series_list, glitch_note
 from panda_fm.model import PandaModel
 from panda_fm.scaling import standardise_observed, standardise_series
 from panda_fm.uncertainty import (
@@ -500,7 +500,7 @@ class PandaPipeline:
             note = _missing_note(name, s)
             if note:
                 notes.append(note)
-            glitch = _glitch_note(name, s, len(series[i]) - s.shape[0])
+            glitch = glitch_note(name, s.numpy(), len(series[i]) - s.shape[0])
             if glitch:
                 glitches.append(glitch)
         for found, category in ((notes, MissingDataWarning), (glitches, GlitchWarning)):
@@ -547,39 +547,6 @@ def _missing_note(name: str, s: torch.Tensor) -> str:
             "expect a less accurate forecast"
         )
     return "; ".join(notes)
-
-
-class GlitchWarning(UserWarning):
-    """A context holds a few values far from both their neighbours (recording glitches, or a system sampled too
-    coarsely to follow): a glitch pulls the forecast off; set it to NaN to have it treated as missing."""
-
-
-#: A value further than this many context stds from the mean of its two neighbours, which are closer to each other
-#: than half that distance, stands out as a likely glitch ...
-GLITCH_STDS = 8.0
-#: ... when its channel has at most this many such values (more are the signal's own spikes).
-MAX_GLITCHES = 3
-
-
-def _glitch_note(name: str, s: torch.Tensor, offset: int) -> str:
-    """The likely glitches of one context ``(T, C)`` (steps counted from the series' start, ``offset`` being the
-    steps before the context), named with the fix; "" when there are none."""
-    x = s.numpy()
-    departure = np.abs(x[1:-1] - (x[:-2] + x[2:]) / 2)  # (T - 2, C): from the mean of the two neighbours
-    with np.errstate(invalid="ignore"):  # NaN compares False: a value next to a gap is not judged
-        hit = (departure > GLITCH_STDS * np.nanstd(x, axis=0)) & (np.abs(x[2:] - x[:-2]) < departure / 2)
-    found = []
-    for c in range(x.shape[1]):
-        steps = np.flatnonzero(hit[:, c]) + 1 + offset
-        if 1 <= len(steps) <= MAX_GLITCHES:
-            found.append(f"channel {c} at step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}")
-    if not found:
-        return ""
-    return (
-        f"{name} has values far from both neighbours ({'; '.join(found)}): recording glitches, or a system "
-        f"sampled too coarsely to follow. A glitch pulls the forecast off; set it to NaN to have it treated as "
-        f"missing"
-    )
 
 
 def _channels(index: list[int], shown: int = 10) -> str:

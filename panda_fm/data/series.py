@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from panda_fm.data.frames import is_pandas
-from panda_fm.data.validation import as_series, as_series_list
+from panda_fm.data.validation import GlitchWarning, as_series, as_series_list, glitch_note
 from panda_fm.data.windows import WindowSpec
 from panda_fm.scaling import standardise_series
 
@@ -195,6 +196,9 @@ def load_series(series: SeriesInput) -> list[np.ndarray]:
         empty = np.flatnonzero(np.isnan(arr).all(axis=0))
         if len(empty):
             raise ValueError(f"{name} has all-NaN channel(s) {empty.tolist()}; drop those columns")
+        glitch = glitch_note(name, arr)  # fine-tuning would fit a glitch as if it were data
+        if glitch:
+            warnings.warn(glitch, GlitchWarning, stacklevel=2)
     channels = [a.shape[1] for a in out]
     if len(set(channels)) > 1:
         detail = ", ".join(f"{n}: {c}" for n, c in zip(names, channels, strict=True))

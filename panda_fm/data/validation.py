@@ -29,7 +29,16 @@ import torch
 
 from panda_fm.data.frames import FrameTemplate, is_pandas, pandas_dtype, pandas_values
 
-__all__ = ["MAX_ABS_VALUE", "MAX_CHANNELS_PER_STEP", "MIN_STEPS", "InputForm", "as_series", "as_series_list"]
+__all__ = [
+    "MAX_ABS_VALUE",
+    "MAX_CHANNELS_PER_STEP",
+    "MIN_STEPS",
+    "GlitchWarning",
+    "InputForm",
+    "as_series",
+    "as_series_list",
+    "glitch_note",
+]
 
 MAX_ABS_VALUE = 1e15  # larger values are refused: more likely a unit or sentinel error than data
 MAX_CHANNELS_PER_STEP = 4  # more channels than this many times the time steps: time is surely on axis 1
@@ -265,3 +274,36 @@ def _out_dtype(x: Any) -> Any:
         return pandas_dtype(x)
     arr = np.asarray(x)
     return arr.dtype if arr.dtype.kind == "f" else np.float32
+
+
+class GlitchWarning(UserWarning):
+    """A series holds a few values far from both their neighbours (recording glitches, or a system sampled too
+    coarsely to follow): a glitch pulls a forecast off, and fine-tuning would fit it as data; set it to NaN to
+    have it treated as missing."""
+
+
+#: A value further than this many context stds from the mean of its two neighbours, which are closer to each other
+#: than half that distance, stands out as a likely glitch ...
+GLITCH_STDS = 8.0
+#: ... when its channel has at most this many such values (more are the signal's own spikes).
+MAX_GLITCHES = 3
+
+
+def glitch_note(name: str, x: np.ndarray, offset: int = 0) -> str:
+    """The likely glitches of one series ``x`` ``(T, C)`` (NaN missing; steps counted from the series' start,
+    ``offset`` being the steps before ``x``), named with the fix; "" when there are none."""
+    departure = np.abs(x[1:-1] - (x[:-2] + x[2:]) / 2)  # (T - 2, C): from the mean of the two neighbours
+    with np.errstate(invalid="ignore"):  # NaN compares False: a value next to a gap is not judged
+        hit = (departure > GLITCH_STDS * np.nanstd(x, axis=0)) & (np.abs(x[2:] - x[:-2]) < departure / 2)
+    found = []
+    for c in range(x.shape[1]):
+        steps = np.flatnonzero(hit[:, c]) + 1 + offset
+        if 1 <= len(steps) <= MAX_GLITCHES:
+            found.append(f"channel {c} at step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}")
+    if not found:
+        return ""
+    return (
+        f"{name} has values far from both neighbours ({'; '.join(found)}): recording glitches, or a system "
+        "sampled too coarsely to follow. A glitch pulls the forecast off; set it to NaN to have it treated as "
+        "missing"
+    )

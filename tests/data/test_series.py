@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from panda_fm.data.series import load_series, longest_nan_run, split_series, usable_targets
-from panda_fm.data.validation import as_series
+from panda_fm.data.validation import GlitchWarning, as_series
 from panda_fm.data.windows import WindowSpec
 from panda_fm.scaling import OWN_MAP_BELOW, standardise_series
 
@@ -110,3 +110,11 @@ def test_a_recording_channel_in_other_units_is_not_flattened() -> None:
             (w - np.nanmean(w, axis=1, keepdims=True)) / np.nanstd(w, axis=1, keepdims=True) for w in (w0, w1)
         ]
         np.testing.assert_allclose(same[1], same[0], atol=1e-4)
+
+
+def test_a_recording_with_a_glitch_is_reported_before_fine_tuning() -> None:
+    t = np.arange(3000) * 0.05
+    x = np.stack([np.sin(t), np.cos(0.7 * t)], axis=1)
+    x[2000, 0] = 50.0  # a recording glitch
+    with pytest.warns(GlitchWarning, match=r"channel 0 at step 2000\).*set it to NaN"):
+        load_series(x)
