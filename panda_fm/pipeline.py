@@ -383,9 +383,8 @@ class PandaPipeline:
                 "context, or use predict for a point forecast"
             )
         x = batch.double().numpy()  # (B, L, C)
-        z, loc, scale = standardise_observed(
-            x, axis=1
-        )  # (B, 1, C): errors are measured in each channel's stds
+        # errors are measured in each channel's stds: loc and scale (B, 1, C)
+        z, loc, scale = standardise_observed(x, axis=1)
         usable = [o for o in cal.offsets if L - o >= cal.min_prefix]
         M = max(usable)
         errors = np.full((B, len(usable), M, x.shape[2]), np.nan)  # (B, O, M, C)

@@ -78,11 +78,12 @@ def standardise_series(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     Returns:
         ``(z, loc, scale)`` as for :func:`standardise_observed`, ``loc`` and ``scale`` ``(..., 1, C)``.
     """
-    _, loc, scale = standardise_observed(x, axis=(-2, -1))  # (..., 1, 1)
-    _, own_loc, own_scale = standardise_observed(x, axis=-2)  # (..., 1, C)
+    x = np.asarray(x, dtype=np.float64)
+    loc, scale = _observed_moments(x, axis=(-2, -1))  # (..., 1, 1)
+    own_loc, own_scale = _observed_moments(x, axis=-2)  # (..., 1, C)
     own = own_scale < OWN_MAP_BELOW * scale
     loc, scale = np.where(own, own_loc, loc), np.where(own, own_scale, scale)
-    return (np.asarray(x, dtype=np.float64) - loc) / scale, loc, scale
+    return (x - loc) / scale, loc, scale
 
 
 def context_moments(context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,9 +105,9 @@ def standardise_observed(
     """``x`` standardised along ``axis`` by the mean and standard deviation of its observed values.
 
     In float64 and without a variance floor, so that the units of a user's data do not matter: the pipeline and
-    fine-tuning standardise series this way before they round them to the model's float32 (where a small
-    variation on a large offset loses its digits) and before :func:`fit_scale` (whose ``eps`` would flatten a
-    series in small units).
+    fine-tuning standardise series this way (:func:`standardise_series`) before they round them to the model's
+    float32 (where a small variation on a large offset loses its digits) and before :func:`fit_scale` (whose
+    ``eps`` would flatten a series in small units).
 
     Args:
         x: values, NaN for missing; every slice along ``axis`` needs an observed value.
@@ -117,7 +118,12 @@ def standardise_observed(
         loc``; scale 1 for a constant slice, which is only centred).
     """
     x = np.asarray(x, dtype=np.float64)
+    loc, scale = _observed_moments(x, axis)
+    return (x - loc) / scale, loc, scale
+
+
+def _observed_moments(x: np.ndarray, axis: int | tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and std of float64 ``x``'s observed values along ``axis`` (kept as 1); std 1 for a constant slice."""
     loc = np.nanmean(x, axis=axis, keepdims=True)
     scale = np.sqrt(np.nanmean((x - loc) ** 2, axis=axis, keepdims=True))
-    scale = np.where(scale > 0, scale, 1.0)
-    return (x - loc) / scale, loc, scale
+    return loc, np.where(scale > 0, scale, 1.0)

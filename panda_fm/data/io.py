@@ -155,7 +155,12 @@ def _even_steps(values: np.ndarray) -> bool:
     steps = np.diff(values)
     if len(steps) < 2 or not np.isfinite(steps).all() or not (steps > 0).all():
         return False
-    return bool((np.abs(steps - np.median(steps)) <= IRREGULAR_TOLERANCE * np.median(steps)).all())
+    return not _uneven(steps, float(np.median(steps)))
+
+
+def _uneven(steps: np.ndarray, step: float) -> bool:
+    """Whether any of ``steps`` lies further than :data:`IRREGULAR_TOLERANCE` of ``step`` from it."""
+    return bool((np.abs(steps - step) > IRREGULAR_TOLERANCE * step).any())
 
 
 def _date_hint(cell: str) -> str:
@@ -210,7 +215,7 @@ def continue_times(cells: Sequence[str], horizon: int, name: str = "time") -> li
         return None
     step = np.median(steps)
     step = int(round(step)) if unit else float(step)
-    if (np.abs(steps - step) > IRREGULAR_TOLERANCE * step).any():
+    if _uneven(steps, step):
         warnings.warn(
             f"{name} is not evenly spaced (steps from {steps.min():.6g} to {steps.max():.6g}"
             f"{' ' + unit if unit else ''}); "
