@@ -107,8 +107,8 @@ def test_the_shipped_config_loads_unchanged():
 
 
 def test_experts_version_is_validated():
-    with pytest.raises(ValueError, match=r"experts_version must be one of \[1, 2, 3, 4, 5, 6\]"):
-        PandaConfig(incontext="experts", experts_version=7)
+    with pytest.raises(ValueError, match=r"experts_version must be one of \[1, 2, 3, 4, 5, 6, 7\]"):
+        PandaConfig(incontext="experts", experts_version=8)
     with pytest.raises(ValueError, match="experts_version"):
         PandaConfig(experts_version=True)
 

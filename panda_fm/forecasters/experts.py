@@ -6,7 +6,7 @@ full, never taken from a forecaster's defaults: tuning a baseline cannot change 
 A change to any expert is a new version (add an entry to :data:`EXPERT_VERSIONS`; configs name the version
 they were trained with). A saved-output regression test (``tests/forecasters/test_experts.py``) pins
 version 1. Version 4 adds ``analogue_auto`` (the analogue with its delay embedding chosen on the context) to
-version 3's five.
+version 3's five; version 7 adds ``smap`` (an S-map on that embedding) to version 6's.
 
 Shape letters: B batch, T time, C channels, E experts, H horizon, V backtest steps.
 """
@@ -20,7 +20,7 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
-from panda_fm.forecasters.analogue import AnalogueForecaster
+from panda_fm.forecasters.analogue import AnalogueForecaster, SMapForecaster
 from panda_fm.forecasters.base import ContextForecaster, Forecaster
 from panda_fm.forecasters.denoise import DenoisedForecaster
 from panda_fm.forecasters.field import FieldNVARForecaster, WideNVARForecaster
@@ -103,6 +103,26 @@ _V5: dict[str, Callable[[], Forecaster]] = {
     "nvar_sg11": lambda: DenoisedForecaster(_wide_nvar(), "savgol", 11, "nvar_sg11"),
 }
 
+def _smap() -> SMapForecaster:
+    """The S-map (version 7) on ``analogue_auto``'s embedding: every library state weighs exp(-16 d / mean d) in a
+    local linear fit of the increment, penalised by 1e-3 of the weighted trace (the baseline ``smap``'s
+    settings, chosen on training founders: benchmarks/results/stress/smap.md)."""
+    return SMapForecaster(
+        name="smap",
+        delays=4,
+        clip=True,
+        exclude_recent=0,
+        embedding="auto",
+        acf_threshold=0.25,
+        min_embedding=12,
+        theta=16.0,
+        ridge=1e-3,
+    )
+
+
+# version 7: version 6's experts and the S-map
+_V7: dict[str, Callable[[], Forecaster]] = {**_V5, "smap": _smap}
+
 #: version -> (expert name -> factory); read-only.
 EXPERT_VERSIONS: Mapping[int, Mapping[str, Callable[[], Forecaster]]] = MappingProxyType(
     {
@@ -112,26 +132,27 @@ EXPERT_VERSIONS: Mapping[int, Mapping[str, Callable[[], Forecaster]]] = MappingP
         4: MappingProxyType(_V4),
         5: MappingProxyType(_V5),
         6: MappingProxyType(_V5),
+        7: MappingProxyType(_V7),
     }
 )
 #: version -> whether the experts also forecast each group of related channels on its own and keep, per
 #: group, whichever of the joint and the grouped forecast backtests better (version 2: the same experts).
 CHANNEL_GROUPING: Mapping[int, bool] = MappingProxyType(
-    {1: False, 2: True, 3: True, 4: True, 5: True, 6: True}
+    {1: False, 2: True, 3: True, 4: True, 5: True, 6: True, 7: True}
 )
 #: version -> whether the backtest shortens on short contexts (:func:`backtest_length`; version 3).
 ADAPTIVE_BACKTEST: Mapping[int, bool] = MappingProxyType(
-    {1: False, 2: False, 3: True, 4: True, 5: True, 6: True}
+    {1: False, 2: False, 3: True, 4: True, 5: True, 6: True, 7: True}
 )
 #: version -> whether the experts read the context in its own units where the caller knows them (version 5:
 #: the field NVAR standardises all channels together, which a per-channel standardisation would undo).
 CONTEXT_UNITS: Mapping[int, bool] = MappingProxyType(
-    {1: False, 2: False, 3: False, 4: False, 5: True, 6: True}
+    {1: False, 2: False, 3: False, 4: False, 5: True, 6: True, 7: True}
 )
 #: version -> whether a backtest whose origin sits in a long gap starts after the gap instead (version 6:
 #: :func:`backtest_lengths`; version 6 is version 5's experts with this backtest).
 GAP_BACKTEST: Mapping[int, bool] = MappingProxyType(
-    {1: False, 2: False, 3: False, 4: False, 5: False, 6: True}
+    {1: False, 2: False, 3: False, 4: False, 5: False, 6: True, 7: True}
 )
 MIN_BACKTEST = 16  # steps an adapted backtest keeps at least
 #: Known steps a backtest's origin needs behind it after a gap: the experts' longest delay vector (the analogue's

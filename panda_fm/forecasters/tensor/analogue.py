@@ -9,19 +9,27 @@ computes those of its newest state to the context's ``M`` states once (the older
 steps): ``C`` rows of squared differences and ``L`` shifted sums a step instead of ``L*C`` rows (no matrix
 product, so float32 stays float32 on a GPU whatever the TF32 settings).
 
-Shape letters: B batch, T time, C channels, H horizon, N library states, M context states, L delays.
+S-maps (:func:`smap_forecast`, reproducing :class:`panda_fm.forecasters.analogue.SMapForecaster`) share the
+library, the embedding and the rollout; a step weighs every library state and solves the batch's weighted
+ridge fits at once.
+
+Shape letters: B batch, T time, C channels, H horizon, N library states, M context states, L delays, E delay-vector
+entries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 
-from panda_fm.forecasters.analogue import AnalogueForecaster
+from panda_fm.forecasters.analogue import AnalogueForecaster, SMapForecaster
 from panda_fm.forecasters.base import ContextTooShortError
-from panda_fm.forecasters.tensor.common import rollout, standardise
+from panda_fm.forecasters.tensor.common import delay_vectors, rollout, standardise
 from panda_fm.forecasters.tensor.gaps import fill_gaps, pair_mask, start_index
 
-__all__ = ["analogue_forecast", "auto_embedding", "correlation_time"]
+__all__ = ["analogue_forecast", "smap_forecast", "auto_embedding", "correlation_time"]
 
 
 def correlation_time(z: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -114,13 +122,64 @@ def analogue_forecast(
         acf_threshold=acf_threshold,
         min_embedding=min_embedding,
     )
+    return _delay_forecast(x, horizon, spec, partial(_analogue, k=k))
+
+
+def smap_forecast(
+    x: torch.Tensor,
+    horizon: int,
+    *,
+    theta: float = 16.0,
+    ridge: float = 1e-3,
+    delays: int = 4,
+    stride: int = 4,
+    exclude_recent: int = 0,
+    clip: bool = True,
+    embedding: str = "auto",
+    acf_threshold: float = 0.25,
+    min_embedding: int = 12,
+) -> torch.Tensor:
+    """Forecast each series by an S-map on its own context, the whole batch at once.
+
+    Reproduces :class:`panda_fm.forecasters.analogue.SMapForecaster` with a fixed ``theta``: the library and the
+    embedding are the analogue's (:func:`analogue_forecast`), and at each step of the rollout every library
+    state weighs ``exp(-theta d / mean d)`` in a ridge-regularised, weighted least-squares fit of the increment
+    on the delay vector's offset from the current one, whose intercept is the step. The fits of a step are
+    one batched solve (``(B, 1 + L*C)`` unknowns per series). The arguments are :func:`analogue_forecast`'s,
+    with ``theta`` and ``ridge`` for its ``k``.
+    """
+    spec = SMapForecaster(
+        delays=delays,
+        stride=stride,
+        exclude_recent=exclude_recent,
+        clip=clip,
+        embedding=embedding,
+        acf_threshold=acf_threshold,
+        min_embedding=min_embedding,
+        theta=theta,
+        ridge=ridge,
+    )
+    if theta is None:
+        raise ValueError("smap_forecast needs a fixed theta (the per-series choice is numpy's only)")
+    return _delay_forecast(x, horizon, spec, partial(_smap, theta=theta, ridge=ridge))
+
+
+#: builds a delay forecaster's one-step map from ``(z, t, valid, delays, stride)``: :func:`_analogue`, :func:`_smap`
+StepMaker = Callable[..., Callable[[torch.Tensor, int], torch.Tensor]]
+
+
+def _delay_forecast(
+    x: torch.Tensor, horizon: int, spec: AnalogueForecaster, make_step: StepMaker
+) -> torch.Tensor:
+    """What the delay forecasters share: checks, gaps, standardisation and the (auto) embedding; ``make_step``
+    builds each rollout's one-step map."""
     if x.ndim != 3:
         raise ValueError(f"context must be (B, T, C), got shape {tuple(x.shape)}")
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     if x.shape[1] < spec.min_context:
         raise ContextTooShortError(
-            f"analogue needs a context of at least {spec.min_context} steps, got {x.shape[1]}; pass a longer context"
+            f"{spec.name} needs a context of at least {spec.min_context} steps, got {x.shape[1]}; pass a longer context"
         )
     work = _working_dtype(x.dtype)
     x = x.to(work)
@@ -129,15 +188,16 @@ def analogue_forecast(
         observed = ~torch.isnan(x)
         x, trusted = fill_gaps(x)
     z, mu, sd = standardise(x, observed)  # (B, T, C), (B, 1, C), (B, 1, C)
-    if embedding == "fixed":
-        out = _forecast(z, trusted, horizon, delays, stride, k, exclude_recent, clip)
+    settings = dict(exclude_recent=spec.exclude_recent, clip=spec.clip, make_step=make_step)
+    if spec.embedding == "fixed":
+        out = _forecast(z, trusted, horizon, spec.delays, spec.stride, **settings)
     else:
-        n_delays, strides = auto_embedding(z, delays, acf_threshold, min_embedding)
+        n_delays, strides = auto_embedding(z, spec.delays, spec.acf_threshold, spec.min_embedding)
         out = z.new_empty((z.shape[0], horizon, z.shape[2]))  # (B, H, C)
         for s in torch.unique(strides).tolist():  # the series of one stride run as one batch
             rows = torch.nonzero(strides == s).squeeze(1)
             sub = None if trusted is None else trusted[rows]
-            out[rows] = _forecast(z[rows], sub, horizon, n_delays, int(s), k, exclude_recent, clip)
+            out[rows] = _forecast(z[rows], sub, horizon, n_delays, int(s), **settings)
     out = out * sd + mu  # (B, H, C)
     return out.to(x.dtype) if x.dtype.is_floating_point else out
 
@@ -148,18 +208,28 @@ def _forecast(
     horizon: int,
     delays: int,
     stride: int,
-    k: int,
     exclude_recent: int,
     clip: bool,
+    make_step: StepMaker,
 ) -> torch.Tensor:
-    """The analogue rollout of standardised contexts ``z`` ``(B, T, C)`` (gaps filled, ``trusted`` marking the
-    data or None) with a fixed embedding: ``(B, H, C)`` standardised."""
+    """The rollout of standardised contexts ``z`` ``(B, T, C)`` (gaps filled, ``trusted`` marking the data or
+    None) with a fixed embedding: ``(B, H, C)`` standardised."""
     valid = start = None
     span = (delays - 1) * stride + 1
     t = torch.arange(span - 1, z.shape[1] - 1 - exclude_recent, device=z.device)  # (N,)
     if trusted is not None:
         valid = pair_mask(trusted, t, delays, stride)  # (B, N): library states that are data
         start = start_index(trusted, delays, stride)
+    step = make_step(z, t, valid, delays, stride)
+    return rollout(z, step, horizon, clip, trusted, start)
+
+
+def _analogue(
+    z: torch.Tensor, t: torch.Tensor, valid: torch.Tensor | None, delays: int, stride: int, *, k: int
+) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """The analogue's one-step map for the library at times ``t`` ``(N,)`` of ``z`` (``valid`` ``(B, N)``: the
+    states that are data, or None)."""
+    span = (delays - 1) * stride + 1
     N, M = t.shape[0], t.shape[0] + span - 1  # library states; context states they reach back to
     states = z[:, :M].transpose(1, 2).contiguous()  # (B, C, M)
     increments = z[:, t + 1] - z[:, t]  # (B, N, C)
@@ -193,7 +263,53 @@ def _forecast(
         inc = torch.gather(increments, 1, idx[:, :, None].expand(-1, -1, c))  # (B, kk, C)
         return (w[:, :, None] * inc).sum(dim=1) / total
 
-    return rollout(z, step, horizon, clip, trusted, start)
+    return step
+
+
+def _smap(
+    z: torch.Tensor,
+    t: torch.Tensor,
+    valid: torch.Tensor | None,
+    delays: int,
+    stride: int,
+    *,
+    theta: float,
+    ridge: float,
+) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """The S-map's one-step map for the library at times ``t`` ``(N,)`` of ``z`` (``valid`` ``(B, N)``: the
+    states that are data, or None)."""
+    # entries along the middle, library states last: each step's products run along the states
+    library = delay_vectors(z, t, delays, stride).transpose(1, 2).contiguous()  # (B, E, N)
+    increments = z[:, t + 1] - z[:, t]  # (B, N, C)
+    E = library.shape[1]
+    ones = torch.ones_like(library[:, :1])  # (B, 1, N)
+    # the fits' right-hand factor before centring on the current state: [1, library vector, increment]
+    right = torch.cat([ones.transpose(1, 2), library.transpose(1, 2), increments], dim=2)  # (B, N, 1 + E + C)
+    usable = None if valid is None else valid.to(z.dtype)  # (B, N)
+    count = library.shape[2] if usable is None else usable.sum(dim=1, keepdim=True).clamp_min(1)
+    eye = torch.eye(E + 1, dtype=z.dtype, device=z.device)
+
+    def step(history: torch.Tensor, now: int) -> torch.Tensor:
+        """Increments ``(B, C)``: the intercepts of the weighted linear fits around the delay vector at ``now``."""
+        q = delay_vectors(history, now, delays, stride)  # (B, E)
+        offsets = library - q[:, :, None]  # (B, E, N)
+        d = offsets.square().sum(dim=1).sqrt()  # (B, N)
+        if usable is not None:
+            d = d * usable
+        mean = (d.sum(dim=1, keepdim=True) / count).clamp_min(1e-12)  # (B, 1)
+        w = torch.exp(-theta * d / mean)  # (B, N)
+        if usable is not None:
+            w = w * usable
+        weighted = torch.cat([ones, offsets], dim=1) * w[:, None]  # (B, 1 + E, N): the weighted design
+        products = weighted @ right  # (B, 1 + E, 1 + E + C)
+        # centre the library vectors on the current one: subtract the weighted design's sums times q
+        products[:, :, 1 : E + 1] -= weighted.sum(dim=2)[:, :, None] * q[:, None]
+        gram, target = products[:, :, : E + 1], products[:, :, E + 1 :]  # (B, 1 + E, 1 + E), (B, 1 + E, C)
+        scale = gram.diagonal(dim1=1, dim2=2).sum(dim=1)[:, None, None] / (E + 1)
+        coef = torch.linalg.solve(gram + (ridge * scale + 1e-12) * eye, target)  # (B, 1 + E, C)
+        return coef[:, 0]  # the fit's value at the current state
+
+    return step
 
 
 def _working_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from panda_fm.forecasters.analogue import AnalogueForecaster
+from panda_fm.forecasters.analogue import AnalogueForecaster, SMapForecaster
 from panda_fm.forecasters.base import Forecaster, MeanForecaster, NaiveForecaster
 from panda_fm.forecasters.denoise import DenoisedForecaster
 from panda_fm.forecasters.experts import (
@@ -27,7 +27,7 @@ from panda_fm.forecasters.experts import (
 )
 from panda_fm.forecasters.field import FieldNVARForecaster, WideNVARForecaster
 from panda_fm.forecasters.nvar import NVARForecaster
-from panda_fm.forecasters.tensor.analogue import analogue_forecast
+from panda_fm.forecasters.tensor.analogue import analogue_forecast, smap_forecast
 from panda_fm.forecasters.tensor.channels import channel_groups, keep_better_groups
 from panda_fm.forecasters.tensor.denoise import gaussian_smooth, savgol_smooth
 from panda_fm.forecasters.tensor.field import field_nvar_forecast, wide_nvar_forecast
@@ -132,17 +132,19 @@ def tensor_expert(forecaster: Forecaster) -> TensorExpert:
     if isinstance(f, NVARForecaster):
         return _with_settings(nvar_forecast, **_ridge_settings(f))
     if isinstance(f, AnalogueForecaster):
-        return _with_settings(
-            analogue_forecast,
+        embedding = dict(
             delays=f.delays,
             stride=f.stride,
-            k=f.k,
             exclude_recent=f.exclude_recent,
             clip=f.clip,
             embedding=f.embedding,
             acf_threshold=f.acf_threshold,
             min_embedding=f.min_embedding,
         )
+        if not isinstance(f, SMapForecaster):
+            return _with_settings(analogue_forecast, k=f.k, **embedding)
+        if f.theta is not None:  # a theta chosen per series on the context has no tensor code
+            return _with_settings(smap_forecast, theta=f.theta, ridge=f.ridge, **embedding)
     raise TypeError(f"no tensor implementation of {type(f).__name__}")
 
 
