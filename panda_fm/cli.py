@@ -765,6 +765,17 @@ def _add_fit_chooser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, default=None, help="hidden width of a new chooser (default 64)")
     p.add_argument("--epochs", type=int, default=200, help="passes over the windows (default 200)")
     p.add_argument("--seed", type=int, default=0, help="seeds the windows and the fit (default 0)")
+    p.add_argument(
+        "--add-expert",
+        action="append",
+        default=[],
+        metavar="NAME=LIKE",
+        help="add the expert NAME of --experts-version, its marker starting as the checkpoint's expert LIKE's "
+        "(repeatable; e.g. smap=analogue); a new chooser is then fitted",
+    )
+    p.add_argument(
+        "--experts-version", type=int, default=None, help="the experts' version with --add-expert (e.g. 7)"
+    )
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.set_defaults(handler=_fit_chooser)
 
@@ -782,6 +793,19 @@ def _fit_chooser(args: argparse.Namespace) -> int:
     cfg = base.model.config
     if cfg.incontext != "experts":
         raise ValueError(f"{args.checkpoint} has no in-context experts (incontext={cfg.incontext!r})")
+    if args.add_expert:
+        pairs = [spec.split("=") for spec in args.add_expert]
+        if any(len(pair) != 2 or not all(pair) for pair in pairs) or args.experts_version is None:
+            raise ValueError(
+                f"--add-expert takes NAME=LIKE (the new expert, and the expert whose marker it starts from) and "
+                f"needs --experts-version; got {args.add_expert} with version {args.experts_version}"
+            )
+        base = PandaPipeline(base.model.with_experts(dict(pairs), args.experts_version), base.info)
+        cfg = base.model.config
+    elif args.experts_version is not None:
+        raise ValueError(
+            "--experts-version goes with --add-expert; leave it out to keep the checkpoint's experts"
+        )
     dataset = open_dataset(args.data)
     windows = observed_windows(
         dataset, args.windows_per_system, args.seed, cfg.context_length, cfg.prediction_length
@@ -799,6 +823,8 @@ def _fit_chooser(args: argparse.Namespace) -> int:
     record = fit_chooser(model, pool, args.width or CHOOSER_WIDTH, args.epochs, args.seed)
     record |= {"data": str(args.data), "manifest": dataset.manifest_hash, "windows": len(windows)}
     record |= {"windows_per_system": args.windows_per_system, "seed": args.seed}
+    if args.add_expert:  # how the network came to read experts it was not trained with
+        record |= {"added_experts": dict(pairs), "experts_version": args.experts_version}
     data = (
         f"The evidence chooser: {len(windows)} randomly observed windows of the {len(dataset.ids('train'))} "
         f"training systems of dataset `{Path(args.data).name}` (manifest sha256 `{dataset.manifest_hash}`)."

@@ -103,6 +103,7 @@ _V5: dict[str, Callable[[], Forecaster]] = {
     "nvar_sg11": lambda: DenoisedForecaster(_wide_nvar(), "savgol", 11, "nvar_sg11"),
 }
 
+
 def _smap() -> SMapForecaster:
     """The S-map (version 7) on ``analogue_auto``'s embedding: every library state weighs exp(-16 d / mean d) in a
     local linear fit of the increment, penalised by 1e-3 of the weighted trace (the baseline ``smap``'s

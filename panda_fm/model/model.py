@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from copy import deepcopy
 from typing import Any
 
@@ -348,6 +349,37 @@ class PandaModel(PreTrainedModel):
         if hasattr(copy, "chooser"):
             copy.chooser.switch_off()
         return copy
+
+    def with_experts(self, added: Mapping[str, str], version: int) -> PandaModel:
+        """A copy that reads more experts (``incontext="experts"``): ``added`` maps each new expert's name to the
+        expert whose learned marker it starts from (the network was not trained on the new one's tokens),
+        ``version`` is the experts' registry version that holds them all. The copy has no evidence chooser (its
+        inputs name the experts); fit one anew (``panda-fm fit-chooser``).
+
+        Raises:
+            ValueError: for a model without experts, a name it already reads, a marker it does not have, or a
+                version that lacks one of the experts.
+        """
+        cfg = self.config
+        if cfg.incontext != "experts":
+            raise ValueError(f"with_experts needs a model with incontext='experts', not {cfg.incontext!r}")
+        names = list(cfg.experts)
+        for name, like in added.items():
+            if name in names or like not in names:
+                raise ValueError(
+                    f"with_experts adds a new expert {name!r} with the marker of one the model reads "
+                    f"({', '.join(names)}); got {name!r} like {like!r}"
+                )
+        # PandaConfig checks that the version holds every expert
+        config = type(cfg).from_dict(
+            {**cfg.to_dict(), "experts": names + list(added), "experts_version": version, "expert_chooser": 0}
+        )
+        copy = type(self)(config)
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("chooser.")}
+        markers = self.expert_embedding.detach()
+        state["expert_embedding"] = torch.cat([markers, markers[[names.index(v) for v in added.values()]]])
+        copy.load_state_dict(state)
+        return copy.to(markers.device).train(self.training)
 
     def _context_tokens(
         self, x: torch.Tensor, observed: torch.Tensor | None

@@ -210,6 +210,33 @@ def test_prior_only_switches_the_trained_choice_back_to_the_backtest_prior(rng):
         random_model().prior_only()
 
 
+def test_with_experts_appends_experts_whose_markers_start_as_another_s(rng):
+    model = random_model(
+        incontext="experts", experts=["analogue", "nvar"], experts_version=6, expert_chooser=8
+    )
+    wider = model.with_experts({"smap": "analogue"}, 7)
+    cfg = wider.config
+    assert cfg.experts == ["analogue", "nvar", "smap"] and cfg.experts_version == 7
+    assert cfg.expert_chooser == 0 and not hasattr(wider, "chooser")  # the chooser's inputs name the experts
+    torch.testing.assert_close(wider.expert_embedding[:2], model.expert_embedding)
+    torch.testing.assert_close(wider.expert_embedding[2], model.expert_embedding[0])
+    for name, value in model.state_dict().items():  # everything else carries over
+        if name != "expert_embedding" and not name.startswith("chooser."):
+            torch.testing.assert_close(wider.state_dict()[name], value)
+    x = torch.randn(1, 512, 3, generator=rng).cumsum(1) / 10
+    with torch.no_grad():
+        before, _ = model.expert_weights(x)
+        after, weights = wider.expert_weights(x)
+    torch.testing.assert_close(after[:, :2], before)  # the same experts forecast the same
+    assert weights.shape == (1, 3, 3) and after[:, 2].isfinite().all()
+    with pytest.raises(ValueError, match="new expert"):
+        model.with_experts({"nvar": "analogue"}, 7)  # already read
+    with pytest.raises(ValueError, match="new expert"):
+        model.with_experts({"smap": "analogue_g2"}, 7)  # no such marker
+    with pytest.raises(ValueError, match="experts must be distinct names"):
+        model.with_experts({"smap": "analogue"}, 6)  # version 6 has no S-map
+
+
 def test_pooled_expert_tokens_are_one_per_expert_holding_the_mean_of_its_patches(rng):
     experts = ["analogue", "nvar", "analogue_g2"]
     patches = random_model(incontext="experts", experts=experts)

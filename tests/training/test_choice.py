@@ -18,7 +18,8 @@ CONTEXT = 256  # the tiny dataset's trajectories hold 400 steps: windows of cont
 
 
 def _experts_model(seed: int = 0, **overrides: object):
-    return random_model(seed, incontext="experts", context_length=CONTEXT, experts_version=3, **overrides)
+    settings = {"incontext": "experts", "context_length": CONTEXT, "experts_version": 3} | overrides
+    return random_model(seed, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -229,4 +230,44 @@ def test_fit_chooser_cli(tmp_path, tiny_dataset):
         text=True,
     )
     assert refused.returncode == 2 and "no in-context experts" in refused.stderr
+    assert not (tmp_path / "no").exists()
+
+
+def test_fit_chooser_cli_adds_an_expert(tmp_path, tiny_dataset):
+    """``--add-expert smap=analogue --experts-version 7`` fits a new chooser for the wider set of experts and
+    records how the expert came in; a malformed request is refused with the form it takes."""
+    base = tmp_path / "base"
+    PandaPipeline(_experts_model(experts_version=6), {"name": "base"}).save_pretrained(base)
+    out = tmp_path / "wider"
+    args = ["--data", str(tiny_dataset), "--windows-per-system", "1", "--epochs", "2", "--width", "8"]
+    add = ["--add-expert", "smap=analogue", "--experts-version", "7"]
+    done = subprocess.run(
+        cli("fit-chooser", "--checkpoint", str(base), "--out", str(out), *args, *add),
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert (
+        config["experts"][-1] == "smap" and config["experts_version"] == 7 and config["expert_chooser"] == 8
+    )
+    record = json.loads((out / "training_info.json").read_text())["chooser"]
+    assert record["added_experts"] == {"smap": "analogue"} and record["experts_version"] == 7
+    refused = subprocess.run(
+        cli(
+            "fit-chooser",
+            "--checkpoint",
+            str(base),
+            "--out",
+            str(tmp_path / "no"),
+            *args,
+            "--add-expert",
+            "smap",
+        ),
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and "NAME=LIKE" in refused.stderr
     assert not (tmp_path / "no").exists()
