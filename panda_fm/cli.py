@@ -825,11 +825,13 @@ def _fit_chooser(args: argparse.Namespace) -> int:
     record |= {"windows_per_system": args.windows_per_system, "seed": args.seed}
     if args.add_expert:  # how the network came to read experts it was not trained with
         record |= {"added_experts": dict(pairs), "experts_version": args.experts_version}
+    chooser_data = "The evidence chooser:"
     data = (
-        f"The evidence chooser: {len(windows)} randomly observed windows of the {len(dataset.ids('train'))} "
+        f"{chooser_data} {len(windows)} randomly observed windows of the {len(dataset.ids('train'))} "
         f"training systems of dataset `{Path(args.data).name}` (manifest sha256 `{dataset.manifest_hash}`)."
     )
-    trained_on = base.info.get("training_data")
+    # a refit replaces the previous chooser's sentence
+    trained_on = base.info.get("training_data", "").split(chooser_data)[0].strip()
     info = {**base.info, "chooser": record, "training_data": f"{trained_on} {data}" if trained_on else data}
     PandaPipeline(model, info).save_pretrained(args.out)
     progress.unlink()

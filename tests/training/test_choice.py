@@ -237,7 +237,10 @@ def test_fit_chooser_cli_adds_an_expert(tmp_path, tiny_dataset):
     """``--add-expert smap=analogue --experts-version 7`` fits a new chooser for the wider set of experts and
     records how the expert came in; a malformed request is refused with the form it takes."""
     base = tmp_path / "base"
-    PandaPipeline(_experts_model(experts_version=6), {"name": "base"}).save_pretrained(base)
+    earlier = "Pretrained on X. The evidence chooser: an earlier fit."
+    PandaPipeline(
+        _experts_model(experts_version=6), {"name": "base", "training_data": earlier}
+    ).save_pretrained(base)
     out = tmp_path / "wider"
     args = ["--data", str(tiny_dataset), "--windows-per-system", "1", "--epochs", "2", "--width", "8"]
     add = ["--add-expert", "smap=analogue", "--experts-version", "7"]
@@ -254,6 +257,11 @@ def test_fit_chooser_cli_adds_an_expert(tmp_path, tiny_dataset):
     )
     record = json.loads((out / "training_info.json").read_text())["chooser"]
     assert record["added_experts"] == {"smap": "analogue"} and record["experts_version"] == 7
+    data = json.loads((out / "training_info.json").read_text())["training_data"]
+    assert (
+        data.startswith("Pretrained on X. The evidence chooser: 5 randomly")
+        and data.count("evidence chooser") == 1
+    )
     refused = subprocess.run(
         cli(
             "fit-chooser",
