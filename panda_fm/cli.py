@@ -800,7 +800,8 @@ def _fit_chooser(args: argparse.Namespace) -> int:
                 f"--add-expert takes NAME=LIKE (the new expert, and the expert whose marker it starts from) and "
                 f"needs --experts-version; got {args.add_expert} with version {args.experts_version}"
             )
-        base = PandaPipeline(base.model.with_experts(dict(pairs), args.experts_version), base.info)
+        added = dict(pairs)  # new expert -> the expert whose marker it starts from
+        base = PandaPipeline(base.model.with_experts(added, args.experts_version), base.info)
         cfg = base.model.config
     elif args.experts_version is not None:
         raise ValueError(
@@ -824,7 +825,7 @@ def _fit_chooser(args: argparse.Namespace) -> int:
     record |= {"data": str(args.data), "manifest": dataset.manifest_hash, "windows": len(windows)}
     record |= {"windows_per_system": args.windows_per_system, "seed": args.seed}
     if args.add_expert:  # how the network came to read experts it was not trained with
-        record |= {"added_experts": dict(pairs), "experts_version": args.experts_version}
+        record |= {"added_experts": added, "experts_version": args.experts_version}
     chooser_data = "The evidence chooser:"
     data = (
         f"{chooser_data} {len(windows)} randomly observed windows of the {len(dataset.ids('train'))} "

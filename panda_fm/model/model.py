@@ -379,7 +379,7 @@ class PandaModel(PreTrainedModel):
         markers = self.expert_embedding.detach()
         state["expert_embedding"] = torch.cat([markers, markers[[names.index(v) for v in added.values()]]])
         copy.load_state_dict(state)
-        return copy.to(markers.device).train(self.training)
+        return copy.to(device=markers.device, dtype=markers.dtype).train(self.training)
 
     def _context_tokens(
         self, x: torch.Tensor, observed: torch.Tensor | None

@@ -181,10 +181,9 @@ def _delay_forecast(
         raise ContextTooShortError(
             f"{spec.name} needs a context of at least {spec.min_context} steps, got {x.shape[1]}; pass a longer context"
         )
-    work = _working_dtype(x.dtype)
-    x = x.to(work)
+    x = x.to(_working_dtype(x.dtype))  # the result keeps this dtype
     observed = trusted = None
-    if x.is_floating_point() and bool(torch.isnan(x).any()):
+    if bool(torch.isnan(x).any()):
         observed = ~torch.isnan(x)
         x, trusted = fill_gaps(x)
     z, mu, sd = standardise(x, observed)  # (B, T, C), (B, 1, C), (B, 1, C)
@@ -198,8 +197,7 @@ def _delay_forecast(
             rows = torch.nonzero(strides == s).squeeze(1)
             sub = None if trusted is None else trusted[rows]
             out[rows] = _forecast(z[rows], sub, horizon, n_delays, int(s), **settings)
-    out = out * sd + mu  # (B, H, C)
-    return out.to(x.dtype) if x.dtype.is_floating_point else out
+    return out * sd + mu  # (B, H, C)
 
 
 def _forecast(
