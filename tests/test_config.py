@@ -93,7 +93,7 @@ def test_the_shipped_config_loads_unchanged():
     raw = json.loads((path / "config.json").read_text())
     cfg = PandaConfig.from_dict(raw)
     assert cfg.experts_version == 7 and cfg.incontext == "experts" and cfg.experts[-1] == "smap"
-    # a config from before experts_version existed (the checkpoint as trained, five experts) reads as version 1
+    # a config from before experts_version existed (five experts) reads as version 1
     trained = {k: v for k, v in raw.items() if k != "experts_version"} | {"experts": raw["experts"][:5]}
     assert PandaConfig.from_dict(trained).experts_version == 1
     fields = set(PandaConfig.field_types())

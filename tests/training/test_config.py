@@ -27,11 +27,10 @@ def test_config_sizes():
     assert ddp.trainer.devices == 8 and ddp.data.batch_size * ddp.trainer.world_size == 1024
     assert load_config(CONFIGS / "base-21m-gpu.yaml").trainer.precision == "bf16-mixed"
     small = PandaModel(load_config(CONFIGS / "small-cpu.yaml").model).num_parameters()
-    gpu = load_config(CONFIGS / "small-gpu.yaml")  # the shipped design on a GPU: same network, later experts
-    assert gpu.model.hyperparameters() == {
-        **load_config(CONFIGS / "small-cpu.yaml").model.hyperparameters(),
-        "experts_version": 5,
-    }
+    gpu = load_config(CONFIGS / "small-gpu.yaml")  # the shipped design on a GPU: the same model config
+    assert gpu.model == load_config(CONFIGS / "small-cpu.yaml").model
+    shipped = PandaConfig.from_pretrained(CONFIGS.parents[1] / "checkpoints" / "panda-fm-small")
+    assert gpu.model.hyperparameters() == {**shipped.hyperparameters(), "expert_chooser": 0}
     assert 2e6 < small < 1e7
     assert PandaModel(load_config(CONFIGS / "tiny-cpu.yaml").model).num_parameters() < 1e5
 
