@@ -29,6 +29,7 @@ from panda_fm import PandaPipeline
 from panda_fm.eval import metrics
 from panda_fm.eval.runner import noisy_batches, standardise_by_context, system_windows
 from panda_fm.eval.stress import stress_config, stress_dataset, stress_sets
+from panda_fm.scaling import standardise_series
 from panda_fm.systems.store import open_dataset
 
 HORIZON = 128
@@ -39,9 +40,11 @@ DEFAULT_SETS = [name for name in stress_sets() if not name.startswith("spatiotem
 @torch.no_grad()
 def choices(pipe: PandaPipeline, prior: torch.nn.Module, contexts: np.ndarray) -> tuple[np.ndarray, ...]:
     """Every expert's forecast ``(B, E, H, C)``, and the trained and prior forecasts ``(B, H, C)``, in the
-    contexts' units."""
+    contexts' units. The contexts are standardised in float64 first, as ``PandaPipeline.predict`` does, so that
+    the trained choice is the one the stress suite scores."""
     model = pipe.model
-    x, observed, stats, _ = model.prepare(torch.as_tensor(contexts, dtype=torch.float32))
+    z, loc, units = standardise_series(np.asarray(contexts, dtype=np.float64))
+    x, observed, stats, _ = model.prepare(torch.from_numpy(z).float())
     forecasts, weights = model.expert_weights(x, observed, HORIZON, stats)  # (B, E, H, C), (B, E, C)
     _, prior_weights = prior.expert_weights(x, observed, HORIZON, stats)
 
@@ -49,7 +52,7 @@ def choices(pipe: PandaPipeline, prior: torch.nn.Module, contexts: np.ndarray) -
         best = w.argmax(dim=1, keepdim=True).unsqueeze(2).expand(-1, -1, HORIZON, -1)  # (B, 1, H, C)
         return forecasts.gather(1, best).squeeze(1)
 
-    scale = lambda z: stats.denormalise(z).numpy()  # noqa: E731
+    scale = lambda f: stats.denormalise(f).double().numpy() * units + loc  # noqa: E731
     every = np.stack([scale(forecasts[:, e]) for e in range(forecasts.shape[1])], axis=1)
     return every, scale(pick(weights)), scale(pick(prior_weights))
 
