@@ -279,31 +279,26 @@ def _smap(
     # entries along the middle, library states last: each step's products run along the states
     library = delay_vectors(z, t, delays, stride).transpose(1, 2).contiguous()  # (B, E, N)
     increments = z[:, t + 1] - z[:, t]  # (B, N, C)
-    B, E, N = library.shape
+    E = library.shape[1]
     ones = torch.ones_like(library[:, :1])  # (B, 1, N)
     # the fits' right-hand factor before centring on the current state: [1, library vector, increment]
     right = torch.cat([ones.transpose(1, 2), library.transpose(1, 2), increments], dim=2)  # (B, N, 1 + E + C)
     usable = None if valid is None else valid.to(z.dtype)  # (B, N)
-    count = N if usable is None else usable.sum(dim=1, keepdim=True).clamp_min(1)
+    count = library.shape[2] if usable is None else usable.sum(dim=1, keepdim=True).clamp_min(1)
     eye = torch.eye(E + 1, dtype=z.dtype, device=z.device)
-    # the weighted design [w, w * (library vector - current one)] of a step, written in place every step
-    weighted = library.new_empty(B, 1 + E, N)
-    offsets = weighted[:, 1:]  # (B, E, N)
-    squares = torch.empty_like(library)
 
     def step(history: torch.Tensor, now: int) -> torch.Tensor:
         """Increments ``(B, C)``: the intercepts of the weighted linear fits around the delay vector at ``now``."""
         q = delay_vectors(history, now, delays, stride)  # (B, E)
-        torch.sub(library, q[:, :, None], out=offsets)
-        d = torch.square(offsets, out=squares).sum(dim=1).sqrt()  # (B, N)
+        offsets = library - q[:, :, None]  # (B, E, N)
+        d = offsets.square().sum(dim=1).sqrt()  # (B, N)
         if usable is not None:
             d = d * usable
         mean = (d.sum(dim=1, keepdim=True) / count).clamp_min(1e-12)  # (B, 1)
         w = torch.exp(-theta * d / mean)  # (B, N)
         if usable is not None:
             w = w * usable
-        offsets.mul_(w[:, None])
-        weighted[:, 0] = w
+        weighted = torch.cat([ones, offsets], dim=1) * w[:, None]  # (B, 1 + E, N): the weighted design
         products = weighted @ right  # (B, 1 + E, 1 + E + C)
         # centre the library vectors on the current one: subtract the weighted design's sums times q
         products[:, :, 1 : E + 1] -= weighted.sum(dim=2)[:, :, None] * q[:, None]
