@@ -33,6 +33,21 @@ PRIOR_SHARPNESS = 8.0
 #: so the chooser can overturn a choice the network made with near certainty (and learn to: softmax gradients
 #: vanish at very unequal weights)
 LOG_WEIGHT_FLOOR = 4.0
+#: gradients of the experts' logits smaller than this are set to 0 in training (:func:`_flush_tiny_gradients`)
+TINY_GRADIENT = 1e-20
+
+
+def _flush_tiny_gradients(logits: torch.Tensor) -> torch.Tensor:
+    """``logits``, whose gradient will have its entries below :data:`TINY_GRADIENT` in magnitude set to 0.
+
+    The softmax over the experts gives an expert it all but rules out a weight like ``exp(-80)``, and the
+    gradient of its logit is as small. Carried back through the network, such values become subnormal floats,
+    which make a CPU's matrix products many times slower (a training step of ``small-cpu`` took 10 s instead of
+    0.4 s on an Intel Xeon) while adding nothing to the update.
+    """
+    if logits.requires_grad:
+        logits.register_hook(lambda grad: grad.masked_fill(grad.abs() < TINY_GRADIENT, 0.0))
+    return logits
 
 
 class PandaModel(PreTrainedModel):
@@ -255,8 +270,9 @@ class PandaModel(PreTrainedModel):
         forecasts, logits, evidence = self.expert_logits(
             x, observed, horizon, evidence=self.config.expert_chooser > 0, units=units
         )
+        logits = _flush_tiny_gradients(logits)
         if evidence is not None:
-            logits = self.floored_log_weights(logits) + self.chooser(*evidence)
+            logits = _flush_tiny_gradients(self.floored_log_weights(logits) + self.chooser(*evidence))
         return forecasts, torch.softmax(logits, dim=-1).transpose(1, 2)
 
     @staticmethod

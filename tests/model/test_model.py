@@ -7,7 +7,7 @@ from safetensors.torch import load_file, save_file
 
 from panda_fm import PandaConfig, PandaModel, PandaPipeline
 from panda_fm.forecasters import NaiveForecaster
-from tests.conftest import TINY_CHECKPOINT, random_model, tiny_config
+from tests.conftest import TINY_CHECKPOINT, integrate, random_model, tiny_config
 
 
 @pytest.mark.parametrize("channels", [1, 3, 7, 32, 64])
@@ -190,6 +190,33 @@ def test_experts_select_the_highest_weight_per_channel_or_mix(rng):
         model.config.expert_combine = "mix"
         mixed = model.forward_normalised(x)
     torch.testing.assert_close(mixed, (forecasts * weights.unsqueeze(2)).sum(1))
+
+
+def test_training_gradients_of_the_network_hold_no_subnormal_floats(rng):
+    # a choice among experts made with near certainty (a Lorenz-like context, where the NVAR backtests almost
+    # exactly) gives the other experts' logits gradients far below float32's smallest normal number; carried
+    # back through the network they would make every CPU matrix product of the backward many times slower
+    from panda_fm.training.module import standardised_mse
+
+    model = random_model(incontext="experts", experts=["analogue", "nvar", "analogue_g2"]).train()
+    clean = torch.from_numpy(integrate("Lorenz", 512 + 64, 2, periods=5.0)[0])
+    noisy = clean + 0.3 * clean.std(dim=1, keepdim=True) * torch.randn(clean.shape, generator=rng)
+    batch = torch.cat([clean, noisy])  # near-certain choices, and uncertain ones that train the head
+    with torch.no_grad():
+        _, weights = model.expert_weights(batch[:, :512])
+    assert float(weights.min()) < 1e-30  # the case in question: an expert all but ruled out
+    tiny = torch.finfo(torch.float32).tiny
+    subnormal = []
+
+    def check(module, grad_input, grad_output):
+        subnormal.extend(int(((g.abs() < tiny) & (g != 0)).sum()) for g in grad_output if g is not None)
+
+    hooks = [m.register_full_backward_hook(check) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    standardised_mse(model, batch[:, :512], batch[:, 512:], 1e-5).backward()
+    for h in hooks:
+        h.remove()
+    assert subnormal and sum(subnormal) == 0
+    assert model.head.weight.grad.abs().sum() > 0  # the choice is still trained
 
 
 def test_prior_only_switches_the_trained_choice_back_to_the_backtest_prior(rng):
