@@ -410,11 +410,29 @@ def evaluate_quantiles(
     }
 
 
+def system_bootstrap_mean_ci(
+    values: np.ndarray, systems: Sequence[str], n_resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """The 95% percentile-bootstrap interval of the mean of ``values`` (one per window), resampling whole systems
+    with replacement: the windows of one system are not independent of each other."""
+    v = np.asarray(values, dtype=np.float64)
+    _, index = np.unique(np.asarray(systems), return_inverse=True)
+    sums, counts = np.bincount(index, weights=v), np.bincount(index).astype(np.float64)
+    picks = np.random.default_rng(seed).integers(0, len(sums), (n_resamples, len(sums)))
+    means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def summarise(per_window: list[dict[str, Any]], names: list[str], noise: Sequence[float]) -> dict[str, Any]:
-    """Per noise level and method: means of the scores, medians of the sMAPEs, the horizon correlation."""
+    """Per noise level and method: means of the scores, medians of the sMAPEs, the horizon correlation, and for
+    the coverages (``cov50@h``, ``cov80@h``) a 95% interval over systems (``cov50@h_ci95``;
+    :func:`system_bootstrap_mean_ci`)."""
     groups: dict[tuple[float, str], list[dict[str, float]]] = defaultdict(list)
+    systems: dict[tuple[float, str], list[str]] = defaultdict(list)
     for r in per_window:
         groups[r["noise"], r["method"]].append(r["metrics"])
+        systems[r["noise"], r["method"]].append(r["system"])
     out: dict[str, Any] = {}
     for sigma in noise:
         out[str(sigma)] = {}
@@ -428,6 +446,8 @@ def summarise(per_window: list[dict[str, Any]], names: list[str], noise: Sequenc
                 stats[key] = float(
                     np.median(v) if key.startswith(("smape", "mae")) or key == "vpt" else np.mean(v)
                 )
+                if key.startswith("cov"):
+                    stats[f"{key}_ci95"] = system_bootstrap_mean_ci(v, systems[sigma, name])
             stats["horizon_spearman"] = (
                 metrics.horizon_correlation([r["predicted_horizon"] for r in rows], [r["vpt"] for r in rows])
                 if len(rows) > 1
@@ -438,9 +458,16 @@ def summarise(per_window: list[dict[str, Any]], names: list[str], noise: Sequenc
     return out
 
 
+def _coverage(stats: dict[str, Any], key: str) -> str:
+    """A coverage cell: the value and, where the summary has it, its interval over systems."""
+    ci = stats.get(f"{key}_ci95")
+    return f"{stats[key]:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci is not None else "")
+
+
 def markdown_table(report: dict[str, Any]) -> str:
-    """Tables per noise level: CRPS, coverages and sMAPE of the median at each horizon, the sample-based CRPS at
-    the longest (where a method draws paths) and the horizon correlation, one row per method."""
+    """Tables per noise level: CRPS, coverages (with their intervals over systems) and sMAPE of the median at each
+    horizon, the sample-based CRPS at the longest (where a method draws paths) and the horizon correlation, one row
+    per method."""
     horizons = report["config"]["horizons"]
     lines = []
     for sigma, by_method in report["summary"].items():
@@ -457,8 +484,8 @@ def markdown_table(report: dict[str, Any]) -> str:
                 point = f" (pt {s[f'smape_point@{h}']:.1f})" if f"smape_point@{h}" in s else ""
                 row += [
                     f"{s[f'crps@{h}']:.3f}",
-                    f"{s[f'cov50@{h}']:.2f}",
-                    f"{s[f'cov80@{h}']:.2f}",
+                    _coverage(s, f"cov50@{h}"),
+                    _coverage(s, f"cov80@{h}"),
                     f"{s[f'smape_median@{h}']:.1f}{point}",
                 ]
             key = f"crps_samples@{horizons[-1]}"

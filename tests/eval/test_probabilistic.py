@@ -17,6 +17,7 @@ from panda_fm.eval.probabilistic import (
     default_baselines,
     evaluate_quantiles,
     markdown_table,
+    system_bootstrap_mean_ci,
 )
 from panda_fm.eval.runner import EvalConfig
 from panda_fm.systems.store import open_dataset
@@ -67,11 +68,30 @@ def test_a_small_probabilistic_run_scores_every_method(
         assert stats["crps_samples@32"] == pytest.approx(stats["crps@32"], rel=0.25)
     assert "crps_samples@32" not in report["summary"]["0.0"]["climatology"]
     assert "| climatology |" in markdown_table(report)
+    lo, hi = report["summary"]["0.05"]["tiny"]["cov50@32_ci95"]
+    assert lo <= report["summary"]["0.05"]["tiny"]["cov50@32"] <= hi
     assert plot_reliability(report, tmp_path / "r.png").stat().st_size > 10_000
     first = report["samples"][0]
     assert plot_fan(
         first["context"], first["quantiles"], LEVELS, tmp_path / "f.png", truth=first["truth"]
     ).exists()
+
+
+def test_coverage_intervals_resample_whole_systems() -> None:
+    # every window of a system covers or none does: the mean is 0.5, and resampling the two systems gives means
+    # of 0, 0.5 and 1 with probabilities 1/4, 1/2, 1/4, so the 95% interval is [0, 1]
+    values = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    assert system_bootstrap_mean_ci(values, ["a", "a", "a", "b", "b", "b"]) == (0.0, 1.0)
+    # one system: no spread at all, whatever the windows
+    assert system_bootstrap_mean_ci(values, ["a"] * 6) == (0.5, 0.5)
+    # many independent systems: close to the normal interval of a proportion
+    rng = np.random.default_rng(1)
+    covered = (rng.random(400) < 0.8).astype(float)
+    lo, hi = system_bootstrap_mean_ci(covered, [str(i) for i in range(400)])
+    half = 1.96 * np.sqrt(covered.mean() * (1 - covered.mean()) / 400)
+    assert lo == pytest.approx(covered.mean() - half, abs=0.01) and hi == pytest.approx(
+        covered.mean() + half, abs=0.01
+    )
 
 
 def test_methods_need_distinct_names(tiny_dataset: Path) -> None:
