@@ -38,7 +38,11 @@ TARGETS = {"cov50": (0.40, 0.60), "cov80": (0.70, 0.90)}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cache", required=True, help="folder of the model's saved runs (made on first use)")
+    p.add_argument(
+        "--cache",
+        required=True,
+        help="folder of the model's saved runs (made on first use; one folder per checkpoint and --data)",
+    )
     p.add_argument("--checkpoint", default="panda-fm-small", help="checkpoint (default: %(default)s)")
     p.add_argument("--inflation", type=float, nargs="+", default=[0.85])
     p.add_argument("--scale-spread", type=float, nargs="+", default=[1.25])
@@ -88,9 +92,14 @@ def model_runs(checkpoint: str, seed: int, data: str | None = None) -> list[dict
     else:
         root, split, per_system = Path(data), "train", 1
     config = EvalConfig(
-        horizons=HORIZONS, windows_per_system=per_system, noise=NOISE, rollout=0, seed=seed, batch_size=8,
+        horizons=HORIZONS,
+        windows_per_system=per_system,
+        noise=NOISE,
+        rollout=0,
+        seed=seed,
+        batch_size=8,
         split=split,
-    )  # fmt: skip
+    )
     pipe = PandaPipeline.from_pretrained(checkpoint)
     dataset = open_dataset(root)
     systems = _test_ids(dataset, config)
