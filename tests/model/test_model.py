@@ -192,6 +192,7 @@ def test_experts_select_the_highest_weight_per_channel_or_mix(rng):
     torch.testing.assert_close(mixed, (forecasts * weights.unsqueeze(2)).sum(1))
 
 
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
 def test_training_gradients_of_the_network_hold_no_subnormal_floats(rng):
     # a choice among experts made with near certainty (a Lorenz-like context, where the NVAR backtests almost
     # exactly) gives the other experts' logits gradients far below float32's smallest normal number; carried
