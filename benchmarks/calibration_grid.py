@@ -178,12 +178,13 @@ def main(argv: list[str] | None = None) -> int:
 
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    sources = {"founders": []}  # the windows of each source: the calibration founders, generated systems
+    # the windows of each source (the calibration founders, generated systems), read by the workers
+    SOURCES["founders"] = []
     for seed in (1, 2):
-        sources["founders"] += cached_runs(cache / f"calibration-seed{seed}.pkl", args.checkpoint, seed, None)
+        SOURCES["founders"] += cached_runs(cache / f"calibration-seed{seed}.pkl", args.checkpoint, seed, None)
         if args.data:
             path = cache / f"generated-seed{seed}.pkl"
-            sources.setdefault("generated", []).extend(cached_runs(path, args.checkpoint, seed, args.data))
+            SOURCES.setdefault("generated", []).extend(cached_runs(path, args.checkpoint, seed, args.data))
     shipped = PandaPipeline.calibration
     t = time.perf_counter()
     grid = list(itertools.product(args.inflation, args.scale_spread, args.lagged_floor, args.noise_inflation))
@@ -191,7 +192,6 @@ def main(argv: list[str] | None = None) -> int:
         replace(shipped, inflation=i, scale_spread=a, lagged_floor=f, noise_inflation=b)
         for i, a, f, b in grid
     ]
-    SOURCES.update(sources)  # read by the workers, which fork after this
     with multiprocessing.get_context("fork").Pool(args.workers, torch.set_num_threads, (1,)) as pool:
         scored = pool.map(score_sources, calibrations)
     results = dict(zip(grid, scored, strict=True))
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, by_source in results.items()
     }
     held = {k: all(in_targets(s) for s in by_source.values()) for k, by_source in results.items()}
-    windows = ", ".join(f"{len(rows)} windows of {name}" for name, rows in sources.items())
+    windows = ", ".join(f"{len(rows)} windows of {name}" for name, rows in SOURCES.items())
     lines = [
         f"`{shlex.join(['python', 'benchmarks/calibration_grid.py', *(argv or sys.argv[1:])])}` "
         f"({windows}; {time.perf_counter() - t:.0f} s scoring)",
@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         "| candidate | windows | clean CRPS @64/128/256 | cov50 | cov80 | noisy CRPS @64/128/256 | cov50 | cov80 | CRPS sum | in targets |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (inflation, a, floor, beta), by_source in results.items():
+    for key, by_source in results.items():
+        inflation, a, floor, beta = key
         name = f"x{inflation} a{a} floor {floor}" + (f" noise {beta}" if beta else "")
         for source, s in by_source.items():
             cells = [
@@ -217,7 +218,6 @@ def main(argv: list[str] | None = None) -> int:
                 for m in ("crps", *TARGETS)
             ]
             verdict = "yes" if in_targets(s) else "no"
-            key = (inflation, a, floor, beta)
             lines.append(f"| {name} | {source} | {' | '.join(cells)} | {total[key]:.3f} | {verdict} |")
     chosen = min((k for k in results if held[k]), key=total.get, default=None)
     lines += [
