@@ -9,7 +9,7 @@ The 16 training founders of ``benchmarks/probabilistic.py --split calibration``,
 twelfth of its training split), one window each per seed. The first call with a ``--cache`` folder runs the
 checkpoint once per window (its point forecast, its in-context errors and its lagged members 1, 2, 4, 8 steps
 short) and saves them there; every candidate (the shipped calibration with ``inflation``, ``scale_spread``,
-``lagged_floor`` and ``noise_inflation`` replaced) is then scored from those runs with the benchmark's own
+``lagged_floor``, ``lagged_blend`` and ``noise_inflation`` replaced) is then scored from those runs with the benchmark's own
 scoring. The rule of every round: among the candidates whose 50% and 80% central intervals cover 0.40-0.60 and
 0.70-0.90 of the truth at 64, 128 and 256 steps, clean and noisy (on each source of windows apart), the lowest
 mean CRPS summed over the three horizons, both noise levels and the sources.
@@ -31,6 +31,10 @@ import numpy as np
 import torch
 from probabilistic import CALIBRATION_SYSTEMS
 
+from panda_fm.uncertainty import CalibrationConfig
+
+SHIPPED = CalibrationConfig()  # each setting's default in the grid: the shipped calibration's
+
 HORIZONS = (64, 128, 256)
 NOISE = (0.0, 0.05)
 TARGETS = {"cov50": (0.40, 0.60), "cov80": (0.70, 0.90)}
@@ -44,14 +48,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="folder of the model's saved runs (made on first use; one folder per checkpoint and --data)",
     )
     p.add_argument("--checkpoint", default="panda-fm-small", help="checkpoint (default: %(default)s)")
-    p.add_argument("--inflation", type=float, nargs="+", default=[0.85])
-    p.add_argument("--scale-spread", type=float, nargs="+", default=[1.25])
-    p.add_argument("--lagged-floor", type=float, nargs="+", default=[0.0])
+    p.add_argument("--inflation", type=float, nargs="+", default=[SHIPPED.inflation])
+    p.add_argument("--scale-spread", type=float, nargs="+", default=[SHIPPED.scale_spread])
+    p.add_argument("--lagged-floor", type=float, nargs="+", default=[SHIPPED.lagged_floor])
+    p.add_argument(
+        "--lagged-blend",
+        type=float,
+        nargs="+",
+        default=[SHIPPED.lagged_blend],
+        help="CalibrationConfig.lagged_blend: the spread s^(1 - b) L^b, L the lagged ensemble's disagreement",
+    )
     p.add_argument(
         "--noise-inflation",
         type=float,
         nargs="+",
-        default=[0.0],
+        default=[SHIPPED.noise_inflation],
         help="CalibrationConfig.noise_inflation: the spread times (1 + beta nu), nu the RMS in-context error at "
         "leads 1-4 (context stds, over origins and channels: the context's noise level)",
     )
@@ -130,7 +141,9 @@ def score(rows: list[dict], cal) -> dict[tuple[float, str], float]:
     config = EvalConfig(horizons=HORIZONS, rollout=0)
     scores: dict[tuple[float, str], list[float]] = {}
     for r in rows:
-        lagged = lagged_spread(r["members"][None], r["point"][None]) if cal.lagged_floor else None
+        lagged = None
+        if cal.lagged_in_distribution:
+            lagged = lagged_spread(r["members"][None], r["point"][None])
         dist = ForecastDistribution.calibrated(
             r["point"][None], r["errors"][None], r["prefix"], r["x"][None], cal, lagged
         )
@@ -139,6 +152,11 @@ def score(rows: list[dict], cal) -> dict[tuple[float, str], float]:
         for key in [f"{m}@{h}" for m in ("crps", *TARGETS) for h in HORIZONS]:
             scores.setdefault((r["noise"], key), []).append(out[key])
     return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def name_of(inflation: float, a: float, floor: float, blend: float, beta: float) -> str:
+    """A candidate's name in the table: its inflation, scale mixture, lagged floor and blend (noise inflation)."""
+    return f"x{inflation} a{a} floor {floor} blend {blend}" + (f" noise {beta}" if beta else "")
 
 
 def in_targets(s: dict[tuple[float, str], float]) -> bool:
@@ -155,7 +173,7 @@ def score_sources(cal) -> dict[str, dict[tuple[float, str], float]]:
     """:func:`score` of one calibration on each source of :data:`SOURCES`."""
     out = {name: score(rows, cal) for name, rows in SOURCES.items()}
     print(
-        f"x{cal.inflation} a{cal.scale_spread} floor {cal.lagged_floor} noise {cal.noise_inflation}: scored",
+        f"{name_of(cal.inflation, cal.scale_spread, cal.lagged_floor, cal.lagged_blend, cal.noise_inflation)}: scored",
         flush=True,
     )
     return out
@@ -174,7 +192,6 @@ def cached_runs(path: Path, checkpoint: str, seed: int, data: str | None) -> lis
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    from panda_fm import PandaPipeline
 
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -185,12 +202,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.data:
             path = cache / f"generated-seed{seed}.pkl"
             SOURCES.setdefault("generated", []).extend(cached_runs(path, args.checkpoint, seed, args.data))
-    shipped = PandaPipeline.calibration
     t = time.perf_counter()
-    grid = list(itertools.product(args.inflation, args.scale_spread, args.lagged_floor, args.noise_inflation))
+    grid = list(
+        itertools.product(
+            args.inflation, args.scale_spread, args.lagged_floor, args.lagged_blend, args.noise_inflation
+        )
+    )
     calibrations = [
-        replace(shipped, inflation=i, scale_spread=a, lagged_floor=f, noise_inflation=b)
-        for i, a, f, b in grid
+        replace(SHIPPED, inflation=i, scale_spread=a, lagged_floor=f, lagged_blend=bl, noise_inflation=b)
+        for i, a, f, bl, b in grid
     ]
     with multiprocessing.get_context("fork").Pool(args.workers, torch.set_num_threads, (1,)) as pool:
         scored = pool.map(score_sources, calibrations)
@@ -209,8 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, by_source in results.items():
-        inflation, a, floor, beta = key
-        name = f"x{inflation} a{a} floor {floor}" + (f" noise {beta}" if beta else "")
+        name = name_of(*key)
         for source, s in by_source.items():
             cells = [
                 " / ".join(f"{s[n, f'{m}@{h}']:.{3 if m == 'crps' else 2}f}" for h in HORIZONS)
@@ -222,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = min((k for k in results if held[k]), key=total.get, default=None)
     lines += [
         "",
-        f"Chosen by the rule: {'none' if chosen is None else 'x{} a{} floor {} noise {}'.format(*chosen)}",
+        f"Chosen by the rule: {'none' if chosen is None else name_of(*chosen)}",
     ]
     text = "\n".join(lines)
     print(text)

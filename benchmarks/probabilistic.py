@@ -106,11 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     cal = pipe.calibration
     # the default before the symmetric construction (its quantiles; the horizon read off its spread)
     before = replace(
-        cal, combine="mixture", inflation=1.0, noise_inflation=0.0, scale_spread=1.0, horizon="spread"
+        cal,
+        combine="mixture",
+        inflation=1.0,
+        noise_inflation=0.0,
+        scale_spread=1.0,
+        horizon="spread",
+        lagged_blend=0.0,
     )
     variants = {
         f"{name}/horizon from spread": ("mixture", replace(cal, horizon="spread")),  # the horizon before
         f"{name}/mixture x1.0 a1": ("mixture", before),
+        # the default before the lagged blend (the eighth round, docs/probabilistic.md)
+        f"{name}/no lagged blend x0.85": ("mixture", replace(cal, inflation=0.85, lagged_blend=0.0)),
+        f"{name}/lagged blend 0.5": ("mixture", replace(cal, lagged_blend=0.5)),  # the round's runner-up
         f"{name}/residual": ("residual", cal),
     }
     if args.split == "calibration":  # the horizon's other candidates (docs/probabilistic.md)

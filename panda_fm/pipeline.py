@@ -198,10 +198,10 @@ class PandaPipeline:
 
         The point forecast of :meth:`predict` is also made from several origins inside the context; its errors
         there give the spread at each lead and channel, which widens into the context's own distribution of
-        values where the errors reach it (:mod:`panda_fm.uncertainty`); with ``calibration.lagged_floor`` the
-        spread is at least that many times the disagreement of the same forecast from the context cut
+        values where the errors reach it (:mod:`panda_fm.uncertainty`); with ``calibration.lagged_blend`` (the
+        default) that spread is blended with the disagreement of the same forecast from the context cut
         ``calibration.lags`` steps short. This costs about ``1 + len(calibration.offsets)`` (6) times a
-        ``predict`` call, plus ``len(calibration.lags)`` (4) with a lagged floor.
+        ``predict`` call, plus ``len(calibration.lags)`` (4) with a lagged blend or floor.
 
         Args:
             context: as for :meth:`predict` (same forms, rules and errors); a context needs at least
@@ -320,13 +320,14 @@ class PandaPipeline:
     ) -> tuple[ForecastDistribution, np.ndarray, np.ndarray, InputForm]:
         """The predictive distribution, standardised, with ``loc``, ``scale`` and the input's form; with
         ``with_horizon`` also the spread its horizon is read off (the lagged forecasts cost one more forecast per
-        lag: made for a lagged floor, and for a ``"lagged"`` or ``"geometric"`` horizon when it is asked for)."""
+        lag: made for a lagged blend or floor, and for a ``"lagged"`` or ``"geometric"`` horizon when it is asked
+        for)."""
         cal = calibration or self.calibration
         point, errors, prefix, x, loc, scale, form = self.incontext_errors(
             context, prediction_length, batch_size, cal
         )
         lagged = None
-        if cal.lagged_floor > 0 or (with_horizon and cal.horizon != "spread"):
+        if cal.lagged_in_distribution or (with_horizon and cal.horizon != "spread"):
             batch = self._prepare(context)[0].numpy()  # (B, L, C), NaN-padded as the point forecast's
             members = self.lagged_forecasts(batch, point.shape[1], cal.lags, loc, scale, batch_size)
             lagged = lagged_spread(members, point)

@@ -9,7 +9,8 @@ distribution at lead ``h`` is then the mixture
 
     (1 - w(h)) G(point(h), s(h)) + w(h) Climatology*,
 
-where ``s(h)`` is the measured spread, ``G`` a Gaussian centred on the point forecast whose scale is itself
+where ``s(h)`` is the measured spread (by default blended geometrically with the disagreement of a time-lagged
+ensemble, below: :func:`distribution_spread`), ``G`` a Gaussian centred on the point forecast whose scale is itself
 uncertain (a mixture over ``s exp(a z)``, :attr:`CalibrationConfig.scale_spread`), ``Climatology*`` is the
 distribution of the context's own values in that channel, half as it is and half reflected about the point
 forecast (``combine="symmetric"``: the distribution is symmetric about the point forecast, whose median it keeps),
@@ -45,7 +46,7 @@ __all__ = [
     "lead_spread",
     "lagged_members",
     "lagged_spread",
-    "floored_spread",
+    "distribution_spread",
     "horizon_spread",
     "SATURATION_MS",
 ]
@@ -70,12 +71,19 @@ class CalibrationConfig:
             ``offset`` steps, so an origin measures leads up to its offset.
         min_prefix: fewest steps (before an origin) an in-context forecast starts from; shorter prefixes are
             skipped.
-        inflation: factor on the measured spread (the in-context origins see shorter contexts and few errors).
+        inflation: factor on the measured spread (the in-context origins see shorter contexts and few errors);
+            with :attr:`lagged_blend` ``b`` it acts on the blend as its ``1 - b`` power.
         noise_inflation: the spread is also multiplied by ``1 + noise_inflation * nu``, ``nu`` the context's
             noise level: the root mean square in-context error at leads 1-4 (over origins and channels, in
             context stds; about 1e-4 on clean contexts, 0.1 with 5% observation noise); 0: none. On the
             calibration split inflation 0.6 with 5 kept every coverage target where one factor could not, but
             not on the held-out splits (docs/probabilistic.md, fourth round).
+        lagged_blend: ``b``, the weight of the time-lagged ensemble's disagreement ``L`` (:func:`lagged_spread`)
+            in the spread of the distribution: ``s^(1 - b) L^b``, a geometric blend with the inflated in-context
+            spread ``s`` (0: the in-context spread alone). The in-context errors measure how large this
+            context's forecast errors are; the lagged forecasts, from the forecast's own origin, measure which
+            windows part early, and rank windows by their valid prediction time better (docs/probabilistic.md,
+            eighth round).
         channel_pooling: weight of the mean over channels in each channel's mean squared error (0: each channel
             alone, 1: one spread for all).
         smoothing: the spread at lead ``h`` averages the errors at leads ``(1 - smoothing) h .. h``.
@@ -93,13 +101,13 @@ class CalibrationConfig:
             decades on clean data): the Gaussian part becomes a mixture over scales ``spread * exp(a z)``, ``z``
             standard normal, ``a`` this value (``"mixture"`` combine only; 0: one Gaussian).
         horizon: the spread the predictability horizon is read off (:func:`horizon_spread`): ``"spread"`` (the
-            calibrated spread itself), ``"lagged"`` (the time-lagged ensemble's disagreement) or
-            ``"geometric"`` (the geometric mean of the two, the calibrated one before the constant
-            :attr:`inflation`). The quantiles and samples do not depend on it. ``PandaPipeline.predictability_horizon`` and
+            calibrated in-context spread, before any :attr:`lagged_blend`), ``"lagged"`` (the time-lagged
+            ensemble's disagreement) or ``"geometric"`` (the geometric mean of the two, the in-context one before
+            the constant :attr:`inflation`). The quantiles and samples do not depend on it. ``PandaPipeline.predictability_horizon`` and
             ``forecast_distribution`` (and the evaluation's ``ModelQuantiles``) forecast the lagged members it
             needs.
         lags: origins of the time-lagged ensemble, in steps before the end of the context (``"lagged"`` and
-            ``"geometric"`` horizons, and :attr:`lagged_floor`): one extra forecast each.
+            ``"geometric"`` horizons, :attr:`lagged_blend` and :attr:`lagged_floor`): one extra forecast each.
         lagged_floor: the spread is at least this many times the lagged ensemble's disagreement
             (:func:`lagged_spread`; 0: no floor). The in-context errors come from other states of the attractor;
             the lagged forecasts see the forecast's own origin, and part where it is sensitive, as when the point
@@ -108,8 +116,9 @@ class CalibrationConfig:
 
     offsets: tuple[int, ...] = (320, 256, 192, 128, 64)
     min_prefix: int = 128
-    inflation: float = 0.85
+    inflation: float = 0.6
     noise_inflation: float = 0.0
+    lagged_blend: float = 0.75
     channel_pooling: float = 0.5
     smoothing: float = 0.25
     min_spread: float = 1e-5
@@ -124,7 +133,12 @@ class CalibrationConfig:
     @property
     def needs_lagged(self) -> bool:
         """Whether the distribution or its horizon reads the time-lagged ensemble (:func:`lagged_members`)."""
-        return self.horizon != "spread" or self.lagged_floor > 0
+        return self.horizon != "spread" or self.lagged_in_distribution
+
+    @property
+    def lagged_in_distribution(self) -> bool:
+        """Whether the quantiles and samples (not only the horizon) read the time-lagged ensemble."""
+        return self.lagged_blend > 0 or self.lagged_floor > 0
 
     def __post_init__(self) -> None:
         if not self.offsets or min(self.offsets) < 1:
@@ -149,9 +163,12 @@ class CalibrationConfig:
             raise ValueError(f"horizon must be one of {HORIZONS}, got {self.horizon!r}")
         if self.lagged_floor < 0:
             raise ValueError(f"lagged_floor must be >= 0, got {self.lagged_floor}")
+        if not 0 <= self.lagged_blend <= 1:
+            raise ValueError(f"lagged_blend must be in [0, 1], got {self.lagged_blend}")
         if self.needs_lagged and (not self.lags or min(self.lags) < 1):
             raise ValueError(
-                f"lags must be positive step counts for a {self.horizon!r} horizon or a lagged floor, got {self.lags}"
+                f"lags must be positive step counts for a {self.horizon!r} horizon or a lagged blend or floor, "
+                f"got {self.lags}"
             )
 
 
@@ -263,16 +280,23 @@ def lagged_spread(members: np.ndarray, point: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(rms, axis=1)
 
 
-def floored_spread(spread: np.ndarray, lagged: np.ndarray | None, config: CalibrationConfig) -> np.ndarray:
-    """``(B, H, C)`` the calibrated spread (:func:`lead_spread`) under its floor, ``config.lagged_floor`` times
-    the lagged ensemble's disagreement ``lagged`` (:func:`lagged_spread`; may be None without a floor)."""
-    if config.lagged_floor == 0:
+def distribution_spread(
+    spread: np.ndarray, lagged: np.ndarray | None, config: CalibrationConfig
+) -> np.ndarray:
+    """``(B, H, C)`` the spread of the quantiles and samples: the calibrated spread (:func:`lead_spread`) blended
+    with the lagged ensemble's disagreement ``lagged`` (:func:`lagged_spread`; may be None where ``config``
+    reads none) as ``spread^(1 - b) lagged^b``, ``b`` :attr:`CalibrationConfig.lagged_blend`, then kept at
+    least ``config.lagged_floor`` times ``lagged``."""
+    if not config.lagged_in_distribution:
         return spread
     if lagged is None or lagged.shape != spread.shape:
         raise ValueError(
-            f"a lagged floor needs the lagged ensemble's spread shaped as the spread {spread.shape}, got "
-            f"{None if lagged is None else lagged.shape}"
+            f"a lagged blend or floor needs the lagged ensemble's spread shaped as the spread {spread.shape}, "
+            f"got {None if lagged is None else lagged.shape}"
         )
+    b = config.lagged_blend
+    if b > 0:  # lagged members that agree exactly (a constant series) still leave the smallest spread
+        spread = spread ** (1 - b) * np.maximum(lagged, config.min_spread) ** b
     return np.maximum(spread, config.lagged_floor * lagged)
 
 
@@ -350,9 +374,9 @@ class ForecastDistribution:
         lagged: np.ndarray | None = None,
         with_horizon: bool = False,
     ) -> ForecastDistribution:
-        """The distribution ``config`` builds from the in-context errors: :func:`lead_spread` under its lagged
-        floor (:func:`floored_spread`), and with ``with_horizon`` the spread its horizon is read off
-        (:func:`horizon_spread`).
+        """The distribution ``config`` builds from the in-context errors: :func:`lead_spread` blended with the lagged
+        ensemble's disagreement and under its floor (:func:`distribution_spread`), and with ``with_horizon`` the
+        spread its horizon is read off (:func:`horizon_spread`).
 
         Args:
             point: ``(B, H, C)`` the point forecast, standardised as ``context``.
@@ -365,8 +389,8 @@ class ForecastDistribution:
         """
         spread = lead_spread(errors, point.shape[1], config, prefix)
         horizon = horizon_spread(spread, lagged, config) if with_horizon else None
-        floored = floored_spread(spread, lagged, config)
-        return cls(point, floored, context, config.combine, config.scale_spread, horizon)
+        blended = distribution_spread(spread, lagged, config)
+        return cls(point, blended, context, config.combine, config.scale_spread, horizon)
 
     @property
     def weight(self) -> np.ndarray:

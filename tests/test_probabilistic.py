@@ -14,7 +14,7 @@ from panda_fm import PandaPipeline
 from panda_fm.uncertainty import (
     CalibrationConfig,
     ForecastDistribution,
-    floored_spread,
+    distribution_spread,
     horizon_spread,
     lagged_members,
     lagged_spread,
@@ -123,32 +123,58 @@ def test_spread_grows_with_lead_and_crosses_the_threshold_on_chaos(lorenz) -> No
     calibrated = pipe.predictability_horizon(
         lorenz[:512], 256, calibration=CalibrationConfig(horizon="spread")
     )
-    assert (dist.spread[0] > 0.5).any(axis=0).all()  # it crosses too, but at its own leads
-    np.testing.assert_array_equal(calibrated, (dist.spread[0] <= 0.5).sum(axis=0))
-    # a lagged floor: the spread is at least k times the same lagged ensemble's disagreement
+    # the default spread blends the in-context spread with the same lagged ensemble's disagreement
+    b = pipe.calibration.lagged_blend
+    assert 0 < b < 1
     bare, _, _ = pipe.forecast_distribution(
-        lorenz[None, :512], 256, calibration=replace(pipe.calibration, lagged_floor=0.0)
+        lorenz[None, :512], 256, calibration=replace(pipe.calibration, lagged_blend=0.0)
     )
+    # the "spread" horizon reads the in-context spread (before the blend): it crosses too, at its own leads
+    assert (bare.spread[0] > 0.5).any(axis=0).all()
+    np.testing.assert_array_equal(calibrated, (bare.spread[0] <= 0.5).sum(axis=0))
+    blend = bare.spread ** (1 - b) * np.maximum(by_hand, 1e-5) ** b
+    np.testing.assert_allclose(dist.spread, blend, rtol=1e-4, atol=1e-5)
+    assert np.abs(np.log(dist.spread / bare.spread)).max() > 0.1  # the blend moves it
+    # a lagged floor: the spread is at least k times that disagreement
     floored, _, _ = pipe.forecast_distribution(
         lorenz[None, :512], 256, calibration=replace(pipe.calibration, lagged_floor=2.0)
     )
-    np.testing.assert_allclose(floored.spread, np.maximum(bare.spread, 2.0 * by_hand), rtol=1e-4, atol=1e-5)
-    assert (floored.spread > bare.spread + 1e-3).any()
+    np.testing.assert_allclose(floored.spread, np.maximum(dist.spread, 2.0 * by_hand), rtol=1e-4, atol=1e-5)
+    assert (floored.spread > dist.spread + 1e-3).any()
 
 
-def test_floored_spread_by_hand() -> None:
+def test_distribution_spread_by_hand() -> None:
     spread = np.array([0.1, 0.2, 0.3]).reshape(1, 3, 1)
     lagged = np.array([0.0, 0.3, 0.1]).reshape(1, 3, 1)
-    cfg = CalibrationConfig(lagged_floor=2.0)
-    np.testing.assert_allclose(floored_spread(spread, lagged, cfg)[0, :, 0], [0.1, 0.6, 0.3])
-    assert floored_spread(spread, None, replace(cfg, lagged_floor=0.0)) is spread
-    with pytest.raises(ValueError, match="lagged floor needs"):
-        floored_spread(spread, None, cfg)
+    cfg = CalibrationConfig(lagged_floor=2.0, lagged_blend=0.0)
+    np.testing.assert_allclose(distribution_spread(spread, lagged, cfg)[0, :, 0], [0.1, 0.6, 0.3])
+    # a geometric blend, half each: sqrt(spread * lagged), a lagged spread of 0 counted as min_spread (1e-5)
+    half = replace(cfg, lagged_floor=0.0, lagged_blend=0.5)
+    np.testing.assert_allclose(
+        distribution_spread(spread, lagged, half)[0, :, 0], [1e-3, 0.06**0.5, 0.03**0.5]
+    )
+    np.testing.assert_allclose(
+        distribution_spread(spread, lagged, replace(half, lagged_blend=1.0)), [[[1e-5], [0.3], [0.1]]]
+    )
+    # blended, then floored
+    np.testing.assert_allclose(
+        distribution_spread(spread, lagged, replace(half, lagged_floor=2.0))[0, :, 0], [1e-3, 0.6, 0.2]
+    )
+    off = replace(cfg, lagged_floor=0.0)
+    assert distribution_spread(spread, None, off) is spread and not off.lagged_in_distribution
+    with pytest.raises(ValueError, match="lagged blend or floor needs"):
+        distribution_spread(spread, None, cfg)
+    with pytest.raises(ValueError, match="lagged blend or floor needs"):
+        distribution_spread(spread, None, half)
     with pytest.raises(ValueError, match="lagged_floor must be"):
         CalibrationConfig(lagged_floor=-1.0)
+    with pytest.raises(ValueError, match="lagged_blend must be"):
+        CalibrationConfig(lagged_blend=1.5)
     with pytest.raises(ValueError, match="lags must be positive"):
         CalibrationConfig(horizon="spread", lags=(), lagged_floor=0.5)
-    assert CalibrationConfig(horizon="spread").needs_lagged is False and cfg.needs_lagged
+    with pytest.raises(ValueError, match="lags must be positive"):
+        CalibrationConfig(horizon="spread", lags=())  # the default blend reads the lagged ensemble
+    assert CalibrationConfig(horizon="spread", lagged_blend=0.0).needs_lagged is False and cfg.needs_lagged
 
 
 def test_lead_spread_by_hand() -> None:
@@ -351,4 +377,4 @@ def test_the_horizon_is_read_off_the_chosen_spread() -> None:
         CalibrationConfig(horizon="analogue")
     with pytest.raises(ValueError, match="lags must be positive"):
         CalibrationConfig(lags=())
-    assert CalibrationConfig(horizon="spread", lags=()).lags == ()
+    assert CalibrationConfig(horizon="spread", lagged_blend=0.0, lags=()).lags == ()

@@ -182,9 +182,10 @@ class BootstrapQuantiles:
     ):
         self.forecaster = forecaster
         self.names = [name or f"{forecaster.name}+bootstrap"]
-        # the classical bootstrap: every origin alike, the arithmetic mean of squared errors, no scale mixture
+        # the classical bootstrap: every origin alike, the arithmetic mean of squared errors, no scale mixture,
+        # no lagged ensemble (the inflation cancels in the residuals but for the floor: kept as measured)
         self.config = config or CalibrationConfig(
-            average="rms", recency=0.0, min_spread=0.01, scale_spread=0.0
+            average="rms", recency=0.0, min_spread=0.01, scale_spread=0.0, inflation=0.85, lagged_blend=0.0
         )
 
     def forecast(self, contexts: np.ndarray, length: int, levels: np.ndarray) -> dict[str, Forecast]:
