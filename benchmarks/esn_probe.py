@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import REPO
+from _common import REPO, write_markdown
 
 from panda_fm.eval.baselines import PipelineForecaster
 from panda_fm.eval.stress import evaluate_stress
@@ -201,10 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 else ""
             )
         )
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(f"# An echo-state network on the stress suite\n\n{text}\n")
+    write_markdown(["# An echo-state network on the stress suite", "", *lines], args.out)
     return 0
 
 
