@@ -9,8 +9,9 @@ The 16 training founders of ``benchmarks/probabilistic.py --split calibration``,
 twelfth of its training split), one window each per seed. The first call with a ``--cache`` folder runs the
 checkpoint once per window (its point forecast, its in-context errors and its lagged members 1, 2, 4, 8 steps
 short) and saves them there; every candidate (the shipped calibration with ``inflation``, ``scale_spread``,
-``lagged_floor``, ``lagged_blend`` and ``noise_inflation`` replaced) is then scored from those runs with the benchmark's own
-scoring. The rule of every round: among the candidates whose 50% and 80% central intervals cover 0.40-0.60 and
+``lagged_floor``, ``lagged_blend`` and ``noise_inflation`` replaced; each defaults to the shipped value, so the
+grids of rounds before the blend existed need ``--lagged-blend 0``) is then scored from those runs with the
+benchmark's own scoring. The rule of every round: among the candidates whose 50% and 80% central intervals cover 0.40-0.60 and
 0.70-0.90 of the truth at 64, 128 and 256 steps, clean and noisy (on each source of windows apart), the lowest
 mean CRPS summed over the three horizons, both noise levels and the sources.
 """
@@ -172,10 +173,8 @@ SOURCES: dict[str, list[dict]] = {}
 def score_sources(cal) -> dict[str, dict[tuple[float, str], float]]:
     """:func:`score` of one calibration on each source of :data:`SOURCES`."""
     out = {name: score(rows, cal) for name, rows in SOURCES.items()}
-    print(
-        f"{name_of(cal.inflation, cal.scale_spread, cal.lagged_floor, cal.lagged_blend, cal.noise_inflation)}: scored",
-        flush=True,
-    )
+    name = name_of(cal.inflation, cal.scale_spread, cal.lagged_floor, cal.lagged_blend, cal.noise_inflation)
+    print(f"{name}: scored", flush=True)
     return out
 
 
