@@ -68,9 +68,11 @@ class ESNForecaster(ContextForecaster):
         w_in = rng.uniform(-1, 1, (channels, self.units)) / np.sqrt(channels)
         return w, w_in, rng.uniform(-0.2, 0.2, self.units)
 
-    def _fit_and_run(self, z: np.ndarray, leak: float, horizon: int) -> np.ndarray:
+    def _fit_and_run(
+        self, z: np.ndarray, leak: float, horizon: int, reservoir: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ) -> np.ndarray:
         """Fit the readout on ``z (B, T, C)`` and iterate ``horizon`` steps: ``(B, H, C)``."""
-        w, w_in, bias = self._reservoir(z.shape[2])
+        w, w_in, bias = reservoir
         B, T, _ = z.shape
         r = np.zeros((B, self.units))
 
@@ -98,12 +100,13 @@ class ESNForecaster(ContextForecaster):
 
     def _forecast(self, z: np.ndarray, horizon: int, trusted: np.ndarray | None = None) -> np.ndarray:
         T = z.shape[1]
+        reservoir = self._reservoir(z.shape[2])  # one for every fit: the same seed gives the same network
         best = np.zeros(len(z), dtype=int)
         if T - self.backtest > self.warmup + 32:
             errors = [
                 np.mean(
                     (
-                        self._fit_and_run(z[:, : T - self.backtest], leak, self.backtest)
+                        self._fit_and_run(z[:, : T - self.backtest], leak, self.backtest, reservoir)
                         - z[:, -self.backtest :]
                     )
                     ** 2,
@@ -115,7 +118,7 @@ class ESNForecaster(ContextForecaster):
         out = np.zeros((len(z), horizon, z.shape[2]))
         for i, leak in enumerate(self.leaks):
             if (best == i).any():
-                out[best == i] = self._fit_and_run(z[best == i], leak, horizon)
+                out[best == i] = self._fit_and_run(z[best == i], leak, horizon, reservoir)
         return out
 
 
