@@ -9,8 +9,9 @@ The 16 training founders of ``benchmarks/probabilistic.py --split calibration``,
 twelfth of its training split), one window each per seed. The first call with a ``--cache`` folder runs the
 checkpoint once per window (its point forecast, its in-context errors and its lagged members 1, 2, 4, 8 steps
 short) and saves them there; every candidate (the shipped calibration with ``inflation``, ``scale_spread``,
-``lagged_floor``, ``lagged_blend`` and ``noise_inflation`` replaced; each defaults to the shipped value, so the
-grids of rounds before the blend existed need ``--lagged-blend 0``) is then scored from those runs with the
+``lagged_floor``, ``lagged_blend``, ``noise_inflation`` and ``lagged_noise_scale`` replaced; each defaults to the
+shipped value, so the grids of rounds before the blend existed need ``--lagged-blend 0``, and those before the
+ninth ``--lagged-noise-scale 0``) is then scored from those runs with the
 benchmark's own scoring. The rule of every round: among the candidates whose 50% and 80% central intervals cover 0.40-0.60 and
 0.70-0.90 of the truth at 64, 128 and 256 steps, clean and noisy (on each source of windows apart), the lowest
 mean CRPS summed over the three horizons, both noise levels and the sources.
@@ -66,6 +67,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[SHIPPED.noise_inflation],
         help="CalibrationConfig.noise_inflation: the spread times (1 + beta nu), nu the RMS in-context error at "
         "leads 1-4 (context stds, over origins and channels: the context's noise level)",
+    )
+    p.add_argument(
+        "--lagged-noise-scale",
+        type=float,
+        nargs="+",
+        default=[SHIPPED.lagged_noise_scale],
+        help="CalibrationConfig.lagged_noise_scale: c, the lagged disagreement divided by "
+        "sqrt(1 + nu^2 / (nu^2 + c^2)), nu the context's noise level (0: no correction)",
     )
     p.add_argument(
         "--data",
@@ -155,9 +164,24 @@ def score(rows: list[dict], cal) -> dict[tuple[float, str], float]:
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
-def name_of(inflation: float, a: float, floor: float, blend: float, beta: float) -> str:
-    """A candidate's name in the table: its inflation, scale mixture, lagged floor and blend (noise inflation)."""
-    return f"x{inflation} a{a} floor {floor} blend {blend}" + (f" noise {beta}" if beta else "")
+#: the settings a grid varies: CalibrationConfig's fields, each with its command-line flag
+SETTINGS = (
+    "inflation",
+    "scale_spread",
+    "lagged_floor",
+    "lagged_blend",
+    "noise_inflation",
+    "lagged_noise_scale",
+)
+
+
+def name_of(cal: CalibrationConfig) -> str:
+    """A candidate's name in the table: its inflation, scale mixture, lagged floor and blend (noise inflation,
+    the lagged ensemble's noise correction)."""
+    name = f"x{cal.inflation} a{cal.scale_spread} floor {cal.lagged_floor} blend {cal.lagged_blend}"
+    if cal.noise_inflation:
+        name += f" noise {cal.noise_inflation}"
+    return name + (f" lagged noise {cal.lagged_noise_scale}" if cal.lagged_noise_scale else "")
 
 
 def in_targets(s: dict[tuple[float, str], float]) -> bool:
@@ -173,8 +197,7 @@ SOURCES: dict[str, list[dict]] = {}
 def score_sources(cal) -> dict[str, dict[tuple[float, str], float]]:
     """:func:`score` of one calibration on each source of :data:`SOURCES`."""
     out = {name: score(rows, cal) for name, rows in SOURCES.items()}
-    name = name_of(cal.inflation, cal.scale_spread, cal.lagged_floor, cal.lagged_blend, cal.noise_inflation)
-    print(f"{name}: scored", flush=True)
+    print(f"{name_of(cal)}: scored", flush=True)
     return out
 
 
@@ -202,17 +225,12 @@ def main(argv: list[str] | None = None) -> int:
             path = cache / f"generated-seed{seed}.pkl"
             SOURCES.setdefault("generated", []).extend(cached_runs(path, args.checkpoint, seed, args.data))
     t = time.perf_counter()
-    grid = list(
-        itertools.product(
-            args.inflation, args.scale_spread, args.lagged_floor, args.lagged_blend, args.noise_inflation
-        )
-    )
-    calibrations = [
-        replace(SHIPPED, inflation=i, scale_spread=a, lagged_floor=f, lagged_blend=bl, noise_inflation=b)
-        for i, a, f, bl, b in grid
+    grid = [
+        replace(SHIPPED, **dict(zip(SETTINGS, values, strict=True)))
+        for values in itertools.product(*(getattr(args, name) for name in SETTINGS))
     ]
     with multiprocessing.get_context("fork").Pool(args.workers, torch.set_num_threads, (1,)) as pool:
-        scored = pool.map(score_sources, calibrations)
+        scored = pool.map(score_sources, grid)
     results = dict(zip(grid, scored, strict=True))
     total = {
         k: sum(s[n, f"crps@{h}"] for s in by_source.values() for n in NOISE for h in HORIZONS)
@@ -228,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, by_source in results.items():
-        name = name_of(*key)
+        name = name_of(key)
         for source, s in by_source.items():
             cells = [
                 " / ".join(f"{s[n, f'{m}@{h}']:.{3 if m == 'crps' else 2}f}" for h in HORIZONS)
@@ -240,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = min((k for k in results if held[k]), key=total.get, default=None)
     lines += [
         "",
-        f"Chosen by the rule: {'none' if chosen is None else name_of(*chosen)}",
+        f"Chosen by the rule: {'none' if chosen is None else name_of(chosen)}",
     ]
     text = "\n".join(lines)
     print(text)

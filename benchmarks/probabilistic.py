@@ -118,8 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{name}/horizon from spread": ("mixture", replace(cal, horizon="spread")),  # the horizon before
         f"{name}/mixture x1.0 a1": ("mixture", before),
         # the default before the lagged blend (the eighth round, docs/probabilistic.md)
-        f"{name}/no lagged blend x0.85": ("mixture", replace(cal, inflation=0.85, lagged_blend=0.0)),
-        f"{name}/lagged blend 0.5": ("mixture", replace(cal, lagged_blend=0.5)),  # the round's runner-up
+        f"{name}/no lagged blend x0.85": (
+            "mixture",
+            replace(cal, inflation=0.85, lagged_blend=0.0, lagged_noise_scale=0.0),
+        ),
+        # the default before the lagged ensemble's noise correction (the ninth round)
+        f"{name}/no noise correction": ("mixture", replace(cal, lagged_noise_scale=0.0)),
         f"{name}/residual": ("residual", cal),
     }
     if args.split == "calibration":  # the horizon's other candidates (docs/probabilistic.md)

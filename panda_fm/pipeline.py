@@ -200,7 +200,7 @@ class PandaPipeline:
         there give the spread at each lead and channel, which widens into the context's own distribution of
         values where the errors reach it (:mod:`panda_fm.uncertainty`); with ``calibration.lagged_blend`` (the
         default) that spread is blended with the disagreement of the same forecast from the context cut
-        ``calibration.lags`` steps short. This costs about ``1 + len(calibration.offsets)`` (6) times a
+        ``calibration.lags`` steps short (less on a noisy context: ``calibration.lagged_noise_scale``). This costs about ``1 + len(calibration.offsets)`` (6) times a
         ``predict`` call, plus ``len(calibration.lags)`` (4) with a lagged blend or floor.
 
         Args:

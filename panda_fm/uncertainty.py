@@ -34,11 +34,12 @@ Shape letters: B batch, T time, C channels, H horizon, O origins, Q quantile lev
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import ndtr, ndtri
+from scipy.special import comb, ndtr, ndtri
 
 __all__ = [
     "CalibrationConfig",
@@ -46,6 +47,8 @@ __all__ = [
     "lead_spread",
     "lagged_members",
     "lagged_spread",
+    "noise_level",
+    "noise_corrected",
     "distribution_spread",
     "horizon_spread",
     "SATURATION_MS",
@@ -56,6 +59,7 @@ __all__ = [
 SATURATION_MS = 2.0
 CLIMATOLOGY_GRID = 256  # quantiles of a context's values that represent its climatology
 NOISE_LEADS = 4  # the leads of the in-context errors that measure a context's noise level
+NOISE_ORDER = 6  # the order of the differences that measure a context's observation noise (noise_level)
 #: The ways the Gaussian part and the climatology join (:attr:`CalibrationConfig.combine`).
 COMBINES = ("mixture", "quantile", "shifted", "symmetric")
 #: What the predictability horizon is read off (:attr:`CalibrationConfig.horizon`).
@@ -84,6 +88,11 @@ class CalibrationConfig:
             context's forecast errors are; the lagged forecasts, from the forecast's own origin, measure which
             windows part early, and rank windows by their valid prediction time better (docs/probabilistic.md,
             eighth round).
+        lagged_noise_scale: ``c``, on a noisy context the lagged disagreement is divided by
+            ``sqrt(1 + nu^2 / (nu^2 + c^2))``, ``nu`` the context's observation noise in context stds
+            (:func:`noise_level`): there the point forecast and each lagged member carry their own noise-driven
+            error, and their difference counts it twice (a factor ``sqrt(2)``; none on a clean context). 0: no
+            correction. For the quantiles, samples and the horizon alike (docs/probabilistic.md, ninth round).
         channel_pooling: weight of the mean over channels in each channel's mean squared error (0: each channel
             alone, 1: one spread for all).
         smoothing: the spread at lead ``h`` averages the errors at leads ``(1 - smoothing) h .. h``.
@@ -119,6 +128,7 @@ class CalibrationConfig:
     inflation: float = 0.6
     noise_inflation: float = 0.0
     lagged_blend: float = 0.75
+    lagged_noise_scale: float = 0.005
     channel_pooling: float = 0.5
     smoothing: float = 0.25
     min_spread: float = 1e-5
@@ -163,6 +173,8 @@ class CalibrationConfig:
             raise ValueError(f"horizon must be one of {HORIZONS}, got {self.horizon!r}")
         if self.lagged_floor < 0:
             raise ValueError(f"lagged_floor must be >= 0, got {self.lagged_floor}")
+        if self.lagged_noise_scale < 0:
+            raise ValueError(f"lagged_noise_scale must be >= 0, got {self.lagged_noise_scale}")
         if not 0 <= self.lagged_blend <= 1:
             raise ValueError(f"lagged_blend must be in [0, 1], got {self.lagged_blend}")
         if self.needs_lagged and (not self.lags or min(self.lags) < 1):
@@ -280,6 +292,32 @@ def lagged_spread(members: np.ndarray, point: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(rms, axis=1)
 
 
+def noise_level(context: np.ndarray) -> np.ndarray:
+    """``(B, C)`` the std of white observation noise in ``(B, T, C)`` contexts (NaN missing), in their units.
+
+    From sixth differences: white noise of std ``nu`` gives them the std ``sqrt(924) nu`` (924 = C(12, 6)), while
+    a smooth signal nearly cancels (a sinusoid of ``P`` steps a period keeps ``(2 sin(pi / P))^6`` of its
+    amplitude). Their median absolute value over time, scaled as for a Gaussian. A clean Lorenz context of 30
+    steps a period reads 0.002 context stds (third differences: 0.016), one of 120 steps a period 1e-5. A channel
+    without seven consecutive values gets 0.
+    """
+    d = np.abs(np.diff(context, n=NOISE_ORDER, axis=1))  # (B, T - 6, C), NaN wherever a step is missing
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a channel without any difference: NaN, then 0
+        med = np.nanmedian(d, axis=1)
+    return np.nan_to_num(med / (ndtri(0.75) * np.sqrt(comb(2 * NOISE_ORDER, NOISE_ORDER))), nan=0.0)
+
+
+def noise_corrected(lagged: np.ndarray, context: np.ndarray, config: CalibrationConfig) -> np.ndarray:
+    """``(B, H, C)`` the lagged ensemble's disagreement ``lagged`` (:func:`lagged_spread`) divided by
+    ``sqrt(1 + nu^2 / (nu^2 + c^2))``, ``nu`` the noise level of the standardised ``context`` ``(B, T, C)``
+    (:func:`noise_level`) and ``c`` :attr:`CalibrationConfig.lagged_noise_scale` (0: ``lagged`` as it is)."""
+    if config.lagged_noise_scale == 0:
+        return lagged
+    nu2 = noise_level(context)[:, None] ** 2  # (B, 1, C)
+    return lagged / np.sqrt(1 + nu2 / (nu2 + config.lagged_noise_scale**2))
+
+
 def distribution_spread(
     spread: np.ndarray, lagged: np.ndarray | None, config: CalibrationConfig
 ) -> np.ndarray:
@@ -375,8 +413,9 @@ class ForecastDistribution:
         with_horizon: bool = False,
     ) -> ForecastDistribution:
         """The distribution ``config`` builds from the in-context errors: :func:`lead_spread` blended with the lagged
-        ensemble's disagreement and under its floor (:func:`distribution_spread`), and with ``with_horizon`` the
-        spread its horizon is read off (:func:`horizon_spread`).
+        ensemble's disagreement (corrected for the context's noise, :attr:`CalibrationConfig.lagged_noise_scale`)
+        and under its floor (:func:`distribution_spread`), and with ``with_horizon`` the spread its horizon is
+        read off (:func:`horizon_spread`).
 
         Args:
             point: ``(B, H, C)`` the point forecast, standardised as ``context``.
@@ -388,6 +427,8 @@ class ForecastDistribution:
             with_horizon: also the horizon's spread.
         """
         spread = lead_spread(errors, point.shape[1], config, prefix)
+        if lagged is not None:
+            lagged = noise_corrected(lagged, context, config)
         horizon = horizon_spread(spread, lagged, config) if with_horizon else None
         blended = distribution_spread(spread, lagged, config)
         return cls(point, blended, context, config.combine, config.scale_spread, horizon)

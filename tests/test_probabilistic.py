@@ -19,6 +19,7 @@ from panda_fm.uncertainty import (
     lagged_members,
     lagged_spread,
     lead_spread,
+    noise_level,
 )
 from tests.conftest import integrate
 
@@ -119,6 +120,10 @@ def test_spread_grows_with_lead_and_crosses_the_threshold_on_chaos(lorenz) -> No
     # the default horizon is the lagged ensemble's: the same forecast from the context cut 1, 2, 4, 8 steps short
     members = np.stack([pipe.predict(lorenz[None, : 512 - g], 256 + g)[:, g:] for g in (1, 2, 4, 8)], axis=1)
     by_hand = lagged_spread((members - loc[:, None]) / scale[:, None], dist.point)
+    # corrected for the context's noise level (a clean context of 30 steps a period reads a little)
+    nu2 = noise_level(dist.context)[:, None] ** 2
+    assert 0 < nu2.max() < 1e-4
+    by_hand = by_hand / np.sqrt(1 + nu2 / (nu2 + pipe.calibration.lagged_noise_scale**2))
     np.testing.assert_allclose(dist.horizon_spread, by_hand, rtol=1e-4, atol=1e-5)
     calibrated = pipe.predictability_horizon(
         lorenz[:512], 256, calibration=CalibrationConfig(horizon="spread")
@@ -175,6 +180,42 @@ def test_distribution_spread_by_hand() -> None:
     with pytest.raises(ValueError, match="lags must be positive"):
         CalibrationConfig(horizon="spread", lags=())  # the default blend reads the lagged ensemble
     assert CalibrationConfig(horizon="spread", lagged_blend=0.0).needs_lagged is False and cfg.needs_lagged
+
+
+def test_noise_level_by_hand() -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(4000)
+    smooth = np.stack([np.sin(2 * np.pi * t / 30), np.cos(2 * np.pi * t / 120)], axis=1)  # (T, 2)
+    sigma = np.array([0.05, 0.2])
+    noisy = smooth + sigma * rng.standard_normal(smooth.shape)
+    x = np.stack([smooth, noisy, noisy])
+    x[2, 1000:1100, 0] = np.nan  # a gap: its differences are skipped
+    x[2, :, 1] = np.nan  # a channel without values
+    nu = noise_level(x)
+    assert nu.shape == (3, 2)
+    # a sinusoid of 30 steps a period keeps (2 sin(pi / 30))^6 of its amplitude in its sixth differences
+    assert nu[0].max() < (2 * np.sin(np.pi / 30)) ** 6
+    np.testing.assert_allclose(nu[1], sigma, rtol=0.1)
+    assert nu[2, 0] == pytest.approx(nu[1, 0], rel=0.05) and nu[2, 1] == 0.0
+    # the lagged ensemble's correction on a noisy context: divided by sqrt(1 + nu^2 / (nu^2 + c^2))
+    point = np.zeros((1, 3, 2))
+    lagged = np.full((1, 3, 2), 0.4)
+    errors = np.full((1, 1, 3, 2), 0.3)
+    cfg = CalibrationConfig(lagged_blend=1.0, lagged_noise_scale=0.05, horizon="lagged")
+    dist = ForecastDistribution.calibrated(
+        point, errors, np.array([200]), x[1:2], cfg, lagged, with_horizon=True
+    )
+    nu2 = noise_level(x[1:2])[0] ** 2
+    expected = 0.4 / np.sqrt(1 + nu2 / (nu2 + 0.05**2))
+    assert expected[0] == pytest.approx(0.4 / np.sqrt(1.5), rel=0.05)  # nu = c: half the correction
+    np.testing.assert_allclose(dist.spread[0], np.broadcast_to(expected, (3, 2)))
+    np.testing.assert_allclose(dist.horizon_spread[0], np.broadcast_to(expected, (3, 2)))
+    off = ForecastDistribution.calibrated(
+        point, errors, np.array([200]), x[1:2], replace(cfg, lagged_noise_scale=0.0), lagged
+    )
+    np.testing.assert_allclose(off.spread, lagged)
+    with pytest.raises(ValueError, match="lagged_noise_scale must be"):
+        CalibrationConfig(lagged_noise_scale=-0.1)
 
 
 def test_lead_spread_by_hand() -> None:

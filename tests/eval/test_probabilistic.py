@@ -21,7 +21,7 @@ from panda_fm.eval.probabilistic import (
 )
 from panda_fm.eval.runner import EvalConfig
 from panda_fm.systems.store import open_dataset
-from panda_fm.uncertainty import lagged_spread
+from panda_fm.uncertainty import lagged_spread, noise_corrected
 from tests.conftest import integrate
 
 
@@ -134,5 +134,6 @@ def test_the_model_reports_each_variants_horizon_spread(tiny_pipeline) -> None:
         axis=1,
     )  # (B, K, H, C), by hand
     expected = lagged_spread((members - loc[:, None]) / scale[:, None], (point - loc) / scale)
+    expected = noise_corrected(expected, dist.context, cal)  # divided by sqrt(1 + nu^2 / (nu^2 + c^2))
     np.testing.assert_allclose(spread, expected, rtol=1e-4, atol=1e-5)
     assert not np.allclose(spread, spread_s)
