@@ -426,10 +426,31 @@ def system_bootstrap_mean_ci(
     return float(lo), float(hi)
 
 
+def system_bootstrap_spearman_ci(
+    predicted: Sequence[float],
+    realised: Sequence[float],
+    systems: Sequence[str],
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """The 95% percentile-bootstrap interval of :func:`panda_fm.eval.metrics.horizon_correlation` of
+    ``predicted`` and ``realised`` (one pair per window), resampling whole systems with replacement."""
+    a, b = np.asarray(predicted, dtype=np.float64), np.asarray(realised, dtype=np.float64)
+    names, index = np.unique(np.asarray(systems), return_inverse=True)
+    windows = [np.flatnonzero(index == i) for i in range(len(names))]
+    picks = np.random.default_rng(seed).integers(0, len(names), (n_resamples, len(names)))
+    rho = [
+        metrics.horizon_correlation(a[rows], b[rows])
+        for rows in (np.concatenate([windows[i] for i in pick]) for pick in picks)
+    ]
+    lo, hi = np.percentile(rho, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def summarise(per_window: list[dict[str, Any]], names: list[str], noise: Sequence[float]) -> dict[str, Any]:
     """Per noise level and method: means of the scores, medians of the sMAPEs, the horizon correlation, and for
-    the coverages (``cov50@h``, ``cov80@h``) a 95% interval over systems (``cov50@h_ci95``;
-    :func:`system_bootstrap_mean_ci`)."""
+    the coverages (``cov50@h``, ``cov80@h``) and the correlation a 95% interval over systems (``cov50@h_ci95``,
+    ``horizon_spearman_ci95``; :func:`system_bootstrap_mean_ci`, :func:`system_bootstrap_spearman_ci`)."""
     groups: dict[tuple[float, str], list[dict[str, float]]] = defaultdict(list)
     systems: dict[tuple[float, str], list[str]] = defaultdict(list)
     for r in per_window:
@@ -450,26 +471,29 @@ def summarise(per_window: list[dict[str, Any]], names: list[str], noise: Sequenc
                 )
                 if key.startswith("cov"):
                     stats[f"{key}_ci95"] = system_bootstrap_mean_ci(v, systems[sigma, name])
+            horizon, vpt = [r["predicted_horizon"] for r in rows], [r["vpt"] for r in rows]
             stats["horizon_spearman"] = (
-                metrics.horizon_correlation([r["predicted_horizon"] for r in rows], [r["vpt"] for r in rows])
-                if len(rows) > 1
-                else float("nan")
+                metrics.horizon_correlation(horizon, vpt) if len(rows) > 1 else float("nan")
             )
+            if len(rows) > 1:
+                stats["horizon_spearman_ci95"] = system_bootstrap_spearman_ci(
+                    horizon, vpt, systems[sigma, name]
+                )
             stats["windows"] = len(rows)
             out[str(sigma)][name] = stats
     return out
 
 
-def _coverage(stats: dict[str, Any], key: str) -> str:
-    """A coverage cell: the value and, where the summary has it, its interval over systems."""
+def _with_interval(stats: dict[str, Any], key: str) -> str:
+    """A coverage or correlation cell: the value and, where the summary has it, its interval over systems."""
     ci = stats.get(f"{key}_ci95")
     return f"{stats[key]:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci is not None else "")
 
 
 def markdown_table(report: dict[str, Any]) -> str:
     """Tables per noise level: CRPS, coverages (with their intervals over systems) and sMAPE of the median at each
-    horizon, the sample-based CRPS at the longest (where a method draws paths) and the horizon correlation, one row
-    per method."""
+    horizon, the sample-based CRPS at the longest (where a method draws paths) and the horizon correlation (with its
+    interval), one row per method."""
     horizons = report["config"]["horizons"]
     lines = []
     for sigma, by_method in report["summary"].items():
@@ -486,12 +510,12 @@ def markdown_table(report: dict[str, Any]) -> str:
                 point = f" (pt {s[f'smape_point@{h}']:.1f})" if f"smape_point@{h}" in s else ""
                 row += [
                     f"{s[f'crps@{h}']:.3f}",
-                    _coverage(s, f"cov50@{h}"),
-                    _coverage(s, f"cov80@{h}"),
+                    _with_interval(s, f"cov50@{h}"),
+                    _with_interval(s, f"cov80@{h}"),
                     f"{s[f'smape_median@{h}']:.1f}{point}",
                 ]
             key = f"crps_samples@{horizons[-1]}"
             row.append(f"{s[key]:.3f}" if key in s else "-")
-            row.append(f"{s['horizon_spearman']:.2f}")
+            row.append(_with_interval(s, "horizon_spearman"))
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

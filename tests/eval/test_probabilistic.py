@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from panda_fm.eval.metrics import horizon_correlation
 from panda_fm.eval.plots import plot_fan, plot_reliability
 from panda_fm.eval.probabilistic import (
     LEVELS,
@@ -18,6 +19,7 @@ from panda_fm.eval.probabilistic import (
     evaluate_quantiles,
     markdown_table,
     system_bootstrap_mean_ci,
+    system_bootstrap_spearman_ci,
 )
 from panda_fm.eval.runner import EvalConfig
 from panda_fm.systems.store import open_dataset
@@ -92,6 +94,24 @@ def test_coverage_intervals_resample_whole_systems() -> None:
     assert lo == pytest.approx(covered.mean() - half, abs=0.01) and hi == pytest.approx(
         covered.mean() + half, abs=0.01
     )
+
+
+def test_the_horizon_correlation_has_an_interval_over_systems() -> None:
+    horizon = np.arange(12.0)
+    systems = [str(i // 3) for i in range(12)]  # four systems of three windows
+    assert system_bootstrap_spearman_ci(horizon, 2 * horizon + 1, systems) == (1.0, 1.0)  # same ranks
+    assert system_bootstrap_spearman_ci(horizon, -horizon, systems) == (-1.0, -1.0)
+    # one system: every resample is the same windows
+    rho = horizon_correlation(horizon[:3], [2.0, 1.0, 3.0])
+    assert system_bootstrap_spearman_ci(horizon[:3], [2.0, 1.0, 3.0], ["a"] * 3) == (rho, rho)
+    # noisy pairs: the interval holds the correlation and narrows with more systems
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(400)
+    y = x + rng.standard_normal(400)
+    few = system_bootstrap_spearman_ci(x[:40], y[:40], [str(i) for i in range(40)])
+    many = system_bootstrap_spearman_ci(x, y, [str(i) for i in range(400)])
+    assert few[0] < horizon_correlation(x[:40], y[:40]) < few[1]
+    assert many[0] < horizon_correlation(x, y) < many[1] and many[1] - many[0] < few[1] - few[0]
 
 
 def test_methods_need_distinct_names(tiny_dataset: Path) -> None:
