@@ -200,8 +200,9 @@ class PandaPipeline:
         there give the spread at each lead and channel, which widens into the context's own distribution of
         values where the errors reach it (:mod:`panda_fm.uncertainty`); with ``calibration.lagged_blend`` (the
         default) that spread is blended with the disagreement of the same forecast from the context cut
-        ``calibration.lags`` steps short (less on a noisy context: ``calibration.lagged_noise_scale``). This costs about ``1 + len(calibration.offsets)`` (6) times a
-        ``predict`` call, plus ``len(calibration.lags)`` (4) with a lagged blend or floor.
+        ``calibration.lags`` steps short (less on a noisy context: ``calibration.lagged_noise_scale``). This costs
+        about ``1 + len(calibration.offsets)`` (6) times a ``predict`` call, plus ``len(calibration.lags)`` (4)
+        with a lagged blend or floor.
 
         Args:
             context: as for :meth:`predict` (same forms, rules and errors); a context needs at least

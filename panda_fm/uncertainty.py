@@ -298,8 +298,8 @@ def noise_level(context: np.ndarray) -> np.ndarray:
     From sixth differences: white noise of std ``nu`` gives them the std ``sqrt(924) nu`` (924 = C(12, 6)), while
     a smooth signal nearly cancels (a sinusoid of ``P`` steps a period keeps ``(2 sin(pi / P))^6`` of its
     amplitude). Their median absolute value over time, scaled as for a Gaussian. A clean Lorenz context of 30
-    steps a period reads 0.002 context stds (third differences: 0.016), one of 120 steps a period 1e-5. A channel
-    without seven consecutive values gets 0.
+    steps a period reads 0.001-0.003 context stds (third differences: 0.016), one of 120 steps a period 1e-6. A
+    channel without seven consecutive values gets 0.
     """
     d = np.abs(np.diff(context, n=NOISE_ORDER, axis=1))  # (B, T - 6, C), NaN wherever a step is missing
     with warnings.catch_warnings():
