@@ -50,32 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="folder of the model's saved runs (made on first use; one folder per checkpoint and --data)",
     )
     p.add_argument("--checkpoint", default="panda-fm-small", help="checkpoint (default: %(default)s)")
-    p.add_argument("--inflation", type=float, nargs="+", default=[SHIPPED.inflation])
-    p.add_argument("--scale-spread", type=float, nargs="+", default=[SHIPPED.scale_spread])
-    p.add_argument("--lagged-floor", type=float, nargs="+", default=[SHIPPED.lagged_floor])
-    p.add_argument(
-        "--lagged-blend",
-        type=float,
-        nargs="+",
-        default=[SHIPPED.lagged_blend],
-        help="CalibrationConfig.lagged_blend: the spread s^(1 - b) L^b, L the lagged ensemble's disagreement",
-    )
-    p.add_argument(
-        "--noise-inflation",
-        type=float,
-        nargs="+",
-        default=[SHIPPED.noise_inflation],
-        help="CalibrationConfig.noise_inflation: the spread times (1 + beta nu), nu the RMS in-context error at "
-        "leads 1-4 (context stds, over origins and channels: the context's noise level)",
-    )
-    p.add_argument(
-        "--lagged-noise-scale",
-        type=float,
-        nargs="+",
-        default=[SHIPPED.lagged_noise_scale],
-        help="CalibrationConfig.lagged_noise_scale: c, the lagged disagreement divided by "
-        "sqrt(1 + nu^2 / (nu^2 + c^2)), nu the context's noise level (0: no correction)",
-    )
+    for name, meaning in SETTINGS.items():  # each setting's values; default: the shipped calibration's
+        flag = "--" + name.replace("_", "-")
+        p.add_argument(flag, type=float, nargs="+", default=[getattr(SHIPPED, name)], help=meaning)
     p.add_argument(
         "--data",
         default=None,
@@ -164,15 +141,18 @@ def score(rows: list[dict], cal) -> dict[tuple[float, str], float]:
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
-#: the settings a grid varies: CalibrationConfig's fields, each with its command-line flag
-SETTINGS = (
-    "inflation",
-    "scale_spread",
-    "lagged_floor",
-    "lagged_blend",
-    "noise_inflation",
-    "lagged_noise_scale",
-)
+#: the settings a grid varies: CalibrationConfig's fields (each a flag, ``--lagged-blend`` for ``lagged_blend``)
+SETTINGS = {
+    "inflation": "CalibrationConfig.inflation: the factor on the in-context spread",
+    "scale_spread": "CalibrationConfig.scale_spread: a, the Gaussian part a mixture over scales s exp(a z)",
+    "lagged_floor": "CalibrationConfig.lagged_floor: the spread at least k times the lagged disagreement",
+    "lagged_blend": "CalibrationConfig.lagged_blend: the spread s^(1 - b) L^b, L the lagged ensemble's "
+    "disagreement",
+    "noise_inflation": "CalibrationConfig.noise_inflation: the spread times (1 + beta nu), nu the RMS in-context "
+    "error at leads 1-4 (context stds, over origins and channels: the context's noise level)",
+    "lagged_noise_scale": "CalibrationConfig.lagged_noise_scale: c, the lagged disagreement divided by "
+    "sqrt(1 + nu^2 / (nu^2 + c^2)), nu the context's noise level (0: no correction)",
+}
 
 
 def name_of(cal: CalibrationConfig) -> str:
