@@ -1,0 +1,64 @@
+"""The calibrated quantiles on stress-suite sets (issue 18, checked on data unlike the calibration's).
+
+    PYTHONPATH=. python benchmarks/probabilistic_stress.py --sets coarse-4x noise-20 \\
+        --out benchmarks/results/probabilistic/stress.md
+
+For each set (``panda_fm.eval.stress``; 3 windows a system, seed 0, as the stress suite draws them) the shipped
+checkpoint's quantiles with its calibration, and with the lagged ensemble's noise correction off (the eighth
+round's calibration), on the same windows, scored by the probabilistic benchmark at 64, 128 and 256 steps: CRPS,
+coverage of the 50% and 80% intervals (with their intervals over systems) and the horizon's Spearman correlation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from _common import SHIPPED, write_markdown
+
+from panda_fm import PandaPipeline
+from panda_fm.eval.probabilistic import ModelQuantiles, evaluate_quantiles, markdown_table
+from panda_fm.eval.stress import stress_config, stress_dataset, stress_sets
+from panda_fm.systems.store import open_dataset
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sets", nargs="+", required=True, help="stress sets (panda_fm.eval.stress.stress_sets)")
+    p.add_argument("--checkpoint", default=str(SHIPPED), help="checkpoint (default: the shipped one)")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "panda_fm" / "stress-v1"))
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    p.add_argument("--out", default=None, help="also write the report to this markdown file")
+    args = p.parse_args(argv)
+    specs = stress_sets()
+    unknown = [s for s in args.sets if s not in specs]
+    if unknown:
+        p.error(f"unknown sets {unknown}; choose among {sorted(specs)}")
+    torch.set_num_threads(args.threads)
+    pipe = PandaPipeline.from_pretrained(args.checkpoint)
+    name = Path(args.checkpoint).name
+    off = replace(pipe.calibration, lagged_noise_scale=0.0)
+    command = shlex.join(["python", "benchmarks/probabilistic_stress.py", *(argv or sys.argv[1:])])
+    lines = ["# Calibrated quantiles on stress sets", "", f"`{command}`"]
+    for set_name in args.sets:
+        spec = specs[set_name]
+        config = replace(stress_config(spec, 3, 0), horizons=(64, 128, 256), rollout=0, batch_size=8)
+        method = ModelQuantiles(pipe, name, {f"{name}/no noise correction": ("mixture", off)}, batch_size=8)
+        t = time.perf_counter()
+        report = evaluate_quantiles([method], open_dataset(stress_dataset(set_name, args.cache)), config)
+        lines += [
+            "",
+            f"## {set_name}: {spec.description} (context {config.context_length}; {time.perf_counter() - t:.0f} s)",
+            markdown_table(report),
+        ]
+    write_markdown(lines, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
