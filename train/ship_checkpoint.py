@@ -10,12 +10,21 @@ summary table (sMAPE/MAE/VPT) go into the card's "Measured results" (the table's
 ``--name``). ``--stress`` adds the summary table of a stress-suite report (``benchmarks/stress.py``: median
 sMAPE@128 per set and method, with bootstrap intervals). The run's own record (data, steps, wall time,
 hardware) stays in the card's "Training".
+
+Each ``--rename OLD=NEW`` replaces a machine's own path in every text of the card and training_info.json (for
+example ``--rename /work/data/evo700=data/evo700``), so that the card's commands read as a user would type them.
+Shipping a checkpoint again with only ``--rename`` keeps its results and command and rewrites the card; the
+weights are written unchanged.
+
+    python train/ship_checkpoint.py --run checkpoints/panda-fm-small --name panda-fm-small \
+        --rename /work/data/evo700=data/evo700 --out checkpoints/panda-fm-small
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from panda_fm import PandaPipeline
 
@@ -43,13 +52,46 @@ def stress_section(path: Path) -> str:
     )
 
 
+def renamed(value: Any, renames: list[tuple[str, str]]) -> Any:
+    """``value`` (nested dicts, lists and strings) with each ``old`` replaced by ``new`` in every string."""
+    if isinstance(value, str):
+        for old, new in renames:
+            value = value.replace(old, new)
+        return value
+    if isinstance(value, dict):
+        return {k: renamed(v, renames) for k, v in value.items()}
+    if isinstance(value, list):
+        return [renamed(v, renames) for v in value]
+    return value
+
+
+def rename_pair(text: str) -> tuple[str, str]:
+    """``OLD=NEW`` -> ``(OLD, NEW)``."""
+    old, sep, new = text.partition("=")
+    if not sep or not old:
+        raise argparse.ArgumentTypeError(
+            f"--rename wants OLD=NEW (a path and what to write instead), not {text!r}"
+        )
+    return old, new
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="the run's exported checkpoint directory")
     parser.add_argument("--name", required=True, help="the checkpoint's name in the card and the tables")
     parser.add_argument("--report", type=Path, action="append", default=[], help="evaluate report.md")
     parser.add_argument("--stress", type=Path, default=None, help="a stress-suite stress.md")
-    parser.add_argument("--command", required=True, help="the commands that made the data and the run")
+    parser.add_argument(
+        "--command", default=None, help="the commands that made the data and the run (default: the run's own)"
+    )
+    parser.add_argument(
+        "--rename",
+        type=rename_pair,
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="write NEW for the path OLD everywhere in the card (repeatable)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     for report in [*args.report, *([args.stress] if args.stress else [])]:
@@ -57,11 +99,17 @@ def main() -> None:
             parser.error(f"--report {report} does not exist; run `panda-fm evaluate ... --out DIR` first")
     pipe = PandaPipeline.from_pretrained(args.run)
     pipe.info["name"] = args.name
-    pipe.info.setdefault("training", {})["command"] = args.command
+    training = pipe.info.setdefault("training", {})
+    if args.command is not None:
+        training["command"] = args.command
+    elif "command" not in training:
+        parser.error(f"{args.run} records no command; give --command with the commands that made it")
     sections = [report_section(r, args.run.name, args.name) for r in args.report]
     if args.stress:
         sections.append(stress_section(args.stress))
-    pipe.info["results"] = "\n\n".join(sections) if sections else None
+    if sections or "results" not in pipe.info:  # re-shipped without reports: the results it has
+        pipe.info["results"] = "\n\n".join(sections) if sections else None
+    pipe.info = renamed(pipe.info, args.rename)
     pipe.save_pretrained(args.out)
     print(f"wrote {args.out} ({sum(f.stat().st_size for f in args.out.iterdir()) / 1e6:.1f} MB)")
 

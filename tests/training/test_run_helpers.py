@@ -100,3 +100,18 @@ def test_ship_checkpoint_puts_the_reports_in_the_model_card(tmp_path: Path):
         text=True,
     )
     assert missing.returncode != 0 and "does not exist" in missing.stderr
+
+    # shipped again with only --rename: results and command kept, the path rewritten, the weights' bytes unchanged
+    again = tmp_path / "again"
+    rename = [sys.executable, "train/ship_checkpoint.py", "--run", str(out), "--name", "panda-fm-x"]
+    rename += ["--rename", "run/checkpoint=RUN-DIR", "--out", str(again)]
+    subprocess.run(rename, cwd=repo, check=True, env={**os.environ, "PYTHONPATH": str(repo)})
+    card = (again / "README.md").read_text()
+    assert "--checkpoint RUN-DIR --test founders" in card and "run/checkpoint" not in card
+    assert "| 0 | panda-fm-x | 12.5 |" in card and "panda-fm pretrain ..." in card
+    weights = "model.safetensors"
+    assert (again / weights).read_bytes() == (out / weights).read_bytes()
+    bad = subprocess.run(
+        [*rename[:-2], "--rename", "no-equals", *rename[-2:]], cwd=repo, capture_output=True, text=True
+    )
+    assert bad.returncode != 0 and "OLD=NEW" in bad.stderr
