@@ -63,12 +63,14 @@ def observed_windows(
     context_length: int = 512,
     horizon: int = 128,
     max_systems: int | None = None,
+    systems: list[str] | None = None,
 ) -> list[ObservedWindow]:
-    """Windows of the train split, each observed at random (see the module's docstring); deterministic."""
+    """Windows of the train split (or of its ``systems``), each observed at random (see the module's
+    docstring); deterministic."""
     rng = np.random.default_rng(seed)
     T, L = context_length, context_length + horizon
     out = []
-    for sid in dataset.ids("train")[:max_systems]:
+    for sid in (dataset.ids("train") if systems is None else systems)[:max_systems]:
         traj = dataset.load(sid)  # (K, steps, D)
         for _ in range(windows_per_system):
             factor = float(np.exp(rng.uniform(np.log(0.25), np.log(4.0)))) if rng.random() < 0.5 else 1.0
@@ -239,6 +241,13 @@ def fit_chooser(
     return train_choice(model.chooser, pool, model.floored_log_weights(pool["logits"]), epochs, seed, holdout)
 
 
+def held_out_systems(n_systems: int, holdout: float, generator: torch.Generator) -> torch.Tensor:
+    """The indices of the systems :func:`train_choice` holds out for validation (a pool's systems are numbered in
+    order of first appearance, for :func:`observed_windows` the train split's order); ``generator`` seeded
+    with the fit's seed."""
+    return torch.randperm(n_systems, generator=generator)[: max(1, round(holdout * n_systems))]
+
+
 def train_choice(
     chooser: torch.nn.Module,
     pool: dict[str, torch.Tensor],
@@ -257,8 +266,7 @@ def train_choice(
     """
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    n_systems = int(pool["system"].max()) + 1
-    held = torch.randperm(n_systems, generator=gen)[: max(1, round(holdout * n_systems))]
+    held = held_out_systems(int(pool["system"].max()) + 1, holdout, gen)
     val = torch.isin(pool["system"], held)
     train_rows, val_rows = torch.nonzero(~val).squeeze(1), torch.nonzero(val).squeeze(1)
     evidence, window, smape = pool["evidence"], pool["window"], pool["smape"]
