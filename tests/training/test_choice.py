@@ -11,7 +11,7 @@ from panda_fm import PandaPipeline
 from panda_fm.model.choice import EVIDENCE, WINDOW_FEATURES, EvidenceChooser, expert_evidence
 from panda_fm.systems.store import open_dataset
 from panda_fm.training import choice as choice_module
-from panda_fm.training.choice import choice_pool, fit_chooser, observed_windows
+from panda_fm.training.choice import choice_pool, fit_chooser, held_out_systems, observed_windows
 from tests.conftest import TINY_CHECKPOINT, cli, cli_env, integrate, random_model
 
 CONTEXT = 256  # the tiny dataset's trajectories hold 400 steps: windows of context + prediction fit
@@ -161,6 +161,21 @@ def test_observed_windows_and_their_pool(tiny_dataset):
         [bool(np.isnan(w.seen[: CONTEXT - 100]).all()) for w in windows[:20] for _ in w.seen.T]
     )
     assert bool(torch.isnan(pool["evidence"][cut, :, 3]).all())  # a short context's backtest is short
+
+
+def test_the_held_out_systems_are_those_the_fit_validates_on(tiny_dataset):
+    """held_out_systems names the systems whose rows train_choice validates on (for the same seed), and
+    observed_windows draws from a given subset of systems only, as if the others were not there."""
+    pool = _synthetic_pool(n=400)
+    record = fit_chooser(_experts_model(), pool, width=8, epochs=1, seed=3)
+    n_systems = int(pool["system"].max()) + 1
+    held = held_out_systems(n_systems, 0.2, torch.Generator().manual_seed(3))
+    assert len(set(held.tolist())) == max(1, round(0.2 * n_systems))
+    assert record["validation_rows"] == int(torch.isin(pool["system"], held).sum())
+    dataset = open_dataset(tiny_dataset)
+    some = dataset.ids("train")[1:2]
+    windows = observed_windows(dataset, 3, seed=3, context_length=CONTEXT, horizon=64, systems=some)
+    assert [w.system for w in windows] == some * 3
 
 
 def test_an_interrupted_pool_resumes_to_the_same_rows(tmp_path, tiny_dataset, monkeypatch):
