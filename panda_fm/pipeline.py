@@ -200,9 +200,9 @@ class PandaPipeline:
         there give the spread at each lead and channel, which widens into the context's own distribution of
         values where the errors reach it (:mod:`panda_fm.uncertainty`); with ``calibration.lagged_blend`` (the
         default) that spread is blended with the disagreement of the same forecast from the context cut
-        ``calibration.lags`` steps short (less on a noisy context: ``calibration.lagged_noise_scale``). This costs
-        about ``1 + len(calibration.offsets)`` (6) times a ``predict`` call, plus ``len(calibration.lags)`` (4)
-        with a lagged blend or floor.
+        ``calibration.lags`` steps short (less on a noisy context: ``calibration.lagged_noise_scale``). The model
+        runs on ``1 + len(calibration.offsets)`` (6) series per series, plus ``len(calibration.lags)`` (4) with a
+        lagged blend or floor, the calibration's in shared forward passes: about 10 times a ``predict`` call.
 
         Args:
             context: as for :meth:`predict` (same forms, rules and errors); a context needs at least
@@ -346,10 +346,45 @@ class PandaPipeline:
     ) -> np.ndarray:
         """The point forecast's time-lagged ensemble (:func:`panda_fm.uncertainty.lagged_members`) for a
         ``(B, L, C)`` batch (NaN missing), standardised by the context's ``loc`` and ``scale`` ``(B, 1, C)``:
-        ``(B, K, length, C)``, member ``k`` forecast from the batch cut ``lags[k]`` steps short."""
-        forecast = lambda c, h: self.predict(c, h, batch_size=batch_size)  # noqa: E731
-        members = lagged_members(forecast, batch, length, lags)
+        ``(B, K, length, C)``, member ``k`` forecast as :meth:`predict` forecasts the batch cut ``lags[k]`` steps
+        short, the members in shared forward passes (:meth:`_rollouts`)."""
+        raw = torch.as_tensor(np.asarray(batch, dtype=np.float64))
+
+        def forecast(jobs: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+            prefixes = [_standardised(raw[:, : raw.shape[1] - cut]) for cut, _ in jobs]
+            with torch.inference_mode():
+                out = self._rollouts([z for z, _, _ in prefixes], [steps for _, steps in jobs], batch_size)
+            return [
+                f.double().numpy() * stretch + shift
+                for f, (_, shift, stretch) in zip(out, prefixes, strict=True)
+            ]
+
+        members = lagged_members(forecast, raw.numpy(), length, lags)
         return (members - loc[:, None]) / scale[:, None]
+
+    def _rollouts(
+        self, contexts: Sequence[torch.Tensor], steps: Sequence[int], batch_size: int
+    ) -> list[torch.Tensor]:
+        """:meth:`_rollout` of several batches of contexts at once: ``contexts[j]`` ``(R_j, L_j, C)`` forecast
+        ``steps[j]`` steps, ``(R_j, steps[j], C)``. The contexts are padded on the left as missing to the longest
+        (which the model reads as the shorter context) and share forward passes of ``batch_size`` series; every
+        series is forecast the most steps, then cut to its own."""
+        longest = max(c.shape[1] for c in contexts)
+        stacked = torch.cat(
+            [
+                torch.cat([c.new_full((c.shape[0], longest - c.shape[1], c.shape[2]), torch.nan), c], dim=1)
+                for c in contexts
+            ]
+        )
+        starts = range(0, len(stacked), batch_size)
+        out = torch.cat(
+            [
+                self._rollout(stacked[lo : lo + batch_size], max(steps))
+                for lo in tqdm(starts, desc="calibration forecasts", disable=len(starts) < 8, leave=False)
+            ]
+        )
+        pieces = out.split([len(c) for c in contexts])
+        return [piece[:, :h] for piece, h in zip(pieces, steps, strict=True)]
 
     def incontext_errors(
         self,
@@ -390,23 +425,23 @@ class PandaPipeline:
         usable = [o for o in cal.offsets if L - o >= cal.min_prefix]
         M = max(usable)
         errors = np.full((B, len(usable), M, x.shape[2]), np.nan)  # (B, O, M, C)
-        work = [(i, lo) for i in range(len(usable)) for lo in range(0, B, batch_size)]
+        jobs = []  # (rows, o): the rows whose prefix before origin o can make a forecast
+        for o in usable:
+            rows = torch.arange(B)[(L - o - first) >= cal.min_prefix]  # prefixes long enough
+            observed = (~torch.isnan(batch[rows, : L - o])).sum(dim=1)  # (R, C)
+            rows = rows[(observed >= self.config.patch_length).all(dim=1)]
+            if len(rows):
+                jobs.append((rows, o))
         with torch.inference_mode():
             point = (
                 torch.cat([self._rollout(batch[i : i + batch_size], H) for i in range(0, B, batch_size)])
                 .double()
                 .numpy()
             )  # (B, H, C)
-            for i, lo in tqdm(work, desc="in-context calibration", disable=len(work) < 8, leave=False):
-                o = usable[i]
-                rows = torch.arange(lo, min(lo + batch_size, B))
-                rows = rows[(L - o - first[rows]) >= cal.min_prefix]  # prefixes long enough
-                prefix = batch[rows, : L - o]  # (R, L - o, C)
-                rows = rows[((~torch.isnan(prefix)).sum(dim=1) >= self.config.patch_length).all(dim=1)]
-                if len(rows) == 0:
-                    continue
-                forecast = self._rollout(batch[rows, : L - o], o).double().numpy()  # (R, o, C), left-padded
-                errors[rows.numpy(), i, :o] = forecast - x[rows.numpy(), L - o :]
+            contexts = [batch[rows, : L - o] for rows, o in jobs]
+            forecasts = self._rollouts(contexts, [o for _, o in jobs], batch_size) if jobs else []
+        for (rows, o), forecast in zip(jobs, forecasts, strict=True):  # (R, o, C) each
+            errors[rows.numpy(), usable.index(o), :o] = forecast.double().numpy() - x[rows.numpy(), L - o :]
         prefix = np.array([L - o for o in usable])
         point, errors = (point - loc) / scale, errors / scale[:, None]
         return point, errors, prefix, z, shift + stretch * loc, stretch * scale, form

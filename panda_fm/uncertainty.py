@@ -249,12 +249,16 @@ def lead_spread(
 
 
 def lagged_members(
-    forecast: Callable[[np.ndarray, int], np.ndarray], context: np.ndarray, length: int, lags: Sequence[int]
+    forecast: Callable[[Sequence[tuple[int, int]]], Sequence[np.ndarray]],
+    context: np.ndarray,
+    length: int,
+    lags: Sequence[int],
 ) -> np.ndarray:
     """A time-lagged ensemble: forecasts of the same future steps from the context cut ``lag`` steps short.
 
     Args:
-        forecast: the point forecaster, ``(B, T', C)`` contexts and a length -> ``(B, length, C)``.
+        forecast: the point forecaster of prefixes, all at once: ``[(cut, steps), ...]`` -> for each, the
+            ``(B, steps, C)`` forecast from ``context[:, :T - cut]``.
         context: ``(B, T, C)`` contexts (NaN missing, as ``forecast`` accepts).
         length: ``H``, the steps after the end of the context.
         lags: ``K`` lags, each at least 1 and shorter than the context.
@@ -266,11 +270,12 @@ def lagged_members(
     B, T, C = context.shape
     if not lags or min(lags) < 1 or max(lags) >= T:
         raise ValueError(f"lags must be between 1 and the context length - 1 ({T - 1}), got {tuple(lags)}")
+    jobs = [(g, g + length) for g in lags]
     members = []
-    for g in lags:
-        f = np.asarray(forecast(context[:, : T - g], g + length), dtype=np.float64)
-        if f.shape != (B, g + length, C):
-            raise ValueError(f"the forecaster returned {f.shape} for lag {g}, expected {(B, g + length, C)}")
+    for (g, steps), f in zip(jobs, forecast(jobs), strict=True):
+        f = np.asarray(f, dtype=np.float64)
+        if f.shape != (B, steps, C):
+            raise ValueError(f"the forecaster returned {f.shape} for lag {g}, expected {(B, steps, C)}")
         members.append(f[:, g:])
     return np.stack(members, axis=1)
 

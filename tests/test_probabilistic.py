@@ -365,7 +365,12 @@ def test_lagged_members_forecast_the_same_future_steps() -> None:
     def persistence(c: np.ndarray, h: int) -> np.ndarray:  # the last value, held
         return np.repeat(c[:, -1:], h, axis=1)
 
-    members = lagged_members(persistence, context, 5, (1, 3))
+    def of_prefixes(
+        f,
+    ):  # the forecaster of prefixes lagged_members asks for: [(cut, steps), ...] -> forecasts
+        return lambda jobs: [f(context[:, : context.shape[1] - cut], steps) for cut, steps in jobs]
+
+    members = lagged_members(of_prefixes(persistence), context, 5, (1, 3))
     assert members.shape == (2, 2, 5, 3)
     np.testing.assert_array_equal(members[:, 0], 18.0)  # cut 1 short: the value 18 held
     np.testing.assert_array_equal(members[:, 1], 16.0)
@@ -375,14 +380,14 @@ def test_lagged_members_forecast_the_same_future_steps() -> None:
     def ramp(c: np.ndarray, h: int) -> np.ndarray:  # continues the ramp exactly: every member agrees
         return c[:, -1:] + np.arange(1, h + 1)[None, :, None]
 
-    exact = lagged_members(ramp, context, 5, (1, 2, 4))
+    exact = lagged_members(of_prefixes(ramp), context, 5, (1, 2, 4))
     np.testing.assert_array_equal(exact, np.repeat(ramp(context, 5)[:, None], 3, axis=1))
     with pytest.raises(ValueError, match="lags must be between 1"):
-        lagged_members(ramp, context, 5, (0, 2))
+        lagged_members(of_prefixes(ramp), context, 5, (0, 2))
     with pytest.raises(ValueError, match="lags must be between 1"):
-        lagged_members(ramp, context, 5, (20,))
+        lagged_members(of_prefixes(ramp), context, 5, (20,))
     with pytest.raises(ValueError, match="expected"):
-        lagged_members(lambda c, h: c[:, :1], context, 5, (1,))
+        lagged_members(of_prefixes(lambda c, h: c[:, :1]), context, 5, (1,))
 
 
 def test_lagged_spread_by_hand_never_shrinks() -> None:
