@@ -349,9 +349,10 @@ class PandaPipeline:
         ``(B, K, length, C)``, member ``k`` forecast as :meth:`predict` forecasts the batch cut ``lags[k]`` steps
         short, the members in shared forward passes (:meth:`_rollouts`)."""
         raw = torch.as_tensor(np.asarray(batch, dtype=np.float64))
+        T, L = raw.shape[1], self.config.context_length
 
-        def forecast(jobs: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-            prefixes = [_standardised(raw[:, : raw.shape[1] - cut]) for cut, _ in jobs]
+        def forecast(jobs: Sequence[tuple[int, int]]) -> list[np.ndarray]:  # as predict reads each prefix
+            prefixes = [_standardised(raw[:, max(0, T - cut - L) : T - cut]) for cut, _ in jobs]
             with torch.inference_mode():
                 out = self._rollouts([z for z, _, _ in prefixes], [steps for _, steps in jobs], batch_size)
             return [

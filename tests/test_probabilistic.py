@@ -390,6 +390,18 @@ def test_lagged_members_forecast_the_same_future_steps() -> None:
         lagged_members(of_prefixes(lambda c, h: c[:, :1]), context, 5, (1,))
 
 
+def test_lagged_forecasts_are_predicts_of_the_cut_contexts(lorenz) -> None:
+    """The lagged members share forward passes, yet each is what predict makes of the context cut that many steps
+    short, also for contexts longer than the model reads."""
+    pipe = PandaPipeline.from_pretrained("panda-fm-small")
+    torch.set_num_threads(1)
+    context = np.stack([lorenz, lorenz[::-1]])  # (2, 600, 3): longer than the 512 steps the model reads
+    loc, scale = np.zeros((2, 1, 3)), np.ones((2, 1, 3))
+    members = pipe.lagged_forecasts(context, 64, (1, 4), loc, scale, batch_size=3)
+    by_hand = np.stack([pipe.predict(context[:, : 600 - g], 64 + g)[:, g:] for g in (1, 4)], axis=1)
+    np.testing.assert_allclose(members, by_hand, rtol=0, atol=1e-9)
+
+
 def test_lagged_spread_by_hand_never_shrinks() -> None:
     point = np.zeros((1, 4, 1))
     members = np.array([[1.0, 0.0, 3.0, 1.0], [1.0, 2.0, 1.0, 1.0]]).reshape(1, 2, 4, 1)
