@@ -86,11 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         other = network_of(model)
         if other.keys() != first.keys() or any(not torch.equal(first[k], other[k]) for k in first):
             print(
-                f"error: {name} has another network than {args.checkpoint[0]}; compare choosers of one network"
+                f"error: {name} has another network than {args.checkpoint[0]}; compare choosers of one network",
+                file=sys.stderr,
             )
             return 2
     if not all(m.config.expert_chooser for m in models):
-        print("error: every --checkpoint needs an evidence chooser (panda-fm fit-chooser)")
+        print("error: every --checkpoint needs an evidence chooser (panda-fm fit-chooser)", file=sys.stderr)
         return 2
     dataset = open_dataset(args.data)
     train = dataset.ids("train")
@@ -114,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     smape = pool["smape"]
     rows = {k: smape.gather(1, v[:, None]).squeeze(1) for k, v in picks.items()}
     rows["oracle"] = smape.min(dim=1).values
-    channels = torch.tensor([w.seen.shape[1] for w in windows])
-    window_of = torch.arange(len(windows)).repeat_interleave(channels)
+    channels = torch.tensor([w.seen.shape[1] for w in windows], dtype=smape.dtype)
+    window_of = pool["window_index"]  # a batch's rows come grouped by channel count
     scores = {  # per window: the mean over its channels
         k: (torch.zeros(len(windows), dtype=v.dtype).index_add_(0, window_of, v) / channels).numpy()
         for k, v in rows.items()

@@ -131,22 +131,24 @@ def choice_pool(
     Returns:
         ``logits`` ``(N, E)`` the network's, ``evidence`` ``(N, E, F)``, ``window`` ``(N, G)``, ``smape``
         ``(N, E)`` each expert's sMAPE over the prediction length in that channel, ``system`` ``(N,)`` the
-        window's system index (in order of first appearance).
+        window's system index (in order of first appearance), ``window_index`` ``(N,)`` the window's index in
+        ``windows`` (a batch's rows come grouped by channel count, not in the windows' order).
 
     Raises:
         ValueError: when the ``resume`` file was saved for another model or other windows.
     """
     H = model.config.prediction_length
-    rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("logits", "evidence", "window", "smape", "system")}
+    keys = ("logits", "evidence", "window", "smape", "system", "window_index")
+    rows: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     systems: dict[str, int] = {}
     start, key = 0, None
     if resume is not None:
         resume, key = Path(resume), pool_key(model, windows)
         if resume.exists():
             saved = torch.load(resume, weights_only=True)
-            if saved["key"] != key:
+            if saved["key"] != key or set(saved["rows"]) != set(keys):
                 raise ValueError(
-                    f"{resume} holds the progress of a pool for another checkpoint or other windows; delete it "
+                    f"{resume} holds the progress of a pool for another checkpoint, other windows or another version of panda_fm; delete it "
                     "to start afresh, or choose another output"
                 )
             start, systems = saved["done"], saved["systems"]
@@ -167,7 +169,7 @@ def choice_pool(
     saved_at, done = time.monotonic(), start
     try:
         for lo in range(start, len(windows), batch_size):
-            _pool_batch(model, windows[lo : lo + batch_size], H, rows, systems)
+            _pool_batch(model, windows[lo : lo + batch_size], H, rows, systems, lo)
             done = min(lo + batch_size, len(windows))
             bar.update(done - lo)
             if resume is not None and time.monotonic() - saved_at > SAVE_EVERY_S:
@@ -191,13 +193,15 @@ def _pool_batch(
     H: int,
     rows: dict[str, list[torch.Tensor]],
     systems: dict[str, int],
+    first: int = 0,
 ) -> None:
     """Append to ``rows`` the rows of ``windows`` (one model call per channel count); ``systems`` maps system
-    names to their indices and grows with new ones."""
-    groups: dict[int, list[ObservedWindow]] = {}
-    for w in windows:
-        groups.setdefault(w.seen.shape[1], []).append(w)
-    for ws in groups.values():
+    names to their indices and grows with new ones; ``first`` is the index of ``windows[0]`` in the pool's."""
+    groups: dict[int, list[int]] = {}
+    for k, w in enumerate(windows):
+        groups.setdefault(w.seen.shape[1], []).append(k)
+    for members in groups.values():
+        ws = [windows[k] for k in members]
         seen = torch.as_tensor(np.stack([w.seen for w in ws]), dtype=torch.float32)
         x, observed, stats, _ = model.prepare(seen)
         forecasts, logits, (evidence, window) = model.expert_logits(
@@ -219,6 +223,7 @@ def _pool_batch(
         rows["smape"].append(scores.transpose(1, 2).reshape(B * C, E))
         ids = [systems.setdefault(w.system, len(systems)) for w in ws]
         rows["system"].append(torch.tensor(ids).repeat_interleave(C))
+        rows["window_index"].append((first + torch.tensor(members)).repeat_interleave(C))
 
 
 def fit_chooser(

@@ -156,6 +156,13 @@ def test_observed_windows_and_their_pool(tiny_dataset):
     assert pool["smape"].shape == (rows, 5) and pool["evidence"].shape == (rows, 5, len(EVIDENCE))
     assert bool(((pool["smape"] >= 0) & (pool["smape"] <= 100)).all())
     assert bool(torch.isfinite(pool["logits"]).all())
+    # each row names its window: as many rows as the window has channels, of the window's system
+    counts = torch.bincount(pool["window_index"], minlength=20)
+    assert counts.tolist() == [w.seen.shape[1] for w in windows[:20]]
+    names = list(dict.fromkeys(w.system for w in windows[:20]))
+    row_system = [names[int(i)] for i in pool["system"]]
+    assert row_system == [windows[int(i)].system for i in pool["window_index"]]
+    assert len(set(counts.tolist())) > 1  # several channel counts in a batch: rows regrouped, not in order
     assert bool(torch.isfinite(pool["evidence"][:, :, [0, 4, 5, 6, 7]]).all())  # brackets may be unreached
     cut = torch.tensor(
         [bool(np.isnan(w.seen[: CONTEXT - 100]).all()) for w in windows[:20] for _ in w.seen.T]
@@ -204,7 +211,9 @@ def test_an_interrupted_pool_resumes_to_the_same_rows(tmp_path, tiny_dataset, mo
     assert resumed.keys() == whole.keys()
     for k in whole:
         assert torch.equal(resumed[k].nan_to_num(-1.0), whole[k].nan_to_num(-1.0)), k
-    with pytest.raises(ValueError, match="another checkpoint or other windows; delete it"):
+    with pytest.raises(
+        ValueError, match="another checkpoint, other windows or another version of panda_fm; delete it"
+    ):
         choice_pool(_experts_model(seed=1), windows, batch_size=4, progress=False, resume=progress)
 
 
