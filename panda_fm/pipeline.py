@@ -329,7 +329,9 @@ class PandaPipeline:
         )
         lagged = None
         if cal.lagged_in_distribution or (with_horizon and cal.horizon != "spread"):
-            batch = self._prepare(context)[0].numpy()  # (B, L, C), NaN-padded as the point forecast's
+            with warnings.catch_warnings():  # incontext_errors has already said what the input lacks
+                warnings.simplefilter("ignore", (MissingDataWarning, GlitchWarning))
+                batch = self._prepare(context)[0].numpy()  # (B, L, C), NaN-padded as the point forecast's
             members = self.lagged_forecasts(batch, point.shape[1], cal.lags, loc, scale, batch_size)
             lagged = lagged_spread(members, point)
         dist = ForecastDistribution.calibrated(point, errors, prefix, x, cal, lagged, with_horizon)
