@@ -301,6 +301,8 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
         PandaPipeline.from_pretrained(tmp_path / "empty")
 
 
+@pytest.mark.filterwarnings("ignore::panda_fm.pipeline.MissingDataWarning")  # gappy draws: expected, allowed
+@pytest.mark.filterwarnings("ignore::panda_fm.pipeline.GlitchWarning")
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     shape=st.lists(st.integers(0, 40), min_size=0, max_size=4).map(tuple),
