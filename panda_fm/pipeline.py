@@ -324,15 +324,13 @@ class PandaPipeline:
         lag: made for a lagged blend or floor, and for a ``"lagged"`` or ``"geometric"`` horizon when it is asked
         for)."""
         cal = calibration or self.calibration
-        point, errors, prefix, x, loc, scale, form = self.incontext_errors(
-            context, prediction_length, batch_size, cal
+        batch, form = self._prepare(context, depth=2)  # (B, L, C), NaN-padded; warnings at the user's call
+        point, errors, prefix, x, loc, scale = self._incontext_errors(
+            batch, prediction_length, batch_size, cal
         )
         lagged = None
         if cal.lagged_in_distribution or (with_horizon and cal.horizon != "spread"):
-            with warnings.catch_warnings():  # incontext_errors has already said what the input lacks
-                warnings.simplefilter("ignore", (MissingDataWarning, GlitchWarning))
-                batch = self._prepare(context)[0].numpy()  # (B, L, C), NaN-padded as the point forecast's
-            members = self.lagged_forecasts(batch, point.shape[1], cal.lags, loc, scale, batch_size)
+            members = self.lagged_forecasts(batch.numpy(), point.shape[1], cal.lags, loc, scale, batch_size)
             lagged = lagged_spread(members, point)
         dist = ForecastDistribution.calibrated(point, errors, prefix, x, cal, lagged, with_horizon)
         return dist, loc, scale, form
@@ -404,12 +402,18 @@ class PandaPipeline:
             point, errors and context standardised by the context's ``loc`` and ``scale`` ``(B, 1, C)``, which
             come next; and the input's form.
         """
+        batch, form = self._prepare(context)
+        cal = calibration or self.calibration
+        return *self._incontext_errors(batch, prediction_length, batch_size, cal), form
+
+    def _incontext_errors(
+        self, prepared: torch.Tensor, prediction_length: int | None, batch_size: int, cal: CalibrationConfig
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`incontext_errors` of a batch from :meth:`_prepare`, less the input's form."""
         H = self._horizon(prediction_length)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        cal = calibration or self.calibration
-        batch, form = self._prepare(context)
-        batch, shift, stretch = _standardised(batch)  # what the model reads (standardise_series)
+        batch, shift, stretch = _standardised(prepared)  # what the model reads (standardise_series)
         B, L, _ = batch.shape
         need = cal.min_prefix + min(cal.offsets)
         first = (
@@ -447,7 +451,7 @@ class PandaPipeline:
             errors[rows.numpy(), usable.index(o), :o] = forecast.double().numpy() - x[rows.numpy(), L - o :]
         prefix = np.array([L - o for o in usable])
         point, errors = (point - loc) / scale, errors / scale[:, None]
-        return point, errors, prefix, z, shift + stretch * loc, stretch * scale, form
+        return point, errors, prefix, z, shift + stretch * loc, stretch * scale
 
     def _horizon(self, prediction_length: int | None) -> int:
         H = self.config.prediction_length if prediction_length is None else prediction_length
@@ -494,8 +498,9 @@ class PandaPipeline:
                 x = torch.cat([x, step], dim=1)[:, -L:]
         return torch.cat(steps, dim=1).float().cpu()
 
-    def _prepare(self, context: Any) -> tuple[torch.Tensor, InputForm]:
+    def _prepare(self, context: Any, depth: int = 1) -> tuple[torch.Tensor, InputForm]:
         """Validate and stack the input into ``(B, L, C)`` float64 (its precision kept), NaN-padded on the left.
+        Its warnings point at the user's call, ``depth`` public methods above this one.
 
         Returns:
             The batch, and the input's form (which gives the forecast back in it).
@@ -545,7 +550,7 @@ class PandaPipeline:
         for found, category in ((notes, MissingDataWarning), (glitches, GlitchWarning)):
             if found:
                 more = f" (and {len(found) - 3} more series)" if len(found) > 3 else ""
-                warnings.warn("; ".join(found[:3]) + more, category, stacklevel=3)
+                warnings.warn("; ".join(found[:3]) + more, category, stacklevel=2 + depth)
         return batch, form
 
 

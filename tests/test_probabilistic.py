@@ -321,13 +321,14 @@ def test_missing_values_are_handled_as_predict_does(tiny_pipeline, lorenz) -> No
         warnings.simplefilter("ignore")
         q, mean = tiny_pipeline.predict_quantiles(gappy, H, LEVELS)
     assert np.isfinite(q).all() and np.isfinite(mean).all()
-    # a context missing its last steps is reported once, as predict reports it, not once per internal pass
+    # a context missing its last steps is reported once, as predict reports it (at the caller's line), not once
+    # per internal pass
     ends = lorenz.copy()
     ends[-3:, 1] = np.nan
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tiny_pipeline.predict_quantiles(ends, H, LEVELS)
-    assert [w.category for w in caught] == [MissingDataWarning]
+    assert [w.category for w in caught] == [MissingDataWarning] and caught[0].filename == __file__
 
 
 def test_cli_forecast_writes_a_column_per_channel_and_level_and_draws_the_fan(tmp_path, lorenz) -> None:
