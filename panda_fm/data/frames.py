@@ -41,26 +41,69 @@ def is_pandas(x: Any) -> bool:
 def pandas_values(x: Any, name: str) -> np.ndarray:
     """A Series' or DataFrame's values as ``(T,)`` or ``(T, C)`` float64, NaN for missing (``None``, ``pd.NA``).
 
+    A column of dtype ``object`` whose cells are all numbers or missing (as pandas leaves a column built from
+    mixed Python values, or one whose text was removed) is read as numbers.
+
     Raises:
-        ValueError: a column that is not numbers (text, dates, booleans, categories), named with the fix.
+        ValueError: a column that is not numbers (text, dates, booleans, categories), named with its first
+            value that is not a number, and the fix.
     """
-    dtypes = [(x.name, x.dtype)] if x.ndim == 1 else list(x.dtypes.items())
-    bad = [(column, dtype) for column, dtype in dtypes if getattr(dtype, "kind", "O") not in "fiu"]
+    columns = [(x.name, x)] if x.ndim == 1 else list(x.items())
+    bad = [(column, values) for column, values in columns if not _numeric(values)]
     if bad:
-        listed = ", ".join(f"{column!r} ({dtype})" for column, dtype in bad[:10])
+        listed = ", ".join(f"{column!r} ({_describe(values)})" for column, values in bad[:10])
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
         what = "has dtype" if x.ndim == 1 else "has non-numeric column(s)"
+        text = any(values.dtype == object and _first_non_number(values)[1] for _, values in bad)
+        hint = "; numeric text converts with pd.to_numeric(..., errors='coerce')" if text else ""
         raise ValueError(
             f"{name} {what} {listed}{more}; pass real numbers (float or int, NaN for missing): drop such "
-            "columns, or make a time column the index (df.set_index('time'))"
+            f"columns, or make a time column the index (df.set_index('time')){hint}"
         )
+    if any(values.dtype == object for _, values in columns):
+        x = x.astype(object).where(x.notna(), np.nan).astype(np.float64)
     return x.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+def _numeric(values: Any) -> bool:
+    """Whether a pandas Series holds numbers: a numeric dtype, or ``object`` cells all numbers or missing."""
+    kind = getattr(values.dtype, "kind", "O")
+    if kind in "fiu":
+        return True
+    return values.dtype == object and _first_non_number(values)[0] is None
+
+
+def _first_non_number(values: Any) -> tuple[Any, bool]:
+    """An ``object`` Series' first cell that is neither a real number (not a bool) nor missing (None if none),
+    and whether it is text that reads as a number."""
+    for value in values[values.notna()]:
+        number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+        if not number:
+            return value, isinstance(value, str) and _reads_as_number(value)
+    return None, False
+
+
+def _reads_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _describe(values: Any) -> str:
+    """A non-numeric column's dtype, and for ``object`` its first value that is not a number."""
+    if values.dtype != object:
+        return str(values.dtype)
+    return f"object, e.g. {_first_non_number(values)[0]!r}"
+
+
 def pandas_dtype(x: Any) -> np.dtype:
-    """The dtype a forecast of ``x`` takes: its widest float column's, float32 when it has only integers."""
+    """The dtype a forecast of ``x`` takes: its widest float column's (float64 for a column of Python numbers,
+    dtype ``object``), float32 when it has only integers."""
     dtypes = [x.dtype] if x.ndim == 1 else list(x.dtypes)
     floats = [np.dtype(getattr(d, "numpy_dtype", d)) for d in dtypes if getattr(d, "kind", "O") == "f"]
+    floats += [np.dtype(np.float64)] * any(d == np.dtype(object) for d in dtypes)
     return np.result_type(*floats) if floats else np.dtype(np.float32)
 
 

@@ -92,11 +92,30 @@ def test_non_numeric_columns_are_named() -> None:
         {"time": pd.date_range("2024", periods=30, freq="D"), "x": np.ones(30), "s": ["a"] * 30}
     )
     with pytest.raises(
-        ValueError, match=r"non-numeric column\(s\) 'time' \(datetime64.*'s' \(object\).*set_index"
+        ValueError,
+        match=r"non-numeric column\(s\) 'time' \(datetime64.*'s' \(object, e\.g\. 'a'\).*set_index",
     ):
         as_series(df, "context")
     with pytest.raises(ValueError, match=r"has dtype 'flag' \(bool\)"):
         as_series(pd.Series([True] * 30, name="flag"), "context")
+
+
+def test_object_columns_of_numbers_are_read_and_others_named() -> None:
+    mixed = pd.Series([1, None, 2.5, np.float32(4), pd.NA, np.int64(6)], dtype=object)
+    df = pd.DataFrame({"x": mixed, "y": np.arange(6.0)})
+    out = as_series(df, "context")
+    np.testing.assert_array_equal(out[:, 0], [1, np.nan, 2.5, 4, np.nan, 6])
+    np.testing.assert_array_equal(out[:, 1], np.arange(6.0))
+    text = pd.DataFrame({"x": pd.Series(["1.5", None, "2"] * 2, dtype=object), "y": np.arange(6.0)})
+    with pytest.raises(ValueError, match=r"'x' \(object, e\.g\. '1\.5'\).*pd\.to_numeric"):
+        as_series(text, "context")
+    words = pd.Series([1.0, "n/a", 3.0] * 2, dtype=object, name="w")
+    with pytest.raises(ValueError, match=r"has dtype 'w' \(object, e\.g\. 'n/a'\)") as info:
+        as_series(words, "context")
+    assert "to_numeric" not in str(info.value)
+    flags = pd.Series([1.0, True, 3.0] * 2, dtype=object, name="f")  # a bool is not a number here
+    with pytest.raises(ValueError, match=r"'f' \(object, e\.g\. True\)"):
+        as_series(flags, "context")
 
 
 def _forecast_index(index, h: int = 3):
