@@ -2,19 +2,23 @@
 
     python benchmarks/calibration_grid.py --cache DIR                      # the model's runs: about 6 min
     python benchmarks/calibration_grid.py --cache DIR --inflation 0.85 1.0 --scale-spread 1.0 1.25 \\
-        --lagged-floor 0 0.5 [--data DATASET_DIR] [--workers 2] [--out benchmarks/results/probabilistic/grid.md]
+        --lagged-floor 0 0.5 --lags 1,2,4,8 1,2,4,8,16 [--data DATASET_DIR [--generated-stride 4 \\
+        --generated-systems 144]] [--workers 2] [--out benchmarks/results/probabilistic/grid.md]
 
 The 16 training founders of ``benchmarks/probabilistic.py --split calibration``, 5 windows each, drawn with seeds
-1 and 2, clean and with 5% noise; with ``--data``, also 48 training systems of that generated dataset (every
-twelfth of its training split), one window each per seed. The first call with a ``--cache`` folder runs the
-checkpoint once per window (its point forecast, its in-context errors and its lagged members 1, 2, 4, 8 steps
-short) and saves them there; every candidate (the shipped calibration with ``inflation``, ``scale_spread``,
-``lagged_floor``, ``lagged_blend``, ``noise_inflation`` and ``lagged_noise_scale`` replaced; each defaults to the
-shipped value, so the grids of rounds before the blend existed need ``--lagged-blend 0``, and those before the
-ninth ``--lagged-noise-scale 0``) is then scored from those runs with the
-benchmark's own scoring. The rule of every round: among the candidates whose 50% and 80% central intervals cover 0.40-0.60 and
-0.70-0.90 of the truth at 64, 128 and 256 steps, clean and noisy (on each source of windows apart), the lowest
-mean CRPS summed over the three horizons, both noise levels and the sources.
+1 and 2, clean and with 5% noise; with ``--data``, also training systems of that generated dataset (every
+``--generated-stride``-th of its training split, at most ``--generated-systems``; 12 and 48 up to the tenth round),
+one window each per seed. The first call with a ``--cache`` folder runs the checkpoint once per window (its point
+forecast, its in-context errors and its lagged members 1, 2, 4, 8, 16 and 32 steps short; caches of rounds before
+the eleventh hold 1, 2, 4, 8) and saves them there; every candidate (the shipped calibration with ``inflation``,
+``scale_spread``, ``lagged_floor``, ``lagged_blend``, ``noise_inflation``, ``lagged_noise_scale`` and ``lags``
+replaced; each defaults to the shipped value, so the grids of rounds before the blend existed need
+``--lagged-blend 0``, and those before the ninth ``--lagged-noise-scale 0``) is then scored from those runs with
+the benchmark's own scoring, its predictability horizon (read off the lagged ensemble of its ``lags``) included.
+The rule of every round: among the candidates whose 50% and 80% central intervals cover 0.40-0.60 and 0.70-0.90
+of the truth at 64, 128 and 256 steps, clean and noisy (on each source of windows apart), the lowest mean CRPS
+summed over the three horizons, both noise levels and the sources. The table also gives each candidate's
+Spearman correlation between its predicted horizon and the realised valid prediction time.
 """
 
 from __future__ import annotations
@@ -54,9 +58,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         flag = "--" + name.replace("_", "-")
         p.add_argument(flag, type=float, nargs="+", default=[getattr(SHIPPED, name)], help=meaning)
     p.add_argument(
+        "--lags",
+        nargs="+",
+        default=[",".join(map(str, SHIPPED.lags))],
+        help="lagged ensembles to try, each a comma-separated list of lags among CACHED_LAGS (default: %(default)s)",
+    )
+    p.add_argument(
         "--data",
         default=None,
         help="also calibrate on training systems of this generated dataset (the held-out splits' other kind)",
+    )
+    p.add_argument(
+        "--generated-stride",
+        type=int,
+        default=12,
+        help="with --data: every this many of its training systems (default: %(default)s)",
+    )
+    p.add_argument(
+        "--generated-systems",
+        type=int,
+        default=48,
+        help="with --data: at most this many of them (default: %(default)s)",
     )
     p.add_argument("--out", default=None, help="also write the table to this markdown file")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
@@ -69,13 +91,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-#: generated training systems of ``--data``: every this many of its training split, at most GENERATED_SYSTEMS
-GENERATED_STRIDE, GENERATED_SYSTEMS = 12, 48
+#: the lags whose members a cache holds (a candidate's lags are any of them); caches made before the eleventh
+#: round (lists of rows) hold 1, 2, 4, 8
+CACHED_LAGS = (1, 2, 4, 8, 16, 32)
 
 
-def model_runs(checkpoint: str, seed: int, data: str | None = None) -> list[dict]:
-    """Per window: the point forecast, in-context errors, lagged members (standardised) and the truth; of the
-    calibration founders, or with ``data`` of that generated dataset's training systems."""
+def model_runs(
+    checkpoint: str, seed: int, data: str | None = None, stride: int = 12, n: int = 48
+) -> list[dict]:
+    """Per window: the point forecast, in-context errors, lagged members at :data:`CACHED_LAGS` (standardised)
+    and the truth; of the calibration founders, or with ``data`` of that generated dataset's training systems
+    (every ``stride``-th, at most ``n``)."""
     from panda_fm import PandaPipeline
     from panda_fm.eval.runner import EvalConfig, _test_ids, noisy_batches, system_windows
     from panda_fm.eval.testsets import FounderTestsetConfig, founders_testset
@@ -102,13 +128,13 @@ def model_runs(checkpoint: str, seed: int, data: str | None = None) -> list[dict
     dataset = open_dataset(root)
     systems = _test_ids(dataset, config)
     if data is not None:
-        systems = systems[::GENERATED_STRIDE][:GENERATED_SYSTEMS]
+        systems = systems[::stride][:n]
     rows = []
     for system in systems:
         for sigma, _, batch, seen in noisy_batches(system, system_windows(dataset, system, config), config):
             seen32 = seen.astype(np.float32)
             point, errors, prefix, x, loc, scale, _ = pipe.incontext_errors(seen32, 256, 8, pipe.calibration)
-            members = pipe.lagged_forecasts(seen32, 256, pipe.calibration.lags, loc, scale, 8)
+            members = pipe.lagged_forecasts(seen32, 256, CACHED_LAGS, loc, scale, 8)
             for i, w in enumerate(batch):
                 rows.append(
                     dict(noise=sigma, point=point[i], errors=errors[i], prefix=prefix, x=x[i], loc=loc[i],
@@ -118,27 +144,31 @@ def model_runs(checkpoint: str, seed: int, data: str | None = None) -> list[dict
     return rows
 
 
-def score(rows: list[dict], cal) -> dict[tuple[float, str], float]:
-    """Mean CRPS and coverages per noise level and horizon of one calibration on the saved runs."""
+def score(rows: list[dict], cal, cached_lags: tuple[int, ...]) -> dict[tuple[float, str], float]:
+    """Mean CRPS and coverages per noise level and horizon of one calibration on the saved runs (their lagged
+    members at ``cached_lags``), and the Spearman correlation of its predicted horizon with the realised VPT."""
+    from panda_fm.eval import metrics
     from panda_fm.eval.probabilistic import LEVELS, score_quantiles
     from panda_fm.eval.runner import EvalConfig
     from panda_fm.uncertainty import ForecastDistribution, lagged_spread
 
     levels = np.array(LEVELS)
     config = EvalConfig(horizons=HORIZONS, rollout=0)
+    pick = [cached_lags.index(g) for g in cal.lags]
     scores: dict[tuple[float, str], list[float]] = {}
     for r in rows:
-        lagged = None
-        if cal.lagged_in_distribution:
-            lagged = lagged_spread(r["members"][None], r["point"][None])
+        lagged = lagged_spread(r["members"][None, pick], r["point"][None]) if cal.needs_lagged else None
         dist = ForecastDistribution.calibrated(
-            r["point"][None], r["errors"][None], r["prefix"], r["x"][None], cal, lagged
+            r["point"][None], r["errors"][None], r["prefix"], r["x"][None], cal, lagged, with_horizon=True
         )
         q = dist.quantiles(levels)[0] * r["scale"][..., None] + r["loc"][..., None]
-        out = score_quantiles(r["context"], r["truth"], q, dist.spread[0], None, config, levels)
-        for key in [f"{m}@{h}" for m in ("crps", *TARGETS) for h in HORIZONS]:
+        out = score_quantiles(r["context"], r["truth"], q, dist.horizon_spread[0], None, config, levels)
+        for key in [f"{m}@{h}" for m in ("crps", *TARGETS) for h in HORIZONS] + ["vpt", "predicted_horizon"]:
             scores.setdefault((r["noise"], key), []).append(out[key])
-    return {k: float(np.mean(v)) for k, v in scores.items()}
+    means = {k: float(np.mean(v)) for k, v in scores.items() if k[1] not in ("vpt", "predicted_horizon")}
+    for n in {n for n, _ in scores}:
+        means[n, "spearman"] = metrics.horizon_correlation(scores[n, "predicted_horizon"], scores[n, "vpt"])
+    return means
 
 
 #: the settings a grid varies: CalibrationConfig's fields (each a flag, ``--lagged-blend`` for ``lagged_blend``)
@@ -157,11 +187,13 @@ SETTINGS = {
 
 def name_of(cal: CalibrationConfig) -> str:
     """A candidate's name in the table: its inflation, scale mixture, lagged floor and blend (noise inflation,
-    the lagged ensemble's noise correction)."""
+    the lagged ensemble's noise correction, lags other than the shipped)."""
     name = f"x{cal.inflation} a{cal.scale_spread} floor {cal.lagged_floor} blend {cal.lagged_blend}"
     if cal.noise_inflation:
         name += f" noise {cal.noise_inflation}"
-    return name + (f" lagged noise {cal.lagged_noise_scale}" if cal.lagged_noise_scale else "")
+    if cal.lagged_noise_scale:
+        name += f" lagged noise {cal.lagged_noise_scale}"
+    return name + (f" lags {','.join(map(str, cal.lags))}" if cal.lags != SHIPPED.lags else "")
 
 
 def in_targets(s: dict[tuple[float, str], float]) -> bool:
@@ -170,25 +202,36 @@ def in_targets(s: dict[tuple[float, str], float]) -> bool:
     )
 
 
-#: the saved runs of each source of windows, for :func:`score_sources` in the worker processes
-SOURCES: dict[str, list[dict]] = {}
+#: the saved runs of each source of windows and the lags of their members, for :func:`score_sources` in the
+#: worker processes
+SOURCES: dict[str, tuple[list[dict], tuple[int, ...]]] = {}
 
 
 def score_sources(cal) -> dict[str, dict[tuple[float, str], float]]:
     """:func:`score` of one calibration on each source of :data:`SOURCES`."""
-    out = {name: score(rows, cal) for name, rows in SOURCES.items()}
+    out = {name: score(rows, cal, lags) for name, (rows, lags) in SOURCES.items()}
     print(f"{name_of(cal)}: scored", flush=True)
     return out
 
 
-def cached_runs(path: Path, checkpoint: str, seed: int, data: str | None) -> list[dict]:
-    """:func:`model_runs`, saved to ``path`` on first use and read from it afterwards."""
+def cached_runs(path: Path, checkpoint: str, seed: int, data: str | None, stride: int, n: int) -> dict:
+    """:func:`model_runs` as ``{"rows", "lags", "systems"}``, saved to ``path`` on first use and read from it
+    afterwards (a cache of another selection of systems is refused)."""
+    systems = None if data is None else (stride, n)
     if not path.exists():
-        runs = model_runs(checkpoint, seed, data)
+        runs = dict(rows=model_runs(checkpoint, seed, data, stride, n), lags=CACHED_LAGS, systems=systems)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(pickle.dumps(runs))
         tmp.replace(path)  # a run that stops half-way leaves no half-written cache
-    return pickle.loads(path.read_bytes())
+    runs = pickle.loads(path.read_bytes())
+    if isinstance(runs, list):  # made before the eleventh round: the lags of its day, 48 generated systems
+        runs = dict(rows=runs, lags=(1, 2, 4, 8), systems=None if data is None else (12, 48))
+    if runs["systems"] != systems:
+        raise SystemExit(
+            f"{path} holds generated systems (stride, count) {runs['systems']}, not {systems}: "
+            "give another --cache folder for this selection"
+        )
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,15 +241,30 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     # the windows of each source (the calibration founders, generated systems), read by the workers
-    SOURCES["founders"] = []
-    for seed in (1, 2):
-        SOURCES["founders"] += cached_runs(cache / f"calibration-seed{seed}.pkl", args.checkpoint, seed, None)
-        if args.data:
-            path = cache / f"generated-seed{seed}.pkl"
-            SOURCES.setdefault("generated", []).extend(cached_runs(path, args.checkpoint, seed, args.data))
+    sources = {"founders": (None, "calibration")} | (
+        {"generated": (args.data, "generated")} if args.data else {}
+    )
+    for name, (data, stem) in sources.items():
+        runs = [
+            cached_runs(
+                cache / f"{stem}-seed{seed}.pkl",
+                args.checkpoint,
+                seed,
+                data,
+                args.generated_stride,
+                args.generated_systems,
+            )
+            for seed in (1, 2)
+        ]
+        SOURCES[name] = ([r for run in runs for r in run["rows"]], runs[0]["lags"])
+    lag_sets = [tuple(int(g) for g in text.split(",")) for text in args.lags]
+    cached = min((set(lags) for _, lags in SOURCES.values()), key=len)
+    if missing := {g for lags in lag_sets for g in lags} - cached:
+        raise SystemExit(f"lags {sorted(missing)} are not in this --cache's runs ({sorted(cached)})")
     t = time.perf_counter()
     grid = [
-        replace(SHIPPED, **dict(zip(SETTINGS, values, strict=True)))
+        replace(SHIPPED, lags=lags, **dict(zip(SETTINGS, values, strict=True)))
+        for lags in lag_sets
         for values in itertools.product(*(getattr(args, name) for name in SETTINGS))
     ]
     with multiprocessing.get_context("fork").Pool(args.workers, torch.set_num_threads, (1,)) as pool:
@@ -217,13 +275,14 @@ def main(argv: list[str] | None = None) -> int:
         for k, by_source in results.items()
     }
     held = {k: all(in_targets(s) for s in by_source.values()) for k, by_source in results.items()}
-    windows = ", ".join(f"{len(rows)} windows of {name}" for name, rows in SOURCES.items())
+    windows = ", ".join(f"{len(rows)} windows of {name}" for name, (rows, _) in SOURCES.items())
     lines = [
         f"`{shlex.join(['python', 'benchmarks/calibration_grid.py', *(argv or sys.argv[1:])])}` "
         f"({windows}; {time.perf_counter() - t:.0f} s scoring)",
         "",
-        "| candidate | windows | clean CRPS @64/128/256 | cov50 | cov80 | noisy CRPS @64/128/256 | cov50 | cov80 | CRPS sum | in targets |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| candidate | windows | clean CRPS @64/128/256 | cov50 | cov80 | noisy CRPS @64/128/256 | cov50 | cov80 "
+        "| Spearman(horizon, VPT) clean / noisy | CRPS sum | in targets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, by_source in results.items():
         name = name_of(key)
@@ -233,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                 for n in NOISE
                 for m in ("crps", *TARGETS)
             ]
+            cells.append(" / ".join(f"{s[n, 'spearman']:.2f}" for n in NOISE))
             verdict = "yes" if in_targets(s) else "no"
             lines.append(f"| {name} | {source} | {' | '.join(cells)} | {total[key]:.3f} | {verdict} |")
     chosen = min((k for k in results if held[k]), key=total.get, default=None)
