@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         # the default before the lagged ensemble's noise correction (the ninth round)
         f"{name}/no noise correction": ("mixture", replace(cal, lagged_noise_scale=0.0)),
+        # the default before the eleventh round
+        f"{name}/x0.6": ("mixture", replace(cal, inflation=0.6)),
         f"{name}/residual": ("residual", cal),
     }
     if args.split == "calibration":  # the horizon's other candidates (docs/probabilistic.md)

@@ -125,7 +125,7 @@ class CalibrationConfig:
 
     offsets: tuple[int, ...] = (320, 256, 192, 128, 64)
     min_prefix: int = 128
-    inflation: float = 0.6
+    inflation: float = 0.7
     noise_inflation: float = 0.0
     lagged_blend: float = 0.75
     lagged_noise_scale: float = 0.005
