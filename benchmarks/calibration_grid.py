@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         SOURCES[name] = ([r for run in runs for r in run["rows"]], runs[0]["lags"])
     lag_sets = [tuple(int(g) for g in text.split(",")) for text in args.lags]
-    cached = min((set(lags) for _, lags in SOURCES.values()), key=len)
+    cached = set.intersection(*(set(lags) for _, lags in SOURCES.values()))
     if missing := {g for lags in lag_sets for g in lags} - cached:
         raise SystemExit(f"lags {sorted(missing)} are not in this --cache's runs ({sorted(cached)})")
     t = time.perf_counter()

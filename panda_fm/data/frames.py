@@ -49,28 +49,30 @@ def pandas_values(x: Any, name: str) -> np.ndarray:
             value that is not a number, and the fix.
     """
     columns = [(x.name, x)] if x.ndim == 1 else list(x.items())
-    bad = [(column, values) for column, values in columns if not _numeric(values)]
+    bad = []  # (column, what it holds, whether its first non-number is numeric text)
+    for column, values in columns:
+        if getattr(values.dtype, "kind", "O") in "fiu":
+            continue
+        if values.dtype != np.dtype(object):
+            bad.append((column, str(values.dtype), False))
+        elif (found := _first_non_number(values))[0] is not None:
+            bad.append((column, f"object, e.g. {found[0]!r}", found[1]))
     if bad:
-        listed = ", ".join(f"{column!r} ({_describe(values)})" for column, values in bad[:10])
+        listed = ", ".join(f"{column!r} ({what})" for column, what, _ in bad[:10])
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
         what = "has dtype" if x.ndim == 1 else "has non-numeric column(s)"
-        text = any(values.dtype == object and _first_non_number(values)[1] for _, values in bad)
-        hint = "; numeric text converts with pd.to_numeric(..., errors='coerce')" if text else ""
+        hint = (
+            "; numeric text converts with pd.to_numeric(..., errors='coerce')"
+            if any(t for *_, t in bad)
+            else ""
+        )
         raise ValueError(
             f"{name} {what} {listed}{more}; pass real numbers (float or int, NaN for missing): drop such "
             f"columns, or make a time column the index (df.set_index('time')){hint}"
         )
-    if any(values.dtype == object for _, values in columns):
+    if any(values.dtype == np.dtype(object) for _, values in columns):
         x = x.astype(object).where(x.notna(), np.nan).astype(np.float64)
     return x.to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _numeric(values: Any) -> bool:
-    """Whether a pandas Series holds numbers: a numeric dtype, or ``object`` cells all numbers or missing."""
-    kind = getattr(values.dtype, "kind", "O")
-    if kind in "fiu":
-        return True
-    return values.dtype == object and _first_non_number(values)[0] is None
 
 
 def _first_non_number(values: Any) -> tuple[Any, bool]:
@@ -89,13 +91,6 @@ def _reads_as_number(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _describe(values: Any) -> str:
-    """A non-numeric column's dtype, and for ``object`` its first value that is not a number."""
-    if values.dtype != object:
-        return str(values.dtype)
-    return f"object, e.g. {_first_non_number(values)[0]!r}"
 
 
 def pandas_dtype(x: Any) -> np.dtype:
