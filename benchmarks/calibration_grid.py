@@ -182,6 +182,10 @@ SETTINGS = {
     "error at leads 1-4 (context stds, over origins and channels: the context's noise level)",
     "lagged_noise_scale": "CalibrationConfig.lagged_noise_scale: c, the lagged disagreement divided by "
     "sqrt(1 + nu^2 / (nu^2 + c^2)), nu the context's noise level (0: no correction)",
+    "lagged_lead_power": "CalibrationConfig.lagged_lead_power: p, the lagged disagreement's lead offset undone "
+    "for an error growing as lead^p (0: no correction)",
+    "lagged_noise_floor": "CalibrationConfig.lagged_noise_floor: k, with a lead power the disagreement up to "
+    "k nu is left as it is",
 }
 
 
@@ -193,6 +197,8 @@ def name_of(cal: CalibrationConfig) -> str:
         name += f" noise {cal.noise_inflation}"
     if cal.lagged_noise_scale:
         name += f" lagged noise {cal.lagged_noise_scale}"
+    if cal.lagged_lead_power:
+        name += f" lead power {cal.lagged_lead_power} floor {cal.lagged_noise_floor}nu"
     return name + (f" lags {','.join(map(str, cal.lags))}" if cal.lags != SHIPPED.lags else "")
 
 

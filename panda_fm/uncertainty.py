@@ -49,6 +49,8 @@ __all__ = [
     "lagged_spread",
     "noise_level",
     "noise_corrected",
+    "lead_corrected",
+    "corrected",
     "distribution_spread",
     "horizon_spread",
     "SATURATION_MS",
@@ -93,6 +95,15 @@ class CalibrationConfig:
             (:func:`noise_level`): there the point forecast and each lagged member carry their own noise-driven
             error, and their difference counts it twice (a factor ``sqrt(2)``; none on a clean context). 0: no
             correction. For the quantiles, samples and the horizon alike (docs/probabilistic.md, ninth round).
+        lagged_lead_power: ``p``, the lagged disagreement's lead offset undone (:func:`lead_corrected`): a member
+            ``g`` steps short forecasts the point forecast's lead ``h`` at its own lead ``h + g``, so on a
+            clean context, where the error grows from next to nothing, its disagreement at short leads is that of
+            a longer lead. With the error growing as ``lead^p`` the factor ``(mean_g ((h + g) / h)^(2p))^(-1/2)``
+            undoes it, on the part of the disagreement above :attr:`lagged_noise_floor` times the context's
+            noise level (which does not grow with the lead). 0: no correction. It flattens the clean coverage over
+            lead but tied the default on the calibration split's CRPS (docs/probabilistic.md, twelfth round).
+        lagged_noise_floor: ``k``, with :attr:`lagged_lead_power`: the part of the lagged disagreement up to
+            ``k nu`` (``nu`` the context's noise level) is left as it is.
         channel_pooling: weight of the mean over channels in each channel's mean squared error (0: each channel
             alone, 1: one spread for all).
         smoothing: the spread at lead ``h`` averages the errors at leads ``(1 - smoothing) h .. h``.
@@ -129,6 +140,8 @@ class CalibrationConfig:
     noise_inflation: float = 0.0
     lagged_blend: float = 0.75
     lagged_noise_scale: float = 0.005
+    lagged_lead_power: float = 0.0
+    lagged_noise_floor: float = 2.0
     channel_pooling: float = 0.5
     smoothing: float = 0.25
     min_spread: float = 1e-5
@@ -175,6 +188,11 @@ class CalibrationConfig:
             raise ValueError(f"lagged_floor must be >= 0, got {self.lagged_floor}")
         if self.lagged_noise_scale < 0:
             raise ValueError(f"lagged_noise_scale must be >= 0, got {self.lagged_noise_scale}")
+        if self.lagged_lead_power < 0 or self.lagged_noise_floor < 0:
+            raise ValueError(
+                f"lagged_lead_power and lagged_noise_floor must be >= 0, got {self.lagged_lead_power} and "
+                f"{self.lagged_noise_floor}"
+            )
         if not 0 <= self.lagged_blend <= 1:
             raise ValueError(f"lagged_blend must be in [0, 1], got {self.lagged_blend}")
         if self.needs_lagged and (not self.lags or min(self.lags) < 1):
@@ -323,6 +341,32 @@ def noise_corrected(lagged: np.ndarray, context: np.ndarray, config: Calibration
     return lagged / np.sqrt(1 + nu2 / (nu2 + config.lagged_noise_scale**2))
 
 
+def lead_corrected(lagged: np.ndarray, context: np.ndarray, config: CalibrationConfig) -> np.ndarray:
+    """``(B, H, C)`` the lagged ensemble's disagreement ``lagged`` with the members' lead offset undone.
+
+    A member ``g`` steps short forecasts lead ``h`` of the point forecast at its own lead ``h + g``: where the
+    error grows as ``lead^p`` (:attr:`CalibrationConfig.lagged_lead_power`), the root mean square over the
+    members is ``(mean_g ((h + g) / h)^(2p))^(1/2)`` times the error at ``h``, many times at the shortest leads
+    of a clean context. The part of ``lagged`` above ``k nu`` (``k`` :attr:`CalibrationConfig.lagged_noise_floor`,
+    ``nu`` the standardised ``context``'s noise level, :func:`noise_level`) is divided by that factor, in
+    quadrature; a noise-driven disagreement, which does not grow with the lead, is left. Non-decreasing in lead,
+    as ``lagged`` is.
+    """
+    p = config.lagged_lead_power
+    if p == 0:
+        return lagged
+    h = np.arange(1, lagged.shape[1] + 1, dtype=np.float64)[:, None]  # (H, 1)
+    offset = np.mean(((h + np.asarray(config.lags, dtype=np.float64)) / h) ** (2 * p), axis=1)  # (H,)
+    floor2 = np.minimum((config.lagged_noise_floor * noise_level(context))[:, None] ** 2, lagged**2)
+    return np.sqrt((lagged**2 - floor2) / offset[None, :, None] + floor2)
+
+
+def corrected(lagged: np.ndarray, context: np.ndarray, config: CalibrationConfig) -> np.ndarray:
+    """``(B, H, C)`` the lagged disagreement as the distribution and the horizon read it: corrected for the
+    context's noise (:func:`noise_corrected`), then for the members' lead offset (:func:`lead_corrected`)."""
+    return lead_corrected(noise_corrected(lagged, context, config), context, config)
+
+
 def distribution_spread(
     spread: np.ndarray, lagged: np.ndarray | None, config: CalibrationConfig
 ) -> np.ndarray:
@@ -433,7 +477,7 @@ class ForecastDistribution:
         """
         spread = lead_spread(errors, point.shape[1], config, prefix)
         if lagged is not None:
-            lagged = noise_corrected(lagged, context, config)
+            lagged = corrected(lagged, context, config)
         horizon = horizon_spread(spread, lagged, config) if with_horizon else None
         blended = distribution_spread(spread, lagged, config)
         return cls(point, blended, context, config.combine, config.scale_spread, horizon)

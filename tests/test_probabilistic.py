@@ -14,11 +14,14 @@ from panda_fm import MissingDataWarning, PandaPipeline
 from panda_fm.uncertainty import (
     CalibrationConfig,
     ForecastDistribution,
+    corrected,
     distribution_spread,
     horizon_spread,
     lagged_members,
     lagged_spread,
+    lead_corrected,
     lead_spread,
+    noise_corrected,
     noise_level,
 )
 from tests.conftest import integrate
@@ -216,6 +219,32 @@ def test_noise_level_by_hand() -> None:
     np.testing.assert_allclose(off.spread, lagged)
     with pytest.raises(ValueError, match="lagged_noise_scale must be"):
         CalibrationConfig(lagged_noise_scale=-0.1)
+
+
+def test_lead_corrected_undoes_the_members_lead_offset() -> None:
+    """Members whose error grows as lead^p: the corrected disagreement is the error at the point's own lead."""
+    t = np.arange(512, dtype=np.float64)
+    smooth = np.sin(2 * np.pi * t / 200)[None, :, None]  # noise level about 1e-9 context stds
+    lags, p, H = (1, 2, 4, 8), 1.5, 64
+    h = np.arange(1, H + 1, dtype=np.float64)
+    members = np.stack([0.01 * (h + g) ** p for g in lags])[None, :, :, None]  # (1, K, H, 1): lead h + g
+    lagged = lagged_spread(members, np.zeros((1, H, 1)))
+    cfg = CalibrationConfig(lags=lags, lagged_lead_power=p)
+    np.testing.assert_allclose(lead_corrected(lagged, smooth, cfg)[0, :, 0], 0.01 * h**p, rtol=1e-6)
+    assert lead_corrected(lagged, smooth, replace(cfg, lagged_lead_power=0.0)) is lagged
+    # a disagreement at most k nu (a noisy context's, flat in lead) is left as it is; above it, only the excess
+    noisy = smooth + np.random.default_rng(0).normal(0, 0.05, smooth.shape)
+    k_nu = cfg.lagged_noise_floor * noise_level(noisy)[0, 0]
+    flat = np.full((1, H, 1), 0.9 * k_nu)
+    np.testing.assert_allclose(lead_corrected(flat, noisy, cfg), flat)
+    above = lead_corrected(flat + lagged, noisy, cfg)[0, :, 0]
+    assert np.all(above >= 0.9 * k_nu) and np.all(above < (flat + lagged)[0, :, 0])
+    assert np.all(np.diff(above) >= 0)
+    # the distribution reads both corrections, noise first
+    both = corrected(lagged, noisy, cfg)
+    np.testing.assert_allclose(both, lead_corrected(noise_corrected(lagged, noisy, cfg), noisy, cfg))
+    with pytest.raises(ValueError, match="lagged_lead_power and lagged_noise_floor must be"):
+        CalibrationConfig(lagged_lead_power=-1.0)
 
 
 def test_lead_spread_by_hand() -> None:

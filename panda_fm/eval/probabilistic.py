@@ -37,10 +37,10 @@ from panda_fm.systems.store import Dataset
 from panda_fm.uncertainty import (
     CalibrationConfig,
     ForecastDistribution,
+    corrected,
     horizon_spread,
     lagged_spread,
     lead_spread,
-    noise_corrected,
 )
 
 logger = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class ModelQuantiles:
                 paths = dist.sample(SAMPLES, np.random.default_rng(0)) * scale[:, None] + loc[:, None]
             else:
                 q, spread = residual_quantiles(point, errors, levels, cfg, prefix)
-                spread = horizon_spread(spread, None if lag is None else noise_corrected(lag, x, cfg), cfg)
+                spread = horizon_spread(spread, None if lag is None else corrected(lag, x, cfg), cfg)
                 paths = None
             out[name] = (q * scale[..., None] + loc[..., None], spread, point * scale + loc, paths)
         return out

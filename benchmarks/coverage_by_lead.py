@@ -1,0 +1,93 @@
+"""Coverage of the calibrated intervals by lead, on a calibration grid's saved runs (issue 18, twelfth round).
+
+    python benchmarks/coverage_by_lead.py --cache DIR [--generated] [--lagged-lead-power 0 1 1.5]
+
+``DIR`` is a ``benchmarks/calibration_grid.py`` cache (the eleventh round's: ``--data data/evo700
+--generated-stride 4 --generated-systems 144``). For each lead power (``CalibrationConfig.lagged_lead_power``; 0:
+the shipped calibration) and each source of windows (the calibration founders; with ``--generated`` the generated
+systems too), clean and noisy: the mean coverage of the 50% and 80% central intervals over bins of leads, and the
+median over windows of ``log(error / L)``, ``L`` the corrected lagged disagreement (root mean square over
+channels) and ``error`` the point forecast's, by bin (0: ``L`` is the error's size at that lead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from calibration_grid import cached_runs
+
+from panda_fm.uncertainty import CalibrationConfig, ForecastDistribution, corrected, lagged_spread
+
+BINS = ((1, 2), (3, 4), (5, 8), (9, 16), (17, 32), (33, 64), (65, 128), (129, 256))
+LEVELS = np.array([0.1, 0.25, 0.75, 0.9])
+
+
+def by_lead(rows: list[dict], lags: tuple[int, ...], cal: CalibrationConfig, noise: float) -> list[str]:
+    """The table's three rows (cov50, cov80, log(error / L) by bin) for one calibration and noise level."""
+    pick = [lags.index(g) for g in cal.lags]
+    cov50, cov80, ratio = [], [], []
+    for r in (r for r in rows if r["noise"] == noise):
+        lagged = lagged_spread(r["members"][None, pick], r["point"][None])
+        dist = ForecastDistribution.calibrated(
+            r["point"][None], r["errors"][None], r["prefix"], r["x"][None], cal, lagged
+        )
+        q = dist.quantiles(LEVELS)[0]  # (H, C, 4), standardised as the point forecast
+        y = (r["truth"] - r["loc"]) / r["scale"]
+        cov50.append(((y >= q[..., 1]) & (y <= q[..., 2])).mean(axis=1))
+        cov80.append(((y >= q[..., 0]) & (y <= q[..., 3])).mean(axis=1))
+        error = np.sqrt(((y - r["point"]) ** 2).mean(axis=1))
+        spread = np.sqrt((corrected(lagged, r["x"][None], cal)[0] ** 2).mean(axis=1))
+        ratio.append(np.log(error / np.maximum(spread, 1e-12)))
+    out = []
+    for name, values, stat, fmt in (
+        ("cov50", cov50, np.mean, "{:.2f}"),
+        ("cov80", cov80, np.mean, "{:.2f}"),
+        ("log(error / L)", ratio, np.median, "{:+.2f}"),
+    ):
+        v = np.array(values)
+        out.append(f"{name} | " + " | ".join(fmt.format(stat(v[:, a - 1 : b])) for a, b in BINS))
+    return out
+
+
+def pickle_runs(path: Path, systems: tuple[int, int] | None) -> dict:
+    """A saved cache of :func:`calibration_grid.cached_runs` (which refuses a missing one: run the grid first)."""
+    if not path.exists():
+        raise SystemExit(
+            f"{path} does not exist: run benchmarks/calibration_grid.py --cache with this folder first"
+        )
+    data = None if systems is None else "generated"
+    stride, n = systems or (12, 48)
+    return cached_runs(path, "panda-fm-small", 0, data, stride, n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cache", required=True, help="a calibration_grid.py cache folder")
+    p.add_argument(
+        "--generated", action="store_true", help="also the cache's generated systems (stride 4, 144)"
+    )
+    p.add_argument("--lagged-lead-power", type=float, nargs="+", default=[0.0], help="lead powers to show")
+    args = p.parse_args(argv)
+    sources = {"founders": ("calibration", None)} | (
+        {"generated": ("generated", (4, 144))} if args.generated else {}
+    )
+    header = "| lead power | windows | noise | measure | " + " | ".join(f"{a}-{b}" for a, b in BINS) + " |"
+    lines = [header, "|" + "---|" * (4 + len(BINS))]
+    for source, (stem, systems) in sources.items():
+        runs = [pickle_runs(Path(args.cache) / f"{stem}-seed{seed}.pkl", systems) for seed in (1, 2)]
+        rows, lags = [r for run in runs for r in run["rows"]], runs[0]["lags"]
+        for power in args.lagged_lead_power:
+            cal = replace(CalibrationConfig(), lagged_lead_power=power)
+            for noise in sorted({r["noise"] for r in rows}):
+                for row in by_lead(rows, lags, cal, noise):
+                    lines.append(f"| {power} | {source} | {noise} | {row} |")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
