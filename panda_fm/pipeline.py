@@ -206,7 +206,8 @@ class PandaPipeline:
 
         Args:
             context: as for :meth:`predict` (same forms, rules and errors); a context needs at least
-                ``calibration.min_prefix + min(calibration.offsets)`` (192) steps.
+                ``calibration.min_short_context`` (48) steps, and one shorter than
+                ``calibration.min_context`` (192) is calibrated from ``calibration.short_offsets``.
             prediction_length: steps to forecast (default: the model's ``prediction_length``).
             quantile_levels: levels strictly between 0 and 1.
             batch_size: series per forward pass.
@@ -415,30 +416,34 @@ class PandaPipeline:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         batch, shift, stretch = _standardised(prepared)  # what the model reads (standardise_series)
         B, L, _ = batch.shape
-        need = cal.min_prefix + min(cal.offsets)
         first = (
             torch.isnan(batch).all(dim=2).int().cumprod(dim=1).sum(dim=1)
         )  # (B,) missing steps at the start
-        short = torch.nonzero(L - first < need).flatten().tolist()
+        short = torch.nonzero(L - first < cal.min_short_context).flatten().tolist()
         if short:
             raise ValueError(
                 f"quantiles are calibrated on the context's own forecast errors and need contexts of at least "
-                f"{need} steps; series {short[:10]} {'is' if len(short) == 1 else 'are'} shorter: give a longer "
-                "context, or use predict for a point forecast"
+                f"{cal.min_short_context} steps; series {short[:10]} {'is' if len(short) == 1 else 'are'} "
+                "shorter: give a longer context, or use predict for a point forecast"
             )
         x = batch.double().numpy()  # (B, L, C)
         # errors are measured in each channel's stds: loc and scale (B, 1, C)
         z, loc, scale = standardise_observed(x, axis=1)
-        usable = [o for o in cal.offsets if L - o >= cal.min_prefix]
-        M = max(usable)
-        errors = np.full((B, len(usable), M, x.shape[2]), np.nan)  # (B, O, M, C)
+        steps = (L - first).tolist()  # (B,) from the first observed step
+        plans = [cal.origins(n) for n in steps]  # each series' origins and the fewest steps before one
         jobs = []  # (rows, o): the rows whose prefix before origin o can make a forecast
-        for o in usable:
-            rows = torch.arange(B)[(L - o - first) >= cal.min_prefix]  # prefixes long enough
+        for o in sorted(set(cal.offsets) | set(cal.short_offsets), reverse=True):
+            rows = torch.tensor(
+                [i for i, (offsets, least) in enumerate(plans) if o in offsets and steps[i] - o >= least],
+                dtype=torch.long,
+            )
             observed = (~torch.isnan(batch[rows, : L - o])).sum(dim=1)  # (R, C)
             rows = rows[(observed >= self.config.patch_length).all(dim=1)]
             if len(rows):
                 jobs.append((rows, o))
+        usable = [o for _, o in jobs] or [min(cal.short_offsets)]  # none: lead_spread says what is missing
+        M = max(usable)
+        errors = np.full((B, len(usable), M, x.shape[2]), np.nan)  # (B, O, M, C)
         with torch.inference_mode():
             point = (
                 torch.cat([self._rollout(batch[i : i + batch_size], H) for i in range(0, B, batch_size)])

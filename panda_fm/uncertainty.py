@@ -77,6 +77,12 @@ class CalibrationConfig:
             ``offset`` steps, so an origin measures leads up to its offset.
         min_prefix: fewest steps (before an origin) an in-context forecast starts from; shorter prefixes are
             skipped.
+        short_offsets: the origins of a context too short for any of :attr:`offsets` (fewer than
+            ``min_prefix + min(offsets)`` observed steps, 192): nearer the end, so that they measure the error
+            of the shortest leads only, and beyond them the spread is held and the lagged ensemble's disagreement
+            (:attr:`lagged_blend`) carries the growth.
+        short_min_prefix: fewest steps before a short origin; a context needs at least
+            ``short_min_prefix + min(short_offsets)`` observed steps (48) for quantiles.
         inflation: factor on the measured spread (the in-context origins see shorter contexts and few errors);
             with :attr:`lagged_blend` ``b`` it acts on the blend as its ``1 - b`` power.
         noise_inflation: the spread is also multiplied by ``1 + noise_inflation * nu``, ``nu`` the context's
@@ -136,6 +142,8 @@ class CalibrationConfig:
 
     offsets: tuple[int, ...] = (320, 256, 192, 128, 64)
     min_prefix: int = 128
+    short_offsets: tuple[int, ...] = (64, 32, 16)
+    short_min_prefix: int = 32
     inflation: float = 0.7
     noise_inflation: float = 0.0
     lagged_blend: float = 0.75
@@ -154,6 +162,25 @@ class CalibrationConfig:
     lagged_floor: float = 0.0
 
     @property
+    def min_context(self) -> int:
+        """Observed steps a context needs for in-context errors from :attr:`offsets`; shorter ones use
+        :attr:`short_offsets`."""
+        return self.min_prefix + min(self.offsets)
+
+    @property
+    def min_short_context(self) -> int:
+        """Fewest observed steps of a context with quantiles (from :attr:`short_offsets`)."""
+        return self.short_min_prefix + min(self.short_offsets)
+
+    def origins(self, steps: int) -> tuple[tuple[int, ...], int]:
+        """The in-context origins of a context of ``steps`` observed steps, and the fewest steps before each:
+        :attr:`offsets` and :attr:`min_prefix` from :attr:`min_context` steps on, else :attr:`short_offsets` and
+        :attr:`short_min_prefix`."""
+        if steps >= self.min_context:
+            return self.offsets, self.min_prefix
+        return self.short_offsets, self.short_min_prefix
+
+    @property
     def needs_lagged(self) -> bool:
         """Whether the distribution or its horizon reads the time-lagged ensemble (:func:`lagged_members`)."""
         return self.horizon != "spread" or self.lagged_in_distribution
@@ -166,8 +193,13 @@ class CalibrationConfig:
     def __post_init__(self) -> None:
         if not self.offsets or min(self.offsets) < 1:
             raise ValueError(f"offsets must be positive step counts, got {self.offsets}")
-        if self.min_prefix < 16:
-            raise ValueError(f"min_prefix must be at least one patch (16 steps), got {self.min_prefix}")
+        if not self.short_offsets or min(self.short_offsets) < 1:
+            raise ValueError(f"short_offsets must be positive step counts, got {self.short_offsets}")
+        if min(self.min_prefix, self.short_min_prefix) < 16:
+            raise ValueError(
+                f"min_prefix and short_min_prefix must be at least one patch (16 steps), got {self.min_prefix} "
+                f"and {self.short_min_prefix}"
+            )
         if self.inflation <= 0 or self.min_spread <= 0:
             raise ValueError("inflation and min_spread must be positive")
         if self.noise_inflation < 0:

@@ -325,9 +325,36 @@ def test_the_pipeline_median_is_predict(tiny_pipeline, lorenz) -> None:
     np.testing.assert_allclose(q[..., 1], tiny_pipeline.predict(lorenz, H), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("steps", [48, 128, 191])
+def test_a_short_context_is_calibrated_from_origins_near_its_end(tiny_pipeline, lorenz, steps: int) -> None:
+    """Contexts of 48-191 steps forecast from the short offsets (64, 32, 16), each with 32 steps or more before
+    it; the quantiles keep the rules of any context, and a short series in a batch leaves the others as they are."""
+    cal = tiny_pipeline.calibration
+    short = lorenz[-steps:]
+    q, _ = tiny_pipeline.predict_quantiles(short, H, LEVELS)
+    assert q.shape == (H, 3, len(LEVELS)) and np.all(np.diff(q, axis=-1) >= 0)
+    np.testing.assert_allclose(q[..., 2], tiny_pipeline.predict(short, H), rtol=1e-5, atol=1e-5)
+    _, errors, prefix, *_ = tiny_pipeline.incontext_errors(short, H)
+    measured = {
+        int(tiny_pipeline.config.context_length - p)
+        for p, e in zip(prefix, errors[0], strict=True)
+        if np.isfinite(e).any()
+    }
+    assert measured == {o for o in cal.short_offsets if steps - o >= cal.short_min_prefix}
+    both, _ = tiny_pipeline.predict_quantiles([short, lorenz], H, LEVELS)
+    np.testing.assert_allclose(both[0], q, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        both[1], tiny_pipeline.predict_quantiles(lorenz, H, LEVELS)[0], rtol=1e-5, atol=1e-6
+    )
+    _, errors, prefix, *_ = tiny_pipeline.incontext_errors(
+        lorenz, H
+    )  # a long context: the usual offsets only
+    assert sorted(tiny_pipeline.config.context_length - prefix) == sorted(cal.offsets)
+
+
 def test_bad_input_is_refused_with_the_fix(tiny_pipeline, lorenz) -> None:
-    with pytest.raises(ValueError, match="at least 192 steps"):
-        tiny_pipeline.predict_quantiles(lorenz[:150], H)
+    with pytest.raises(ValueError, match="at least 48 steps"):
+        tiny_pipeline.predict_quantiles(lorenz[:47], H)
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         tiny_pipeline.predict_quantiles(lorenz, H, (0.1, 1.0))
     with pytest.raises(ValueError, match="num_samples"):

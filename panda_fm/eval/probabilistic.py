@@ -126,11 +126,14 @@ class ModelQuantiles:
         for kind, _ in self.variants.values():
             if kind not in ("mixture", "residual"):
                 raise ValueError(f"variant kind must be 'mixture' or 'residual', got {kind!r}")
-        offsets = {cal.offsets for _, cal in self.variants.values()}
-        prefixes = {cal.min_prefix for _, cal in self.variants.values()}
-        if len(offsets) > 1 or len(prefixes) > 1:
+        origins = {
+            (cal.offsets, cal.min_prefix, cal.short_offsets, cal.short_min_prefix)
+            for _, cal in self.variants.values()
+        }
+        if len(origins) > 1:
             raise ValueError(
-                "variants share the in-context errors: give them the same offsets and min_prefix"
+                "variants share the in-context errors: give them the same offsets, min_prefix, short_offsets and "
+                "short_min_prefix"
             )
         self.names = list(self.variants)
         self.batch_size = batch_size
@@ -167,8 +170,9 @@ class ModelQuantiles:
 class BootstrapQuantiles:
     """A point baseline with residual-bootstrap intervals from its own backtest on the context.
 
-    The baseline forecasts from the origins ``config.offsets`` inside the context as well; its errors there,
-    rescaled by lead, are added to its forecast (:func:`residual_quantiles`).
+    The baseline forecasts from the origins ``config.offsets`` inside the context as well (``short_offsets`` in a
+    short context, as the model); its errors there, rescaled by lead, are added to its forecast
+    (:func:`residual_quantiles`).
 
     Args:
         forecaster: a point baseline (:class:`panda_fm.forecasters.ContextForecaster`).
@@ -192,11 +196,11 @@ class BootstrapQuantiles:
     def forecast(self, contexts: np.ndarray, length: int, levels: np.ndarray) -> dict[str, Forecast]:
         B, T, C = contexts.shape
         mu, sd = _moments(contexts)
-        usable = [o for o in self.config.offsets if T - o >= self.config.min_prefix]
+        offsets, least = self.config.origins(T)  # the model's rule: nearer the end in a short context
+        least = max(least, self.forecaster.min_context)
+        usable = [o for o in offsets if T - o >= least]
         if not usable:
-            raise ValueError(
-                f"contexts of {T} steps are too short for the backtest origins {self.config.offsets}"
-            )
+            raise ValueError(f"contexts of {T} steps are too short for the backtest origins {offsets}")
         errors = np.full((B, len(usable), max(usable), C), np.nan)
         for i, o in enumerate(usable):
             errors[:, i, :o] = (self.forecaster.predict(contexts[:, : T - o], o) - contexts[:, T - o :]) / sd

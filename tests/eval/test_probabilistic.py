@@ -13,6 +13,7 @@ from panda_fm.eval.plots import plot_fan, plot_reliability
 from panda_fm.eval.probabilistic import (
     LEVELS,
     AnalogueEnsemble,
+    BootstrapQuantiles,
     Climatology,
     ModelQuantiles,
     default_baselines,
@@ -22,6 +23,7 @@ from panda_fm.eval.probabilistic import (
     system_bootstrap_spearman_ci,
 )
 from panda_fm.eval.runner import EvalConfig
+from panda_fm.forecasters import NVARForecaster
 from panda_fm.systems.store import open_dataset
 from panda_fm.uncertainty import lagged_spread, noise_corrected
 from tests.conftest import integrate
@@ -41,6 +43,26 @@ def test_analogue_ensemble_continues_a_periodic_signal_exactly() -> None:
     assert q.shape == (1, 120, 2, len(LEVELS)) and point is None and paths.shape == (1, 4, 120, 2)
     np.testing.assert_allclose(q[0, ..., 9], truth, atol=1e-6)  # every member is the same phase
     assert spread.max() < 1e-6
+
+
+@pytest.mark.parametrize("steps", [128, 512])
+def test_the_bootstrap_backtests_from_origins_its_context_and_forecaster_allow(steps: int) -> None:
+    """A short context backtests from the short origins, each with the forecaster's fewest steps before it."""
+    x = integrate("Lorenz", steps, 2, periods=steps / 30)[0]  # (2, steps, 3)
+    seen = []
+
+    class Recording(NVARForecaster):
+        def predict(self, context, prediction_length):
+            seen.append(np.asarray(context).shape[-2])
+            return super().predict(context, prediction_length)
+
+    method = BootstrapQuantiles(Recording(), "nvar+bootstrap")
+    q, spread, point, _ = method.forecast(x, 64, np.asarray(LEVELS))["nvar+bootstrap"]
+    assert q.shape == (2, 64, 3, len(LEVELS)) and np.isfinite(q).all() and np.all(np.diff(q, axis=-1) >= 0)
+    offsets, least = method.config.origins(steps)
+    least = max(least, method.forecaster.min_context)
+    assert sorted(seen[:-1]) == sorted(steps - o for o in offsets if steps - o >= least)  # then the forecast
+    assert seen[-1] == steps
 
 
 def test_climatology_is_the_context_distribution() -> None:
