@@ -80,6 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=48,
         help="with --data: at most this many of them (default: %(default)s)",
     )
+    p.add_argument(
+        "--context-length",
+        type=int,
+        default=512,
+        help="steps of each window's context (default: %(default)s; shorter ones use the short origins)",
+    )
     p.add_argument("--out", default=None, help="also write the table to this markdown file")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     p.add_argument(
@@ -97,7 +103,7 @@ CACHED_LAGS = (1, 2, 4, 8, 16, 32)
 
 
 def model_runs(
-    checkpoint: str, seed: int, data: str | None = None, stride: int = 12, n: int = 48
+    checkpoint: str, seed: int, data: str | None = None, stride: int = 12, n: int = 48, context: int = 512
 ) -> list[dict]:
     """Per window: the point forecast, in-context errors, lagged members at :data:`CACHED_LAGS` (standardised)
     and the truth; of the calibration founders, or with ``data`` of that generated dataset's training systems
@@ -123,6 +129,7 @@ def model_runs(
         seed=seed,
         batch_size=8,
         split=split,
+        context_length=context,
     )
     pipe = PandaPipeline.from_pretrained(checkpoint)
     dataset = open_dataset(root)
@@ -182,6 +189,8 @@ SETTINGS = {
     "error at leads 1-4 (context stds, over origins and channels: the context's noise level)",
     "lagged_noise_scale": "CalibrationConfig.lagged_noise_scale: c, the lagged disagreement divided by "
     "sqrt(1 + nu^2 / (nu^2 + c^2)), nu the context's noise level (0: no correction)",
+    "extrapolation": "CalibrationConfig.extrapolation: beyond the longest measured lead the in-context spread grows "
+    "on at this fraction of its measured rate (0: held)",
     "lagged_lead_power": "CalibrationConfig.lagged_lead_power: p, the lagged disagreement's lead offset undone "
     "for an error growing as lead^p (0: no correction)",
     "lagged_noise_floor": "CalibrationConfig.lagged_noise_floor: k, with a lead power the disagreement up to "
@@ -197,6 +206,8 @@ def name_of(cal: CalibrationConfig) -> str:
         name += f" noise {cal.noise_inflation}"
     if cal.lagged_noise_scale:
         name += f" lagged noise {cal.lagged_noise_scale}"
+    if cal.extrapolation:
+        name += f" extrapolation {cal.extrapolation}"
     if cal.lagged_lead_power:
         name += f" lead power {cal.lagged_lead_power} floor {cal.lagged_noise_floor}nu"
     return name + (f" lags {','.join(map(str, cal.lags))}" if cal.lags != SHIPPED.lags else "")
@@ -220,22 +231,25 @@ def score_sources(cal) -> dict[str, dict[tuple[float, str], float]]:
     return out
 
 
-def cached_runs(path: Path, checkpoint: str, seed: int, data: str | None, stride: int, n: int) -> dict:
-    """:func:`model_runs` as ``{"rows", "lags", "systems"}``, saved to ``path`` on first use and read from it
-    afterwards (a cache of another selection of systems is refused)."""
+def cached_runs(
+    path: Path, checkpoint: str, seed: int, data: str | None, stride: int, n: int, context: int = 512
+) -> dict:
+    """:func:`model_runs` as ``{"rows", "lags", "systems", "context"}``, saved to ``path`` on first use and read
+    from it afterwards (a cache of another selection of systems or context length is refused)."""
     systems = None if data is None else (stride, n)
     if not path.exists():
-        runs = dict(rows=model_runs(checkpoint, seed, data, stride, n), lags=CACHED_LAGS, systems=systems)
+        rows = model_runs(checkpoint, seed, data, stride, n, context)
+        runs = dict(rows=rows, lags=CACHED_LAGS, systems=systems, context=context)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(pickle.dumps(runs))
         tmp.replace(path)  # a run that stops half-way leaves no half-written cache
     runs = pickle.loads(path.read_bytes())
     if isinstance(runs, list):  # made before the eleventh round: the lags of its day, 48 generated systems
         runs = dict(rows=runs, lags=(1, 2, 4, 8), systems=None if data is None else (12, 48))
-    if runs["systems"] != systems:
+    if runs["systems"] != systems or runs.get("context", 512) != context:
         raise SystemExit(
-            f"{path} holds generated systems (stride, count) {runs['systems']}, not {systems}: "
-            "give another --cache folder for this selection"
+            f"{path} holds generated systems (stride, count) {runs['systems']} with contexts of "
+            f"{runs.get('context', 512)} steps, not {systems} with {context}: give another --cache folder"
         )
     return runs
 
@@ -259,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                 data,
                 args.generated_stride,
                 args.generated_systems,
+                args.context_length,
             )
             for seed in (1, 2)
         ]
@@ -300,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             cells.append(" / ".join(f"{s[n, 'spearman']:.2f}" for n in NOISE))
             verdict = "yes" if in_targets(s) else "no"
-            lines.append(f"| {name} | {source} | {' | '.join(cells)} | {total[key]:.3f} | {verdict} |")
+            lines.append(f"| {name} | {source} | {' | '.join(cells)} | {total[key]:.5f} | {verdict} |")
     chosen = min((k for k in results if held[k]), key=total.get, default=None)
     lines += [
         "",

@@ -7,6 +7,10 @@ For each set (``panda_fm.eval.stress``; 3 windows a system, seed 0, as the stres
 checkpoint's quantiles with its calibration, and with the lagged ensemble's noise correction off (the eighth
 round's calibration), on the same windows, scored by the probabilistic benchmark at 64, 128 and 256 steps: CRPS,
 coverage of the 50% and 80% intervals (with their intervals over systems) and the horizon's Spearman correlation.
+``--noise 0 0.05`` scores each set at those observation noise levels instead of its own, ``--baselines`` the
+probabilistic baselines beside the model:
+
+    PYTHONPATH=. python benchmarks/probabilistic_stress.py --sets context-128 --noise 0 0.05 --baselines
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 from _common import SHIPPED, write_markdown
 
 from panda_fm import PandaPipeline
-from panda_fm.eval.probabilistic import ModelQuantiles, evaluate_quantiles, markdown_table
+from panda_fm.eval.probabilistic import ModelQuantiles, default_baselines, evaluate_quantiles, markdown_table
 from panda_fm.eval.stress import stress_config, stress_dataset, stress_sets
 from panda_fm.systems.store import open_dataset
 
@@ -33,6 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=str(SHIPPED), help="checkpoint (default: the shipped one)")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "panda_fm" / "stress-v1"))
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    p.add_argument(
+        "--noise",
+        type=float,
+        nargs="+",
+        default=None,
+        help="observation noise levels in place of each set's own (e.g. 0 0.05)",
+    )
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also the probabilistic baselines (NVAR with bootstrap intervals, analogue ensemble, climatology)",
+    )
     p.add_argument("--out", default=None, help="also write the report to this markdown file")
     args = p.parse_args(argv)
     specs = stress_sets()
@@ -48,9 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     for set_name in args.sets:
         spec = specs[set_name]
         config = replace(stress_config(spec, 3, 0), horizons=(64, 128, 256), rollout=0, batch_size=8)
+        if args.noise is not None:
+            config = replace(config, noise=tuple(args.noise))
         method = ModelQuantiles(pipe, name, {f"{name}/no noise correction": ("mixture", off)}, batch_size=8)
+        methods = [method, *(default_baselines() if args.baselines else [])]
         t = time.perf_counter()
-        report = evaluate_quantiles([method], open_dataset(stress_dataset(set_name, args.cache)), config)
+        report = evaluate_quantiles(methods, open_dataset(stress_dataset(set_name, args.cache)), config)
         lines += [
             "",
             f"## {set_name}: {spec.description} (context {config.context_length}; {time.perf_counter() - t:.0f} s)",

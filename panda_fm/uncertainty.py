@@ -45,6 +45,7 @@ __all__ = [
     "CalibrationConfig",
     "ForecastDistribution",
     "lead_spread",
+    "extrapolated",
     "lagged_members",
     "lagged_spread",
     "noise_level",
@@ -77,6 +78,11 @@ class CalibrationConfig:
             ``offset`` steps, so an origin measures leads up to its offset.
         min_prefix: fewest steps (before an origin) an in-context forecast starts from; shorter prefixes are
             skipped.
+        extrapolation: beyond the longest lead the origins measure, the in-context spread grows on at this
+            fraction of its growth rate over the last measured octave of leads, up to that of a lost forecast
+            (:func:`extrapolated`); 0: it is held. Acts only past the longest offset (320 steps on a long
+            context, 64 on a short one). Chosen on 128-step contexts of the calibration founders, by a small
+            margin (docs/probabilistic.md, thirteenth round).
         short_offsets: the origins of a context too short for any of :attr:`offsets` (fewer than
             ``min_prefix + min(offsets)`` observed steps, 192): nearer the end, so that they measure the error
             of the shortest leads only, and beyond them the spread is held and the lagged ensemble's disagreement
@@ -142,6 +148,7 @@ class CalibrationConfig:
 
     offsets: tuple[int, ...] = (320, 256, 192, 128, 64)
     min_prefix: int = 128
+    extrapolation: float = 1.0
     short_offsets: tuple[int, ...] = (64, 32, 16)
     short_min_prefix: int = 32
     inflation: float = 0.7
@@ -202,6 +209,8 @@ class CalibrationConfig:
             )
         if self.inflation <= 0 or self.min_spread <= 0:
             raise ValueError("inflation and min_spread must be positive")
+        if self.extrapolation < 0:
+            raise ValueError(f"extrapolation must be >= 0, got {self.extrapolation}")
         if self.noise_inflation < 0:
             raise ValueError(f"noise_inflation must be >= 0, got {self.noise_inflation}")
         if self.combine not in COMBINES:
@@ -248,7 +257,8 @@ def lead_spread(
 
     Returns:
         ``(B, H, C)`` spread, non-decreasing in lead; leads beyond the measured ones keep the last measured
-        spread. A series without any measured error raises.
+        spread, or with :attr:`CalibrationConfig.extrapolation` grow on (:func:`extrapolated`). A series
+        without any measured error raises.
     """
     B, n_origins, M, C = errors.shape
     weight = np.ones(n_origins)
@@ -293,9 +303,35 @@ def lead_spread(
         nu = np.sqrt(np.nansum(early**2, axis=(1, 2, 3)) / np.maximum(count, 1))  # (B,) noise level
         spread = spread * (1 + config.noise_inflation * nu)[:, None, None]
     spread = np.maximum.accumulate(np.maximum(spread, config.min_spread), axis=1)  # error never shrinks
-    if horizon <= M:
-        return spread[:, :horizon]
-    return np.concatenate([spread, np.repeat(spread[:, -1:], horizon - M, axis=1)], axis=1)
+    if horizon > M:
+        spread = np.concatenate([spread, np.repeat(spread[:, -1:], horizon - M, axis=1)], axis=1)
+    if config.extrapolation > 0:
+        measured = (~np.isnan(errors)).any(axis=(1, 3))  # (B, M)
+        last = M - np.argmax(measured[:, ::-1], axis=1)  # (B,) each series' longest measured lead
+        ceiling = config.inflation * np.sqrt(SATURATION_MS)
+        spread = extrapolated(spread, last, config.extrapolation, ceiling)
+    return spread[:, :horizon]
+
+
+def extrapolated(spread: np.ndarray, last: np.ndarray, fraction: float, ceiling: float) -> np.ndarray:
+    """``(B, H, C)`` ``spread`` grown on beyond each series' longest measured lead ``last`` ``(B,)``.
+
+    Beyond ``last`` the spread grows exponentially at ``fraction`` of its growth rate over the leads
+    ``last / 2 .. last`` (the rate of the measured error growth; none where it did not grow), up to ``ceiling``
+    (the spread a lost forecast's in-context errors give: ``inflation * sqrt(2)``), and never below the held
+    value. A short context's origins measure only its shortest leads; held, their spread stays that of the
+    last measured lead, while a chaotic forecast's error grows on until it is lost.
+    """
+    out = spread.copy()
+    H = spread.shape[1]
+    for b, m in enumerate(np.asarray(last, dtype=int)):
+        if m >= H or m < 2:
+            continue
+        half = m // 2
+        rate = np.maximum(np.log(spread[b, m - 1] / spread[b, half - 1]) / (m - half), 0.0)  # (C,) per step
+        grown = spread[b, m - 1] * np.exp(fraction * rate * np.arange(1, H - m + 1)[:, None])  # (H - m, C)
+        out[b, m:] = np.maximum(np.minimum(grown, ceiling), spread[b, m:])
+    return out
 
 
 def lagged_members(

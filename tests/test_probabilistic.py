@@ -16,6 +16,7 @@ from panda_fm.uncertainty import (
     ForecastDistribution,
     corrected,
     distribution_spread,
+    extrapolated,
     horizon_spread,
     lagged_members,
     lagged_spread,
@@ -247,6 +248,27 @@ def test_lead_corrected_undoes_the_members_lead_offset() -> None:
         CalibrationConfig(lagged_lead_power=-1.0)
 
 
+def test_extrapolated_spread_grows_on_at_the_measured_rate_up_to_a_lost_forecast() -> None:
+    measured = np.geomspace(0.01, 0.08, 64)  # three doublings over 64 leads: log(2) per 21 steps...
+    spread = np.concatenate([measured, np.full(192, 0.08)])[
+        None, :, None
+    ]  # ...then held, as lead_spread does
+    rate = np.log(0.08 / measured[31]) / 32  # the last measured octave, leads 32..64
+    grown = extrapolated(spread, np.array([64]), 1.0, 0.99)[0, :, 0]
+    np.testing.assert_allclose(grown[:64], measured)
+    np.testing.assert_allclose(grown[64:80], 0.08 * np.exp(rate * np.arange(1, 17)))
+    assert grown[-1] == 0.99 and np.all(np.diff(grown) >= 0)
+    half = extrapolated(spread, np.array([64]), 0.5, 0.99)[0, :, 0]
+    np.testing.assert_allclose(half[64:80], 0.08 * np.exp(0.5 * rate * np.arange(1, 17)))
+    # measured to the end, or an error that did not grow: the spread as it was
+    np.testing.assert_array_equal(extrapolated(spread, np.array([256]), 1.0, 0.99), spread)
+    np.testing.assert_array_equal(extrapolated(np.full((1, 256, 1), 0.3), np.array([64]), 1.0, 0.99), 0.3)
+    # never below the held value, even above the ceiling
+    np.testing.assert_array_equal(extrapolated(np.full((1, 99, 1), 2.0), np.array([64]), 1.0, 0.99), 2.0)
+    with pytest.raises(ValueError, match="extrapolation must be"):
+        CalibrationConfig(extrapolation=-1.0)
+
+
 def test_lead_spread_by_hand() -> None:
     errors = np.full((1, 2, 4, 1), np.nan)
     errors[0, 0, :4, 0] = [0.1, 0.2, 0.3, 0.4]
@@ -259,10 +281,15 @@ def test_lead_spread_by_hand() -> None:
         recency=0.0,
         inflation=1.0,
         noise_inflation=0.0,
+        extrapolation=0.0,
     )
     spread = lead_spread(errors, 6, cfg)[0, :, 0]
     # lead 1: rms(0.1, 0.3); lead 2: rms(0.2, 0.2) is smaller, so the lead-1 value holds; then 0.3, 0.4, 0.4...
     np.testing.assert_allclose(spread, [np.sqrt(0.05), np.sqrt(0.05), 0.3, 0.4, 0.4, 0.4])
+    # ...or past lead 4, the longest measured, on at the rate of leads 2..4
+    rate = np.log(0.4 / np.sqrt(0.05)) / 2
+    grown = lead_spread(errors, 6, replace(cfg, extrapolation=1.0))[0, :, 0]
+    np.testing.assert_allclose(grown, [*spread[:4], 0.4 * np.exp(rate), 0.4 * np.exp(2 * rate)])
     weighted = lead_spread(errors, 1, replace(cfg, recency=1.0), prefix=np.array([100, 300]))[0, 0, 0]
     assert weighted == pytest.approx(np.sqrt((0.01 * 1 / 3 + 0.09) / (1 / 3 + 1)))
     # the noise level: the RMS of the errors at leads 1-4 over origins, sqrt((0.01+0.04+0.09+0.16+0.09+0.04)/6)
