@@ -85,8 +85,8 @@ class CalibrationConfig:
             margin (docs/probabilistic.md, thirteenth round).
         short_offsets: the origins of a context too short for any of :attr:`offsets` (fewer than
             ``min_prefix + min(offsets)`` observed steps, 192): nearer the end, so that they measure the error
-            of the shortest leads only, and beyond them the spread is held and the lagged ensemble's disagreement
-            (:attr:`lagged_blend`) carries the growth.
+            of the shortest leads only; beyond them the spread grows on (:attr:`extrapolation`), and the lagged
+            ensemble's disagreement (:attr:`lagged_blend`) carries the growth.
         short_min_prefix: fewest steps before a short origin; a context needs at least
             ``short_min_prefix + min(short_offsets)`` observed steps (48) for quantiles.
         inflation: factor on the measured spread (the in-context origins see shorter contexts and few errors);
