@@ -189,6 +189,8 @@ SETTINGS = {
     "error at leads 1-4 (context stds, over origins and channels: the context's noise level)",
     "lagged_noise_scale": "CalibrationConfig.lagged_noise_scale: c, the lagged disagreement divided by "
     "sqrt(1 + nu^2 / (nu^2 + c^2)), nu the context's noise level (0: no correction)",
+    "short_lagged_noise_scale": "CalibrationConfig.short_lagged_noise_scale: c for contexts under 192 steps "
+    "(0: no correction)",
     "extrapolation": "CalibrationConfig.extrapolation: beyond the longest measured lead the in-context spread grows "
     "on at this fraction of its measured rate (0: held)",
     "lagged_lead_power": "CalibrationConfig.lagged_lead_power: p, the lagged disagreement's lead offset undone "
@@ -206,6 +208,8 @@ def name_of(cal: CalibrationConfig) -> str:
         name += f" noise {cal.noise_inflation}"
     if cal.lagged_noise_scale:
         name += f" lagged noise {cal.lagged_noise_scale}"
+    if cal.short_lagged_noise_scale:
+        name += f" short lagged noise {cal.short_lagged_noise_scale}"
     if cal.extrapolation:
         name += f" extrapolation {cal.extrapolation}"
     if cal.lagged_lead_power:

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     pipe = PandaPipeline.from_pretrained(args.checkpoint)
     name = Path(args.checkpoint).name
-    off = replace(pipe.calibration, lagged_noise_scale=0.0)
+    off = replace(pipe.calibration, lagged_noise_scale=0.0, short_lagged_noise_scale=0.0)
     command = shlex.join(["python", "benchmarks/probabilistic_stress.py", *(argv or sys.argv[1:])])
     lines = ["# Calibrated quantiles on stress sets", "", f"`{command}`"]
     for set_name in args.sets:

@@ -107,6 +107,8 @@ class CalibrationConfig:
             (:func:`noise_level`): there the point forecast and each lagged member carry their own noise-driven
             error, and their difference counts it twice (a factor ``sqrt(2)``; none on a clean context). 0: no
             correction. For the quantiles, samples and the horizon alike (docs/probabilistic.md, ninth round).
+        short_lagged_noise_scale: ``c`` for a context too short for :attr:`offsets` (under 192 steps); 0, no
+            correction, was chosen on 128-step contexts (docs/probabilistic.md, thirteenth round).
         lagged_lead_power: ``p``, the lagged disagreement's lead offset undone (:func:`lead_corrected`): a member
             ``g`` steps short forecasts the point forecast's lead ``h`` at its own lead ``h + g``, so on a
             clean context, where the error grows from next to nothing, its disagreement at short leads is that of
@@ -155,6 +157,7 @@ class CalibrationConfig:
     noise_inflation: float = 0.0
     lagged_blend: float = 0.75
     lagged_noise_scale: float = 0.005
+    short_lagged_noise_scale: float = 0.0
     lagged_lead_power: float = 0.0
     lagged_noise_floor: float = 2.0
     channel_pooling: float = 0.5
@@ -227,8 +230,11 @@ class CalibrationConfig:
             raise ValueError(f"horizon must be one of {HORIZONS}, got {self.horizon!r}")
         if self.lagged_floor < 0:
             raise ValueError(f"lagged_floor must be >= 0, got {self.lagged_floor}")
-        if self.lagged_noise_scale < 0:
-            raise ValueError(f"lagged_noise_scale must be >= 0, got {self.lagged_noise_scale}")
+        if self.lagged_noise_scale < 0 or self.short_lagged_noise_scale < 0:
+            raise ValueError(
+                f"lagged_noise_scale and short_lagged_noise_scale must be >= 0, got {self.lagged_noise_scale} and "
+                f"{self.short_lagged_noise_scale}"
+            )
         if self.lagged_lead_power < 0 or self.lagged_noise_floor < 0:
             raise ValueError(
                 f"lagged_lead_power and lagged_noise_floor must be >= 0, got {self.lagged_lead_power} and "
@@ -402,11 +408,18 @@ def noise_level(context: np.ndarray) -> np.ndarray:
 def noise_corrected(lagged: np.ndarray, context: np.ndarray, config: CalibrationConfig) -> np.ndarray:
     """``(B, H, C)`` the lagged ensemble's disagreement ``lagged`` (:func:`lagged_spread`) divided by
     ``sqrt(1 + nu^2 / (nu^2 + c^2))``, ``nu`` the noise level of the standardised ``context`` ``(B, T, C)``
-    (:func:`noise_level`) and ``c`` :attr:`CalibrationConfig.lagged_noise_scale` (0: ``lagged`` as it is)."""
-    if config.lagged_noise_scale == 0:
+    (:func:`noise_level`) and ``c`` :attr:`CalibrationConfig.lagged_noise_scale`, or
+    :attr:`CalibrationConfig.short_lagged_noise_scale` for a context of fewer than ``min_context`` observed steps
+    (0: that series' ``lagged`` as it is)."""
+    observed = ~np.isnan(context).all(axis=2)  # (B, T)
+    steps = context.shape[1] - np.argmax(observed, axis=1)  # (B,) from the first observed step
+    c = np.where(steps >= config.min_context, config.lagged_noise_scale, config.short_lagged_noise_scale)
+    if not c.any():
         return lagged
     nu2 = noise_level(context)[:, None] ** 2  # (B, 1, C)
-    return lagged / np.sqrt(1 + nu2 / (nu2 + config.lagged_noise_scale**2))
+    c2 = (c**2)[:, None, None]  # (B, 1, 1); 0: that series as it is
+    share = np.divide(nu2, nu2 + c2, out=np.zeros(np.broadcast_shapes(nu2.shape, c2.shape)), where=c2 > 0)
+    return lagged / np.sqrt(1 + share)
 
 
 def lead_corrected(lagged: np.ndarray, context: np.ndarray, config: CalibrationConfig) -> np.ndarray:

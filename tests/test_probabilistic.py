@@ -220,6 +220,16 @@ def test_noise_level_by_hand() -> None:
     np.testing.assert_allclose(off.spread, lagged)
     with pytest.raises(ValueError, match="lagged_noise_scale must be"):
         CalibrationConfig(lagged_noise_scale=-0.1)
+    # a context under min_context observed steps reads short_lagged_noise_scale: by default no correction
+    short = np.concatenate([np.full((1, 400, 2), np.nan), x[1:2, -112:]], axis=1)  # 112 observed of 512
+    both = np.concatenate([x[1:2, -512:], short])
+    lagged2 = np.full((2, 3, 2), 0.4)
+    out = noise_corrected(lagged2, both, cfg)
+    nu2 = noise_level(both)[:, None] ** 2
+    np.testing.assert_allclose(out[0], 0.4 / np.sqrt(1 + nu2[0] / (nu2[0] + 0.05**2)) * np.ones((3, 2)))
+    np.testing.assert_array_equal(out[1], lagged2[1])
+    out = noise_corrected(lagged2, both, replace(cfg, short_lagged_noise_scale=0.05))
+    np.testing.assert_allclose(out[1], 0.4 / np.sqrt(1 + nu2[1] / (nu2[1] + 0.05**2)) * np.ones((3, 2)))
 
 
 def test_lead_corrected_undoes_the_members_lead_offset() -> None:
