@@ -247,15 +247,26 @@ def cached_runs(
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(pickle.dumps(runs))
         tmp.replace(path)  # a run that stops half-way leaves no half-written cache
-    runs = pickle.loads(path.read_bytes())
-    if isinstance(runs, list):  # made before the eleventh round: the lags of its day, 48 generated systems
-        runs = dict(rows=runs, lags=(1, 2, 4, 8), systems=None if data is None else (12, 48))
-    if runs["systems"] != systems or runs.get("context", 512) != context:
+    runs = saved_runs(path, generated=data is not None)
+    if runs["systems"] != systems or runs["context"] != context:
         raise SystemExit(
             f"{path} holds generated systems (stride, count) {runs['systems']} with contexts of "
-            f"{runs.get('context', 512)} steps, not {systems} with {context}: give another --cache folder"
+            f"{runs['context']} steps, not {systems} with {context}: give another --cache folder"
         )
     return runs
+
+
+def saved_runs(path: Path, generated: bool) -> dict:
+    """A saved cache of :func:`cached_runs` (of generated systems or not) as ``{"rows", "lags", "systems",
+    "context"}``, caches of earlier rounds included; a missing one is refused with the command that makes it."""
+    if not path.exists():
+        raise SystemExit(
+            f"{path} does not exist: run benchmarks/calibration_grid.py --cache with its folder first"
+        )
+    runs = pickle.loads(path.read_bytes())
+    if isinstance(runs, list):  # made before the eleventh round: the lags of its day, 48 generated systems
+        runs = dict(rows=runs, lags=(1, 2, 4, 8), systems=(12, 48) if generated else None)
+    return {"context": 512, **runs}  # made before the thirteenth round: 512-step contexts
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from calibration_grid import cached_runs
+from calibration_grid import saved_runs
 
 from panda_fm.uncertainty import CalibrationConfig, ForecastDistribution, corrected, lagged_spread
 
@@ -53,17 +53,6 @@ def by_lead(rows: list[dict], lags: tuple[int, ...], cal: CalibrationConfig, noi
     return out
 
 
-def pickle_runs(path: Path, systems: tuple[int, int] | None) -> dict:
-    """A saved cache of :func:`calibration_grid.cached_runs` (which refuses a missing one: run the grid first)."""
-    if not path.exists():
-        raise SystemExit(
-            f"{path} does not exist: run benchmarks/calibration_grid.py --cache with this folder first"
-        )
-    data = None if systems is None else "generated"
-    stride, n = systems or (12, 48)
-    return cached_runs(path, "panda-fm-small", 0, data, stride, n)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cache", required=True, help="a calibration_grid.py cache folder")
@@ -72,13 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--lagged-lead-power", type=float, nargs="+", default=[0.0], help="lead powers to show")
     args = p.parse_args(argv)
-    sources = {"founders": ("calibration", None)} | (
-        {"generated": ("generated", (4, 144))} if args.generated else {}
-    )
+    sources = {"founders": "calibration"} | ({"generated": "generated"} if args.generated else {})
     header = "| lead power | windows | noise | measure | " + " | ".join(f"{a}-{b}" for a, b in BINS) + " |"
     lines = [header, "|" + "---|" * (4 + len(BINS))]
-    for source, (stem, systems) in sources.items():
-        runs = [pickle_runs(Path(args.cache) / f"{stem}-seed{seed}.pkl", systems) for seed in (1, 2)]
+    for source, stem in sources.items():
+        runs = [
+            saved_runs(Path(args.cache) / f"{stem}-seed{seed}.pkl", source == "generated") for seed in (1, 2)
+        ]
         rows, lags = [r for run in runs for r in run["rows"]], runs[0]["lags"]
         for power in args.lagged_lead_power:
             cal = replace(CalibrationConfig(), lagged_lead_power=power)

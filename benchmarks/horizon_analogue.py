@@ -12,10 +12,10 @@ geometric mean. Result (2026-12-01): docs/probabilistic.md, "Left to do".
 from __future__ import annotations
 
 import argparse
-import pickle
 from pathlib import Path
 
 import numpy as np
+from calibration_grid import saved_runs
 
 from panda_fm.eval import metrics
 from panda_fm.eval.probabilistic import AnalogueEnsemble, context_moments
@@ -34,7 +34,7 @@ def main() -> None:
     args = p.parse_args()
     cal, analogue = CalibrationConfig(), AnalogueEnsemble()
     for source, stem in (("founders", "calibration"), ("generated", "generated")):
-        runs = [pickle.loads(Path(args.cache, f"{stem}-seed{s}.pkl").read_bytes()) for s in (1, 2)]
+        runs = [saved_runs(Path(args.cache, f"{stem}-seed{s}.pkl"), source == "generated") for s in (1, 2)]
         pick = [list(runs[0]["lags"]).index(g) for g in cal.lags]
         for noise in (0.0, 0.05):
             rows = [r for run in runs for r in run["rows"] if r["noise"] == noise]
