@@ -18,11 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from calibration_grid import saved_runs
+from calibration_grid import BINS, saved_runs
 
 from panda_fm.uncertainty import CalibrationConfig, ForecastDistribution, corrected, lagged_spread
 
-BINS = ((1, 2), (3, 4), (5, 8), (9, 16), (17, 32), (33, 64), (65, 128), (129, 256))
 LEVELS = np.array([0.1, 0.25, 0.75, 0.9])
 
 
@@ -40,7 +39,9 @@ def by_lead(rows: list[dict], lags: tuple[int, ...], cal: CalibrationConfig, noi
         cov50.append(((y >= q[..., 1]) & (y <= q[..., 2])).mean(axis=1))
         cov80.append(((y >= q[..., 0]) & (y <= q[..., 3])).mean(axis=1))
         error = np.sqrt(((y - r["point"]) ** 2).mean(axis=1))
-        spread = np.sqrt((corrected(lagged, r["x"][None], cal)[0] ** 2).mean(axis=1))
+        spread = np.sqrt(
+            (corrected(lagged, r["x"][None], cal, r["errors"][None], r["prefix"])[0] ** 2).mean(axis=1)
+        )
         ratio.append(np.log(error / np.maximum(spread, 1e-12)))
     out = []
     for name, values, stat, fmt in (

@@ -8,7 +8,7 @@
 ``--data`` a generated dataset's test split): the pipeline's default calibration, its predictability horizon
 read off the calibrated spread instead of the time-lagged ensemble's (the horizon before), the first round's
 plain mixture and the residual bootstrap (on the calibration split also the horizon's other candidates), beside
-the probabilistic baselines. Both at noise
+the probabilistic baselines (with ``--candidate``, a calibration round's choice too). Both at noise
 0 and 0.05, horizons 64, 128 and 256, and write ``{split}.md`` and ``{split}.json`` (summaries), the reliability
 diagram ``{split}_reliability.png`` and fans of the first system's first window into ``--out``.
 """
@@ -20,8 +20,11 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import fields as fields_of
 from dataclasses import replace
 from pathlib import Path
+
+from panda_fm.uncertainty import CalibrationConfig
 
 #: Training founders (not held out) on which the calibration is chosen.
 CALIBRATION_SYSTEMS = (
@@ -61,8 +64,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --split test: a generated dataset's test split instead of the held-out founders; outputs "
         "are named test-generated",
     )
+    p.add_argument(
+        "--candidate",
+        nargs="+",
+        default=None,
+        metavar="FIELD=VALUE",
+        help="also a calibration round's candidate, the default calibration with these CalibrationConfig fields "
+        "replaced (numbers; true/false), as the variant 'candidate' on the same windows",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     return p.parse_args(argv)
+
+
+def candidate_fields(pairs: list[str]) -> dict[str, float | bool]:
+    """``["inflation=0.9", "lagged_lead_measured=true"]`` -> ``{"inflation": 0.9, "lagged_lead_measured": True}``."""
+    fields: dict[str, float | bool] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        known = {f.name for f in fields_of(CalibrationConfig)}
+        if not sep or key.strip() not in known:
+            raise SystemExit(f"--candidate takes FIELD=VALUE pairs of CalibrationConfig fields, got {pair!r}")
+        low = value.strip().lower()
+        fields[key.strip()] = low == "true" if low in ("true", "false") else float(value)
+    return fields
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{name}/x0.6": ("mixture", replace(cal, inflation=0.6)),
         f"{name}/residual": ("residual", cal),
     }
+    if args.candidate:  # a calibration round's choice beside the default, on the same windows
+        variants[f"{name}/candidate"] = ("mixture", replace(cal, **candidate_fields(args.candidate)))
     if args.split == "calibration":  # the horizon's other candidates (docs/probabilistic.md)
         variants[f"{name}/horizon geometric"] = ("mixture", replace(cal, horizon="geometric"))
         variants[f"{name}/horizon lagged (4, 8)"] = ("mixture", replace(cal, lags=(4, 8)))

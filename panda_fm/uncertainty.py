@@ -50,6 +50,7 @@ __all__ = [
     "lagged_spread",
     "noise_level",
     "noise_corrected",
+    "lead_offset",
     "lead_corrected",
     "corrected",
     "distribution_spread",
@@ -116,8 +117,11 @@ class CalibrationConfig:
             undoes it, on the part of the disagreement above :attr:`lagged_noise_floor` times the context's
             noise level (which does not grow with the lead). 0: no correction. It flattens the clean coverage over
             lead but tied the default on the calibration split's CRPS (docs/probabilistic.md, twelfth round).
-        lagged_noise_floor: ``k``, with :attr:`lagged_lead_power`: the part of the lagged disagreement up to
-            ``k nu`` (``nu`` the context's noise level) is left as it is.
+        lagged_noise_floor: ``k``, with :attr:`lagged_lead_power` or :attr:`lagged_lead_measured`: the part of
+            the lagged disagreement up to ``k nu`` (``nu`` the context's noise level) is left as it is.
+        lagged_lead_measured: undo the lagged disagreement's lead offset as :attr:`lagged_lead_power` does, but
+            with the error growth this context's in-context errors measure (:func:`lead_offset`) instead of a
+            power of the lead: where they are flat (noise-driven errors) nothing is undone. Not with a lead power.
         channel_pooling: weight of the mean over channels in each channel's mean squared error (0: each channel
             alone, 1: one spread for all).
         smoothing: the spread at lead ``h`` averages the errors at leads ``(1 - smoothing) h .. h``.
@@ -160,6 +164,7 @@ class CalibrationConfig:
     short_lagged_noise_scale: float = 0.0
     lagged_lead_power: float = 0.0
     lagged_noise_floor: float = 2.0
+    lagged_lead_measured: bool = False
     channel_pooling: float = 0.5
     smoothing: float = 0.25
     min_spread: float = 1e-5
@@ -239,6 +244,10 @@ class CalibrationConfig:
             raise ValueError(
                 f"lagged_lead_power and lagged_noise_floor must be >= 0, got {self.lagged_lead_power} and "
                 f"{self.lagged_noise_floor}"
+            )
+        if self.lagged_lead_measured and self.lagged_lead_power:
+            raise ValueError(
+                "lagged_lead_measured and lagged_lead_power both undo the lagged ensemble's lead offset: set one"
             )
         if not 0 <= self.lagged_blend <= 1:
             raise ValueError(f"lagged_blend must be in [0, 1], got {self.lagged_blend}")
@@ -422,30 +431,62 @@ def noise_corrected(lagged: np.ndarray, context: np.ndarray, config: Calibration
     return lagged / np.sqrt(1 + share)
 
 
-def lead_corrected(lagged: np.ndarray, context: np.ndarray, config: CalibrationConfig) -> np.ndarray:
-    """``(B, H, C)`` the lagged ensemble's disagreement ``lagged`` with the members' lead offset undone.
+def lead_offset(
+    config: CalibrationConfig,
+    horizon: int,
+    errors: np.ndarray | None = None,
+    prefix: np.ndarray | None = None,
+) -> np.ndarray:
+    """The mean square factor by which the lagged members' lead offset grows their disagreement at each lead.
 
-    A member ``g`` steps short forecasts lead ``h`` of the point forecast at its own lead ``h + g``: where the
-    error grows as ``lead^p`` (:attr:`CalibrationConfig.lagged_lead_power`), the root mean square over the
-    members is ``(mean_g ((h + g) / h)^(2p))^(1/2)`` times the error at ``h``, many times at the shortest leads
-    of a clean context. The part of ``lagged`` above ``k nu`` (``k`` :attr:`CalibrationConfig.lagged_noise_floor`,
-    ``nu`` the standardised ``context``'s noise level, :func:`noise_level`) is divided by that factor, in
-    quadrature; a noise-driven disagreement, which does not grow with the lead, is left. Non-decreasing in lead,
-    as ``lagged`` is.
+    A member ``g`` steps short forecasts lead ``h`` of the point forecast at its own lead ``h + g``, so the root
+    mean square over the members is about ``(mean_g e(h + g)^2 / e(h)^2)^(1/2)`` times the error ``e`` at ``h``:
+    many times at the shortest leads of a clean context, where the error grows from next to nothing. ``e`` is
+    ``lead^p`` (:attr:`CalibrationConfig.lagged_lead_power`), or with :attr:`CalibrationConfig.lagged_lead_measured`
+    the context's own in-context spread (:func:`lead_spread` of ``errors`` ``(B, O, M, C)`` and ``prefix``), which
+    is flat where noise drives the errors.
+
+    Returns:
+        ``(B, H, C)`` (``(1, H, 1)`` for a power; all ones without a correction), at least 1.
     """
+    h = np.arange(1, horizon + 1)
+    lags = np.asarray(config.lags)
+    if config.lagged_lead_measured:
+        if errors is None:
+            raise ValueError("a measured lead offset needs the in-context errors (and their prefix lengths)")
+        e = lead_spread(errors, horizon + int(lags.max()), config, prefix)  # (B, H + G, C), non-decreasing
+        ratio = e[:, h[:, None] + lags - 1] / e[:, h - 1, None]  # (B, H, K, C)
+        return np.mean(ratio**2, axis=2)
     p = config.lagged_lead_power
-    if p == 0:
+    return np.mean(((h[:, None] + lags) / h[:, None]) ** (2 * p), axis=1)[None, :, None]
+
+
+def lead_corrected(
+    lagged: np.ndarray, context: np.ndarray, config: CalibrationConfig, offset: np.ndarray
+) -> np.ndarray:
+    """``(B, H, C)`` the lagged ensemble's disagreement ``lagged`` with the members' lead offset undone: the part
+    above ``k nu`` (``k`` :attr:`CalibrationConfig.lagged_noise_floor`, ``nu`` the standardised ``context``'s
+    noise level, :func:`noise_level`) divided by ``offset`` (:func:`lead_offset`), in quadrature; a
+    noise-driven disagreement, which does not grow with the lead, is left. No change without a lead power or a
+    measured offset."""
+    if not (config.lagged_lead_power or config.lagged_lead_measured):
         return lagged
-    h = np.arange(1, lagged.shape[1] + 1, dtype=np.float64)[:, None]  # (H, 1)
-    offset = np.mean(((h + np.asarray(config.lags, dtype=np.float64)) / h) ** (2 * p), axis=1)  # (H,)
     floor2 = np.minimum((config.lagged_noise_floor * noise_level(context))[:, None] ** 2, lagged**2)
-    return np.sqrt((lagged**2 - floor2) / offset[None, :, None] + floor2)
+    return np.sqrt((lagged**2 - floor2) / offset + floor2)
 
 
-def corrected(lagged: np.ndarray, context: np.ndarray, config: CalibrationConfig) -> np.ndarray:
+def corrected(
+    lagged: np.ndarray,
+    context: np.ndarray,
+    config: CalibrationConfig,
+    errors: np.ndarray | None = None,
+    prefix: np.ndarray | None = None,
+) -> np.ndarray:
     """``(B, H, C)`` the lagged disagreement as the distribution and the horizon read it: corrected for the
-    context's noise (:func:`noise_corrected`), then for the members' lead offset (:func:`lead_corrected`)."""
-    return lead_corrected(noise_corrected(lagged, context, config), context, config)
+    context's noise (:func:`noise_corrected`), then for the members' lead offset (:func:`lead_corrected`; a
+    measured one needs the in-context ``errors`` and ``prefix``)."""
+    offset = lead_offset(config, lagged.shape[1], errors, prefix)
+    return lead_corrected(noise_corrected(lagged, context, config), context, config, offset)
 
 
 def distribution_spread(
@@ -558,7 +599,7 @@ class ForecastDistribution:
         """
         spread = lead_spread(errors, point.shape[1], config, prefix)
         if lagged is not None:
-            lagged = corrected(lagged, context, config)
+            lagged = corrected(lagged, context, config, errors, prefix)
         horizon = horizon_spread(spread, lagged, config) if with_horizon else None
         blended = distribution_spread(spread, lagged, config)
         return cls(point, blended, context, config.combine, config.scale_spread, horizon)

@@ -21,6 +21,7 @@ from panda_fm.uncertainty import (
     lagged_members,
     lagged_spread,
     lead_corrected,
+    lead_offset,
     lead_spread,
     noise_corrected,
     noise_level,
@@ -241,21 +242,51 @@ def test_lead_corrected_undoes_the_members_lead_offset() -> None:
     members = np.stack([0.01 * (h + g) ** p for g in lags])[None, :, :, None]  # (1, K, H, 1): lead h + g
     lagged = lagged_spread(members, np.zeros((1, H, 1)))
     cfg = CalibrationConfig(lags=lags, lagged_lead_power=p)
-    np.testing.assert_allclose(lead_corrected(lagged, smooth, cfg)[0, :, 0], 0.01 * h**p, rtol=1e-6)
-    assert lead_corrected(lagged, smooth, replace(cfg, lagged_lead_power=0.0)) is lagged
+    offset = lead_offset(cfg, H)
+    np.testing.assert_allclose(lead_corrected(lagged, smooth, cfg, offset)[0, :, 0], 0.01 * h**p, rtol=1e-6)
+    none = replace(cfg, lagged_lead_power=0.0)
+    assert lead_corrected(lagged, smooth, none, lead_offset(none, H)) is lagged
     # a disagreement at most k nu (a noisy context's, flat in lead) is left as it is; above it, only the excess
     noisy = smooth + np.random.default_rng(0).normal(0, 0.05, smooth.shape)
     k_nu = cfg.lagged_noise_floor * noise_level(noisy)[0, 0]
     flat = np.full((1, H, 1), 0.9 * k_nu)
-    np.testing.assert_allclose(lead_corrected(flat, noisy, cfg), flat)
-    above = lead_corrected(flat + lagged, noisy, cfg)[0, :, 0]
+    np.testing.assert_allclose(lead_corrected(flat, noisy, cfg, offset), flat)
+    above = lead_corrected(flat + lagged, noisy, cfg, offset)[0, :, 0]
     assert np.all(above >= 0.9 * k_nu) and np.all(above < (flat + lagged)[0, :, 0])
     assert np.all(np.diff(above) >= 0)
     # the distribution reads both corrections, noise first
     both = corrected(lagged, noisy, cfg)
-    np.testing.assert_allclose(both, lead_corrected(noise_corrected(lagged, noisy, cfg), noisy, cfg))
+    np.testing.assert_allclose(both, lead_corrected(noise_corrected(lagged, noisy, cfg), noisy, cfg, offset))
     with pytest.raises(ValueError, match="lagged_lead_power and lagged_noise_floor must be"):
         CalibrationConfig(lagged_lead_power=-1.0)
+
+
+def test_measured_lead_offset_follows_the_in_context_error_growth() -> None:
+    """In-context errors growing as lead^p give the power's offset; flat (noise-driven) ones give none."""
+    lags, p, H = (1, 2, 4, 8), 1.5, 64
+    M = H + max(lags)
+    lead = np.arange(1, M + 1, dtype=np.float64)
+    growing = np.broadcast_to(0.01 * lead[None, None, :, None] ** p, (1, 3, M, 2)).copy()
+    cfg = CalibrationConfig(lags=lags, lagged_lead_measured=True, smoothing=0.0)
+    prefix = np.array([300, 250, 200])
+    np.testing.assert_allclose(
+        lead_offset(cfg, H, growing, prefix)[0],
+        np.broadcast_to(
+            lead_offset(replace(cfg, lagged_lead_measured=False, lagged_lead_power=p), H)[0], (H, 2)
+        ),
+        rtol=1e-9,
+    )
+    flat = np.full((1, 3, M, 2), 0.05)
+    np.testing.assert_allclose(lead_offset(cfg, H, flat, prefix), 1.0)
+    lagged = np.full((1, H, 2), 0.3)
+    smooth = np.repeat(np.sin(2 * np.pi * np.arange(512) / 200)[None, :, None], 2, axis=2)  # noise ~1e-9
+    np.testing.assert_allclose(
+        corrected(lagged, smooth, cfg, growing, prefix), 0.3 / np.sqrt(lead_offset(cfg, H, growing, prefix))
+    )
+    with pytest.raises(ValueError, match="needs the in-context errors"):
+        lead_offset(cfg, H)
+    with pytest.raises(ValueError, match="set one"):
+        CalibrationConfig(lagged_lead_measured=True, lagged_lead_power=1.0)
 
 
 def test_extrapolated_spread_grows_on_at_the_measured_rate_up_to_a_lost_forecast() -> None:

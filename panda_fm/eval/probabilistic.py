@@ -161,7 +161,9 @@ class ModelQuantiles:
                 paths = dist.sample(SAMPLES, np.random.default_rng(0)) * scale[:, None] + loc[:, None]
             else:
                 q, spread = residual_quantiles(point, errors, levels, cfg, prefix)
-                spread = horizon_spread(spread, None if lag is None else corrected(lag, x, cfg), cfg)
+                spread = horizon_spread(
+                    spread, None if lag is None else corrected(lag, x, cfg, errors, prefix), cfg
+                )
                 paths = None
             out[name] = (q * scale[..., None] + loc[..., None], spread, point * scale + loc, paths)
         return out
