@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         # the default before the lagged ensemble's noise correction (the ninth round)
         f"{name}/no noise correction": ("mixture", replace(cal, lagged_noise_scale=0.0)),
-        # the default before the eleventh round
-        f"{name}/x0.6": ("mixture", replace(cal, inflation=0.6)),
+        # the default before the fourteenth round (inflation 0.7, no lead correction)
+        f"{name}/x0.7 no lead correction": ("mixture", replace(cal, inflation=0.7, lagged_lead_power=0.0)),
         f"{name}/residual": ("residual", cal),
     }
     if args.candidate:  # a calibration round's choice beside the default, on the same windows

@@ -22,7 +22,8 @@ The predictability horizon (:meth:`ForecastDistribution.horizon`) is read off a 
 (:func:`horizon_spread`): by default (:attr:`CalibrationConfig.horizon` ``"lagged"``) the disagreement of a
 time-lagged ensemble, the same forecaster run from the context cut 1, 2, 4 and 8 steps short
 (:attr:`CalibrationConfig.lags`), each forecast compared with the point forecast at the same future steps
-(:func:`lagged_members`, :func:`lagged_spread`). The in-context errors come from origins 64-320 steps back,
+(:func:`lagged_members`, :func:`lagged_spread`), and corrected for the context's noise and for the members'
+longer leads (:func:`corrected`). The in-context errors come from origins 64-320 steps back,
 where the forecast's sensitivity is that of another state; the lagged forecasts start next to the forecast's own
 origin and measure its sensitivity there (chosen on a calibration split: docs/probabilistic.md).
 
@@ -115,8 +116,8 @@ class CalibrationConfig:
             clean context, where the error grows from next to nothing, its disagreement at short leads is that of
             a longer lead. With the error growing as ``lead^p`` the factor ``(mean_g ((h + g) / h)^(2p))^(-1/2)``
             undoes it, on the part of the disagreement above :attr:`lagged_noise_floor` times the context's
-            noise level (which does not grow with the lead). 0: no correction. It flattens the clean coverage over
-            lead but tied the default on the calibration split's CRPS (docs/probabilistic.md, twelfth round).
+            noise level (which does not grow with the lead). 0: no correction. 1, with inflation 0.9, flattens the
+            clean coverage over lead at the same CRPS (docs/probabilistic.md, fourteenth round).
         lagged_noise_floor: ``k``, with :attr:`lagged_lead_power` or :attr:`lagged_lead_measured`: the part of
             the lagged disagreement up to ``k nu`` (``nu`` the context's noise level) is left as it is.
         lagged_lead_measured: undo the lagged disagreement's lead offset as :attr:`lagged_lead_power` does, but
@@ -157,12 +158,12 @@ class CalibrationConfig:
     extrapolation: float = 1.0
     short_offsets: tuple[int, ...] = (64, 32, 16)
     short_min_prefix: int = 32
-    inflation: float = 0.7
+    inflation: float = 0.9
     noise_inflation: float = 0.0
     lagged_blend: float = 0.75
     lagged_noise_scale: float = 0.005
     short_lagged_noise_scale: float = 0.0
-    lagged_lead_power: float = 0.0
+    lagged_lead_power: float = 1.0
     lagged_noise_floor: float = 2.0
     lagged_lead_measured: bool = False
     channel_pooling: float = 0.5

@@ -128,7 +128,13 @@ def test_spread_grows_with_lead_and_crosses_the_threshold_on_chaos(lorenz) -> No
     # corrected for the context's noise level (a clean context of 30 steps a period reads a little)
     nu2 = noise_level(dist.context)[:, None] ** 2
     assert 0 < nu2.max() < 1e-4
-    by_hand = by_hand / np.sqrt(1 + nu2 / (nu2 + pipe.calibration.lagged_noise_scale**2))
+    cal = pipe.calibration
+    by_hand = by_hand / np.sqrt(1 + nu2 / (nu2 + cal.lagged_noise_scale**2))
+    # and for the members' longer leads: an error growing as lead^p, above k times the noise level
+    h = np.arange(1, 257)[:, None]
+    offset = np.mean(((h + np.array([1, 2, 4, 8])) / h) ** (2 * cal.lagged_lead_power), axis=1)[:, None]
+    floor2 = np.minimum(cal.lagged_noise_floor**2 * nu2, by_hand**2)
+    by_hand = np.sqrt((by_hand**2 - floor2) / offset + floor2)
     np.testing.assert_allclose(dist.horizon_spread, by_hand, rtol=1e-4, atol=1e-5)
     calibrated = pipe.predictability_horizon(
         lorenz[:512], 256, calibration=CalibrationConfig(horizon="spread")
@@ -206,7 +212,9 @@ def test_noise_level_by_hand() -> None:
     point = np.zeros((1, 3, 2))
     lagged = np.full((1, 3, 2), 0.4)
     errors = np.full((1, 1, 3, 2), 0.3)
-    cfg = CalibrationConfig(lagged_blend=1.0, lagged_noise_scale=0.05, horizon="lagged")
+    cfg = CalibrationConfig(
+        lagged_blend=1.0, lagged_noise_scale=0.05, horizon="lagged", lagged_lead_power=0.0
+    )
     dist = ForecastDistribution.calibrated(
         point, errors, np.array([200]), x[1:2], cfg, lagged, with_horizon=True
     )
@@ -267,7 +275,7 @@ def test_measured_lead_offset_follows_the_in_context_error_growth() -> None:
     M = H + max(lags)
     lead = np.arange(1, M + 1, dtype=np.float64)
     growing = np.broadcast_to(0.01 * lead[None, None, :, None] ** p, (1, 3, M, 2)).copy()
-    cfg = CalibrationConfig(lags=lags, lagged_lead_measured=True, smoothing=0.0)
+    cfg = CalibrationConfig(lags=lags, lagged_lead_measured=True, lagged_lead_power=0.0, smoothing=0.0)
     prefix = np.array([300, 250, 200])
     np.testing.assert_allclose(
         lead_offset(cfg, H, growing, prefix)[0],

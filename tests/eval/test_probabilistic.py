@@ -25,7 +25,7 @@ from panda_fm.eval.probabilistic import (
 from panda_fm.eval.runner import EvalConfig
 from panda_fm.forecasters import NVARForecaster
 from panda_fm.systems.store import open_dataset
-from panda_fm.uncertainty import lagged_spread, noise_corrected
+from panda_fm.uncertainty import lagged_spread, lead_corrected, lead_offset, noise_corrected
 from tests.conftest import integrate
 
 
@@ -177,5 +177,6 @@ def test_the_model_reports_each_variants_horizon_spread(tiny_pipeline) -> None:
     )  # (B, K, H, C), by hand
     expected = lagged_spread((members - loc[:, None]) / scale[:, None], (point - loc) / scale)
     expected = noise_corrected(expected, dist.context, cal)  # divided by sqrt(1 + nu^2 / (nu^2 + c^2))
+    expected = lead_corrected(expected, dist.context, cal, lead_offset(cal, 24))  # the members' longer leads
     np.testing.assert_allclose(spread, expected, rtol=1e-4, atol=1e-5)
     assert not np.allclose(spread, spread_s)
