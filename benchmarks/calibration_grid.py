@@ -206,8 +206,10 @@ SETTINGS = {
     "error at leads 1-4 (context stds, over origins and channels: the context's noise level)",
     "lagged_noise_scale": "CalibrationConfig.lagged_noise_scale: c, the lagged disagreement divided by "
     "sqrt(1 + nu^2 / (nu^2 + c^2)), nu the context's noise level (0: no correction)",
-    "short_lagged_noise_scale": "CalibrationConfig.short_lagged_noise_scale: c for contexts under 192 steps "
-    "(0: no correction)",
+    "short_lagged_noise_scale": "CalibrationConfig.short_lagged_noise_scale: c for contexts under "
+    "lagged_noise_min_context steps (0: no correction)",
+    "lagged_noise_min_context": "CalibrationConfig.lagged_noise_min_context: observed steps from which the "
+    "lagged_noise_scale applies (shorter contexts: short_lagged_noise_scale)",
     "extrapolation": "CalibrationConfig.extrapolation: beyond the longest measured lead the in-context spread grows "
     "on at this fraction of its measured rate (0: held)",
     "lagged_lead_power": "CalibrationConfig.lagged_lead_power: p, the lagged disagreement's lead offset undone "
@@ -242,6 +244,8 @@ def name_of(cal: CalibrationConfig) -> str:
         name += f" short lagged noise {cal.short_lagged_noise_scale}"
     if cal.extrapolation:
         name += f" extrapolation {cal.extrapolation}"
+    if cal.lagged_noise_min_context != SHIPPED.lagged_noise_min_context:
+        name += f" lagged noise from {cal.lagged_noise_min_context} steps"
     if cal.lagged_lead_power:
         name += f" lead power {cal.lagged_lead_power} floor {cal.lagged_noise_floor}nu"
     if cal.lagged_lead_measured:
@@ -361,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         for values in itertools.product(*(getattr(args, name) for name in SETTINGS)):
             settings = dict(zip(SETTINGS, values, strict=True))
             settings["lagged_lead_measured"] = bool(settings["lagged_lead_measured"])
+            settings["lagged_noise_min_context"] = int(settings["lagged_noise_min_context"])
             try:
                 grid.append(replace(SHIPPED, lags=lags, **settings))
             except ValueError:  # settings that exclude each other (a lead power and a measured lead offset)

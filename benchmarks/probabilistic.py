@@ -79,9 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def candidate_fields(pairs: list[str]) -> dict[str, float | bool]:
     """``["inflation=0.9", "lagged_lead_measured=true"]`` -> ``{"inflation": 0.9, "lagged_lead_measured": True}``."""
     fields: dict[str, float | bool] = {}
+    known = {f.name for f in fields_of(CalibrationConfig)}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        known = {f.name for f in fields_of(CalibrationConfig)}
         if not sep or key.strip() not in known:
             raise SystemExit(f"--candidate takes FIELD=VALUE pairs of CalibrationConfig fields, got {pair!r}")
         low = value.strip().lower()

@@ -109,8 +109,11 @@ class CalibrationConfig:
             (:func:`noise_level`): there the point forecast and each lagged member carry their own noise-driven
             error, and their difference counts it twice (a factor ``sqrt(2)``; none on a clean context). 0: no
             correction. For the quantiles, samples and the horizon alike (docs/probabilistic.md, ninth round).
-        short_lagged_noise_scale: ``c`` for a context too short for :attr:`offsets` (under 192 steps); 0, no
-            correction, was chosen on 128-step contexts (docs/probabilistic.md, thirteenth round).
+        short_lagged_noise_scale: ``c`` for a context of fewer than :attr:`lagged_noise_min_context` observed
+            steps; 0, no correction, was chosen on 128-step contexts (docs/probabilistic.md, thirteenth round).
+        lagged_noise_min_context: observed steps from which a context's lagged disagreement is corrected with
+            :attr:`lagged_noise_scale`; shorter contexts use :attr:`short_lagged_noise_scale`. 256 (192 before)
+            was chosen on 192-step contexts (docs/probabilistic.md, fifteenth round).
         lagged_lead_power: ``p``, the lagged disagreement's lead offset undone (:func:`lead_corrected`): a member
             ``g`` steps short forecasts the point forecast's lead ``h`` at its own lead ``h + g``, so on a
             clean context, where the error grows from next to nothing, its disagreement at short leads is that of
@@ -163,6 +166,7 @@ class CalibrationConfig:
     lagged_blend: float = 0.75
     lagged_noise_scale: float = 0.005
     short_lagged_noise_scale: float = 0.0
+    lagged_noise_min_context: int = 256
     lagged_lead_power: float = 1.0
     lagged_noise_floor: float = 2.0
     lagged_lead_measured: bool = False
@@ -241,6 +245,8 @@ class CalibrationConfig:
                 f"lagged_noise_scale and short_lagged_noise_scale must be >= 0, got {self.lagged_noise_scale} and "
                 f"{self.short_lagged_noise_scale}"
             )
+        if self.lagged_noise_min_context < 1:
+            raise ValueError(f"lagged_noise_min_context must be >= 1, got {self.lagged_noise_min_context}")
         if self.lagged_lead_power < 0 or self.lagged_noise_floor < 0:
             raise ValueError(
                 f"lagged_lead_power and lagged_noise_floor must be >= 0, got {self.lagged_lead_power} and "
@@ -419,11 +425,14 @@ def noise_corrected(lagged: np.ndarray, context: np.ndarray, config: Calibration
     """``(B, H, C)`` the lagged ensemble's disagreement ``lagged`` (:func:`lagged_spread`) divided by
     ``sqrt(1 + nu^2 / (nu^2 + c^2))``, ``nu`` the noise level of the standardised ``context`` ``(B, T, C)``
     (:func:`noise_level`) and ``c`` :attr:`CalibrationConfig.lagged_noise_scale`, or
-    :attr:`CalibrationConfig.short_lagged_noise_scale` for a context of fewer than ``min_context`` observed steps
+    :attr:`CalibrationConfig.short_lagged_noise_scale` for a context of fewer than
+    :attr:`CalibrationConfig.lagged_noise_min_context` observed steps
     (0: that series' ``lagged`` as it is)."""
     observed = ~np.isnan(context).all(axis=2)  # (B, T)
     steps = context.shape[1] - np.argmax(observed, axis=1)  # (B,) from the first observed step
-    c = np.where(steps >= config.min_context, config.lagged_noise_scale, config.short_lagged_noise_scale)
+    c = np.where(
+        steps >= config.lagged_noise_min_context, config.lagged_noise_scale, config.short_lagged_noise_scale
+    )
     if not c.any():
         return lagged
     nu2 = noise_level(context)[:, None] ** 2  # (B, 1, C)

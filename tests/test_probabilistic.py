@@ -239,6 +239,15 @@ def test_noise_level_by_hand() -> None:
     np.testing.assert_array_equal(out[1], lagged2[1])
     out = noise_corrected(lagged2, both, replace(cfg, short_lagged_noise_scale=0.05))
     np.testing.assert_allclose(out[1], 0.4 / np.sqrt(1 + nu2[1] / (nu2[1] + 0.05**2)) * np.ones((3, 2)))
+    # where "short" ends is a setting of its own: from 100 steps on, the 112-step context is corrected too
+    out = noise_corrected(lagged2, both, replace(cfg, lagged_noise_min_context=100))
+    np.testing.assert_allclose(out[1], 0.4 / np.sqrt(1 + nu2[1] / (nu2[1] + 0.05**2)) * np.ones((3, 2)))
+    out = noise_corrected(
+        lagged2, both, replace(cfg, lagged_noise_min_context=600)
+    )  # and the 512-step one not
+    np.testing.assert_array_equal(out, lagged2)
+    with pytest.raises(ValueError, match="lagged_noise_min_context must be"):
+        CalibrationConfig(lagged_noise_min_context=0)
 
 
 def test_lead_corrected_undoes_the_members_lead_offset() -> None:
