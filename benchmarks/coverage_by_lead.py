@@ -1,6 +1,6 @@
 """Coverage of the calibrated intervals by lead, on a calibration grid's saved runs (issue 18, twelfth round).
 
-    python benchmarks/coverage_by_lead.py --cache DIR [--generated] [--lagged-lead-power 0 1 1.5]
+    python benchmarks/coverage_by_lead.py --cache DIR [--generated] [--lagged-lead-power 0 1 1.5] [--inflation 0.7]
 
 ``DIR`` is a ``benchmarks/calibration_grid.py`` cache (the eleventh round's: ``--data data/evo700
 --generated-stride 4 --generated-systems 144``). For each lead power (``CalibrationConfig.lagged_lead_power``; 0:
@@ -61,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         "--generated", action="store_true", help="also the cache's generated systems (stride 4, 144)"
     )
     p.add_argument("--lagged-lead-power", type=float, nargs="+", default=[0.0], help="lead powers to show")
+    p.add_argument(
+        "--inflation",
+        type=float,
+        default=CalibrationConfig().inflation,
+        help="the calibration's inflation (default: the shipped %(default)s; the twelfth round's report: 0.7)",
+    )
     args = p.parse_args(argv)
     sources = {"founders": "calibration"} | ({"generated": "generated"} if args.generated else {})
     header = "| lead power | windows | noise | measure | " + " | ".join(f"{a}-{b}" for a, b in BINS) + " |"
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         rows, lags = [r for run in runs for r in run["rows"]], runs[0]["lags"]
         for power in args.lagged_lead_power:
-            cal = replace(CalibrationConfig(), lagged_lead_power=power)
+            cal = replace(CalibrationConfig(), lagged_lead_power=power, inflation=args.inflation)
             for noise in sorted({r["noise"] for r in rows}):
                 for row in by_lead(rows, lags, cal, noise):
                     lines.append(f"| {power} | {source} | {noise} | {row} |")
