@@ -18,39 +18,31 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from calibration_grid import BINS, saved_runs
+from calibration_grid import BINS, saved_runs, score
 
-from panda_fm.uncertainty import CalibrationConfig, ForecastDistribution, corrected, lagged_spread
-
-LEVELS = np.array([0.1, 0.25, 0.75, 0.9])
+from panda_fm.uncertainty import CalibrationConfig, corrected, lagged_spread
 
 
 def by_lead(rows: list[dict], lags: tuple[int, ...], cal: CalibrationConfig, noise: float) -> list[str]:
-    """The table's three rows (cov50, cov80, log(error / L) by bin) for one calibration and noise level."""
+    """The table's three rows for one calibration and noise level: the coverages by bin (the grid's own
+    scoring, :func:`calibration_grid.score`) and the median log(error / L) by bin."""
+    rows = [r for r in rows if r["noise"] == noise]
+    s = score(rows, cal, lags)
+    out = [f"cov{w} | " + " | ".join(f"{s[noise, f'cov{w} {a}-{b}']:.2f}" for a, b in BINS) for w in (50, 80)]
     pick = [lags.index(g) for g in cal.lags]
-    cov50, cov80, ratio = [], [], []
-    for r in (r for r in rows if r["noise"] == noise):
-        lagged = lagged_spread(r["members"][None, pick], r["point"][None])
-        dist = ForecastDistribution.calibrated(
-            r["point"][None], r["errors"][None], r["prefix"], r["x"][None], cal, lagged
-        )
-        q = dist.quantiles(LEVELS)[0]  # (H, C, 4), standardised as the point forecast
-        y = (r["truth"] - r["loc"]) / r["scale"]
-        cov50.append(((y >= q[..., 1]) & (y <= q[..., 2])).mean(axis=1))
-        cov80.append(((y >= q[..., 0]) & (y <= q[..., 3])).mean(axis=1))
-        error = np.sqrt(((y - r["point"]) ** 2).mean(axis=1))
-        spread = np.sqrt(
-            (corrected(lagged, r["x"][None], cal, r["errors"][None], r["prefix"])[0] ** 2).mean(axis=1)
-        )
-        ratio.append(np.log(error / np.maximum(spread, 1e-12)))
-    out = []
-    for name, values, stat, fmt in (
-        ("cov50", cov50, np.mean, "{:.2f}"),
-        ("cov80", cov80, np.mean, "{:.2f}"),
-        ("log(error / L)", ratio, np.median, "{:+.2f}"),
-    ):
-        v = np.array(values)
-        out.append(f"{name} | " + " | ".join(fmt.format(stat(v[:, a - 1 : b])) for a, b in BINS))
+    ratio = []
+    for r in rows:
+        lagged = corrected(
+            lagged_spread(r["members"][None, pick], r["point"][None]),
+            r["x"][None],
+            cal,
+            r["errors"][None],
+            r["prefix"],
+        )[0]
+        error = np.sqrt(((((r["truth"] - r["loc"]) / r["scale"]) - r["point"]) ** 2).mean(axis=1))
+        ratio.append(np.log(error / np.maximum(np.sqrt((lagged**2).mean(axis=1)), 1e-12)))
+    v = np.array(ratio)
+    out.append("log(error / L) | " + " | ".join(f"{np.median(v[:, a - 1 : b]):+.2f}" for a, b in BINS))
     return out
 
 
