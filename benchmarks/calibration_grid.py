@@ -218,6 +218,8 @@ SETTINGS = {
     "to k nu is left as it is",
     "lagged_lead_measured": "CalibrationConfig.lagged_lead_measured: 1, the lead offset undone with the error "
     "growth the in-context errors measure (0: as the lead power says); not with a lead power",
+    "min_spread": "CalibrationConfig.min_spread: the smallest spread, in context stds (the in-context spread's "
+    "and the lagged disagreement's floor)",
 }
 
 #: bins of leads for the coverage by lead (the lead-coverage error, :func:`lead_error`)
@@ -250,6 +252,8 @@ def name_of(cal: CalibrationConfig) -> str:
         name += f" lead power {cal.lagged_lead_power} floor {cal.lagged_noise_floor}nu"
     if cal.lagged_lead_measured:
         name += f" lead measured floor {cal.lagged_noise_floor}nu"
+    if cal.min_spread != SHIPPED.min_spread:
+        name += f" min spread {cal.min_spread:g}"
     return name + (f" lags {','.join(map(str, cal.lags))}" if cal.lags != SHIPPED.lags else "")
 
 
