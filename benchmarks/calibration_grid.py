@@ -34,6 +34,7 @@ import pickle
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -113,13 +114,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 CACHED_LAGS = (1, 2, 4, 8, 16, 32)
 
 
-def model_runs(
-    checkpoint: str, seed: int, data: str | None = None, stride: int = 12, n: int = 48, context: int = 512
-) -> list[dict]:
-    """Per window: the point forecast, in-context errors, lagged members at :data:`CACHED_LAGS` (standardised)
-    and the truth; of the calibration founders, or with ``data`` of that generated dataset's training systems
-    (every ``stride``-th, at most ``n``)."""
-    from panda_fm import PandaPipeline
+def windows(
+    seed: int,
+    data: str | None = None,
+    stride: int = 12,
+    n: int = 48,
+    context: int = 512,
+    split: str | None = "train",
+) -> Iterator[tuple[str, float, list, np.ndarray]]:
+    """The windows of :func:`model_runs`, system by system: ``(system, noise, windows, contexts)`` as
+    :func:`panda_fm.eval.runner.noisy_batches` yields them (``contexts`` ``(B, T, C)`` as the model sees them)."""
     from panda_fm.eval.runner import EvalConfig, _test_ids, noisy_batches, system_windows
     from panda_fm.eval.testsets import FounderTestsetConfig, founders_testset
     from panda_fm.systems.store import open_dataset
@@ -131,7 +135,7 @@ def model_runs(
         )
         split, per_system = "test", 5
     else:
-        root, split, per_system = Path(data), "train", 1
+        root, per_system = Path(data), 1
     config = EvalConfig(
         horizons=HORIZONS,
         windows_per_system=per_system,
@@ -142,22 +146,41 @@ def model_runs(
         split=split,
         context_length=context,
     )
-    pipe = PandaPipeline.from_pretrained(checkpoint)
     dataset = open_dataset(root)
     systems = _test_ids(dataset, config)
     if data is not None:
         systems = systems[::stride][:n]
-    rows = []
     for system in systems:
         for sigma, _, batch, seen in noisy_batches(system, system_windows(dataset, system, config), config):
-            seen32 = seen.astype(np.float32)
-            point, errors, prefix, x, loc, scale, _ = pipe.incontext_errors(seen32, 256, 8, pipe.calibration)
-            members = pipe.lagged_forecasts(seen32, 256, CACHED_LAGS, loc, scale, 8)
-            for i, w in enumerate(batch):
-                rows.append(
-                    dict(noise=sigma, point=point[i], errors=errors[i], prefix=prefix, x=x[i], loc=loc[i],
-                         scale=scale[i], members=members[i], context=w.context, truth=w.truth[:256])
-                )  # fmt: skip
+            yield system, sigma, batch, seen
+
+
+def model_runs(
+    checkpoint: str,
+    seed: int,
+    data: str | None = None,
+    stride: int = 12,
+    n: int = 48,
+    context: int = 512,
+    split: str | None = "train",
+) -> list[dict]:
+    """Per window: the point forecast, in-context errors, lagged members at :data:`CACHED_LAGS` (standardised)
+    and the truth; of the calibration founders, or with ``data`` of that generated dataset's ``split`` (its
+    training systems; ``"test"`` only for a diagnosis, ``benchmarks/coverage_by_lead.py --heldout``), every
+    ``stride``-th, at most ``n`` (:func:`windows`)."""
+    from panda_fm import PandaPipeline
+
+    pipe = PandaPipeline.from_pretrained(checkpoint)
+    rows = []
+    for system, sigma, batch, seen in windows(seed, data, stride, n, context, split):
+        seen32 = seen.astype(np.float32)
+        point, errors, prefix, x, loc, scale, _ = pipe.incontext_errors(seen32, 256, 8, pipe.calibration)
+        members = pipe.lagged_forecasts(seen32, 256, CACHED_LAGS, loc, scale, 8)
+        for i, w in enumerate(batch):
+            rows.append(
+                dict(noise=sigma, point=point[i], errors=errors[i], prefix=prefix, x=x[i], loc=loc[i],
+                     scale=scale[i], members=members[i], context=w.context, truth=w.truth[:256])
+            )  # fmt: skip
         print(f"seed {seed}: {system}, {len(rows)} windows", flush=True)
     return rows
 
@@ -302,29 +325,39 @@ def score_sources(cal) -> dict[str, dict[tuple[float, str], float]]:
 
 
 def cached_runs(
-    path: Path, checkpoint: str, seed: int, data: str | None, stride: int, n: int, context: int = 512
+    path: Path,
+    checkpoint: str,
+    seed: int,
+    data: str | None,
+    stride: int,
+    n: int,
+    context: int = 512,
+    split: str | None = "train",
 ) -> dict:
-    """:func:`model_runs` as ``{"rows", "lags", "systems", "context"}``, saved to ``path`` on first use and read
-    from it afterwards (a cache of another selection of systems or context length is refused)."""
+    """:func:`model_runs` as ``{"rows", "lags", "systems", "context", "split"}``, saved to ``path`` on first use
+    and read from it afterwards (a cache of another selection of systems, context length or split is refused)."""
     systems = None if data is None else (stride, n)
+    split = None if data is None else split  # the founders' windows have no split to choose
     if not path.exists():
-        rows = model_runs(checkpoint, seed, data, stride, n, context)
-        runs = dict(rows=rows, lags=CACHED_LAGS, systems=systems, context=context)
+        rows = model_runs(checkpoint, seed, data, stride, n, context, split)
+        runs = dict(rows=rows, lags=CACHED_LAGS, systems=systems, context=context, split=split)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(pickle.dumps(runs))
         tmp.replace(path)  # a run that stops half-way leaves no half-written cache
     runs = saved_runs(path, generated=data is not None)
-    if runs["systems"] != systems or runs["context"] != context:
+    if (runs["systems"], runs["context"], runs["split"]) != (systems, context, split):
         raise SystemExit(
-            f"{path} holds generated systems (stride, count) {runs['systems']} with contexts of "
-            f"{runs['context']} steps, not {systems} with {context}: give another --cache folder"
+            f"{path} holds generated systems (stride, count) {runs['systems']} of the {runs['split']!r} split "
+            f"with contexts of {runs['context']} steps, not {systems} of {split!r} with {context}: give another "
+            "--cache folder"
         )
     return runs
 
 
 def saved_runs(path: Path, generated: bool) -> dict:
     """A saved cache of :func:`cached_runs` (of generated systems or not) as ``{"rows", "lags", "systems",
-    "context"}``, caches of earlier rounds included; a missing one is refused with the command that makes it."""
+    "context", "split"}``, caches of earlier rounds included; a missing one is refused with the command that
+    makes it."""
     if not path.exists():
         raise SystemExit(
             f"{path} does not exist: run benchmarks/calibration_grid.py --cache with its folder first"
@@ -332,7 +365,8 @@ def saved_runs(path: Path, generated: bool) -> dict:
     runs = pickle.loads(path.read_bytes())
     if isinstance(runs, list):  # made before the eleventh round: the lags of its day, 48 generated systems
         runs = dict(rows=runs, lags=(1, 2, 4, 8), systems=(12, 48) if generated else None)
-    return {"context": 512, **runs}  # made before the thirteenth round: 512-step contexts
+    # made before the thirteenth round: 512-step contexts; before the sixteenth, of training systems only
+    return {"context": 512, "split": "train" if generated else None, **runs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,146 @@
+"""What the predictability horizon is read off, on the calibration split (issue 18, sixteenth round).
+
+    python benchmarks/horizon_candidates.py --cache DIR [--perturbed 4 --data data/evo700]
+
+``DIR`` is a cache of ``benchmarks/calibration_grid.py`` (the eleventh round's: ``--data data/evo700
+--generated-stride 4 --generated-systems 144``). Per source and noise level: the Spearman correlation with the
+model's realised VPT of the horizon (the first lead whose spread, root mean square over channels, passes 0.5
+context stds) read off each candidate spread, all with the shipped calibration: the lagged disagreement ``L`` as
+the distribution reads it (corrected for noise and lead offset: the shipped horizon), ``L`` uncorrected, the
+in-context spread ``s0``, the distribution's blended spread, ``horizon="geometric"``, and the larger of ``L`` and
+``s0`` or the blend.
+
+With ``--perturbed K`` (and ``--data``, the cache's dataset), a perturbed-context ensemble too, on the noisy
+windows: each context re-noised ``K`` times with white noise of its own level
+(:func:`panda_fm.uncertainty.noise_level`) and forecast 256 steps; ``P`` is the members' root mean square
+difference from the point forecast. Run once into ``DIR/perturbed-{source}-seed{seed}.pkl`` (about 4 minutes
+for both sources on one thread). Candidates ``P``, ``max(L, P)``, ``sqrt(L^2 + P^2)`` and ``max(L, P / sqrt 2)``.
+Result (2026-12-02): docs/probabilistic.md, sixteenth round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from calibration_grid import saved_runs, windows
+from horizon_analogue import horizon
+
+from panda_fm.eval import metrics
+from panda_fm.eval.probabilistic import context_moments
+from panda_fm.uncertainty import (
+    CalibrationConfig,
+    corrected,
+    distribution_spread,
+    lagged_spread,
+    lead_spread,
+    noise_corrected,
+    noise_level,
+)
+
+SOURCES = {"founders": "calibration", "generated": "generated"}
+
+
+def perturbed_runs(path: Path, runs: dict, seed: int, data: str | None, k: int) -> list[np.ndarray]:
+    """The perturbed-context members ``(K, 256, C)`` of each noisy window of ``runs`` (in their order), in the
+    context's units; made into ``path`` on first use and read from it afterwards."""
+    if path.exists():
+        members = pickle.loads(path.read_bytes())
+        if len(members) and members[0].shape[0] != k:
+            raise SystemExit(f"{path} holds {members[0].shape[0]} members a window, not {k}: remove it first")
+        return members
+    from panda_fm import PandaPipeline
+
+    pipe = PandaPipeline.from_pretrained("panda-fm-small")
+    stride, n = runs["systems"] or (1, 0)
+    rng = np.random.default_rng(seed)
+    members = []
+    for _, sigma, _, seen in windows(seed, data, stride, n, runs["context"], runs["split"]):
+        if sigma == 0:
+            continue
+        nu = noise_level(seen)[:, None]  # (B, 1, C) in the context's units
+        draws = [seen + nu * rng.standard_normal(seen.shape) for _ in range(k)]
+        out = np.stack([pipe.predict(d.astype(np.float32), 256) for d in draws], axis=1)  # (B, K, H, C)
+        members.extend(out)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps(members))
+    tmp.replace(path)
+    return members
+
+
+def candidates(r: dict, cal: CalibrationConfig, pick: list[int], perturbed: np.ndarray | None) -> dict:
+    """``{name: (H, C) spread}`` of one saved window."""
+    raw = lagged_spread(r["members"][None, pick], r["point"][None])
+    s0 = lead_spread(r["errors"][None], len(r["point"]), cal, r["prefix"])
+    lagged = corrected(raw, r["x"][None], cal, r["errors"][None], r["prefix"])
+    blend = distribution_spread(s0, lagged, cal)
+    out = {
+        "L (shipped)": lagged,
+        "L noise-corrected only": noise_corrected(raw, r["x"][None], cal),
+        "L uncorrected": raw,
+        "s0": s0,
+        "blend": blend,
+        "geometric": np.sqrt(s0 / cal.inflation * lagged),
+        "max(L, s0)": np.maximum(lagged, s0),
+        "max(L, blend)": np.maximum(lagged, blend),
+    }
+    out = {k: v[0] for k, v in out.items()}
+    if perturbed is not None:
+        m = (perturbed - r["loc"]) / r["scale"]  # (K, H, C) standardised as the point forecast
+        p = np.sqrt(((m - r["point"]) ** 2).mean(axis=0))
+        lag = out["L (shipped)"]
+        out |= {
+            "P": p,
+            "max(L, P)": np.maximum(lag, p),
+            "sqrt(L^2 + P^2)": np.sqrt(lag**2 + p**2),
+            "max(L, P / sqrt 2)": np.maximum(lag, p / np.sqrt(2)),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cache", required=True, help="a calibration_grid.py cache folder")
+    p.add_argument(
+        "--perturbed", type=int, default=0, help="members of the perturbed-context ensemble (0: none)"
+    )
+    p.add_argument("--data", default=None, help="the cache's generated dataset (for --perturbed)")
+    args = p.parse_args(argv)
+    if args.perturbed and args.data is None:
+        raise SystemExit(
+            "--perturbed needs --data, the cache's generated dataset (to draw its windows again)"
+        )
+    torch.set_num_threads(1)
+    cal = CalibrationConfig()
+    table: dict[tuple[str, str], dict[float, tuple[list[int], list[int]]]] = {}  # horizons and VPTs
+    for source, stem in SOURCES.items():
+        for seed in (1, 2):
+            runs = saved_runs(Path(args.cache, f"{stem}-seed{seed}.pkl"), source == "generated")
+            pick = [list(runs["lags"]).index(g) for g in cal.lags]
+            noisy = iter([])
+            if args.perturbed:
+                path = Path(args.cache, f"perturbed-{source}-seed{seed}.pkl")
+                noisy = iter(perturbed_runs(path, runs, seed, args.data if source == "generated" else None,
+                                            args.perturbed))  # fmt: skip
+            for r in runs["rows"]:
+                mu, sd = context_moments(r["context"])
+                truth, point = (r["truth"] - mu) / sd, (r["point"] * r["scale"] + r["loc"] - mu) / sd
+                vpt = metrics.valid_prediction_time(truth[:256], point[:256], 0.5, scale=1.0)
+                members = next(noisy) if args.perturbed and r["noise"] > 0 else None
+                for name, spread in candidates(r, cal, pick, members).items():
+                    found = table.setdefault((source, name), {}).setdefault(r["noise"], ([], []))
+                    found[0].append(horizon(spread))
+                    found[1].append(vpt)
+    print("| windows | horizon read off | Spearman(horizon, VPT) clean | 5% noise |\n|---|---|---|---|")
+    for (source, name), by_noise in table.items():
+        cells = [
+            f"{metrics.horizon_correlation(*by_noise[n]):.3f}" if n in by_noise else "-" for n in (0.0, 0.05)
+        ]
+        print(f"| {source} | {name} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()
