@@ -4,8 +4,8 @@
     python benchmarks/coverage_by_lead.py --cache DIR --heldout DATASET_DIR   # a diagnosis of the held-out split
 
 ``DIR`` is a ``benchmarks/calibration_grid.py`` cache (the eleventh round's: ``--data data/evo700
---generated-stride 4 --generated-systems 144``). For each lead power (``CalibrationConfig.lagged_lead_power``; 0:
-the shipped calibration) and each source of windows (the calibration founders; with ``--generated`` the generated
+--generated-stride 4 --generated-systems 144``). For each lead power (``CalibrationConfig.lagged_lead_power``; 0,
+the default: no correction, as shipped before the fourteenth round; the shipped calibration's is 1) and each source of windows (the calibration founders; with ``--generated`` the generated
 systems too), clean and noisy: the mean coverage of the 50% and 80% central intervals over bins of leads, and the
 median over windows of ``log(error / L)``, ``L`` the corrected lagged disagreement (root mean square over
 channels) and ``error`` the point forecast's, by bin (0: ``L`` is the error's size at that lead), and the share
