@@ -13,9 +13,11 @@ in-context spread ``s0``, the distribution's blended spread, ``horizon="geometri
 With ``--perturbed K`` (and ``--data``, the cache's dataset), a perturbed-context ensemble too, on the noisy
 windows: each context re-noised ``K`` times with white noise of its own level
 (:func:`panda_fm.uncertainty.noise_level`) and forecast 256 steps; ``P`` is the members' root mean square
-difference from the point forecast. Run once into ``DIR/perturbed-{source}-seed{seed}.pkl`` (about 4 minutes
-for both sources on one thread). Candidates ``P``, ``max(L, P)``, ``sqrt(L^2 + P^2)`` and ``max(L, P / sqrt 2)``.
-Result (2026-12-02): docs/probabilistic.md, sixteenth round.
+difference from the point forecast. Run once into ``DIR/perturbed-{source}-seed{seed}.pkl`` (about 5 minutes
+with four members for both sources on one thread; with ``--draw N``, another random draw, into
+``...-drawN.pkl``). Candidates ``P``, ``max(L, P)``, ``sqrt(L^2 + P^2)`` and ``max(L, P / sqrt 2)``. Result
+(2026-12-02): docs/probabilistic.md, sixteenth round, and
+``benchmarks/results/probabilistic/horizon-candidates-round16.md``.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ from panda_fm.uncertainty import (
 SOURCES = {"founders": "calibration", "generated": "generated"}
 
 
-def perturbed_runs(path: Path, runs: dict, seed: int, data: str | None, k: int) -> list[np.ndarray]:
+def perturbed_runs(
+    path: Path, runs: dict, seed: int, data: str | None, k: int, draw: int = 0
+) -> list[np.ndarray]:
     """The perturbed-context members ``(K, 256, C)`` of each noisy window of ``runs`` (in their order), in the
-    context's units; made into ``path`` on first use and read from it afterwards."""
+    context's units, from the random draw ``draw``; made into ``path`` on first use and read from it afterwards."""
     if path.exists():
         members = pickle.loads(path.read_bytes())
         if len(members) and members[0].shape[0] != k:
@@ -56,7 +60,7 @@ def perturbed_runs(path: Path, runs: dict, seed: int, data: str | None, k: int) 
 
     pipe = PandaPipeline.from_pretrained("panda-fm-small")
     stride, n = runs["systems"] or (1, 0)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed + 1000 * draw)
     members = []
     for _, sigma, _, seen in windows(seed, data, stride, n, runs["context"], runs["split"]):
         if sigma == 0:
@@ -108,6 +112,12 @@ def main(argv: list[str] | None = None) -> None:
         "--perturbed", type=int, default=0, help="members of the perturbed-context ensemble (0: none)"
     )
     p.add_argument("--data", default=None, help="the cache's generated dataset (for --perturbed)")
+    p.add_argument(
+        "--draw",
+        type=int,
+        default=0,
+        help="the perturbations' random draw (default: %(default)s; each draw its own member files)",
+    )
     args = p.parse_args(argv)
     if args.perturbed and args.data is None:
         raise SystemExit(
@@ -122,9 +132,13 @@ def main(argv: list[str] | None = None) -> None:
             pick = [list(runs["lags"]).index(g) for g in cal.lags]
             noisy = iter([])
             if args.perturbed:
-                path = Path(args.cache, f"perturbed-{source}-seed{seed}.pkl")
-                noisy = iter(perturbed_runs(path, runs, seed, args.data if source == "generated" else None,
-                                            args.perturbed))  # fmt: skip
+                name = f"perturbed-{source}-seed{seed}" + (f"-draw{args.draw}" if args.draw else "")
+                data = args.data if source == "generated" else None
+                noisy = iter(
+                    perturbed_runs(
+                        Path(args.cache, f"{name}.pkl"), runs, seed, data, args.perturbed, args.draw
+                    )
+                )
             for r in runs["rows"]:
                 mu, sd = context_moments(r["context"])
                 truth, point = (r["truth"] - mu) / sd, (r["point"] * r["scale"] + r["loc"] - mu) / sd
