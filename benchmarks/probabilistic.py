@@ -76,16 +76,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def candidate_fields(pairs: list[str]) -> dict[str, float | bool]:
-    """``["inflation=0.9", "lagged_lead_measured=true"]`` -> ``{"inflation": 0.9, "lagged_lead_measured": True}``."""
-    fields: dict[str, float | bool] = {}
-    known = {f.name for f in fields_of(CalibrationConfig)}
+def candidate_fields(pairs: list[str]) -> dict[str, float | int | bool]:
+    """``["inflation=0.9", "lagged_lead_measured=true", "perturbed_members=8"]`` -> ``{"inflation": 0.9,
+    "lagged_lead_measured": True, "perturbed_members": 8}`` (a field whose default is an integer reads one)."""
+    fields: dict[str, float | int | bool] = {}
+    known = {f.name: f.default for f in fields_of(CalibrationConfig)}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or key.strip() not in known:
+        key, low = key.strip(), value.strip().lower()
+        if not sep or key not in known:
             raise SystemExit(f"--candidate takes FIELD=VALUE pairs of CalibrationConfig fields, got {pair!r}")
-        low = value.strip().lower()
-        fields[key.strip()] = low == "true" if low in ("true", "false") else float(value)
+        if low in ("true", "false"):
+            fields[key] = low == "true"
+        elif type(known[key]) is int:
+            fields[key] = int(value)
+        else:
+            fields[key] = float(value)
     return fields
 
 

@@ -26,6 +26,8 @@ from panda_fm.uncertainty import (
     ForecastDistribution,
     lagged_members,
     lagged_spread,
+    perturbed_members,
+    perturbed_spread,
 )
 
 if TYPE_CHECKING:  # fine-tuning needs Lightning: imported only when called
@@ -329,11 +331,13 @@ class PandaPipeline:
         point, errors, prefix, x, loc, scale = self._incontext_errors(
             batch, prediction_length, batch_size, cal
         )
-        lagged = None
+        lagged = perturbed = None
         if cal.lagged_in_distribution or (with_horizon and cal.horizon != "spread"):
             members = self.lagged_forecasts(batch.numpy(), point.shape[1], cal.lags, loc, scale, batch_size)
             lagged = lagged_spread(members, point)
-        dist = ForecastDistribution.calibrated(point, errors, prefix, x, cal, lagged, with_horizon)
+        if with_horizon and cal.perturbed_members:
+            perturbed = perturbed_spread(*self.perturbed_forecasts(x, point.shape[1], cal, batch_size), point)
+        dist = ForecastDistribution.calibrated(point, errors, prefix, x, cal, lagged, with_horizon, perturbed)
         return dist, loc, scale, form
 
     def lagged_forecasts(
@@ -349,20 +353,43 @@ class PandaPipeline:
         ``(B, L, C)`` batch (NaN missing), standardised by the context's ``loc`` and ``scale`` ``(B, 1, C)``:
         ``(B, K, length, C)``, member ``k`` forecast as :meth:`predict` forecasts the batch cut ``lags[k]`` steps
         short, the members in shared forward passes (:meth:`_rollouts`)."""
-        raw = torch.as_tensor(np.asarray(batch, dtype=np.float64))
-        T, L = raw.shape[1], self.config.context_length
+        raw = np.asarray(batch, dtype=np.float64)
+        T = raw.shape[1]
 
-        def forecast(jobs: Sequence[tuple[int, int]]) -> list[np.ndarray]:  # as predict reads each prefix
-            prefixes = [_standardised(raw[:, max(0, T - cut - L) : T - cut]) for cut, _ in jobs]
-            with torch.inference_mode():
-                out = self._rollouts([z for z, _, _ in prefixes], [steps for _, steps in jobs], batch_size)
-            return [
-                f.double().numpy() * stretch + shift
-                for f, (_, shift, stretch) in zip(out, prefixes, strict=True)
-            ]
+        def forecast(jobs: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+            return self._forecasts(
+                [raw[:, : T - cut] for cut, _ in jobs], [steps for _, steps in jobs], batch_size
+            )
 
-        members = lagged_members(forecast, raw.numpy(), length, lags)
+        members = lagged_members(forecast, raw, length, lags)
         return (members - loc[:, None]) / scale[:, None]
+
+    def perturbed_forecasts(
+        self, context: np.ndarray, length: int, calibration: CalibrationConfig, batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The perturbed-context ensemble (:func:`panda_fm.uncertainty.perturbed_members`) of a standardised
+        ``(B, T, C)`` batch (NaN missing): the noisy series' rows ``(R,)`` and their members ``(R, K, length, C)``,
+        in the context's units, each forecast as :meth:`predict` forecasts it, in shared forward passes."""
+        return perturbed_members(
+            lambda noisy, steps: self._forecasts([noisy], [steps], batch_size)[0],
+            context,
+            length,
+            calibration,
+        )
+
+    def _forecasts(
+        self, contexts: Sequence[np.ndarray], steps: Sequence[int], batch_size: int
+    ) -> list[np.ndarray]:
+        """``contexts[j]`` ``(R_j, T_j, C)`` (NaN missing, in their own units) forecast ``steps[j]`` steps each, as
+        :meth:`predict` reads them (the last ``context_length`` steps, standardised), in shared forward passes
+        (:meth:`_rollouts`): ``(R_j, steps[j], C)`` in the contexts' units."""
+        L = self.config.context_length
+        scaled = [_standardised(torch.as_tensor(c[:, -L:], dtype=torch.float64)) for c in contexts]
+        with torch.inference_mode():
+            out = self._rollouts([z for z, _, _ in scaled], steps, batch_size)
+        return [
+            f.double().numpy() * stretch + shift for f, (_, shift, stretch) in zip(out, scaled, strict=True)
+        ]
 
     def _rollouts(
         self, contexts: Sequence[torch.Tensor], steps: Sequence[int], batch_size: int

@@ -36,8 +36,9 @@ Shape letters: B batch, T time, C channels, H horizon, O origins, Q quantile lev
 from __future__ import annotations
 
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.special import comb, ndtr, ndtri
@@ -49,6 +50,8 @@ __all__ = [
     "extrapolated",
     "lagged_members",
     "lagged_spread",
+    "perturbed_members",
+    "perturbed_spread",
     "noise_level",
     "noise_corrected",
     "lead_offset",
@@ -154,6 +157,17 @@ class CalibrationConfig:
             (:func:`lagged_spread`; 0: no floor). The in-context errors come from other states of the attractor;
             the lagged forecasts see the forecast's own origin, and part where it is sensitive, as when the point
             forecast runs off the attractor.
+        perturbed_members: ``K``, members of a perturbed-context ensemble for the horizon (0: none): the context
+            re-noised ``K`` times with white noise of its own observation noise level (:func:`noise_level`, each
+            channel its own) and forecast again (:func:`perturbed_members`); the horizon's spread is at least
+            their disagreement with the point forecast. It measures how far the forecast moves when the noise in
+            the context is drawn again, which the lagged members, cut from the same noisy values, do not. The
+            quantiles and samples do not read it.
+        perturbed_min_noise: the perturbed ensemble is made only for a series whose noise level (root mean
+            square over channels, in context stds) is at least this; a clean context reads below 1e-3, one with
+            5% observation noise 0.05.
+        perturbed_seed: seeds the perturbations; each series draws its own from this seed and its values, so
+            that a series gets the same members alone and in any batch.
     """
 
     offsets: tuple[int, ...] = (320, 256, 192, 128, 64)
@@ -180,6 +194,9 @@ class CalibrationConfig:
     horizon: str = "lagged"
     lags: tuple[int, ...] = (1, 2, 4, 8)
     lagged_floor: float = 0.0
+    perturbed_members: int = 0
+    perturbed_min_noise: float = 0.01
+    perturbed_seed: int = 0
 
     @property
     def min_context(self) -> int:
@@ -258,6 +275,15 @@ class CalibrationConfig:
             )
         if not 0 <= self.lagged_blend <= 1:
             raise ValueError(f"lagged_blend must be in [0, 1], got {self.lagged_blend}")
+        if isinstance(self.perturbed_members, bool) or not isinstance(
+            self.perturbed_members, (int, np.integer)
+        ):
+            raise ValueError(f"perturbed_members must be an integer, got {self.perturbed_members!r}")
+        if self.perturbed_members < 0 or self.perturbed_min_noise < 0:
+            raise ValueError(
+                f"perturbed_members and perturbed_min_noise must be >= 0, got {self.perturbed_members} and "
+                f"{self.perturbed_min_noise}"
+            )
         if self.needs_lagged and (not self.lags or min(self.lags) < 1):
             raise ValueError(
                 f"lags must be positive step counts for a {self.horizon!r} horizon or a lagged blend or floor, "
@@ -405,6 +431,56 @@ def lagged_spread(members: np.ndarray, point: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(rms, axis=1)
 
 
+def perturbed_members(
+    forecast: Callable[[np.ndarray, int], np.ndarray],
+    context: np.ndarray,
+    length: int,
+    config: CalibrationConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A perturbed-context ensemble (:attr:`CalibrationConfig.perturbed_members`): the forecasts from the context
+    re-noised with white noise of its own noise level.
+
+    Args:
+        forecast: the point forecaster: ``(N, T, C)`` contexts (NaN missing), steps -> ``(N, steps, C)``.
+        context: ``(B, T, C)`` standardised contexts (NaN missing).
+        length: ``H``, the steps to forecast.
+        config: the ensemble's size, its noise gate and its seed.
+
+    Returns:
+        ``rows`` ``(R,)``, the series noisy enough for members (:attr:`CalibrationConfig.perturbed_min_noise`), and
+        ``(R, K, H, C)`` their members. Series ``b`` draws its noise from ``config.perturbed_seed`` and a checksum
+        of its values, whatever else is in the batch.
+    """
+    B, T, C = context.shape
+    K = config.perturbed_members
+    nu = noise_level(context)  # (B, C) in context stds
+    level = np.sqrt(
+        (nu**2).mean(axis=1)
+    )  # (B,); a noise-free series (0) would only repeat the point forecast
+    rows = np.flatnonzero((level > 0) & (level >= config.perturbed_min_noise)) if K else np.zeros(0, int)
+    if not len(rows):
+        return rows, np.zeros((0, K, length, C))
+    noisy = []
+    for b in rows:
+        checksum = zlib.crc32(np.ascontiguousarray(context[b]).tobytes())
+        rng = np.random.default_rng([config.perturbed_seed, checksum])
+        noisy.append(context[b] + nu[b] * rng.standard_normal((K, T, C)))  # NaN stays missing
+    out = np.asarray(forecast(np.concatenate(noisy), length), dtype=np.float64)
+    if out.shape != (len(rows) * K, length, C):
+        raise ValueError(f"the forecaster returned {out.shape}, expected {(len(rows) * K, length, C)}")
+    return rows, out.reshape(len(rows), K, length, C)
+
+
+def perturbed_spread(rows: np.ndarray, members: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """``(B, H, C)`` the perturbed ensemble's disagreement with the point forecast ``point`` ``(B, H, C)``
+    (:func:`lagged_spread` of ``members`` ``(R, K, H, C)`` of the series ``rows``, :func:`perturbed_members`); 0 for
+    the series without members."""
+    out = np.zeros_like(point, dtype=np.float64)
+    if len(rows):
+        out[rows] = lagged_spread(members, point[rows])
+    return out
+
+
 def noise_level(context: np.ndarray) -> np.ndarray:
     """``(B, C)`` the std of white observation noise in ``(B, T, C)`` contexts (NaN missing), in their units.
 
@@ -519,15 +595,31 @@ def distribution_spread(
     return np.maximum(spread, config.lagged_floor * lagged)
 
 
-def horizon_spread(spread: np.ndarray, lagged: np.ndarray | None, config: CalibrationConfig) -> np.ndarray:
-    """``(B, H, C)`` the spread the predictability horizon is read off, as :attr:`CalibrationConfig.horizon` says.
+def horizon_spread(
+    spread: np.ndarray,
+    lagged: np.ndarray | None,
+    config: CalibrationConfig,
+    perturbed: np.ndarray | None = None,
+) -> np.ndarray:
+    """``(B, H, C)`` the spread the predictability horizon is read off, as :attr:`CalibrationConfig.horizon` says,
+    and at least the perturbed ensemble's disagreement ``perturbed``.
 
     Args:
         spread: ``(B, H, C)`` the calibrated spread (:func:`lead_spread` with ``config``, inflated).
         lagged: ``(B, H, C)`` the lagged ensemble's disagreement (:func:`lagged_spread`); needed unless
             ``config.horizon`` is ``"spread"``.
         config: the horizon's kind and the spread's inflation.
+        perturbed: ``(B, H, C)`` :func:`perturbed_spread`, or None; needed with
+            :attr:`CalibrationConfig.perturbed_members`.
     """
+    if config.perturbed_members:
+        if perturbed is None or perturbed.shape != spread.shape:
+            raise ValueError(
+                f"a horizon with perturbed_members needs the perturbed ensemble's spread (perturbed_members, "
+                f"perturbed_spread) shaped as the spread {spread.shape}, got "
+                f"{None if perturbed is None else perturbed.shape}"
+            )
+        return np.maximum(horizon_spread(spread, lagged, replace(config, perturbed_members=0)), perturbed)
     if config.horizon == "spread":
         return spread
     if lagged is None:
@@ -592,6 +684,7 @@ class ForecastDistribution:
         config: CalibrationConfig,
         lagged: np.ndarray | None = None,
         with_horizon: bool = False,
+        perturbed: np.ndarray | None = None,
     ) -> ForecastDistribution:
         """The distribution ``config`` builds from the in-context errors: :func:`lead_spread` blended with the lagged
         ensemble's disagreement (corrected for the context's noise, :attr:`CalibrationConfig.lagged_noise_scale`)
@@ -606,11 +699,13 @@ class ForecastDistribution:
             lagged: ``(B, H, C)`` the lagged ensemble's disagreement (:func:`lagged_spread`), or None where
                 ``config`` needs none.
             with_horizon: also the horizon's spread.
+            perturbed: ``(B, H, C)`` the perturbed ensemble's disagreement (:func:`perturbed_spread`) with
+                ``with_horizon`` where ``config`` reads one.
         """
         spread = lead_spread(errors, point.shape[1], config, prefix)
         if lagged is not None:
             lagged = corrected(lagged, context, config, errors, prefix)
-        horizon = horizon_spread(spread, lagged, config) if with_horizon else None
+        horizon = horizon_spread(spread, lagged, config, perturbed) if with_horizon else None
         blended = distribution_spread(spread, lagged, config)
         return cls(point, blended, context, config.combine, config.scale_spread, horizon)
 

@@ -25,6 +25,8 @@ from panda_fm.uncertainty import (
     lead_spread,
     noise_corrected,
     noise_level,
+    perturbed_members,
+    perturbed_spread,
 )
 from tests.conftest import integrate
 
@@ -585,3 +587,68 @@ def test_the_horizon_is_read_off_the_chosen_spread() -> None:
     with pytest.raises(ValueError, match="lags must be positive"):
         CalibrationConfig(lags=())
     assert CalibrationConfig(horizon="spread", lagged_blend=0.0, lags=()).lags == ()
+
+
+def test_perturbed_members_renoise_each_noisy_series_at_its_own_level() -> None:
+    rng = np.random.default_rng(3)
+    t = np.arange(400)
+    clean = np.stack([np.sin(2 * np.pi * t / 50), np.cos(2 * np.pi * t / 70)], axis=1)  # (T, C)
+    noisy = clean + np.array([0.05, 0.2]) * rng.standard_normal(clean.shape)
+    noisy[10:20, 1] = np.nan
+    cfg = CalibrationConfig(perturbed_members=64)
+    tail = lambda c, h: c[:, -h:]  # noqa: E731  a "forecaster" that returns its context's last steps
+    rows, members = perturbed_members(tail, np.stack([clean, noisy]), 400, cfg)
+    assert rows.tolist() == [1] and members.shape == (1, 64, 400, 2)  # the clean series gets none
+    added = members[0] - noisy  # (K, T, C): the noise drawn again, missing values left missing
+    assert np.isnan(added[:, 10:20, 1]).all() and not np.isnan(added[:, :10]).any()
+    np.testing.assert_allclose(np.nanstd(added, axis=(0, 1)), noise_level(noisy[None])[0], rtol=0.02)
+    np.testing.assert_allclose(noise_level(noisy[None])[0], [0.05, 0.2], rtol=0.1)
+    alone = perturbed_members(tail, noisy[None], 400, cfg)[1]  # the same draw alone as in a batch
+    np.testing.assert_array_equal(alone, members)
+    other = perturbed_members(tail, noisy[None], 400, replace(cfg, perturbed_seed=1))[1]
+    assert not np.allclose(other, members)
+    assert perturbed_members(tail, noisy[None], 400, replace(cfg, perturbed_min_noise=0.2))[0].size == 0
+    point = np.zeros((2, 400, 2))
+    p = perturbed_spread(rows, members, point)
+    np.testing.assert_array_equal(p[0], 0.0)  # no members: nothing added to the horizon's spread
+    np.testing.assert_allclose(p[1], lagged_spread(members, point[1:])[0])
+    with pytest.raises(ValueError, match="expected"):
+        perturbed_members(lambda c, h: c[:1, -h:], noisy[None], 5, cfg)
+    with pytest.raises(ValueError, match="perturbed_members must be an integer"):
+        CalibrationConfig(perturbed_members=8.0)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        CalibrationConfig(perturbed_members=-1)
+
+
+def test_the_horizon_is_at_least_the_perturbed_ensembles_spread() -> None:
+    spread = np.broadcast_to(np.linspace(0.1, 1.0, 10)[None, :, None], (2, 10, 1)).copy()
+    lagged = np.broadcast_to(np.linspace(0.0, 0.6, 10)[None, :, None], (2, 10, 1)).copy()
+    perturbed = np.zeros((2, 10, 1))
+    perturbed[1, 3:] = 0.7  # only the second series has members; they part at index 3
+    cfg = CalibrationConfig(perturbed_members=8)
+    got = horizon_spread(spread, lagged, cfg, perturbed)
+    np.testing.assert_array_equal(got[0], lagged[0])
+    np.testing.assert_array_equal(got[1], np.maximum(lagged[1], 0.7 * (np.arange(10) >= 3)[:, None]))
+    context = np.random.default_rng(0).standard_normal((2, 300, 1))
+    dist = ForecastDistribution(np.zeros((2, 10, 1)), spread, context, horizon_spread=got)
+    assert dist.horizon().tolist() == [[8], [3]]
+    with pytest.raises(ValueError, match="needs the perturbed ensemble"):
+        horizon_spread(spread, lagged, cfg)
+
+
+def test_perturbed_forecasts_are_predicts_of_the_renoised_contexts(lorenz) -> None:
+    """The pipeline forecasts each member as predict does, and reads them into the horizon of a noisy context
+    only."""
+    pipe = PandaPipeline.from_pretrained("panda-fm-small")
+    torch.set_num_threads(1)
+    noisy = lorenz + 0.05 * lorenz.std(axis=0) * np.random.default_rng(1).standard_normal(lorenz.shape)
+    z = (noisy - noisy.mean(axis=0)) / noisy.std(axis=0)
+    cfg = CalibrationConfig(perturbed_members=2)
+    rows, members = pipe.perturbed_forecasts(np.stack([z, z[::-1]]), 48, cfg, batch_size=3)
+    assert rows.tolist() == [0, 1] and members.shape == (2, 2, 48, 3)
+    mine = perturbed_members(lambda c, h: pipe.predict(c, h), z[None], 48, cfg)[1][0]
+    np.testing.assert_allclose(members[0], mine, rtol=0, atol=1e-9)
+    base = pipe.predictability_horizon(noisy, 128)
+    assert (pipe.predictability_horizon(noisy, 128, calibration=cfg) <= base).all()
+    clean = pipe.predictability_horizon(lorenz, 128, calibration=cfg)
+    np.testing.assert_array_equal(clean, pipe.predictability_horizon(lorenz, 128))

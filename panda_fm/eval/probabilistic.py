@@ -41,6 +41,7 @@ from panda_fm.uncertainty import (
     horizon_spread,
     lagged_spread,
     lead_spread,
+    perturbed_spread,
 )
 
 logger = logging.getLogger(__name__)
@@ -150,19 +151,30 @@ class ModelQuantiles:
                 contexts.astype(np.float32), length, tuple(lags), loc, scale, self.batch_size
             )  # (B, K, H, C)
             members = dict(zip(lags, np.moveaxis(lagged, 1, 0), strict=True))
+        perturbed: dict[
+            tuple[int, float, int], np.ndarray
+        ] = {}  # made once for each ensemble the variants read
         out: dict[str, Forecast] = {}
         for name, (kind, cfg) in self.variants.items():
-            lag = None
+            lag = pert = None
             if cfg.needs_lagged:
                 lag = lagged_spread(np.stack([members[g] for g in cfg.lags], axis=1), point)
+            if cfg.perturbed_members:
+                key = (cfg.perturbed_members, cfg.perturbed_min_noise, cfg.perturbed_seed)
+                if key not in perturbed:
+                    rows_members = self.pipe.perturbed_forecasts(x, length, cfg, self.batch_size)
+                    perturbed[key] = perturbed_spread(*rows_members, point)
+                pert = perturbed[key]
             if kind == "mixture":
-                dist = ForecastDistribution.calibrated(point, errors, prefix, x, cfg, lag, with_horizon=True)
+                dist = ForecastDistribution.calibrated(
+                    point, errors, prefix, x, cfg, lag, with_horizon=True, perturbed=pert
+                )
                 q, spread = dist.quantiles(levels), dist.horizon_spread
                 paths = dist.sample(SAMPLES, np.random.default_rng(0)) * scale[:, None] + loc[:, None]
             else:
                 q, spread = residual_quantiles(point, errors, levels, cfg, prefix)
                 spread = horizon_spread(
-                    spread, None if lag is None else corrected(lag, x, cfg, errors, prefix), cfg
+                    spread, None if lag is None else corrected(lag, x, cfg, errors, prefix), cfg, pert
                 )
                 paths = None
             out[name] = (q * scale[..., None] + loc[..., None], spread, point * scale + loc, paths)
