@@ -18,6 +18,9 @@ with four members for both sources on one thread; with ``--draw N``, another ran
 ``...-drawN.pkl``). Candidates ``P``, ``max(L, P)``, ``sqrt(L^2 + P^2)`` and ``max(L, P / sqrt 2)``. Result
 (2026-12-02): docs/probabilistic.md, sixteenth round, and
 ``benchmarks/results/probabilistic/horizon-candidates-round16.md``.
+
+The row "L, past the forecast's end" reads the shipped ``L`` with a horizon beyond the forecast where it never
+passes the threshold (:func:`beyond`; the seventeenth round, ``horizon-candidates-round17.md``).
 """
 
 from __future__ import annotations
@@ -105,6 +108,17 @@ def candidates(r: dict, cal: CalibrationConfig, pick: list[int], perturbed: np.n
     return out
 
 
+def beyond(spread: np.ndarray, threshold: float = 0.5) -> float:
+    """:func:`horizon`, but a spread ``(H, C)`` that never passes ``threshold`` (RMS over channels) gives
+    ``H * threshold / s(H)``, ``s(H)`` its RMS at the last lead: where it would pass the threshold if it grew in
+    proportion to the lead (the seventeenth round's second candidate)."""
+    found = horizon(spread, threshold)
+    last = float(np.sqrt((spread[-1] ** 2).mean()))
+    if found < len(spread):
+        return float(found)
+    return len(spread) * threshold / last if last > 0 else float("inf")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cache", required=True, help="a calibration_grid.py cache folder")
@@ -144,9 +158,12 @@ def main(argv: list[str] | None = None) -> None:
                 truth, point = (r["truth"] - mu) / sd, (r["point"] * r["scale"] + r["loc"] - mu) / sd
                 vpt = metrics.valid_prediction_time(truth[:256], point[:256], 0.5, scale=1.0)
                 members = next(noisy) if args.perturbed and r["noise"] > 0 else None
-                for name, spread in candidates(r, cal, pick, members).items():
+                spreads = candidates(r, cal, pick, members)
+                horizons = {name: horizon(spread) for name, spread in spreads.items()}
+                horizons["L, past the forecast's end"] = beyond(spreads["L (shipped)"])
+                for name, h in horizons.items():
                     found = table.setdefault((source, name), {}).setdefault(r["noise"], ([], []))
-                    found[0].append(horizon(spread))
+                    found[0].append(h)
                     found[1].append(vpt)
     print("| windows | horizon read off | Spearman(horizon, VPT) clean | 5% noise |\n|---|---|---|---|")
     for (source, name), by_noise in table.items():

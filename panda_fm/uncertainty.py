@@ -25,7 +25,9 @@ time-lagged ensemble, the same forecaster run from the context cut 1, 2, 4 and 8
 (:func:`lagged_members`, :func:`lagged_spread`), and corrected for the context's noise and for the members'
 longer leads (:func:`corrected`). The in-context errors come from origins 64-320 steps back,
 where the forecast's sensitivity is that of another state; the lagged forecasts start next to the forecast's own
-origin and measure its sensitivity there (chosen on a calibration split: docs/probabilistic.md).
+origin and measure its sensitivity there (chosen on a calibration split: docs/probabilistic.md). With
+:attr:`CalibrationConfig.perturbed_members`, a noisy context's horizon spread is also at least the disagreement
+of forecasts from the context re-noised at its own noise level (:func:`perturbed_members`).
 
 Everything here works in context-standardised units (each series and channel by its context's mean and std)
 and is numpy; the pipeline undoes the scaling.
