@@ -119,6 +119,25 @@ def beyond(spread: np.ndarray, threshold: float = 0.5) -> float:
     return len(spread) * threshold / last if last > 0 else float("inf")
 
 
+def paired_gain_ci(
+    horizon: list[float], vpt: list[float], shipped: list[float], systems: list[int], n: int = 1000
+) -> tuple[float, float]:
+    """The 95% percentile-bootstrap interval of a candidate's Spearman gain over the shipped horizon on the same
+    windows, resampling whole systems (a window's system: ``systems``) with replacement, both horizons on the same
+    draw."""
+    a, b, c = (np.asarray(v, dtype=np.float64) for v in (horizon, vpt, shipped))
+    names, index = np.unique(systems, return_inverse=True)
+    members = [np.flatnonzero(index == i) for i in range(len(names))]
+    gains = []
+    for pick in np.random.default_rng(0).integers(0, len(names), (n, len(names))):
+        rows = np.concatenate([members[i] for i in pick])
+        gains.append(
+            metrics.horizon_correlation(a[rows], b[rows]) - metrics.horizon_correlation(c[rows], b[rows])
+        )
+    lo, hi = np.percentile(gains, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cache", required=True, help="a calibration_grid.py cache folder")
@@ -140,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     cal = CalibrationConfig()
     table: dict[tuple[str, str], dict[float, tuple[list[int], list[int]]]] = {}  # horizons and VPTs
+    systems: dict[tuple[str, float], list[int]] = {}  # each window's system, in the table's order
     for source, stem in SOURCES.items():
+        per_system = 1 if source == "generated" else 5  # windows a system (calibration_grid.windows)
         for seed in (1, 2):
             runs = saved_runs(Path(args.cache, f"{stem}-seed{seed}.pkl"), source == "generated")
             pick = [list(runs["lags"]).index(g) for g in cal.lags]
@@ -161,15 +182,28 @@ def main(argv: list[str] | None = None) -> None:
                 spreads = candidates(r, cal, pick, members)
                 horizons = {name: horizon(spread) for name, spread in spreads.items()}
                 horizons["L, past the forecast's end"] = beyond(spreads["L (shipped)"])
+                ids = systems.setdefault((source, r["noise"]), [])  # both seeds draw from the same systems
+                ids.append(len(ids) // per_system % (len(runs["rows"]) // 2 // per_system))
                 for name, h in horizons.items():
                     found = table.setdefault((source, name), {}).setdefault(r["noise"], ([], []))
                     found[0].append(h)
                     found[1].append(vpt)
-    print("| windows | horizon read off | Spearman(horizon, VPT) clean | 5% noise |\n|---|---|---|---|")
+    print(
+        "| windows | horizon read off | Spearman(horizon, VPT) clean | 5% noise | gain over L, clean [95%] "
+        "| gain over L, 5% noise [95%] |\n|---|---|---|---|---|---|"
+    )
     for (source, name), by_noise in table.items():
         cells = [
             f"{metrics.horizon_correlation(*by_noise[n]):.3f}" if n in by_noise else "-" for n in (0.0, 0.05)
         ]
+        shipped = table[source, "L (shipped)"]
+        for n in (0.0, 0.05):
+            if n not in by_noise or name == "L (shipped)":
+                cells.append("-")
+                continue
+            lo, hi = paired_gain_ci(*by_noise[n], shipped[n][0], systems[source, n])
+            gain = metrics.horizon_correlation(*by_noise[n]) - metrics.horizon_correlation(*shipped[n])
+            cells.append(f"{gain:+.3f} [{lo:+.3f}, {hi:+.3f}]")
         print(f"| {source} | {name} | {' | '.join(cells)} |")
 
 
