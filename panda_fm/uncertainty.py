@@ -453,12 +453,11 @@ def perturbed_members(
         ``(R, K, H, C)`` their members. Series ``b`` draws its noise from ``config.perturbed_seed`` and a checksum
         of its values, whatever else is in the batch.
     """
-    B, T, C = context.shape
+    _, T, C = context.shape
     K = config.perturbed_members
     nu = noise_level(context)  # (B, C) in context stds
-    level = np.sqrt(
-        (nu**2).mean(axis=1)
-    )  # (B,); a noise-free series (0) would only repeat the point forecast
+    # (B,); a noise-free series (0) would only repeat the point forecast
+    level = np.sqrt((nu**2).mean(axis=1))
     rows = np.flatnonzero((level > 0) & (level >= config.perturbed_min_noise)) if K else np.zeros(0, int)
     if not len(rows):
         return rows, np.zeros((0, K, length, C))

@@ -151,9 +151,8 @@ class ModelQuantiles:
                 contexts.astype(np.float32), length, tuple(lags), loc, scale, self.batch_size
             )  # (B, K, H, C)
             members = dict(zip(lags, np.moveaxis(lagged, 1, 0), strict=True))
-        perturbed: dict[
-            tuple[int, float, int], np.ndarray
-        ] = {}  # made once for each ensemble the variants read
+        # the perturbed ensembles the variants read, each made once
+        perturbed: dict[tuple[int, float, int], np.ndarray] = {}
         out: dict[str, Forecast] = {}
         for name, (kind, cfg) in self.variants.items():
             lag = pert = None
