@@ -20,7 +20,11 @@ with four members for both sources on one thread; with ``--draw N``, another ran
 ``benchmarks/results/probabilistic/horizon-candidates-round16.md``.
 
 The row "L, past the forecast's end" reads the shipped ``L`` with a horizon beyond the forecast where it never
-passes the threshold (:func:`beyond`; the seventeenth round, ``horizon-candidates-round17.md``).
+passes the threshold (:func:`beyond`). With ``--experts`` (and ``--data``), the in-context experts' disagreement
+with the point forecast too (:func:`expert_spreads`; the experts' forecasts made once into
+``DIR/experts-{source}-seed{seed}.pkl``, about 4 minutes on one thread). Each candidate's gain over the shipped
+``L`` comes with a 95% interval, a paired bootstrap over systems (:func:`paired_gain_ci`). Results of the
+seventeenth round: ``horizon-candidates-round17.md``.
 """
 
 from __future__ import annotations
@@ -76,6 +80,47 @@ def perturbed_runs(
     tmp.write_bytes(pickle.dumps(members))
     tmp.replace(path)
     return members
+
+
+def expert_runs(path: Path, runs: dict, seed: int, data: str | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The in-context experts of each window of ``runs`` (in their order) at the forecast's own origin: their
+    forecasts ``(E, 256, C)`` in the context's units and the network's weights on them ``(E, C)``, as the model
+    reads the context in :meth:`panda_fm.PandaPipeline.predict`; made into ``path`` on first use."""
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    from panda_fm import PandaPipeline
+    from panda_fm.scaling import standardise_series
+
+    model = PandaPipeline.from_pretrained("panda-fm-small").model
+    stride, n = runs["systems"] or (1, 0)
+    out = []
+    for _, _, _, seen in windows(seed, data, stride, n, runs["context"], runs["split"]):
+        z, shift, stretch = standardise_series(np.asarray(seen, dtype=np.float64))  # as the pipeline does
+        with torch.inference_mode():
+            x, observed, stats, _ = model.prepare(torch.from_numpy(z).float())
+            forecasts, weights = model.expert_weights(x, observed, 256, stats)  # (B, E, H, C), (B, E, C)
+            forecasts = stats.denormalise(forecasts.flatten(1, 2)).unflatten(1, forecasts.shape[1:3])
+        f = forecasts.double().numpy() * stretch[:, None] + shift[:, None]
+        out.extend(zip(f, weights.double().numpy(), strict=True))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps(out))
+    tmp.replace(path)
+    return out
+
+
+def expert_spreads(r: dict, experts: tuple[np.ndarray, np.ndarray], lag: np.ndarray) -> dict:
+    """``{name: (H, C)}`` the experts' disagreement with the point forecast (context stds, as ``L``): weighted by
+    the network (``D_w``), unweighted (``D_u``), the runner-up's (``D_2``), and each as a floor under ``lag``."""
+    forecasts, weights = experts
+    f = (forecasts - r["loc"]) / r["scale"]  # (E, H, C) standardised as the point forecast
+    d2 = (f - r["point"]) ** 2
+    runner_up = np.argsort(weights, axis=0)[-2]  # (C,)
+    out = {
+        "D_w": np.sqrt((weights[:, None] * d2).sum(axis=0)),
+        "D_u": np.sqrt(d2.mean(axis=0)),
+        "D_2": np.sqrt(np.take_along_axis(d2, runner_up[None, None], axis=0)[0]),
+    }
+    return out | {f"max(L, {k})": np.maximum(lag, v) for k, v in out.items()}
 
 
 def candidates(r: dict, cal: CalibrationConfig, pick: list[int], perturbed: np.ndarray | None) -> dict:
@@ -144,7 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--perturbed", type=int, default=0, help="members of the perturbed-context ensemble (0: none)"
     )
-    p.add_argument("--data", default=None, help="the cache's generated dataset (for --perturbed)")
+    p.add_argument("--data", default=None, help="the cache's generated dataset (for --perturbed, --experts)")
+    p.add_argument(
+        "--experts",
+        action="store_true",
+        help="also the in-context experts' disagreement (their forecasts made once into DIR/experts-*.pkl)",
+    )
     p.add_argument(
         "--draw",
         type=int,
@@ -152,9 +202,9 @@ def main(argv: list[str] | None = None) -> None:
         help="the perturbations' random draw (default: %(default)s; each draw its own member files)",
     )
     args = p.parse_args(argv)
-    if args.perturbed and args.data is None:
+    if (args.perturbed or args.experts) and args.data is None:
         raise SystemExit(
-            "--perturbed needs --data, the cache's generated dataset (to draw its windows again)"
+            "--perturbed and --experts need --data, the cache's generated dataset (to draw its windows again)"
         )
     torch.set_num_threads(1)
     cal = CalibrationConfig()
@@ -174,12 +224,20 @@ def main(argv: list[str] | None = None) -> None:
                         Path(args.cache, f"{name}.pkl"), runs, seed, data, args.perturbed, args.draw
                     )
                 )
+            experts = iter([])
+            if args.experts:
+                data = args.data if source == "generated" else None
+                experts = iter(
+                    expert_runs(Path(args.cache, f"experts-{source}-seed{seed}.pkl"), runs, seed, data)
+                )
             for r in runs["rows"]:
                 mu, sd = context_moments(r["context"])
                 truth, point = (r["truth"] - mu) / sd, (r["point"] * r["scale"] + r["loc"] - mu) / sd
                 vpt = metrics.valid_prediction_time(truth[:256], point[:256], 0.5, scale=1.0)
                 members = next(noisy) if args.perturbed and r["noise"] > 0 else None
                 spreads = candidates(r, cal, pick, members)
+                if args.experts:
+                    spreads |= expert_spreads(r, next(experts), spreads["L (shipped)"])
                 horizons = {name: horizon(spread) for name, spread in spreads.items()}
                 horizons["L, past the forecast's end"] = beyond(spreads["L (shipped)"])
                 ids = systems.setdefault((source, r["noise"]), [])  # both seeds draw from the same systems
