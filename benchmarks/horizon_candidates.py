@@ -39,7 +39,7 @@ from calibration_grid import saved_runs, windows
 from horizon_analogue import horizon
 
 from panda_fm.eval import metrics
-from panda_fm.eval.probabilistic import context_moments
+from panda_fm.eval.probabilistic import context_moments, system_bootstrap_ci
 from panda_fm.uncertainty import (
     CalibrationConfig,
     corrected,
@@ -165,22 +165,17 @@ def beyond(spread: np.ndarray, threshold: float = 0.5) -> float:
 
 
 def paired_gain_ci(
-    horizon: list[float], vpt: list[float], shipped: list[float], systems: list[int], n: int = 1000
+    horizon: list[float], vpt: list[float], shipped: list[float], systems: list[int]
 ) -> tuple[float, float]:
-    """The 95% percentile-bootstrap interval of a candidate's Spearman gain over the shipped horizon on the same
-    windows, resampling whole systems (a window's system: ``systems``) with replacement, both horizons on the same
-    draw."""
+    """The 95% interval of a candidate's Spearman gain over the shipped horizon on the same windows: both on the
+    same resampled systems (:func:`panda_fm.eval.probabilistic.system_bootstrap_ci`)."""
     a, b, c = (np.asarray(v, dtype=np.float64) for v in (horizon, vpt, shipped))
-    names, index = np.unique(systems, return_inverse=True)
-    members = [np.flatnonzero(index == i) for i in range(len(names))]
-    gains = []
-    for pick in np.random.default_rng(0).integers(0, len(names), (n, len(names))):
-        rows = np.concatenate([members[i] for i in pick])
-        gains.append(
+    return system_bootstrap_ci(
+        lambda rows: (
             metrics.horizon_correlation(a[rows], b[rows]) - metrics.horizon_correlation(c[rows], b[rows])
-        )
-    lo, hi = np.percentile(gains, [2.5, 97.5])
-    return float(lo), float(hi)
+        ),
+        systems,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, Protocol
 
@@ -443,6 +443,19 @@ def system_bootstrap_mean_ci(
     return float(lo), float(hi)
 
 
+def system_bootstrap_ci(
+    statistic: Callable[[np.ndarray], float], systems: Sequence[Any], n_resamples: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """The 95% percentile-bootstrap interval of ``statistic(rows)`` (``rows`` indexes the windows), resampling
+    whole systems (``systems``: each window's) with replacement."""
+    names, index = np.unique(np.asarray(systems), return_inverse=True)
+    windows = [np.flatnonzero(index == i) for i in range(len(names))]
+    picks = np.random.default_rng(seed).integers(0, len(names), (n_resamples, len(names)))
+    values = [statistic(np.concatenate([windows[i] for i in pick])) for pick in picks]
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def system_bootstrap_spearman_ci(
     predicted: Sequence[float],
     realised: Sequence[float],
@@ -451,17 +464,12 @@ def system_bootstrap_spearman_ci(
     seed: int = 0,
 ) -> tuple[float, float]:
     """The 95% percentile-bootstrap interval of :func:`panda_fm.eval.metrics.horizon_correlation` of
-    ``predicted`` and ``realised`` (one pair per window), resampling whole systems with replacement."""
+    ``predicted`` and ``realised`` (one pair per window), resampling whole systems with replacement
+    (:func:`system_bootstrap_ci`)."""
     a, b = np.asarray(predicted, dtype=np.float64), np.asarray(realised, dtype=np.float64)
-    names, index = np.unique(np.asarray(systems), return_inverse=True)
-    windows = [np.flatnonzero(index == i) for i in range(len(names))]
-    picks = np.random.default_rng(seed).integers(0, len(names), (n_resamples, len(names)))
-    rho = [
-        metrics.horizon_correlation(a[rows], b[rows])
-        for rows in (np.concatenate([windows[i] for i in pick]) for pick in picks)
-    ]
-    lo, hi = np.percentile(rho, [2.5, 97.5])
-    return float(lo), float(hi)
+    return system_bootstrap_ci(
+        lambda rows: metrics.horizon_correlation(a[rows], b[rows]), systems, n_resamples, seed
+    )
 
 
 def summarise(per_window: list[dict[str, Any]], names: list[str], noise: Sequence[float]) -> dict[str, Any]:
