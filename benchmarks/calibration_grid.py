@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from probabilistic import CALIBRATION_SYSTEMS
 
-from panda_fm.uncertainty import CalibrationConfig
+from panda_fm.uncertainty import COMBINES, CalibrationConfig
 
 SHIPPED = CalibrationConfig()  # each setting's default in the grid: the shipped calibration's
 
@@ -67,6 +67,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=[",".join(map(str, SHIPPED.lags))],
         help="lagged ensembles to try, each a comma-separated list of lags among CACHED_LAGS (default: %(default)s)",
+    )
+    p.add_argument(
+        "--combine",
+        nargs="+",
+        default=[SHIPPED.combine],
+        choices=COMBINES,
+        help="ways the Gaussian part and the climatology join (CalibrationConfig.combine; default: %(default)s)",
     )
     p.add_argument(
         "--data",
@@ -277,6 +284,8 @@ def name_of(cal: CalibrationConfig) -> str:
         name += f" lead measured floor {cal.lagged_noise_floor}nu"
     if cal.min_spread != SHIPPED.min_spread:
         name += f" min spread {cal.min_spread:g}"
+    if cal.combine != SHIPPED.combine:
+        name += f" {cal.combine}"
     return name + (f" lags {','.join(map(str, cal.lags))}" if cal.lags != SHIPPED.lags else "")
 
 
@@ -399,9 +408,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"lags {sorted(missing)} are not in this --cache's runs ({sorted(cached)})")
     t = time.perf_counter()
     grid = []
-    for lags in lag_sets:
+    for lags, combine in itertools.product(lag_sets, args.combine):
         for values in itertools.product(*(getattr(args, name) for name in SETTINGS)):
-            settings = dict(zip(SETTINGS, values, strict=True))
+            settings = dict(zip(SETTINGS, values, strict=True), combine=combine)
             settings["lagged_lead_measured"] = bool(settings["lagged_lead_measured"])
             settings["lagged_noise_min_context"] = int(settings["lagged_noise_min_context"])
             try:

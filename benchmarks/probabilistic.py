@@ -70,16 +70,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="FIELD=VALUE",
         help="also a calibration round's candidate, the default calibration with these CalibrationConfig fields "
-        "replaced (numbers; true/false), as the variant 'candidate' on the same windows",
+        "replaced (numbers; true/false; text), as the variant 'candidate' on the same windows",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     return p.parse_args(argv)
 
 
-def candidate_fields(pairs: list[str]) -> dict[str, float | int | bool]:
-    """``["inflation=0.9", "lagged_lead_measured=true", "perturbed_members=8"]`` -> ``{"inflation": 0.9,
-    "lagged_lead_measured": True, "perturbed_members": 8}`` (a field whose default is an integer reads one)."""
-    fields: dict[str, float | int | bool] = {}
+def candidate_fields(pairs: list[str]) -> dict[str, float | int | bool | str]:
+    """``["inflation=0.9", "lagged_lead_measured=true", "perturbed_members=8", "combine=split"]`` ->
+    ``{"inflation": 0.9, "lagged_lead_measured": True, "perturbed_members": 8, "combine": "split"}`` (a field
+    whose default is an integer reads one, a text field text)."""
+    fields: dict[str, float | int | bool | str] = {}
     known = {f.name: f.default for f in fields_of(CalibrationConfig)}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -90,6 +91,8 @@ def candidate_fields(pairs: list[str]) -> dict[str, float | int | bool]:
             fields[key] = low == "true"
         elif type(known[key]) is int:
             fields[key] = int(value)
+        elif isinstance(known[key], str):
+            fields[key] = value.strip()
         else:
             fields[key] = float(value)
     return fields

@@ -9,7 +9,7 @@ round's calibration; on contexts under 192 steps the default since the thirteent
 the fourteenth round (inflation 0.7, no lead correction), on the same windows, scored by the probabilistic benchmark at 64, 128 and 256 steps: CRPS,
 coverage of the 50% and 80% intervals (with their intervals over systems) and the horizon's Spearman correlation.
 ``--noise 0 0.05`` scores each set at those observation noise levels instead of its own, ``--baselines`` the
-probabilistic baselines beside the model:
+probabilistic baselines beside the model, ``--candidate FIELD=VALUE ...`` a calibration round's candidate too:
 
     PYTHONPATH=. python benchmarks/probabilistic_stress.py --sets context-128 --noise 0 0.05 --baselines
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from _common import SHIPPED, write_markdown
+from probabilistic import candidate_fields
 
 from panda_fm import PandaPipeline
 from panda_fm.eval.probabilistic import ModelQuantiles, default_baselines, evaluate_quantiles, markdown_table
@@ -49,6 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         "--baselines",
         action="store_true",
         help="also the probabilistic baselines (NVAR with bootstrap intervals, analogue ensemble, climatology)",
+    )
+    p.add_argument(
+        "--candidate",
+        nargs="+",
+        default=None,
+        metavar="FIELD=VALUE",
+        help="also the default calibration with these CalibrationConfig fields replaced, as the variant "
+        "'candidate' (as in benchmarks/probabilistic.py)",
     )
     p.add_argument("--out", default=None, help="also write the report to this markdown file")
     args = p.parse_args(argv)
@@ -75,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
                 replace(pipe.calibration, inflation=0.7, lagged_lead_power=0.0),
             ),
         }
+        if args.candidate:
+            variants[f"{name}/candidate"] = (
+                "mixture",
+                replace(pipe.calibration, **candidate_fields(args.candidate)),
+            )
         method = ModelQuantiles(pipe, name, variants, batch_size=8)
         methods = [method, *(default_baselines() if args.baselines else [])]
         t = time.perf_counter()

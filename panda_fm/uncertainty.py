@@ -71,7 +71,7 @@ CLIMATOLOGY_GRID = 256  # quantiles of a context's values that represent its cli
 NOISE_LEADS = 4  # the leads of the in-context errors that measure a context's noise level
 NOISE_ORDER = 6  # the order of the differences that measure a context's observation noise (noise_level)
 #: The ways the Gaussian part and the climatology join (:attr:`CalibrationConfig.combine`).
-COMBINES = ("mixture", "quantile", "shifted", "symmetric")
+COMBINES = ("mixture", "quantile", "shifted", "symmetric", "split")
 #: What the predictability horizon is read off (:attr:`CalibrationConfig.horizon`).
 HORIZONS = ("spread", "lagged", "geometric")
 
@@ -139,9 +139,12 @@ class CalibrationConfig:
             origins late in the context see almost the whole context, as the forecast itself does.
         combine: how the Gaussian part and the climatology join: ``"mixture"`` (a mixture of the two
             distributions), ``"quantile"`` (each quantile the weighted average of the two parts' quantiles),
-            ``"shifted"`` (the mixture moved so that its median is the point forecast) or ``"symmetric"`` (a
+            ``"shifted"`` (the mixture moved so that its median is the point forecast), ``"symmetric"`` (a
             mixture with the climatology reflected about the point forecast, half each way: symmetric about the
-            point, so its median is the point forecast at every lead).
+            point, so its median is the point forecast at every lead) or ``"split"`` (a mixture with the
+            climatology's values below the point forecast weighted to 1/2 in all and those above to the other
+            1/2: the point is its median at every lead, and its climatology part stays on values the context
+            takes).
         average: how the origins' mean squared errors at a lead are averaged (weighted): ``"rms"`` (their mean)
             or ``"log"`` (their geometric mean).
         scale_spread: the error of a forecast is uncertain in scale as well (a context's in-context errors span
@@ -650,7 +653,8 @@ class ForecastDistribution:
         point: ``(B, H, C)`` the point forecast (the centre of the Gaussian part).
         spread: ``(B, H, C)`` the calibrated root mean square error at each lead, in context stds.
         context: ``(B, T, C)`` the standardised context (NaN missing): its values are the climatology.
-        combine: ``"mixture"``, ``"quantile"``, ``"shifted"`` or ``"symmetric"`` (see :class:`CalibrationConfig`).
+        combine: ``"mixture"``, ``"quantile"``, ``"shifted"``, ``"symmetric"`` or ``"split"`` (see
+            :class:`CalibrationConfig`).
         scale_spread: std of the log of the Gaussian part's scale (0: one Gaussian; see :class:`CalibrationConfig`).
         horizon_spread: ``(B, H, C)`` the spread the predictability horizon is read off (:func:`horizon_spread`);
             None: :attr:`spread`.
@@ -664,6 +668,7 @@ class ForecastDistribution:
     horizon_spread: np.ndarray | None = None
     _grid: np.ndarray = field(init=False, repr=False)
     _median_shift: np.ndarray | None = field(init=False, repr=False, default=None)
+    _point_share: np.ndarray | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         assert self.point.shape == self.spread.shape, (self.point.shape, self.spread.shape)
@@ -721,6 +726,13 @@ class ForecastDistribution:
         if self.combine == "symmetric":
             return self.point.copy()
         w = self.weight
+        if self.combine == "split":  # each side's mean, half each (the point where a side has no values)
+            g = self._grid[:, None]  # (B, 1, G, C)
+            lower = g <= self.point[:, :, None]  # (B, H, G, C)
+            n, G = lower.sum(axis=2), g.shape[2]
+            low = np.where(n > 0, (g * lower).sum(axis=2) / np.maximum(n, 1), self.point)
+            high = np.where(n < G, (g * ~lower).sum(axis=2) / np.maximum(G - n, 1), self.point)
+            return (1 - w) * self.point + w * 0.5 * (low + high)
         mean = (1 - w) * self.point + w * self._grid.mean(axis=1, keepdims=True)  # mixture and quantile
         return mean + self._shift if self.combine == "shifted" else mean
 
@@ -769,7 +781,41 @@ class ForecastDistribution:
         clim = self._climatology_cdf(x)
         if self.combine == "symmetric":  # P(2 mu - X <= x) = 1 - P(X < 2 mu - x), ties aside
             clim = 0.5 * (clim + 1 - self._climatology_cdf(2 * mu - x))
+        elif self.combine == "split":
+            clim = self._split_cdf(x)
         return (1 - w) * gauss + w * clim
+
+    @property
+    def _below(self) -> np.ndarray:
+        """``(B, H, C)`` for ``"split"``: the climatology's share at or below the point forecast."""
+        if self._point_share is None:
+            self._point_share = self._climatology_cdf(self.point)
+        return self._point_share
+
+    def _split_cdf(self, x: np.ndarray) -> np.ndarray:
+        """CDF at ``x`` ``(B, H, C, ...)`` of the climatology split at the point forecast: its values below the
+        point weigh 1/2 in all, those above the other 1/2 (a side without values: its half at the point)."""
+        expand = (slice(None),) * 3 + (None,) * (x.ndim - 3)
+        mu, a = self.point[expand], self._below[expand]
+        f = self._climatology_cdf(x)
+        lower = np.where(a > 0, 0.5 * f / np.maximum(a, 1e-12), 0.0)
+        upper = np.where(a < 1, 0.5 + 0.5 * (f - a) / np.maximum(1 - a, 1e-12), 1.0)
+        return np.where(x < mu, lower, upper)
+
+    def _split_values(self, u: np.ndarray) -> np.ndarray:
+        """``(B, K, H, C)`` the split climatology's quantiles at levels ``u`` ``(B, K, H, C)`` (see
+        :meth:`_split_cdf`): the climatology's at ``2 a u`` below the median, ``a + (2u - 1)(1 - a)`` above."""
+        mu, a = self.point[:, None], self._below[:, None]
+        low = np.minimum(self._grid_at(2 * a * u), mu)
+        high = np.maximum(self._grid_at(a + (2 * u - 1) * (1 - a)), mu)
+        return np.where(u < 0.5, low, high)
+
+    def _grid_at(self, levels: np.ndarray) -> np.ndarray:
+        """The climatology grid's quantiles at ``levels`` ``(B, ..., C)``, each row's own: the inverse of
+        :meth:`_climatology_cdf` (the smallest grid value whose share reaches the level)."""
+        B, G, C = self._grid.shape
+        i = np.clip(np.ceil(levels * G - 1e-9).astype(int) - 1, 0, G - 1)
+        return np.take_along_axis(self._grid, i.reshape(B, -1, C), axis=1).reshape(i.shape)
 
     def _scales(self) -> list[tuple[float, float]]:
         """Factors on the spread and their probabilities: the Gaussian part is a mixture over its scale, log-normal
@@ -810,6 +856,8 @@ class ForecastDistribution:
             q = self._bisect(levels, self._mixture_cdf, iterations)
             if self.combine == "shifted":
                 q = q + self._shift[..., None]
+            elif self.combine == "split":  # the point is a median (the CDF may be flat at 1/2 about it)
+                q = np.where(levels == 0.5, mu, q)
         return np.maximum.accumulate(q, axis=-1)  # exactly ordered despite round-off
 
     def _bisect(
@@ -846,7 +894,8 @@ class ForecastDistribution:
         factor per path and channel, times the spread at each lead), until the lead at which it loses track (where the
         climatology's weight passes the path's own uniform draw); from there it follows a stretch of the
         context starting at a random step: a state of the attractor, wandering as the attractor does (for
-        ``"symmetric"``, half the paths its mirror image about the point forecast; for ``"shifted"``, every path
+        ``"symmetric"``, half the paths its mirror image about the point forecast; for ``"split"``, each value
+        moved to the split climatology's quantile at its level in the climatology; for ``"shifted"``, every path
         moved by the shift of the median).
         """
         B, H, C = self.point.shape
@@ -879,5 +928,12 @@ class ForecastDistribution:
         if self.combine == "symmetric":  # half the paths mirror their stretch about the point forecast
             mirror = generator.uniform(size=(B, K, 1, C)) < 0.5
             stretch = np.where(mirror, 2 * self.point[:, None] - stretch, stretch)
+        elif (
+            self.combine == "split"
+        ):  # each stretch mapped by its climatology level onto the split climatology
+            level = self._climatology_cdf(np.moveaxis(stretch, 1, -1))  # (B, H, C, K)
+            jitter = generator.uniform(size=level.shape) / CLIMATOLOGY_GRID  # uniform within the grid's step
+            u = np.clip(np.moveaxis(level - jitter, -1, 1), 0.0, 1.0)
+            stretch = self._split_values(u)
         paths = np.where(lost, stretch, tracked)
         return paths + self._shift[:, None] if self.combine == "shifted" else paths

@@ -97,7 +97,14 @@ def test_samples_agree_with_the_quantiles(tiny_pipeline, lorenz) -> None:
 
 @pytest.mark.parametrize(
     ("combine", "scales"),
-    [("mixture", 1.0), ("mixture", 0.0), ("quantile", 0.0), ("shifted", 1.25), ("symmetric", 1.25)],
+    [
+        ("mixture", 1.0),
+        ("mixture", 0.0),
+        ("quantile", 0.0),
+        ("shifted", 1.25),
+        ("symmetric", 1.25),
+        ("split", 1.25),
+    ],
 )
 def test_samples_agree_with_the_quantiles_for_every_shape(combine: str, scales: float) -> None:
     rng = np.random.default_rng(0)
@@ -389,7 +396,30 @@ def test_saturated_shifted_and_symmetric_keep_the_point_as_median() -> None:
     np.testing.assert_array_equal(symmetric.mean, point)
 
 
-@pytest.mark.parametrize("combine", ["shifted", "symmetric"])
+def test_saturated_split_climatology_keeps_the_point_as_median_and_the_attractor() -> None:
+    rng = np.random.default_rng(0)
+    context = rng.standard_normal((1, 20000, 1))  # climatology N(0, 1)
+    levels = np.array([0.1, 0.5, 0.9])
+    # the point inside the climatology, at 1: Phi(1) = 0.8413 of it below, weighted to 1/2, the rest to 1/2
+    inside = ForecastDistribution(np.full((1, 2, 1), 1.0), np.full((1, 2, 1), 2.0), context, "split")
+    # P(X <= q) = 0.5 Phi(q) / 0.8413 = 0.1 below; 0.5 + 0.5 (Phi(q) - 0.8413) / 0.1587 = 0.9 above
+    np.testing.assert_allclose(
+        inside.quantiles(levels)[0, :, 0], np.tile([-0.961, 1.0, 1.857], (2, 1)), atol=0.06
+    )  # the climatology is a grid of 256 quantiles: 0.055 apart in the tail near 1.86
+    # mean: half E[X | X < 1] = -phi(1) / Phi(1), half E[X | X > 1] = phi(1) / (1 - Phi(1))
+    np.testing.assert_allclose(inside.mean, 0.5 * (-0.2420 / 0.8413 + 0.2420 / 0.1587), atol=0.02)
+    # the point beyond every value, at 5: the climatology is the lower half, the upper half sits at the point
+    beyond = ForecastDistribution(np.full((1, 2, 1), 5.0), np.full((1, 2, 1), 2.0), context, "split")
+    np.testing.assert_allclose(
+        beyond.quantiles(levels)[0, :, 0], np.tile([-0.8416, 5.0, 5.0], (2, 1)), atol=0.03
+    )
+    np.testing.assert_allclose(beyond.mean, 2.5, atol=0.02)
+    # no mass outside the attractor's range and the point (the reflection puts half of it near 2 - x)
+    q = inside.quantiles(np.array([0.01, 0.99]))[0, :, 0]
+    assert q.min() >= context.min() and q.max() <= context.max()
+
+
+@pytest.mark.parametrize("combine", ["shifted", "symmetric", "split"])
 def test_the_median_is_the_point_forecast_at_every_lead(combine: str) -> None:
     rng = np.random.default_rng(2)
     context = np.abs(rng.standard_normal((2, 500, 3)))  # a skewed climatology: its median is not the point
