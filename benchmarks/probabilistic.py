@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{name}/no noise correction": ("mixture", replace(cal, lagged_noise_scale=0.0)),
         # the default before the fourteenth round (inflation 0.7, no lead correction)
         f"{name}/x0.7 no lead correction": ("mixture", replace(cal, inflation=0.7, lagged_lead_power=0.0)),
+        # the default before the eighteenth round (the climatology half reflected about the point forecast)
+        f"{name}/symmetric": ("mixture", replace(cal, combine="symmetric")),
         f"{name}/residual": ("residual", cal),
     }
     if args.candidate:  # a calibration round's choice beside the default, on the same windows

@@ -4,7 +4,8 @@
         --out benchmarks/results/probabilistic/stress.md
 
 For each set (``panda_fm.eval.stress``; 3 windows a system, seed 0, as the stress suite draws them) the shipped
-checkpoint's quantiles with its calibration, with the lagged ensemble's noise correction off (the eighth
+checkpoint's quantiles with its calibration, with the climatology half reflected about the point forecast (the
+default before the eighteenth round), with the lagged ensemble's noise correction off (the eighth
 round's calibration; on contexts under 192 steps the default since the thirteenth) and with the calibration before
 the fourteenth round (inflation 0.7, no lead correction), on the same windows, scored by the probabilistic benchmark at 64, 128 and 256 steps: CRPS,
 coverage of the 50% and 80% intervals (with their intervals over systems) and the horizon's Spearman correlation.
@@ -77,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.noise is not None:
             config = replace(config, noise=tuple(args.noise))
         variants = {
+            f"{name}/symmetric": (
+                "mixture",
+                replace(pipe.calibration, combine="symmetric"),
+            ),  # before round 18
             f"{name}/no noise correction": ("mixture", off),
             # the calibration before the fourteenth round (docs/probabilistic.md)
             f"{name}/x0.7 no lead correction": (

@@ -12,8 +12,9 @@ distribution at lead ``h`` is then the mixture
 where ``s(h)`` is the measured spread (by default blended geometrically with the disagreement of a time-lagged
 ensemble, below: :func:`distribution_spread`), ``G`` a Gaussian centred on the point forecast whose scale is itself
 uncertain (a mixture over ``s exp(a z)``, :attr:`CalibrationConfig.scale_spread`), ``Climatology*`` is the
-distribution of the context's own values in that channel, half as it is and half reflected about the point
-forecast (``combine="symmetric"``: the distribution is symmetric about the point forecast, whose median it keeps),
+distribution of the context's own values in that channel, its values below the point forecast weighted to 1/2 in
+all and those above to the other 1/2 (``combine="split"``: the point forecast stays the median, and the climatology
+part stays on values the system takes; ``"symmetric"``, half of it reflected about the point, before),
 and ``w(h) = min(1, s(h)^2 / 2)`` reaches 1 when the error is that of a random draw from the climatology (twice
 its unit variance). :class:`ForecastDistribution` gives its quantiles, mean, sample paths and predictability
 horizon.
@@ -193,7 +194,7 @@ class CalibrationConfig:
     smoothing: float = 0.25
     min_spread: float = 1e-5
     recency: float = 8.0
-    combine: str = "symmetric"
+    combine: str = "split"
     average: str = "log"
     scale_spread: float = 1.25
     horizon: str = "lagged"
