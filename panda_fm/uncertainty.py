@@ -728,11 +728,12 @@ class ForecastDistribution:
             return self.point.copy()
         w = self.weight
         if self.combine == "split":  # each side's mean, half each (the point where a side has no values)
-            g = self._grid[:, None]  # (B, 1, G, C)
-            lower = g <= self.point[:, :, None]  # (B, H, G, C)
-            n, G = lower.sum(axis=2), g.shape[2]
-            low = np.where(n > 0, (g * lower).sum(axis=2) / np.maximum(n, 1), self.point)
-            high = np.where(n < G, (g * ~lower).sum(axis=2) / np.maximum(G - n, 1), self.point)
+            G = self._grid.shape[1]
+            sums = np.concatenate([np.zeros_like(self._grid[:, :1]), np.cumsum(self._grid, axis=1)], axis=1)
+            n = np.rint(self._below * G).astype(int)  # (B, H, C) grid values at or below the point
+            below = np.take_along_axis(sums, n, axis=1)
+            low = np.where(n > 0, below / np.maximum(n, 1), self.point)
+            high = np.where(n < G, (sums[:, -1:] - below) / np.maximum(G - n, 1), self.point)
             return (1 - w) * self.point + w * 0.5 * (low + high)
         mean = (1 - w) * self.point + w * self._grid.mean(axis=1, keepdims=True)  # mixture and quantile
         return mean + self._shift if self.combine == "shifted" else mean
@@ -929,9 +930,8 @@ class ForecastDistribution:
         if self.combine == "symmetric":  # half the paths mirror their stretch about the point forecast
             mirror = generator.uniform(size=(B, K, 1, C)) < 0.5
             stretch = np.where(mirror, 2 * self.point[:, None] - stretch, stretch)
-        elif (
-            self.combine == "split"
-        ):  # each stretch mapped by its climatology level onto the split climatology
+        elif self.combine == "split":
+            # each stretch's values mapped, by their level in the climatology, onto the split climatology
             level = self._climatology_cdf(np.moveaxis(stretch, 1, -1))  # (B, H, C, K)
             jitter = generator.uniform(size=level.shape) / CLIMATOLOGY_GRID  # uniform within the grid's step
             u = np.clip(np.moveaxis(level - jitter, -1, 1), 0.0, 1.0)
