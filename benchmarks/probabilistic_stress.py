@@ -78,10 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.noise is not None:
             config = replace(config, noise=tuple(args.noise))
         variants = {
-            f"{name}/symmetric": (
-                "mixture",
-                replace(pipe.calibration, combine="symmetric"),
-            ),  # before round 18
+            # the default before the eighteenth round (docs/probabilistic.md)
+            f"{name}/symmetric": ("mixture", replace(pipe.calibration, combine="symmetric")),
             f"{name}/no noise correction": ("mixture", off),
             # the calibration before the fourteenth round (docs/probabilistic.md)
             f"{name}/x0.7 no lead correction": (
