@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from calibration_grid import BINS, cached_runs, saved_runs, score
+from calibration_grid import BINS, SHIPPED, cached_runs, saved_runs, score
 
 from panda_fm.uncertainty import CalibrationConfig, corrected, lagged_spread
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             runs = [saved_runs(cache / f"{stem}-seed{seed}.pkl", source == "generated") for seed in (1, 2)]
         rows, lags = [r for run in runs for r in run["rows"]], runs[0]["lags"]
         for power in args.lagged_lead_power:
-            cal = replace(CalibrationConfig(), lagged_lead_power=power, inflation=args.inflation)
+            cal = replace(SHIPPED, lagged_lead_power=power, inflation=args.inflation)
             for noise in sorted({r["noise"] for r in rows}):
                 for row in by_lead(rows, lags, cal, noise):
                     lines.append(f"| {power} | {source} | {noise} | {row} |")

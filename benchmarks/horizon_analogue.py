@@ -15,11 +15,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from calibration_grid import saved_runs
+from calibration_grid import SHIPPED, saved_runs
 
 from panda_fm.eval import metrics
 from panda_fm.eval.probabilistic import AnalogueEnsemble, context_moments
-from panda_fm.uncertainty import CalibrationConfig, lagged_spread, noise_corrected
+from panda_fm.uncertainty import lagged_spread, noise_corrected
 
 
 def horizon(spread: np.ndarray, threshold: float = 0.5) -> int:
@@ -32,7 +32,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cache", required=True, help="a calibration_grid.py cache folder")
     args = p.parse_args()
-    cal, analogue = CalibrationConfig(), AnalogueEnsemble()
+    cal, analogue = SHIPPED, AnalogueEnsemble()
     for source, stem in (("founders", "calibration"), ("generated", "generated")):
         runs = [saved_runs(Path(args.cache, f"{stem}-seed{s}.pkl"), source == "generated") for s in (1, 2)]
         pick = [list(runs[0]["lags"]).index(g) for g in cal.lags]

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from calibration_grid import saved_runs, windows
+from calibration_grid import SHIPPED, saved_runs, windows
 from horizon_analogue import horizon
 
 from panda_fm.eval import metrics
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
             "--perturbed and --experts need --data, the cache's generated dataset (to draw its windows again)"
         )
     torch.set_num_threads(1)
-    cal = CalibrationConfig()
+    cal = SHIPPED
     table: dict[tuple[str, str], dict[float, tuple[list[int], list[int]]]] = {}  # horizons and VPTs
     systems: dict[tuple[str, float], list[int]] = {}  # each window's system, in the table's order
     for source, stem in SOURCES.items():

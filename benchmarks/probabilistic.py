@@ -3,14 +3,17 @@
     python benchmarks/probabilistic.py --split calibration [--out benchmarks/results/probabilistic]
     python benchmarks/probabilistic.py --split test [--out benchmarks/results/probabilistic]
     python benchmarks/probabilistic.py --split test --data DATASET_DIR --windows-per-system 3
+    python benchmarks/probabilistic.py --split calibration --pts-per-period 400 --candidate lag_timescale=16
 
-``calibration`` runs 16 training founders (never the held-out ones), ``test`` the 20 held-out founders (or with
-``--data`` a generated dataset's test split): the pipeline's default calibration, its predictability horizon
-read off the calibrated spread instead of the time-lagged ensemble's (the horizon before), the first round's
-plain mixture and the residual bootstrap (on the calibration split also the horizon's other candidates), beside
-the probabilistic baselines (with ``--candidate``, a calibration round's choice too). Both at noise
-0 and 0.05, horizons 64, 128 and 256, and write ``{split}.md`` and ``{split}.json`` (summaries), the reliability
-diagram ``{split}_reliability.png`` and fans of the first system's first window into ``--out``.
+``calibration`` runs 16 training founders (never the held-out ones; with ``--data`` a generated dataset's training
+split), ``test`` the 20 held-out founders (or with ``--data`` a generated dataset's test split); founders at 100
+samples a dominant period, as the training data, or at ``--pts-per-period``. Each with the pipeline's default
+calibration, its predictability horizon read off the calibrated spread instead of the time-lagged ensemble's (the
+horizon before), the first round's plain mixture, the defaults before later rounds and the residual bootstrap (on
+the calibration split also the horizon's other candidates), beside the probabilistic baselines (with
+``--candidate``, a calibration round's choices too). Both at noise 0 and 0.05, horizons 64, 128 and 256, and write
+``{split}.md`` and ``{split}.json`` (summaries; ``-generated`` and ``-ppp{N}`` added to the name as they apply),
+the reliability diagram ``{split}_reliability.png`` and fans of the first system's first window into ``--out``.
 """
 
 from __future__ import annotations
@@ -61,26 +64,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--data",
         default=None,
-        help="with --split test: a generated dataset's test split instead of the held-out founders; outputs "
-        "are named test-generated",
+        help="a generated dataset: with --split test its test split instead of the held-out founders (outputs "
+        "named test-generated), with --split calibration its training split (calibration-generated)",
     )
     p.add_argument(
         "--candidate",
         nargs="+",
+        action="append",
         default=None,
         metavar="FIELD=VALUE",
         help="also a calibration round's candidate, the default calibration with these CalibrationConfig fields "
-        "replaced (numbers; true/false; text), as the variant 'candidate' on the same windows",
+        "replaced (numbers; true/false; text; comma-separated integers for a tuple), as the variant "
+        "'candidate' on the same windows; given again, a second candidate ('candidate 2'), and so on",
+    )
+    p.add_argument(
+        "--pts-per-period",
+        type=int,
+        default=100,
+        help="samples per dominant period of the founders' trajectories (default: %(default)s, the training "
+        "data's); another value adds '-ppp{N}' to the outputs' names",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     return p.parse_args(argv)
 
 
-def candidate_fields(pairs: list[str]) -> dict[str, float | int | bool | str]:
-    """``["inflation=0.9", "lagged_lead_measured=true", "perturbed_members=8", "combine=split"]`` ->
-    ``{"inflation": 0.9, "lagged_lead_measured": True, "perturbed_members": 8, "combine": "split"}`` (a field
-    whose default is an integer reads one, a text field text)."""
-    fields: dict[str, float | int | bool | str] = {}
+def candidate_fields(pairs: list[str]) -> dict[str, float | int | bool | str | tuple[int, ...]]:
+    """``["inflation=0.9", "lagged_lead_measured=true", "perturbed_members=8", "combine=split", "lags=2,4"]`` ->
+    ``{"inflation": 0.9, "lagged_lead_measured": True, "perturbed_members": 8, "combine": "split", "lags": (2, 4)}``
+    (a field whose default is an integer reads one, a text field text, a tuple comma-separated integers)."""
+    fields: dict[str, float | int | bool | str | tuple[int, ...]] = {}
     known = {f.name: f.default for f in fields_of(CalibrationConfig)}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -93,9 +105,20 @@ def candidate_fields(pairs: list[str]) -> dict[str, float | int | bool | str]:
             fields[key] = int(value)
         elif isinstance(known[key], str):
             fields[key] = value.strip()
+        elif isinstance(known[key], tuple):
+            fields[key] = tuple(int(v) for v in value.split(","))
         else:
             fields[key] = float(value)
     return fields
+
+
+def candidate_variants(name: str, cal: CalibrationConfig, groups: list[list[str]] | None) -> dict:
+    """The ``--candidate`` groups as benchmark variants of ``cal``: ``{"NAME/candidate": ("mixture", config),
+    "NAME/candidate 2": ...}``."""
+    return {
+        f"{name}/candidate" + (f" {i + 1}" if i else ""): ("mixture", replace(cal, **candidate_fields(pairs)))
+        for i, pairs in enumerate(groups or [])
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,16 +139,23 @@ def main(argv: list[str] | None = None) -> int:
     from panda_fm.systems.store import open_dataset
 
     cache = Path.home() / ".cache" / "panda_fm"
-    if args.split == "calibration":
-        root = founders_testset(
-            cache / "calibration-founders", FounderTestsetConfig(systems=CALIBRATION_SYSTEMS)
-        )
-    elif args.data:
+    ppp = "" if args.pts_per_period == 100 else f"-ppp{args.pts_per_period}"
+    if args.data and ppp:
+        raise SystemExit("--pts-per-period resamples founders; a generated dataset (--data) keeps its own")
+    if args.data:
         root = Path(args.data)
+    elif args.split == "calibration":
+        root = founders_testset(
+            cache / f"calibration-founders{ppp}",
+            FounderTestsetConfig(systems=CALIBRATION_SYSTEMS, pts_per_period=args.pts_per_period),
+        )
     else:
-        root = founders_testset(cache / "founders-4096x1", FounderTestsetConfig())
-    tag = f"{args.split}-generated" if args.data and args.split == "test" else args.split
+        root = founders_testset(
+            cache / f"founders-4096x1{ppp}", FounderTestsetConfig(pts_per_period=args.pts_per_period)
+        )
+    tag = (f"{args.split}-generated" if args.data else args.split) + ppp
     config = EvalConfig(
+        split="train" if args.data and args.split == "calibration" else "test",
         horizons=(64, 128, 256),
         windows_per_system=args.windows_per_system,
         noise=(0.0, 0.05),
@@ -161,10 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{name}/x0.7 no lead correction": ("mixture", replace(cal, inflation=0.7, lagged_lead_power=0.0)),
         # the default before the eighteenth round (the climatology half reflected about the point forecast)
         f"{name}/symmetric": ("mixture", replace(cal, combine="symmetric")),
+        # the default before the nineteenth round (the lags in steps whatever the context's time scale)
+        f"{name}/lags in steps": ("mixture", replace(cal, lag_timescale=0.0)),
         f"{name}/residual": ("residual", cal),
     }
-    if args.candidate:  # a calibration round's choice beside the default, on the same windows
-        variants[f"{name}/candidate"] = ("mixture", replace(cal, **candidate_fields(args.candidate)))
+    variants |= candidate_variants(name, cal, args.candidate)  # a round's choices beside the default
     if args.split == "calibration":  # the horizon's other candidates (docs/probabilistic.md)
         variants[f"{name}/horizon geometric"] = ("mixture", replace(cal, horizon="geometric"))
         variants[f"{name}/horizon lagged (4, 8)"] = ("mixture", replace(cal, lags=(4, 8)))

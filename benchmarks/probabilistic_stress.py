@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 from _common import SHIPPED, write_markdown
-from probabilistic import candidate_fields
+from probabilistic import candidate_variants
 
 from panda_fm import PandaPipeline
 from panda_fm.eval.probabilistic import ModelQuantiles, default_baselines, evaluate_quantiles, markdown_table
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--candidate",
         nargs="+",
+        action="append",
         default=None,
         metavar="FIELD=VALUE",
         help="also the default calibration with these CalibrationConfig fields replaced, as the variant "
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         variants = {
             # the default before the eighteenth round (docs/probabilistic.md)
             f"{name}/symmetric": ("mixture", replace(pipe.calibration, combine="symmetric")),
+            # the default before the nineteenth round (the lags in steps whatever the context's time scale)
+            f"{name}/lags in steps": ("mixture", replace(pipe.calibration, lag_timescale=0.0)),
             f"{name}/no noise correction": ("mixture", off),
             # the calibration before the fourteenth round (docs/probabilistic.md)
             f"{name}/x0.7 no lead correction": (
@@ -87,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 replace(pipe.calibration, inflation=0.7, lagged_lead_power=0.0),
             ),
         }
-        if args.candidate:
-            variants[f"{name}/candidate"] = (
-                "mixture",
-                replace(pipe.calibration, **candidate_fields(args.candidate)),
-            )
+        variants |= candidate_variants(name, pipe.calibration, args.candidate)
         method = ModelQuantiles(pipe, name, variants, batch_size=8)
         methods = [method, *(default_baselines() if args.baselines else [])]
         t = time.perf_counter()

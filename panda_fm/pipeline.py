@@ -24,6 +24,7 @@ from panda_fm.scaling import standardise_observed, standardise_series
 from panda_fm.uncertainty import (
     CalibrationConfig,
     ForecastDistribution,
+    context_lags,
     lagged_members,
     lagged_spread,
     perturbed_members,
@@ -202,7 +203,8 @@ class PandaPipeline:
         there give the spread at each lead and channel, which widens into the context's own distribution of
         values where the errors reach it (:mod:`panda_fm.uncertainty`); with ``calibration.lagged_blend`` (the
         default) that spread is blended with the disagreement of the same forecast from the context cut
-        ``calibration.lags`` steps short (less on a noisy context: ``calibration.lagged_noise_scale``). The model
+        ``calibration.lags`` steps short (stretched on a slowly varying context: ``calibration.lag_timescale``;
+        the disagreement counted less on a noisy context: ``calibration.lagged_noise_scale``). The model
         runs on ``1 + len(calibration.offsets)`` (6) series per series, plus ``len(calibration.lags)`` (4) with a
         lagged blend or floor, the calibration's in shared forward passes: about 10 times a ``predict`` call.
 
@@ -335,7 +337,8 @@ class PandaPipeline:
         )
         lagged = perturbed = None
         if cal.lagged_in_distribution or (with_horizon and cal.horizon != "spread"):
-            members = self.lagged_forecasts(batch.numpy(), point.shape[1], cal.lags, loc, scale, batch_size)
+            lags = context_lags(cal, x)  # (B, K)
+            members = self.lagged_forecasts(batch.numpy(), point.shape[1], lags, loc, scale, batch_size)
             lagged = lagged_spread(members, point)
         if with_horizon and cal.perturbed_members:
             perturbed = perturbed_spread(*self.perturbed_forecasts(x, point.shape[1], cal, batch_size), point)
@@ -346,7 +349,7 @@ class PandaPipeline:
         self,
         batch: np.ndarray,
         length: int,
-        lags: tuple[int, ...],
+        lags: tuple[int, ...] | np.ndarray,
         loc: np.ndarray,
         scale: np.ndarray,
         batch_size: int = 64,
@@ -354,13 +357,14 @@ class PandaPipeline:
         """The point forecast's time-lagged ensemble (:func:`panda_fm.uncertainty.lagged_members`) for a
         ``(B, L, C)`` batch (NaN missing), standardised by the context's ``loc`` and ``scale`` ``(B, 1, C)``:
         ``(B, K, length, C)``, member ``k`` forecast as :meth:`predict` forecasts the batch cut ``lags[k]`` steps
-        short, the members in shared forward passes (:meth:`_rollouts`)."""
+        short (``lags[b, k]`` for ``(B, K)`` lags, each series its own: :func:`~panda_fm.uncertainty.context_lags`),
+        the members in shared forward passes (:meth:`_rollouts`)."""
         raw = np.asarray(batch, dtype=np.float64)
         T = raw.shape[1]
 
-        def forecast(jobs: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        def forecast(jobs: Sequence[tuple[np.ndarray, int, int]]) -> list[np.ndarray]:
             return self._forecasts(
-                [raw[:, : T - cut] for cut, _ in jobs], [steps for _, steps in jobs], batch_size
+                [raw[rows, : T - cut] for rows, cut, _ in jobs], [steps for *_, steps in jobs], batch_size
             )
 
         members = lagged_members(forecast, raw, length, lags)

@@ -51,6 +51,8 @@ __all__ = [
     "ForecastDistribution",
     "lead_spread",
     "extrapolated",
+    "autocorrelation_time",
+    "context_lags",
     "lagged_members",
     "lagged_spread",
     "perturbed_members",
@@ -159,6 +161,14 @@ class CalibrationConfig:
             needs.
         lags: origins of the time-lagged ensemble, in steps before the end of the context (``"lagged"`` and
             ``"geometric"`` horizons, :attr:`lagged_blend` and :attr:`lagged_floor`): one extra forecast each.
+        lag_timescale: ``tau_0``, in steps: on a context whose autocorrelation time ``tau``
+            (:func:`autocorrelation_time`) is longer, the lags are stretched by ``tau / tau_0`` (at most
+            :data:`MAX_LAG_STRETCH` times; :func:`context_lags`), so that on finely sampled data the members still
+            start a comparable stretch of the dynamics before the forecast's origin. 0: the lags in steps
+            whatever the sampling (the default before the nineteenth round). 24 is about the 95th percentile of
+            ``tau`` on training founders' contexts at the training data's rate (about 100 samples a dominant
+            period: 7-24 steps, 5th to 95th); at 400 samples a period they read 24-64 (docs/probabilistic.md,
+            nineteenth round).
         lagged_floor: the spread is at least this many times the lagged ensemble's disagreement
             (:func:`lagged_spread`; 0: no floor). The in-context errors come from other states of the attractor;
             the lagged forecasts see the forecast's own origin, and part where it is sensitive, as when the point
@@ -199,6 +209,7 @@ class CalibrationConfig:
     scale_spread: float = 1.25
     horizon: str = "lagged"
     lags: tuple[int, ...] = (1, 2, 4, 8)
+    lag_timescale: float = 24.0
     lagged_floor: float = 0.0
     perturbed_members: int = 0
     perturbed_min_noise: float = 0.01
@@ -290,6 +301,8 @@ class CalibrationConfig:
                 f"perturbed_members and perturbed_min_noise must be >= 0, got {self.perturbed_members} and "
                 f"{self.perturbed_min_noise}"
             )
+        if self.lag_timescale < 0:
+            raise ValueError(f"lag_timescale must be >= 0 (0: lags in steps), got {self.lag_timescale}")
         if self.needs_lagged and (not self.lags or min(self.lags) < 1):
             raise ValueError(
                 f"lags must be positive step counts for a {self.horizon!r} horizon or a lagged blend or floor, "
@@ -388,36 +401,85 @@ def extrapolated(spread: np.ndarray, last: np.ndarray, fraction: float, ceiling:
     return out
 
 
+#: The most :attr:`CalibrationConfig.lag_timescale` stretches the lags (400 samples a period against the training
+#: data's 100).
+MAX_LAG_STRETCH = 4.0
+
+
+def autocorrelation_time(context: np.ndarray, level: float = 0.5) -> np.ndarray:
+    """``(B,)`` the steps a ``(B, T, C)`` context's autocorrelation takes to fall below ``level``: the median over
+    its channels (NaN missing: each lag's autocovariance over the pairs of observed steps; a constant channel
+    does not count, a series without any varying channel reads 0). ``T`` where it never falls that far."""
+    B, T, C = context.shape
+    seen = np.isfinite(context)
+    n = np.maximum(seen.sum(axis=1, keepdims=True), 1)
+    x = np.where(seen, context, 0.0)
+    x = np.where(seen, x - x.sum(axis=1, keepdims=True) / n, 0.0)
+    fx = np.fft.rfft(x, 2 * T, axis=1)
+    fm = np.fft.rfft(seen.astype(np.float64), 2 * T, axis=1)
+    cov = np.fft.irfft(fx * np.conj(fx), 2 * T, axis=1)[:, :T]  # (B, T, C) sums over pairs at each lag
+    pairs = np.rint(np.fft.irfft(fm * np.conj(fm), 2 * T, axis=1)[:, :T])
+    acf = cov / np.maximum(pairs, 1)
+    below = (acf < level * acf[:, :1]) & (pairs > 0)
+    first = np.where(below.any(axis=1), below.argmax(axis=1), T).astype(np.float64)  # (B, C)
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", RuntimeWarning
+        )  # a channel never observed; a series without a varying one
+        first[~(acf[:, 0] > 1e-12 * np.nanmean(context**2, axis=1))] = np.nan  # constant channels (round-off)
+        return np.nan_to_num(np.nanmedian(first, axis=1), nan=0.0)
+
+
+def context_lags(config: CalibrationConfig, context: np.ndarray) -> np.ndarray:
+    """``(B, K)`` each series' lags: :attr:`CalibrationConfig.lags`, stretched by ``tau / lag_timescale`` where a
+    context's autocorrelation time ``tau`` (:func:`autocorrelation_time`) is longer than
+    :attr:`CalibrationConfig.lag_timescale` (at most :data:`MAX_LAG_STRETCH` times, and shorter than the
+    context), rounded to steps."""
+    B, T, _ = context.shape
+    lags = np.asarray(config.lags, dtype=int)[None]
+    if not config.lag_timescale:
+        return np.broadcast_to(lags, (B, lags.shape[1]))
+    stretch = np.clip(autocorrelation_time(context) / config.lag_timescale, 1.0, MAX_LAG_STRETCH)
+    return np.maximum(np.minimum(np.rint(stretch[:, None] * lags), T - 1), lags).astype(int)
+
+
 def lagged_members(
-    forecast: Callable[[Sequence[tuple[int, int]]], Sequence[np.ndarray]],
+    forecast: Callable[[Sequence[tuple[np.ndarray, int, int]]], Sequence[np.ndarray]],
     context: np.ndarray,
     length: int,
-    lags: Sequence[int],
+    lags: Sequence[int] | np.ndarray,
 ) -> np.ndarray:
     """A time-lagged ensemble: forecasts of the same future steps from the context cut ``lag`` steps short.
 
     Args:
-        forecast: the point forecaster of prefixes, all at once: ``[(cut, steps), ...]`` -> for each, the
-            ``(B, steps, C)`` forecast from ``context[:, :T - cut]``.
+        forecast: the point forecaster of prefixes, all at once: ``[(rows, cut, steps), ...]`` -> for each, the
+            ``(len(rows), steps, C)`` forecast from ``context[rows, :T - cut]``.
         context: ``(B, T, C)`` contexts (NaN missing, as ``forecast`` accepts).
         length: ``H``, the steps after the end of the context.
-        lags: ``K`` lags, each at least 1 and shorter than the context.
+        lags: ``K`` lags, each at least 1 and shorter than the context, or ``(B, K)``, each series its own
+            (:func:`context_lags`).
 
     Returns:
-        ``(B, K, H, C)``: member ``k`` forecasts ``lags[k] + H`` steps from ``context[:, :T - lags[k]]``; its last
-        ``H`` steps are the same future steps as the point forecast's.
+        ``(B, K, H, C)``: member ``k`` of series ``b`` forecasts ``lags[b, k] + H`` steps from
+        ``context[b, :T - lags[b, k]]``; its last ``H`` steps are the same future steps as the point forecast's.
     """
     B, T, C = context.shape
-    if not lags or min(lags) < 1 or max(lags) >= T:
-        raise ValueError(f"lags must be between 1 and the context length - 1 ({T - 1}), got {tuple(lags)}")
-    jobs = [(g, g + length) for g in lags]
-    members = []
-    for (g, steps), f in zip(jobs, forecast(jobs), strict=True):
+    lags = np.broadcast_to(np.asarray(lags, dtype=int), (B, np.shape(lags)[-1]))
+    if not lags.size or lags.min() < 1 or lags.max() >= T:
+        raise ValueError(
+            f"lags must be between 1 and the context length - 1 ({T - 1}), got {lags[0].tolist()}"
+        )
+    jobs = [(np.flatnonzero((lags == g).any(axis=1)), int(g), int(g) + length) for g in np.unique(lags)]
+    members = np.empty((B, lags.shape[1], length, C))
+    for (rows, g, steps), f in zip(jobs, forecast(jobs), strict=True):
         f = np.asarray(f, dtype=np.float64)
-        if f.shape != (B, steps, C):
-            raise ValueError(f"the forecaster returned {f.shape} for lag {g}, expected {(B, steps, C)}")
-        members.append(f[:, g:])
-    return np.stack(members, axis=1)
+        if f.shape != (len(rows), steps, C):
+            raise ValueError(
+                f"the forecaster returned {f.shape} for lag {g}, expected {(len(rows), steps, C)}"
+            )
+        for i, b in enumerate(rows):
+            members[b, lags[b] == g] = f[i, g:]
+    return members
 
 
 def lagged_spread(members: np.ndarray, point: np.ndarray) -> np.ndarray:
@@ -527,6 +589,7 @@ def lead_offset(
     horizon: int,
     errors: np.ndarray | None = None,
     prefix: np.ndarray | None = None,
+    lags: np.ndarray | None = None,
 ) -> np.ndarray:
     """The mean square factor by which the lagged members' lead offset grows their disagreement at each lead.
 
@@ -537,19 +600,23 @@ def lead_offset(
     the context's own in-context spread (:func:`lead_spread` of ``errors`` ``(B, O, M, C)`` and ``prefix``), which
     is flat where noise drives the errors.
 
+    ``lags``: the members' lags, ``(B, K)`` each series its own (:func:`context_lags`); default ``config.lags``.
+
     Returns:
-        ``(B, H, C)`` (``(1, H, 1)`` for a power; all ones without a correction), at least 1.
+        ``(B, H, C)`` (``(1, H, 1)`` for a power and one set of lags, ``(B, H, 1)`` for a power and per-series
+        lags; all ones without a correction), at least 1.
     """
     h = np.arange(1, horizon + 1)
-    lags = np.asarray(config.lags)
+    lags = np.atleast_2d(config.lags if lags is None else lags)  # (1 or B, K)
     if config.lagged_lead_measured:
         if errors is None:
             raise ValueError("a measured lead offset needs the in-context errors (and their prefix lengths)")
         e = lead_spread(errors, horizon + int(lags.max()), config, prefix)  # (B, H + G, C), non-decreasing
-        ratio = e[:, h[:, None] + lags - 1] / e[:, h - 1, None]  # (B, H, K, C)
+        rows = np.arange(len(e))[:, None, None]
+        ratio = e[rows, h[:, None] + lags[:, None] - 1] / e[:, h - 1, None]  # (B, H, K, C)
         return np.mean(ratio**2, axis=2)
     p = config.lagged_lead_power
-    return np.mean(((h[:, None] + lags) / h[:, None]) ** (2 * p), axis=1)[None, :, None]
+    return np.mean(((h[:, None] + lags[:, None]) / h[:, None]) ** (2 * p), axis=2)[..., None]
 
 
 def lead_corrected(
@@ -576,7 +643,7 @@ def corrected(
     """``(B, H, C)`` the lagged disagreement as the distribution and the horizon read it: corrected for the
     context's noise (:func:`noise_corrected`), then for the members' lead offset (:func:`lead_corrected`; a
     measured one needs the in-context ``errors`` and ``prefix``)."""
-    offset = lead_offset(config, lagged.shape[1], errors, prefix)
+    offset = lead_offset(config, lagged.shape[1], errors, prefix, context_lags(config, context))
     return lead_corrected(noise_corrected(lagged, context, config), context, config, offset)
 
 

@@ -14,6 +14,8 @@ from panda_fm import MissingDataWarning, PandaPipeline
 from panda_fm.uncertainty import (
     CalibrationConfig,
     ForecastDistribution,
+    autocorrelation_time,
+    context_lags,
     corrected,
     distribution_spread,
     extrapolated,
@@ -267,7 +269,7 @@ def test_lead_corrected_undoes_the_members_lead_offset() -> None:
     h = np.arange(1, H + 1, dtype=np.float64)
     members = np.stack([0.01 * (h + g) ** p for g in lags])[None, :, :, None]  # (1, K, H, 1): lead h + g
     lagged = lagged_spread(members, np.zeros((1, H, 1)))
-    cfg = CalibrationConfig(lags=lags, lagged_lead_power=p)
+    cfg = CalibrationConfig(lags=lags, lagged_lead_power=p, lag_timescale=0.0)  # the members' own lags
     offset = lead_offset(cfg, H)
     np.testing.assert_allclose(lead_corrected(lagged, smooth, cfg, offset)[0, :, 0], 0.01 * h**p, rtol=1e-6)
     none = replace(cfg, lagged_lead_power=0.0)
@@ -293,7 +295,9 @@ def test_measured_lead_offset_follows_the_in_context_error_growth() -> None:
     M = H + max(lags)
     lead = np.arange(1, M + 1, dtype=np.float64)
     growing = np.broadcast_to(0.01 * lead[None, None, :, None] ** p, (1, 3, M, 2)).copy()
-    cfg = CalibrationConfig(lags=lags, lagged_lead_measured=True, lagged_lead_power=0.0, smoothing=0.0)
+    cfg = CalibrationConfig(
+        lags=lags, lagged_lead_measured=True, lagged_lead_power=0.0, smoothing=0.0, lag_timescale=0.0
+    )
     prefix = np.array([300, 250, 200])
     np.testing.assert_allclose(
         lead_offset(cfg, H, growing, prefix)[0],
@@ -546,10 +550,8 @@ def test_lagged_members_forecast_the_same_future_steps() -> None:
     def persistence(c: np.ndarray, h: int) -> np.ndarray:  # the last value, held
         return np.repeat(c[:, -1:], h, axis=1)
 
-    def of_prefixes(
-        f,
-    ):  # the forecaster of prefixes lagged_members asks for: [(cut, steps), ...] -> forecasts
-        return lambda jobs: [f(context[:, : context.shape[1] - cut], steps) for cut, steps in jobs]
+    def of_prefixes(f):  # the forecaster lagged_members asks for: [(rows, cut, steps), ...] -> forecasts
+        return lambda jobs: [f(context[rows, : context.shape[1] - cut], steps) for rows, cut, steps in jobs]
 
     members = lagged_members(of_prefixes(persistence), context, 5, (1, 3))
     assert members.shape == (2, 2, 5, 3)
@@ -563,6 +565,17 @@ def test_lagged_members_forecast_the_same_future_steps() -> None:
 
     exact = lagged_members(of_prefixes(ramp), context, 5, (1, 2, 4))
     np.testing.assert_array_equal(exact, np.repeat(ramp(context, 5)[:, None], 3, axis=1))
+    # each series its own lags: series 1 cut 2 and 6 steps short, forecast once per (series, lag)
+    asked = []
+    own = lagged_members(
+        lambda jobs: asked.extend(jobs) or of_prefixes(persistence)(jobs),
+        context,
+        5,
+        np.array([[1, 3], [2, 6]]),
+    )
+    np.testing.assert_array_equal(own[0, :, 0, 0], [18.0, 16.0])
+    np.testing.assert_array_equal(own[1, :, 0, 0], [17.0, 13.0])
+    assert [(rows.tolist(), cut) for rows, cut, _ in asked] == [([0], 1), ([1], 2), ([0], 3), ([1], 6)]
     with pytest.raises(ValueError, match="lags must be between 1"):
         lagged_members(of_prefixes(ramp), context, 5, (0, 2))
     with pytest.raises(ValueError, match="lags must be between 1"):
@@ -581,6 +594,38 @@ def test_lagged_forecasts_are_predicts_of_the_cut_contexts(lorenz) -> None:
     members = pipe.lagged_forecasts(context, 64, (1, 4), loc, scale, batch_size=3)
     by_hand = np.stack([pipe.predict(context[:, : 600 - g], 64 + g)[:, g:] for g in (1, 4)], axis=1)
     np.testing.assert_allclose(members, by_hand, rtol=0, atol=1e-9)
+
+
+def test_autocorrelation_time_and_the_lags_it_stretches() -> None:
+    t = np.arange(1024)
+    # a sinusoid of period P: its autocorrelation cos(2 pi k / P) falls below 0.5 after P / 6 steps
+    sines = np.stack([np.sin(2 * np.pi * t / p) for p in (60.0, 240.0)])[..., None]  # (2, T, 1)
+    np.testing.assert_allclose(autocorrelation_time(sines), [11, 41], atol=1)
+    # missing steps and a constant channel do not move it; a series without a varying channel reads 0
+    gappy = np.concatenate([sines, np.ones_like(sines)], axis=2)
+    gappy[:, 100:140, 0] = np.nan
+    gappy[:, :64] = np.nan  # padded on the left as missing
+    np.testing.assert_allclose(autocorrelation_time(gappy), [11, 41], atol=1)
+    assert autocorrelation_time(np.ones((1, 50, 2)))[0] == 0.0
+    # lags stretch by tau / lag_timescale, never shorter than given, at most MAX_LAG_STRETCH times
+    cfg = replace(CalibrationConfig(), lag_timescale=20.0)
+    np.testing.assert_array_equal(context_lags(cfg, sines), [[1, 2, 4, 8], [2, 4, 8, 16]])
+    slow = np.sin(2 * np.pi * t / 2000.0)[None, :, None]
+    np.testing.assert_array_equal(context_lags(cfg, slow), [[4, 8, 16, 32]])
+    np.testing.assert_array_equal(
+        context_lags(replace(cfg, lag_timescale=0.0), slow), [[1, 2, 4, 8]]
+    )  # in steps
+    with pytest.raises(ValueError, match="lag_timescale"):
+        CalibrationConfig(lag_timescale=-1.0)
+
+
+def test_lead_offset_of_per_series_lags_is_each_series_own() -> None:
+    cfg = CalibrationConfig()
+    lags = np.array([[1, 2, 4, 8], [2, 4, 8, 16]])
+    offset = lead_offset(cfg, 32, lags=lags)  # (B, H, 1)
+    assert offset.shape == (2, 32, 1)
+    np.testing.assert_allclose(offset[0], lead_offset(cfg, 32)[0])
+    np.testing.assert_allclose(offset[1], lead_offset(replace(cfg, lags=(2, 4, 8, 16)), 32)[0])
 
 
 def test_lagged_spread_by_hand_never_shrinks() -> None:

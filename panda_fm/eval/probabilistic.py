@@ -37,6 +37,7 @@ from panda_fm.systems.store import Dataset
 from panda_fm.uncertainty import (
     CalibrationConfig,
     ForecastDistribution,
+    context_lags,
     corrected,
     horizon_spread,
     lagged_spread,
@@ -104,7 +105,7 @@ class ModelQuantiles:
 
     The spread it reports (the predicted horizon's) is :func:`panda_fm.uncertainty.horizon_spread` as each
     variant's ``CalibrationConfig.horizon`` says; the time-lagged forecasts it needs are made once for the union
-    of the variants' lags.
+    of the variants' lags (each series' own, :func:`panda_fm.uncertainty.context_lags`).
 
     Args:
         pipe: a :class:`panda_fm.PandaPipeline`.
@@ -144,20 +145,28 @@ class ModelQuantiles:
         point, errors, prefix, x, loc, scale, _ = self.pipe.incontext_errors(
             contexts.astype(np.float32), length, self.batch_size, cal
         )
-        lags = sorted({g for _, c in self.variants.values() if c.needs_lagged for g in c.lags})
-        members = {}
+        # each variant's lags (B, K_v) side by side: every (series, lag) is forecast once
+        lags = {n: context_lags(c, x) for n, (_, c) in self.variants.items() if c.needs_lagged}
         if lags:
-            lagged = self.pipe.lagged_forecasts(
-                contexts.astype(np.float32), length, tuple(lags), loc, scale, self.batch_size
-            )  # (B, K, H, C)
-            members = dict(zip(lags, np.moveaxis(lagged, 1, 0), strict=True))
+            members = self.pipe.lagged_forecasts(
+                contexts.astype(np.float32),
+                length,
+                np.concatenate(list(lags.values()), axis=1),
+                loc,
+                scale,
+                self.batch_size,
+            )  # (B, sum K_v, H, C)
+            ends = np.cumsum([v.shape[1] for v in lags.values()])
+            columns = {
+                n: slice(end - v.shape[1], end) for (n, v), end in zip(lags.items(), ends, strict=True)
+            }
         # the perturbed ensembles the variants read, each made once
         perturbed: dict[tuple[int, float, int], np.ndarray] = {}
         out: dict[str, Forecast] = {}
         for name, (kind, cfg) in self.variants.items():
             lag = pert = None
             if cfg.needs_lagged:
-                lag = lagged_spread(np.stack([members[g] for g in cfg.lags], axis=1), point)
+                lag = lagged_spread(members[:, columns[name]], point)
             if cfg.perturbed_members:
                 key = (cfg.perturbed_members, cfg.perturbed_min_noise, cfg.perturbed_seed)
                 if key not in perturbed:

@@ -25,7 +25,7 @@ from panda_fm.eval.probabilistic import (
 from panda_fm.eval.runner import EvalConfig
 from panda_fm.forecasters import NVARForecaster
 from panda_fm.systems.store import open_dataset
-from panda_fm.uncertainty import lagged_spread, lead_corrected, lead_offset, noise_corrected
+from panda_fm.uncertainty import context_lags, lagged_spread, lead_corrected, lead_offset, noise_corrected
 from tests.conftest import integrate
 
 
@@ -180,3 +180,29 @@ def test_the_model_reports_each_variants_horizon_spread(tiny_pipeline) -> None:
     expected = lead_corrected(expected, dist.context, cal, lead_offset(cal, 24))  # the members' longer leads
     np.testing.assert_allclose(spread, expected, rtol=1e-4, atol=1e-5)
     assert not np.allclose(spread, spread_s)
+
+
+def test_stretched_lags_are_each_series_own(tiny_pipeline) -> None:
+    """With a lag time scale the members are cut each series' own stretched lags, the same in the pipeline and in
+    the evaluation's ModelQuantiles, and the lead correction reads those lags."""
+    contexts = integrate("Lorenz", 300, 2, periods=10.0)[0]  # (2, 300, 3)
+    cal = replace(tiny_pipeline.calibration, lag_timescale=2.0)
+    out = ModelQuantiles(tiny_pipeline, "tiny", {"tiny/stretched": ("mixture", cal)}, batch_size=4).forecast(
+        contexts, 24, np.array([0.1, 0.9])
+    )
+    dist, loc, scale = tiny_pipeline.forecast_distribution(contexts, 24, calibration=cal)
+    lags = context_lags(cal, dist.context)  # (B, K)
+    assert (lags > np.asarray(cal.lags)).all()
+    T, point = contexts.shape[1], out["tiny"][2]
+    members = np.stack(
+        [
+            np.stack([tiny_pipeline.predict(c[: T - g].astype(np.float32), 24 + g)[g:] for g in own])
+            for c, own in zip(contexts, lags, strict=True)
+        ]
+    )  # (B, K, H, C), by hand
+    expected = lagged_spread((members - loc[:, None]) / scale[:, None], (point - loc) / scale)
+    expected = noise_corrected(expected, dist.context, cal)
+    expected = lead_corrected(expected, dist.context, cal, lead_offset(cal, 24, lags=lags))
+    np.testing.assert_allclose(out["tiny/stretched"][1], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dist.horizon_spread, expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(out["tiny"][1], expected)  # the shipped lags, in steps, differ
