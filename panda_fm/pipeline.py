@@ -278,7 +278,8 @@ class PandaPipeline:
 
         The spread is :func:`panda_fm.uncertainty.horizon_spread` of the calibration
         (:attr:`CalibrationConfig.horizon`): by default the disagreement of a time-lagged ensemble, the same
-        forecast made from the context cut 1, 2, 4 and 8 steps short (four more forecasts; ``"spread"``, the
+        forecast made from the context cut 1, 2, 4 and 8 steps short (stretched on a slowly varying context:
+        ``calibration.lag_timescale``; four more forecasts; ``"spread"``, the
         calibrated error of :meth:`predict_quantiles`, needs none); with ``calibration.perturbed_members``, on
         a noisy context it is at least the disagreement of forecasts from the context re-noised at its own noise
         level (that many more forecasts). A channel whose spread stays below the threshold over the whole

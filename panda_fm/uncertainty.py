@@ -22,7 +22,8 @@ horizon.
 The predictability horizon (:meth:`ForecastDistribution.horizon`) is read off a spread of its own
 (:func:`horizon_spread`): by default (:attr:`CalibrationConfig.horizon` ``"lagged"``) the disagreement of a
 time-lagged ensemble, the same forecaster run from the context cut 1, 2, 4 and 8 steps short
-(:attr:`CalibrationConfig.lags`), each forecast compared with the point forecast at the same future steps
+(:attr:`CalibrationConfig.lags`; more on a context whose autocorrelation time is long,
+:attr:`CalibrationConfig.lag_timescale`), each forecast compared with the point forecast at the same future steps
 (:func:`lagged_members`, :func:`lagged_spread`), and corrected for the context's noise and for the members'
 longer leads (:func:`corrected`). The in-context errors come from origins 64-320 steps back,
 where the forecast's sensitivity is that of another state; the lagged forecasts start next to the forecast's own
@@ -53,6 +54,7 @@ __all__ = [
     "extrapolated",
     "autocorrelation_time",
     "context_lags",
+    "lag_stretch",
     "lagged_members",
     "lagged_spread",
     "perturbed_members",
@@ -122,6 +124,9 @@ class CalibrationConfig:
         lagged_noise_min_context: observed steps from which a context's lagged disagreement is corrected with
             :attr:`lagged_noise_scale`; shorter contexts use :attr:`short_lagged_noise_scale`. 256 (192 before)
             was chosen on 192-step contexts (docs/probabilistic.md, fifteenth round).
+        lagged_noise_stretch_power: ``q``, the noise correction fades on a context whose lags are stretched
+            (:attr:`lag_timescale`): its share ``nu^2 / (nu^2 + c^2)`` divided by the stretch to this power (0:
+            the same correction whatever the stretch).
         lagged_lead_power: ``p``, the lagged disagreement's lead offset undone (:func:`lead_corrected`): a member
             ``g`` steps short forecasts the point forecast's lead ``h`` at its own lead ``h + g``, so on a
             clean context, where the error grows from next to nothing, its disagreement at short leads is that of
@@ -197,6 +202,7 @@ class CalibrationConfig:
     lagged_noise_scale: float = 0.005
     short_lagged_noise_scale: float = 0.0
     lagged_noise_min_context: int = 256
+    lagged_noise_stretch_power: float = 0.0
     lagged_lead_power: float = 1.0
     lagged_noise_floor: float = 2.0
     lagged_lead_measured: bool = False
@@ -278,6 +284,10 @@ class CalibrationConfig:
             raise ValueError(
                 f"lagged_noise_scale and short_lagged_noise_scale must be >= 0, got {self.lagged_noise_scale} and "
                 f"{self.short_lagged_noise_scale}"
+            )
+        if self.lagged_noise_stretch_power < 0:
+            raise ValueError(
+                f"lagged_noise_stretch_power must be >= 0, got {self.lagged_noise_stretch_power}"
             )
         if self.lagged_noise_min_context < 1:
             raise ValueError(f"lagged_noise_min_context must be >= 1, got {self.lagged_noise_min_context}")
@@ -435,12 +445,18 @@ def context_lags(config: CalibrationConfig, context: np.ndarray) -> np.ndarray:
     context's autocorrelation time ``tau`` (:func:`autocorrelation_time`) is longer than
     :attr:`CalibrationConfig.lag_timescale` (at most :data:`MAX_LAG_STRETCH` times, and shorter than the
     context), rounded to steps."""
-    B, T, _ = context.shape
+    T = context.shape[1]
     lags = np.asarray(config.lags, dtype=int)[None]
+    stretch = lag_stretch(config, context)[:, None]  # (B, 1)
+    return np.maximum(np.minimum(np.rint(stretch * lags), T - 1), lags).astype(int)
+
+
+def lag_stretch(config: CalibrationConfig, context: np.ndarray) -> np.ndarray:
+    """``(B,)`` the factor :func:`context_lags` stretches each series' lags by: ``tau / lag_timescale`` within
+    ``[1, MAX_LAG_STRETCH]`` (1 without a :attr:`CalibrationConfig.lag_timescale`)."""
     if not config.lag_timescale:
-        return np.broadcast_to(lags, (B, lags.shape[1]))
-    stretch = np.clip(autocorrelation_time(context) / config.lag_timescale, 1.0, MAX_LAG_STRETCH)
-    return np.maximum(np.minimum(np.rint(stretch[:, None] * lags), T - 1), lags).astype(int)
+        return np.ones(len(context))
+    return np.clip(autocorrelation_time(context) / config.lag_timescale, 1.0, MAX_LAG_STRETCH)
 
 
 def lagged_members(
@@ -570,7 +586,8 @@ def noise_corrected(lagged: np.ndarray, context: np.ndarray, config: Calibration
     (:func:`noise_level`) and ``c`` :attr:`CalibrationConfig.lagged_noise_scale`, or
     :attr:`CalibrationConfig.short_lagged_noise_scale` for a context of fewer than
     :attr:`CalibrationConfig.lagged_noise_min_context` observed steps
-    (0: that series' ``lagged`` as it is)."""
+    (0: that series' ``lagged`` as it is). With :attr:`CalibrationConfig.lagged_noise_stretch_power` ``q`` the
+    share ``nu^2 / (nu^2 + c^2)`` is divided by the series' lag stretch (:func:`lag_stretch`) to the power ``q``."""
     observed = ~np.isnan(context).all(axis=2)  # (B, T)
     steps = context.shape[1] - np.argmax(observed, axis=1)  # (B,) from the first observed step
     c = np.where(
@@ -581,6 +598,8 @@ def noise_corrected(lagged: np.ndarray, context: np.ndarray, config: Calibration
     nu2 = noise_level(context)[:, None] ** 2  # (B, 1, C)
     c2 = (c**2)[:, None, None]  # (B, 1, 1); 0: that series as it is
     share = np.divide(nu2, nu2 + c2, out=np.zeros(np.broadcast_shapes(nu2.shape, c2.shape)), where=c2 > 0)
+    if config.lagged_noise_stretch_power:
+        share = share / lag_stretch(config, context)[:, None, None] ** config.lagged_noise_stretch_power
     return lagged / np.sqrt(1 + share)
 
 

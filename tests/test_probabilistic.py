@@ -12,6 +12,7 @@ import torch
 
 from panda_fm import MissingDataWarning, PandaPipeline
 from panda_fm.uncertainty import (
+    MAX_LAG_STRETCH,
     CalibrationConfig,
     ForecastDistribution,
     autocorrelation_time,
@@ -20,6 +21,7 @@ from panda_fm.uncertainty import (
     distribution_spread,
     extrapolated,
     horizon_spread,
+    lag_stretch,
     lagged_members,
     lagged_spread,
     lead_corrected,
@@ -617,6 +619,23 @@ def test_autocorrelation_time_and_the_lags_it_stretches() -> None:
     )  # in steps
     with pytest.raises(ValueError, match="lag_timescale"):
         CalibrationConfig(lag_timescale=-1.0)
+
+
+def test_the_noise_correction_fades_with_the_lag_stretch() -> None:
+    t = np.arange(512)
+    rng = np.random.default_rng(0)
+    # a slow sinusoid (stretch 4, the most) and a fast one (stretch 1), each with noise of 5% of its std
+    clean = np.stack([np.sin(2 * np.pi * t / p) for p in (2000.0, 60.0)])[..., None]
+    noisy = clean / clean.std(axis=1, keepdims=True) + rng.normal(0, 0.05, clean.shape)
+    cfg = replace(CalibrationConfig(), lag_timescale=24.0)
+    np.testing.assert_allclose(lag_stretch(cfg, noisy), [MAX_LAG_STRETCH, 1.0])
+    lagged = np.ones((2, 8, 1))
+    share = 1 / noise_corrected(lagged, noisy, cfg)[:, 0, 0] ** 2 - 1  # nu^2 / (nu^2 + c^2), near 1
+    faded = 1 / noise_corrected(lagged, noisy, replace(cfg, lagged_noise_stretch_power=2.0))[:, 0, 0] ** 2 - 1
+    np.testing.assert_allclose(faded, share / np.array([MAX_LAG_STRETCH**2, 1.0]))
+    assert share.min() > 0.95
+    with pytest.raises(ValueError, match="lagged_noise_stretch_power"):
+        CalibrationConfig(lagged_noise_stretch_power=-1.0)
 
 
 def test_lead_offset_of_per_series_lags_is_each_series_own() -> None:
