@@ -420,7 +420,7 @@ def autocorrelation_time(context: np.ndarray, level: float = 0.5) -> np.ndarray:
     """``(B,)`` the steps a ``(B, T, C)`` context's autocorrelation takes to fall below ``level``: the median over
     its channels (NaN missing: each lag's autocovariance over the pairs of observed steps; a constant channel
     does not count, a series without any varying channel reads 0). ``T`` where it never falls that far."""
-    B, T, C = context.shape
+    T = context.shape[1]
     seen = np.isfinite(context)
     n = np.maximum(seen.sum(axis=1, keepdims=True), 1)
     x = np.where(seen, context, 0.0)
@@ -432,10 +432,9 @@ def autocorrelation_time(context: np.ndarray, level: float = 0.5) -> np.ndarray:
     acf = cov / np.maximum(pairs, 1)
     below = (acf < level * acf[:, :1]) & (pairs > 0)
     first = np.where(below.any(axis=1), below.argmax(axis=1), T).astype(np.float64)  # (B, C)
+    # a channel never observed, or a series without a varying one, warns: NaN, then 0
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore", RuntimeWarning
-        )  # a channel never observed; a series without a varying one
+        warnings.simplefilter("ignore", RuntimeWarning)
         first[~(acf[:, 0] > 1e-12 * np.nanmean(context**2, axis=1))] = np.nan  # constant channels (round-off)
         return np.nan_to_num(np.nanmedian(first, axis=1), nan=0.0)
 
