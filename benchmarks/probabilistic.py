@@ -193,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{name}/symmetric": ("mixture", replace(cal, combine="symmetric")),
         # the default before the nineteenth round (the lags in steps whatever the context's time scale)
         f"{name}/lags in steps": ("mixture", replace(cal, lag_timescale=0.0)),
+        # the default before the twentieth round (the noise correction unfaded on stretched lags)
+        f"{name}/noise correction unfaded": ("mixture", replace(cal, lagged_noise_stretch_power=0.0)),
         f"{name}/residual": ("residual", cal),
     }
     variants |= candidate_variants(name, cal, args.candidate)  # a round's choices beside the default

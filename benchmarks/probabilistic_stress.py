@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{name}/symmetric": ("mixture", replace(pipe.calibration, combine="symmetric")),
             # the default before the nineteenth round (the lags in steps whatever the context's time scale)
             f"{name}/lags in steps": ("mixture", replace(pipe.calibration, lag_timescale=0.0)),
+            # the default before the twentieth round (the noise correction unfaded on stretched lags)
+            f"{name}/noise correction unfaded": (
+                "mixture",
+                replace(pipe.calibration, lagged_noise_stretch_power=0.0),
+            ),
             f"{name}/no noise correction": ("mixture", off),
             # the calibration before the fourteenth round (docs/probabilistic.md)
             f"{name}/x0.7 no lead correction": (

@@ -126,7 +126,9 @@ class CalibrationConfig:
             was chosen on 192-step contexts (docs/probabilistic.md, fifteenth round).
         lagged_noise_stretch_power: ``q``, the noise correction fades on a context whose lags are stretched
             (:attr:`lag_timescale`): its share ``nu^2 / (nu^2 + c^2)`` divided by the stretch to this power (0:
-            the same correction whatever the stretch).
+            the same correction whatever the stretch, as before the twentieth round). 4 was chosen on training
+            founders at 400 samples a period, where the full correction left the noisy 50% intervals at 0.33-0.34
+            (docs/probabilistic.md, twentieth round).
         lagged_lead_power: ``p``, the lagged disagreement's lead offset undone (:func:`lead_corrected`): a member
             ``g`` steps short forecasts the point forecast's lead ``h`` at its own lead ``h + g``, so on a
             clean context, where the error grows from next to nothing, its disagreement at short leads is that of
@@ -202,7 +204,7 @@ class CalibrationConfig:
     lagged_noise_scale: float = 0.005
     short_lagged_noise_scale: float = 0.0
     lagged_noise_min_context: int = 256
-    lagged_noise_stretch_power: float = 0.0
+    lagged_noise_stretch_power: float = 4.0
     lagged_lead_power: float = 1.0
     lagged_noise_floor: float = 2.0
     lagged_lead_measured: bool = False

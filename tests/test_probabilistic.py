@@ -627,7 +627,7 @@ def test_the_noise_correction_fades_with_the_lag_stretch() -> None:
     # a slow sinusoid (stretch 4, the most) and a fast one (stretch 1), each with noise of 5% of its std
     clean = np.stack([np.sin(2 * np.pi * t / p) for p in (2000.0, 60.0)])[..., None]
     noisy = clean / clean.std(axis=1, keepdims=True) + rng.normal(0, 0.05, clean.shape)
-    cfg = replace(CalibrationConfig(), lag_timescale=24.0)
+    cfg = replace(CalibrationConfig(), lag_timescale=24.0, lagged_noise_stretch_power=0.0)  # unfaded
     np.testing.assert_allclose(lag_stretch(cfg, noisy), [MAX_LAG_STRETCH, 1.0])
     lagged = np.ones((2, 8, 1))
     share = 1 / noise_corrected(lagged, noisy, cfg)[:, 0, 0] ** 2 - 1  # nu^2 / (nu^2 + c^2), near 1
