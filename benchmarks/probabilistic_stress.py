@@ -5,7 +5,8 @@
 
 For each set (``panda_fm.eval.stress``; 3 windows a system, seed 0, as the stress suite draws them) the shipped
 checkpoint's quantiles with its calibration, with the climatology half reflected about the point forecast (the
-default before the eighteenth round), with the lagged ensemble's noise correction off (the eighth
+default before the eighteenth round), with the lags in steps (before the nineteenth), with the noise correction
+unfaded on stretched lags (before the twentieth), with the lagged ensemble's noise correction off (the eighth
 round's calibration; on contexts under 192 steps the default since the thirteenth) and with the calibration before
 the fourteenth round (inflation 0.7, no lead correction), on the same windows, scored by the probabilistic benchmark at 64, 128 and 256 steps: CRPS,
 coverage of the 50% and 80% intervals (with their intervals over systems) and the horizon's Spearman correlation.

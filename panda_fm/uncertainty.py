@@ -484,7 +484,7 @@ def lagged_members(
     lags = np.broadcast_to(np.asarray(lags, dtype=int), (B, np.shape(lags)[-1]))
     if not lags.size or lags.min() < 1 or lags.max() >= T:
         raise ValueError(
-            f"lags must be between 1 and the context length - 1 ({T - 1}), got {lags[0].tolist()}"
+            f"lags must be between 1 and the context length - 1 ({T - 1}), got lags from {lags.min()} to {lags.max()}"
         )
     jobs = [(np.flatnonzero((lags == g).any(axis=1)), int(g), int(g) + length) for g in np.unique(lags)]
     members = np.empty((B, lags.shape[1], length, C))
