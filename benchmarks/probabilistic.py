@@ -7,13 +7,15 @@
 
 ``calibration`` runs 16 training founders (never the held-out ones; with ``--data`` a generated dataset's training
 split), ``test`` the 20 held-out founders (or with ``--data`` a generated dataset's test split); founders at 100
-samples a dominant period, as the training data, or at ``--pts-per-period``. Each with the pipeline's default
+samples a dominant period, as the training data, or at ``--pts-per-period``; with ``--observe`` partially
+observed (the first coordinate, or a random projection to 1-2 channels). Each with the pipeline's default
 calibration, its predictability horizon read off the calibrated spread instead of the time-lagged ensemble's (the
 horizon before), the first round's plain mixture, the defaults before later rounds and the residual bootstrap (on
 the calibration split also the horizon's other candidates), beside the probabilistic baselines (with
 ``--candidate``, a calibration round's choices too). Both at noise 0 and 0.05, horizons 64, 128 and 256, and write
-``{split}.md`` and ``{split}.json`` (summaries; ``-generated`` and ``-ppp{N}`` added to the name as they apply),
-the reliability diagram ``{split}_reliability.png`` and fans of the first system's first window into ``--out``.
+``{split}.md`` and ``{split}.json`` (summaries; ``-generated``, ``-ppp{N}`` and ``-{observe}`` added to the name as
+they apply), the reliability diagram ``{split}_reliability.png`` and fans of the first system's first window into
+``--out``.
 """
 
 from __future__ import annotations
@@ -83,6 +85,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=100,
         help="samples per dominant period of the founders' trajectories (default: %(default)s, the training "
         "data's); another value adds '-ppp{N}' to the outputs' names",
+    )
+    p.add_argument(
+        "--observe",
+        choices=("all", "first", "projection"),
+        default="all",
+        help="see every system partially: its first coordinate, or a random projection to 1-2 channels (as the "
+        "stress sets observed-x0 and projected); adds '-first' or '-projection' to the outputs' names",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     return p.parse_args(argv)
@@ -154,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             cache / f"founders-4096x1{ppp}", FounderTestsetConfig(pts_per_period=args.pts_per_period)
         )
     tag = (f"{args.split}-generated" if args.data else args.split) + ppp
+    if args.observe != "all":
+        from panda_fm.eval.stress import observed_dataset
+
+        source = open_dataset(root)
+        root = observed_dataset(
+            root, cache / "observed" / f"{root.name}-{source.manifest_hash[:8]}-{args.observe}", args.observe
+        )
+        tag += f"-{args.observe}"
     config = EvalConfig(
         split="train" if args.data and args.split == "calibration" else "test",
         horizons=(64, 128, 256),
@@ -195,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{name}/lags in steps": ("mixture", replace(cal, lag_timescale=0.0)),
         # the default before the twentieth round (the noise correction unfaded on stretched lags)
         f"{name}/noise correction unfaded": ("mixture", replace(cal, lagged_noise_stretch_power=0.0)),
+        # the default before the twenty-first round (no spread floor on series of 1-2 channels)
+        f"{name}/no spread floor": ("mixture", replace(cal, spread_floor=0.0)),
         f"{name}/residual": ("residual", cal),
     }
     variants |= candidate_variants(name, cal, args.candidate)  # a round's choices beside the default

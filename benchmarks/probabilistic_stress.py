@@ -6,9 +6,10 @@
 For each set (``panda_fm.eval.stress``; 3 windows a system, seed 0, as the stress suite draws them) the shipped
 checkpoint's quantiles with its calibration, with the climatology half reflected about the point forecast (the
 default before the eighteenth round), with the lags in steps (before the nineteenth), with the noise correction
-unfaded on stretched lags (before the twentieth), with the lagged ensemble's noise correction off (the eighth
-round's calibration; on contexts under 192 steps the default since the thirteenth) and with the calibration before
-the fourteenth round (inflation 0.7, no lead correction), on the same windows, scored by the probabilistic benchmark at 64, 128 and 256 steps: CRPS,
+unfaded on stretched lags (before the twentieth), without the spread floor on series of 1-2 channels (before the
+twenty-first), with the lagged ensemble's noise correction off (the eighth round's calibration; on contexts under
+192 steps the default since the thirteenth) and with the calibration before the fourteenth round (inflation 0.7, no
+lead correction), on the same windows, scored by the probabilistic benchmark at 64, 128 and 256 steps: CRPS,
 coverage of the 50% and 80% intervals (with their intervals over systems) and the horizon's Spearman correlation.
 ``--noise 0 0.05`` scores each set at those observation noise levels instead of its own, ``--baselines`` the
 probabilistic baselines beside the model, ``--candidate FIELD=VALUE ...`` a calibration round's candidate too:
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                 "mixture",
                 replace(pipe.calibration, lagged_noise_stretch_power=0.0),
             ),
+            # the default before the twenty-first round (no spread floor on series of 1-2 channels)
+            f"{name}/no spread floor": ("mixture", replace(pipe.calibration, spread_floor=0.0)),
             f"{name}/no noise correction": ("mixture", off),
             # the calibration before the fourteenth round (docs/probabilistic.md)
             f"{name}/x0.7 no lead correction": (

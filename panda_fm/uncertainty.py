@@ -10,7 +10,8 @@ distribution at lead ``h`` is then the mixture
     (1 - w(h)) G(point(h), s(h)) + w(h) Climatology*,
 
 where ``s(h)`` is the measured spread (by default blended geometrically with the disagreement of a time-lagged
-ensemble, below: :func:`distribution_spread`), ``G`` a Gaussian centred on the point forecast whose scale is itself
+ensemble, below, and on a series of one or two channels kept at least half the measured spread:
+:func:`distribution_spread`), ``G`` a Gaussian centred on the point forecast whose scale is itself
 uncertain (a mixture over ``s exp(a z)``, :attr:`CalibrationConfig.scale_spread`), ``Climatology*`` is the
 distribution of the context's own values in that channel, its values below the point forecast weighted to 1/2 in
 all and those above to the other 1/2 (``combine="split"``: the point forecast stays the median, and the climatology
@@ -54,6 +55,7 @@ __all__ = [
     "extrapolated",
     "autocorrelation_time",
     "context_lags",
+    "varying_channels",
     "lag_stretch",
     "lagged_members",
     "lagged_spread",
@@ -180,6 +182,17 @@ class CalibrationConfig:
             (:func:`lagged_spread`; 0: no floor). The in-context errors come from other states of the attractor;
             the lagged forecasts see the forecast's own origin, and part where it is sensitive, as when the point
             forecast runs off the attractor.
+        spread_floor: ``kappa``, with :attr:`lagged_blend`: on a series of at most :attr:`spread_floor_channels`
+            varying channels the blended spread is at least this many times the in-context spread (0: no floor).
+            Lagged members cut from the same context can agree with each other while the forecast is poor (a
+            scalar observation of a higher-dimensional state, whose hidden part every member infers alike from
+            the same history), and the blend then follows their agreement below the errors the context measured.
+            0.5 was chosen on training founders seen through their first coordinate and through random
+            projections to 1-2 channels, where the intervals were too narrow (docs/probabilistic.md, twenty-first
+            round).
+        spread_floor_channels: the most varying channels (:func:`varying_channels`) a series may have for
+            :attr:`spread_floor` to apply. 2: a chaotic flow has at least three state variables, so a series of
+            one or two channels observes it partially; with more, a full state cannot be told from a partial one.
         perturbed_members: ``K``, members of a perturbed-context ensemble for the horizon (0: none): the context
             re-noised ``K`` times with white noise of its own observation noise level (:func:`noise_level`, each
             channel its own) and forecast again (:func:`perturbed_members`); the horizon's spread is at least
@@ -219,6 +232,8 @@ class CalibrationConfig:
     lags: tuple[int, ...] = (1, 2, 4, 8)
     lag_timescale: float = 24.0
     lagged_floor: float = 0.0
+    spread_floor: float = 0.5
+    spread_floor_channels: int = 2
     perturbed_members: int = 0
     perturbed_min_noise: float = 0.01
     perturbed_seed: int = 0
@@ -282,6 +297,11 @@ class CalibrationConfig:
             raise ValueError(f"horizon must be one of {HORIZONS}, got {self.horizon!r}")
         if self.lagged_floor < 0:
             raise ValueError(f"lagged_floor must be >= 0, got {self.lagged_floor}")
+        if self.spread_floor < 0 or self.spread_floor_channels < 1:
+            raise ValueError(
+                f"spread_floor must be >= 0 and spread_floor_channels >= 1, got {self.spread_floor} and "
+                f"{self.spread_floor_channels}"
+            )
         if self.lagged_noise_scale < 0 or self.short_lagged_noise_scale < 0:
             raise ValueError(
                 f"lagged_noise_scale and short_lagged_noise_scale must be >= 0, got {self.lagged_noise_scale} and "
@@ -439,6 +459,14 @@ def autocorrelation_time(context: np.ndarray, level: float = 0.5) -> np.ndarray:
         warnings.simplefilter("ignore", RuntimeWarning)
         first[~(acf[:, 0] > 1e-12 * np.nanmean(context**2, axis=1))] = np.nan  # constant channels (round-off)
         return np.nan_to_num(np.nanmedian(first, axis=1), nan=0.0)
+
+
+def varying_channels(context: np.ndarray) -> np.ndarray:
+    """``(B,)`` how many channels of a ``(B, T, C)`` context (NaN missing) take more than one value."""
+    seen = np.isfinite(context)
+    low = np.where(seen, context, np.inf).min(axis=1)
+    high = np.where(seen, context, -np.inf).max(axis=1)
+    return (high > low).sum(axis=1)
 
 
 def context_lags(config: CalibrationConfig, context: np.ndarray) -> np.ndarray:
@@ -668,12 +696,17 @@ def corrected(
 
 
 def distribution_spread(
-    spread: np.ndarray, lagged: np.ndarray | None, config: CalibrationConfig
+    spread: np.ndarray,
+    lagged: np.ndarray | None,
+    config: CalibrationConfig,
+    channels: np.ndarray | None = None,
 ) -> np.ndarray:
     """``(B, H, C)`` the spread of the quantiles and samples: the calibrated spread (:func:`lead_spread`) blended
     with the lagged ensemble's disagreement ``lagged`` (:func:`lagged_spread`; may be None where ``config``
     reads none) as ``spread^(1 - b) lagged^b``, ``b`` :attr:`CalibrationConfig.lagged_blend`, then kept at
-    least ``config.lagged_floor`` times ``lagged``."""
+    least ``config.lagged_floor`` times ``lagged``; with a blend, also at least ``config.spread_floor`` times
+    ``spread`` on the series whose ``channels`` ``(B,)`` (:func:`varying_channels`; needed then) are at most
+    :attr:`CalibrationConfig.spread_floor_channels`."""
     if not config.lagged_in_distribution:
         return spread
     if lagged is None or lagged.shape != spread.shape:
@@ -681,10 +714,19 @@ def distribution_spread(
             f"a lagged blend or floor needs the lagged ensemble's spread shaped as the spread {spread.shape}, "
             f"got {None if lagged is None else lagged.shape}"
         )
-    b = config.lagged_blend
+    b, blended = config.lagged_blend, spread
     if b > 0:  # lagged members that agree exactly (a constant series) still leave the smallest spread
-        spread = spread ** (1 - b) * np.maximum(lagged, config.min_spread) ** b
-    return np.maximum(spread, config.lagged_floor * lagged)
+        blended = spread ** (1 - b) * np.maximum(lagged, config.min_spread) ** b
+    blended = np.maximum(blended, config.lagged_floor * lagged)
+    if not config.spread_floor or b == 0:  # without a blend the spread is the in-context one
+        return blended
+    if channels is None or np.shape(channels) != spread.shape[:1]:
+        raise ValueError(
+            f"a spread floor needs each series' varying channels (varying_channels), {spread.shape[:1]}, got "
+            f"{None if channels is None else np.shape(channels)}"
+        )
+    partial = (np.asarray(channels) <= config.spread_floor_channels)[:, None, None]
+    return np.where(partial, np.maximum(blended, config.spread_floor * spread), blended)
 
 
 def horizon_spread(
@@ -800,7 +842,7 @@ class ForecastDistribution:
         if lagged is not None:
             lagged = corrected(lagged, context, config, errors, prefix)
         horizon = horizon_spread(spread, lagged, config, perturbed) if with_horizon else None
-        blended = distribution_spread(spread, lagged, config)
+        blended = distribution_spread(spread, lagged, config, varying_channels(context))
         return cls(point, blended, context, config.combine, config.scale_spread, horizon)
 
     @property

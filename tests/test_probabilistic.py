@@ -31,6 +31,7 @@ from panda_fm.uncertainty import (
     noise_level,
     perturbed_members,
     perturbed_spread,
+    varying_channels,
 )
 from tests.conftest import integrate
 
@@ -170,12 +171,20 @@ def test_spread_grows_with_lead_and_crosses_the_threshold_on_chaos(lorenz) -> No
     )
     np.testing.assert_allclose(floored.spread, np.maximum(dist.spread, 2.0 * by_hand), rtol=1e-4, atol=1e-5)
     assert (floored.spread > dist.spread + 1e-3).any()
+    # a spread floor: at least kappa times the in-context spread on a series of at most spread_floor_channels
+    # varying channels; this 3-channel context is left alone by the default limit of 2
+    kept = np.maximum(dist.spread, 0.5 * bare.spread)
+    assert (kept > dist.spread + 1e-3).any()
+    for limit, expected in ((2, dist.spread), (3, kept)):
+        cal = replace(pipe.calibration, spread_floor=0.5, spread_floor_channels=limit)
+        floored, _, _ = pipe.forecast_distribution(lorenz[None, :512], 256, calibration=cal)
+        np.testing.assert_allclose(floored.spread, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_distribution_spread_by_hand() -> None:
     spread = np.array([0.1, 0.2, 0.3]).reshape(1, 3, 1)
     lagged = np.array([0.0, 0.3, 0.1]).reshape(1, 3, 1)
-    cfg = CalibrationConfig(lagged_floor=2.0, lagged_blend=0.0)
+    cfg = CalibrationConfig(lagged_floor=2.0, lagged_blend=0.0, spread_floor=0.0)
     np.testing.assert_allclose(distribution_spread(spread, lagged, cfg)[0, :, 0], [0.1, 0.6, 0.3])
     # a geometric blend, half each: sqrt(spread * lagged), a lagged spread of 0 counted as min_spread (1e-5)
     half = replace(cfg, lagged_floor=0.0, lagged_blend=0.5)
@@ -189,6 +198,17 @@ def test_distribution_spread_by_hand() -> None:
     np.testing.assert_allclose(
         distribution_spread(spread, lagged, replace(half, lagged_floor=2.0))[0, :, 0], [1e-3, 0.6, 0.2]
     )
+    # blended, then kept at least 0.5 times the in-context spread on a series of at most 2 varying channels:
+    # sqrt(0.1 * 1e-5) = 1e-3 < 0.05; not on one of 3
+    floored = replace(half, spread_floor=0.5)
+    np.testing.assert_allclose(
+        distribution_spread(spread, lagged, floored, np.array([2]))[0, :, 0], [0.05, 0.06**0.5, 0.03**0.5]
+    )
+    np.testing.assert_allclose(
+        distribution_spread(spread, lagged, floored, np.array([3])), distribution_spread(spread, lagged, half)
+    )
+    with pytest.raises(ValueError, match="spread floor needs each series' varying channels"):
+        distribution_spread(spread, lagged, floored)
     off = replace(cfg, lagged_floor=0.0)
     assert distribution_spread(spread, None, off) is spread and not off.lagged_in_distribution
     with pytest.raises(ValueError, match="lagged blend or floor needs"):
@@ -197,6 +217,11 @@ def test_distribution_spread_by_hand() -> None:
         distribution_spread(spread, None, half)
     with pytest.raises(ValueError, match="lagged_floor must be"):
         CalibrationConfig(lagged_floor=-1.0)
+    with pytest.raises(ValueError, match="spread_floor must be"):
+        CalibrationConfig(spread_floor=-0.5)
+    with pytest.raises(ValueError, match="spread_floor_channels >= 1"):
+        CalibrationConfig(spread_floor_channels=0)
+
     with pytest.raises(ValueError, match="lagged_blend must be"):
         CalibrationConfig(lagged_blend=1.5)
     with pytest.raises(ValueError, match="lags must be positive"):
@@ -204,6 +229,14 @@ def test_distribution_spread_by_hand() -> None:
     with pytest.raises(ValueError, match="lags must be positive"):
         CalibrationConfig(horizon="spread", lags=())  # the default blend reads the lagged ensemble
     assert CalibrationConfig(horizon="spread", lagged_blend=0.0).needs_lagged is False and cfg.needs_lagged
+
+
+def test_varying_channels_counts_channels_that_move() -> None:
+    t = np.linspace(0, 6, 50)
+    x = np.stack([np.sin(t), np.full_like(t, 2.0), np.cos(t)], axis=-1)[None].repeat(2, axis=0)  # (2, 50, 3)
+    x[1, :, 0] = np.nan  # a channel never observed
+    x[1, :10, 2] = np.nan  # a gap: still varying
+    np.testing.assert_array_equal(varying_channels(x), [2, 1])
 
 
 def test_noise_level_by_hand() -> None:

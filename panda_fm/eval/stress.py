@@ -39,7 +39,7 @@ import numpy as np
 
 from panda_fm.eval.testsets import _exclusive
 from panda_fm.systems.founders import HELD_OUT, load_founders
-from panda_fm.systems.store import DatasetWriter
+from panda_fm.systems.store import DatasetWriter, open_dataset
 
 if TYPE_CHECKING:
     from panda_fm.eval.runner import EvalConfig
@@ -137,11 +137,12 @@ def _first_coordinate(sid: str, traj: np.ndarray) -> np.ndarray:
     return traj[..., :1]
 
 
-def _projection(sid: str, traj: np.ndarray) -> np.ndarray:
+def _projection(sid: str, traj: np.ndarray, names: list[str] | None = None) -> np.ndarray:
     """A random projection, drawn from the system's name, of the state standardised per coordinate to 1 or 2
-    channels (2 for every other system in alphabetical order: the set holds both)."""
+    channels (2 for every other system of ``names`` in alphabetical order, default the held-out founders: the
+    set holds both)."""
     rng = np.random.default_rng([VERSION, *map(ord, sid)])
-    names = held_out_founders()
+    names = sorted(names) if names is not None else held_out_founders()
     channels = 1 + (names.index(sid) % 2 if sid in names else 0)
     z = (traj - traj.mean(axis=1, keepdims=True)) / traj.std(axis=1, keepdims=True)
     w = rng.standard_normal((traj.shape[-1], channels))
@@ -275,6 +276,39 @@ def dominant_period(traj: np.ndarray, dt: float) -> float:
     power = np.abs(np.fft.rfft(x)) ** 2
     freq = np.fft.rfftfreq(len(x), d=dt)
     return float(1.0 / freq[1 + np.argmax(power[1:])])
+
+
+#: Partial observations a dataset may be seen through (:func:`observed_dataset`), as the stress sets
+#: ``observed-x0`` and ``projected`` see the held-out founders.
+OBSERVATIONS = ("first", "projection")
+
+
+def observed_dataset(source: str | Path, out: str | Path, how: str) -> Path:
+    """Build (or reuse) at ``out`` a copy of the dataset ``source`` seen partially: ``"first"`` keeps each
+    system's first coordinate, ``"projection"`` a random projection of its standardised state to 1 or 2 channels
+    (2 for every other system in alphabetical order). Records and splits are kept; written whole or not at all.
+    Used to calibrate on partially observed systems of a calibration split (``benchmarks/probabilistic.py
+    --observe``)."""
+    if how not in OBSERVATIONS:
+        raise ValueError(f"unknown observation {how!r}; choose from {', '.join(OBSERVATIONS)}")
+    data, root = open_dataset(source), Path(out)
+    names = data.ids()
+    with _exclusive(root):
+        if (root / "manifest.jsonl").exists():
+            return root
+        tmp = root.with_name(root.name + ".tmp")
+        if tmp.exists():  # left by an interrupted build
+            shutil.rmtree(tmp)
+        meta = {"kind": "observed dataset", "source": str(source), "observe": how, "version": VERSION}
+        with DatasetWriter(tmp, metadata=meta) as writer:
+            for record in data:
+                sid = record["id"]
+                traj = np.asarray(data.load(sid), dtype=float)
+                seen = _first_coordinate(sid, traj) if how == "first" else _projection(sid, traj, names)
+                kept = {k: v for k, v in record.items() if k not in ("shard", "offset", "shape")}
+                writer.add(kept, seen)
+        tmp.rename(root)
+    return root
 
 
 def stress_sets() -> dict[str, StressSet]:

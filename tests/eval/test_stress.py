@@ -18,6 +18,7 @@ from panda_fm.eval.stress import (
     lorenz96,
     mackey_glass,
     merge_stress_reports,
+    observed_dataset,
     paired_ratio_ci,
     stress_dataset,
     stress_markdown,
@@ -74,6 +75,24 @@ def test_observed_sets_are_the_founders_seen_through_an_operator(cache):
     assert widths == {1, 2}
     # reused, not rebuilt: the same directory
     assert stress_dataset("noise-10", cache) == stress_dataset("context-192", cache)
+
+
+def test_observed_dataset_sees_any_dataset_as_the_observed_sets_see_the_founders(cache, tmp_path):
+    founders = stress_dataset("context-128", cache)
+    x0 = open_dataset(stress_dataset("observed-x0", cache))
+    projected = open_dataset(stress_dataset("projected", cache))
+    first = open_dataset(observed_dataset(founders, tmp_path / "first", "first"))
+    seen = open_dataset(observed_dataset(founders, tmp_path / "projection", "projection"))
+    assert first.ids("test") == seen.ids("test") == x0.ids("test")
+    for name in x0.ids("test"):
+        np.testing.assert_array_equal(first.load(name), x0.load(name))
+        np.testing.assert_allclose(seen.load(name), projected.load(name), rtol=1e-4, atol=1e-4)
+        assert first.record(name)["dt"] == x0.record(name)["dt"]
+    # reused as built; an unknown observation is refused before anything is written
+    assert observed_dataset(founders, tmp_path / "first", "first") == tmp_path / "first"
+    with pytest.raises(ValueError, match="unknown observation 'last'"):
+        observed_dataset(founders, tmp_path / "last", "last")
+    assert not (tmp_path / "last").exists()
 
 
 class _Picky(NaiveForecaster):
