@@ -8,14 +8,14 @@
 ``calibration`` runs 16 training founders (never the held-out ones; with ``--data`` a generated dataset's training
 split), ``test`` the 20 held-out founders (or with ``--data`` a generated dataset's test split); founders at 100
 samples a dominant period, as the training data, or at ``--pts-per-period``; with ``--observe`` partially
-observed (the first coordinate, or a random projection to 1-2 channels). Each with the pipeline's default
-calibration, its predictability horizon read off the calibrated spread instead of the time-lagged ensemble's (the
-horizon before), the first round's plain mixture, the defaults before later rounds and the residual bootstrap (on
-the calibration split also the horizon's other candidates), beside the probabilistic baselines (with
-``--candidate``, a calibration round's choices too). Both at noise 0 and 0.05, horizons 64, 128 and 256, and write
-``{split}.md`` and ``{split}.json`` (summaries; ``-generated``, ``-ppp{N}`` and ``-{observe}`` added to the name as
-they apply), the reliability diagram ``{split}_reliability.png`` and fans of the first system's first window into
-``--out``.
+observed (the first coordinate, or a random projection to 1-2 channels); with ``--missing`` a fraction of every
+context's entries removed at random. Each with the pipeline's default calibration, its predictability horizon read
+off the calibrated spread instead of the time-lagged ensemble's (the horizon before), the first round's plain
+mixture, the defaults before later rounds and the residual bootstrap (on the calibration split also the horizon's
+other candidates), beside the probabilistic baselines (with ``--candidate``, a calibration round's choices too).
+Both at noise 0 and 0.05, horizons 64, 128 and 256, and write ``{split}.md`` and ``{split}.json`` (summaries;
+``-generated``, ``-ppp{N}``, ``-{observe}`` and ``-missing{PERCENT}`` added to the name as they apply), the
+reliability diagram ``{split}_reliability.png`` and fans of the first system's first window into ``--out``.
 """
 
 from __future__ import annotations
@@ -93,6 +93,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="see every system partially: its first coordinate, or a random projection to 1-2 channels (as the "
         "stress sets observed-x0 and projected); adds '-first' or '-projection' to the outputs' names",
     )
+    p.add_argument(
+        "--missing",
+        type=float,
+        default=0.0,
+        help="fraction of the context entries removed at random (EvalConfig.missing); the baselines that need "
+        "complete contexts (NVAR, the analogue ensemble) are left out; adds '-missing{PERCENT}' to the outputs' names",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     return p.parse_args(argv)
 
@@ -137,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from panda_fm import PandaPipeline
     from panda_fm.eval.probabilistic import (
+        Climatology,
         ModelQuantiles,
         default_baselines,
         evaluate_quantiles,
@@ -171,6 +179,13 @@ def main(argv: list[str] | None = None) -> int:
             root, cache / "observed" / f"{root.name}-{source.manifest_hash[:8]}-{args.observe}", args.observe
         )
         tag += f"-{args.observe}"
+    if args.missing:
+        import warnings
+
+        from panda_fm import MissingDataWarning
+
+        tag += f"-missing{100 * args.missing:g}"
+        warnings.simplefilter("ignore", MissingDataWarning)  # every window has some: the point of the run
     config = EvalConfig(
         split="train" if args.data and args.split == "calibration" else "test",
         horizons=(64, 128, 256),
@@ -180,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=1 if args.split == "calibration" else 0,
         max_systems=args.max_systems,
         batch_size=8,
+        missing=args.missing,
     )
     pipe = PandaPipeline.from_pretrained(args.checkpoint)
     name = Path(args.checkpoint).name
@@ -220,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.split == "calibration":  # the horizon's other candidates (docs/probabilistic.md)
         variants[f"{name}/horizon geometric"] = ("mixture", replace(cal, horizon="geometric"))
         variants[f"{name}/horizon lagged (4, 8)"] = ("mixture", replace(cal, lags=(4, 8)))
-    methods = [ModelQuantiles(pipe, name, variants, batch_size=8), *default_baselines()]
+    baselines = [Climatology()] if args.missing else default_baselines()  # the others need complete contexts
+    methods = [ModelQuantiles(pipe, name, variants, batch_size=8), *baselines]
     t = time.perf_counter()
     report = evaluate_quantiles(methods, open_dataset(root), config)
     wall = time.perf_counter() - t

@@ -56,6 +56,7 @@ __all__ = [
     "autocorrelation_time",
     "context_lags",
     "varying_channels",
+    "spread_floored",
     "lag_stretch",
     "lagged_members",
     "lagged_spread",
@@ -469,6 +470,12 @@ def varying_channels(context: np.ndarray) -> np.ndarray:
     return (high > low).sum(axis=1)
 
 
+def spread_floored(config: CalibrationConfig, context: np.ndarray) -> np.ndarray:
+    """``(B,)`` the series of a ``(B, T, C)`` context that :attr:`CalibrationConfig.spread_floor` applies to: those
+    of at most :attr:`CalibrationConfig.spread_floor_channels` varying channels (:func:`varying_channels`)."""
+    return varying_channels(context) <= config.spread_floor_channels
+
+
 def context_lags(config: CalibrationConfig, context: np.ndarray) -> np.ndarray:
     """``(B, K)`` each series' lags: :attr:`CalibrationConfig.lags`, stretched by ``tau / lag_timescale`` where a
     context's autocorrelation time ``tau`` (:func:`autocorrelation_time`) is longer than
@@ -699,14 +706,13 @@ def distribution_spread(
     spread: np.ndarray,
     lagged: np.ndarray | None,
     config: CalibrationConfig,
-    channels: np.ndarray | None = None,
+    floored: np.ndarray | None = None,
 ) -> np.ndarray:
     """``(B, H, C)`` the spread of the quantiles and samples: the calibrated spread (:func:`lead_spread`) blended
     with the lagged ensemble's disagreement ``lagged`` (:func:`lagged_spread`; may be None where ``config``
     reads none) as ``spread^(1 - b) lagged^b``, ``b`` :attr:`CalibrationConfig.lagged_blend`, then kept at
     least ``config.lagged_floor`` times ``lagged``; with a blend, also at least ``config.spread_floor`` times
-    ``spread`` on the series whose ``channels`` ``(B,)`` (:func:`varying_channels`; needed then) are at most
-    :attr:`CalibrationConfig.spread_floor_channels`."""
+    ``spread`` on the series where ``floored`` ``(B,)`` (:func:`spread_floored`; needed then) is true."""
     if not config.lagged_in_distribution:
         return spread
     if lagged is None or lagged.shape != spread.shape:
@@ -720,13 +726,13 @@ def distribution_spread(
     blended = np.maximum(blended, config.lagged_floor * lagged)
     if not config.spread_floor or b == 0:  # without a blend the spread is the in-context one
         return blended
-    if channels is None or np.shape(channels) != spread.shape[:1]:
+    if floored is None or np.shape(floored) != spread.shape[:1]:
         raise ValueError(
-            f"a spread floor needs each series' varying channels (varying_channels), {spread.shape[:1]}, got "
-            f"{None if channels is None else np.shape(channels)}"
+            f"a spread floor needs the series it applies to (spread_floored), {spread.shape[:1]}, got "
+            f"{None if floored is None else np.shape(floored)}"
         )
-    partial = (np.asarray(channels) <= config.spread_floor_channels)[:, None, None]
-    return np.where(partial, np.maximum(blended, config.spread_floor * spread), blended)
+    kept = np.maximum(blended, config.spread_floor * spread)
+    return np.where(np.asarray(floored, dtype=bool)[:, None, None], kept, blended)
 
 
 def horizon_spread(
@@ -842,7 +848,7 @@ class ForecastDistribution:
         if lagged is not None:
             lagged = corrected(lagged, context, config, errors, prefix)
         horizon = horizon_spread(spread, lagged, config, perturbed) if with_horizon else None
-        blended = distribution_spread(spread, lagged, config, varying_channels(context))
+        blended = distribution_spread(spread, lagged, config, spread_floored(config, context))
         return cls(point, blended, context, config.combine, config.scale_spread, horizon)
 
     @property

@@ -31,6 +31,7 @@ from panda_fm.uncertainty import (
     noise_level,
     perturbed_members,
     perturbed_spread,
+    spread_floored,
     varying_channels,
 )
 from tests.conftest import integrate
@@ -198,16 +199,17 @@ def test_distribution_spread_by_hand() -> None:
     np.testing.assert_allclose(
         distribution_spread(spread, lagged, replace(half, lagged_floor=2.0))[0, :, 0], [1e-3, 0.6, 0.2]
     )
-    # blended, then kept at least 0.5 times the in-context spread on a series of at most 2 varying channels:
-    # sqrt(0.1 * 1e-5) = 1e-3 < 0.05; not on one of 3
+    # blended, then kept at least 0.5 times the in-context spread on a series the floor applies to (one of 1-2
+    # channels, spread_floored): sqrt(0.1 * 1e-5) = 1e-3 < 0.05; not on another
     floored = replace(half, spread_floor=0.5)
     np.testing.assert_allclose(
-        distribution_spread(spread, lagged, floored, np.array([2]))[0, :, 0], [0.05, 0.06**0.5, 0.03**0.5]
+        distribution_spread(spread, lagged, floored, np.array([True]))[0, :, 0], [0.05, 0.06**0.5, 0.03**0.5]
     )
     np.testing.assert_allclose(
-        distribution_spread(spread, lagged, floored, np.array([3])), distribution_spread(spread, lagged, half)
+        distribution_spread(spread, lagged, floored, np.array([False])),
+        distribution_spread(spread, lagged, half),
     )
-    with pytest.raises(ValueError, match="spread floor needs each series' varying channels"):
+    with pytest.raises(ValueError, match="spread floor needs the series it applies to"):
         distribution_spread(spread, lagged, floored)
     off = replace(cfg, lagged_floor=0.0)
     assert distribution_spread(spread, None, off) is spread and not off.lagged_in_distribution
@@ -237,6 +239,14 @@ def test_varying_channels_counts_channels_that_move() -> None:
     x[1, :, 0] = np.nan  # a channel never observed
     x[1, :10, 2] = np.nan  # a gap: still varying
     np.testing.assert_array_equal(varying_channels(x), [2, 1])
+    # the floor applies to series of 1-2 varying channels (both of x), not to those of more (a gap or not)
+    np.testing.assert_array_equal(spread_floored(CalibrationConfig(), x), [True, True])
+    x3 = np.stack([np.sin(t), np.cos(t), np.sin(2 * t)], axis=-1)[None].repeat(2, axis=0)
+    x3[1, ::5, 1] = np.nan
+    np.testing.assert_array_equal(spread_floored(CalibrationConfig(), x3), [False, False])
+    np.testing.assert_array_equal(
+        spread_floored(CalibrationConfig(spread_floor_channels=3), x3), [True, True]
+    )
 
 
 def test_noise_level_by_hand() -> None:

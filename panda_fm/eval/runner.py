@@ -61,6 +61,8 @@ class EvalConfig:
         batch_size: windows per ``predict`` call.
         max_systems: evaluate only the first this many systems of the split (None: all).
         n_samples: windows (the first of the first systems) whose forecasts are kept for plots.
+        missing: fraction of the context entries the methods see as missing (NaN), each entry independently
+            (after the noise; seeded by system, level and batch as the noise is); 0: complete contexts.
     """
 
     horizons: tuple[int, ...] = (128, 256, 512)
@@ -75,6 +77,7 @@ class EvalConfig:
     batch_size: int = 32
     max_systems: int | None = None
     n_samples: int = 6
+    missing: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.horizons or min(self.horizons) < 1:
@@ -91,6 +94,8 @@ class EvalConfig:
             raise ValueError("vpt_threshold and kl_bandwidth must be positive")
         if self.max_systems is not None and self.max_systems < 1:
             raise ValueError(f"max_systems must be >= 1 or None, got {self.max_systems}")
+        if not 0 <= self.missing < 1:
+            raise ValueError(f"missing must be a fraction in [0, 1), got {self.missing}")
         if self.split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {self.split!r}")
 
@@ -214,13 +219,18 @@ def noisy_batches(
     system: str, windows: list[Window], config: EvalConfig
 ) -> Iterator[tuple[float, int, list[Window], np.ndarray]]:
     """The windows of one system in batches, at every noise level: ``(sigma, offset of the batch's first
-    window, the batch, the contexts the methods see (B, T, C))``; the noise is seeded by system, level and
-    offset, so every method and every benchmark sees the same noisy contexts."""
+    window, the batch, the contexts the methods see (B, T, C))``; the noise (and the missing entries, with
+    :attr:`EvalConfig.missing`) is seeded by system, level and offset, so every method and every benchmark sees
+    the same noisy contexts."""
     for level, sigma in enumerate(config.noise):
         for lo in range(0, len(windows), config.batch_size):
             batch = windows[lo : lo + config.batch_size]
             clean = np.stack([w.context for w in batch])  # (B, T, C)
-            yield sigma, lo, batch, _noisy(clean, sigma, _system_seed(config.seed, system, level + 1, lo))
+            seen = _noisy(clean, sigma, _system_seed(config.seed, system, level + 1, lo))
+            if config.missing:
+                rng = np.random.default_rng(_system_seed(config.seed, system, level + 1, lo, 1))
+                seen = np.where(rng.random(seen.shape) < config.missing, np.nan, seen)
+            yield sigma, lo, batch, seen
 
 
 def score_window(

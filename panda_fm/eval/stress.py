@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
@@ -291,23 +291,33 @@ def observed_dataset(source: str | Path, out: str | Path, how: str) -> Path:
     --observe``)."""
     if how not in OBSERVATIONS:
         raise ValueError(f"unknown observation {how!r}; choose from {', '.join(OBSERVATIONS)}")
-    data, root = open_dataset(source), Path(out)
+    data = open_dataset(source)
     names = data.ids()
+
+    def systems() -> Iterator[tuple[dict, np.ndarray]]:
+        for record in data:
+            sid = record["id"]
+            traj = np.asarray(data.load(sid), dtype=float)
+            seen = _first_coordinate(sid, traj) if how == "first" else _projection(sid, traj, names)
+            yield {k: v for k, v in record.items() if k not in ("shard", "offset", "shape")}, seen
+
+    meta = {"kind": "observed dataset", "source": str(source), "observe": how, "version": VERSION}
+    return _build_once(Path(out), meta, systems)
+
+
+def _build_once(root: Path, metadata: dict, systems: Callable[[], Iterable[tuple[dict, np.ndarray]]]) -> Path:
+    """Write the dataset ``root`` from ``systems()`` (records and trajectories) unless it is there: under a lock,
+    into a temporary folder renamed when whole."""
     with _exclusive(root):
         if (root / "manifest.jsonl").exists():
             return root
         tmp = root.with_name(root.name + ".tmp")
         if tmp.exists():  # left by an interrupted build
             shutil.rmtree(tmp)
-        meta = {"kind": "observed dataset", "source": str(source), "observe": how, "version": VERSION}
-        with DatasetWriter(tmp, metadata=meta) as writer:
-            for record in data:
-                sid = record["id"]
-                traj = np.asarray(data.load(sid), dtype=float)
-                seen = _first_coordinate(sid, traj) if how == "first" else _projection(sid, traj, names)
-                kept = {k: v for k, v in record.items() if k not in ("shard", "offset", "shape")}
-                writer.add(kept, seen)
-        tmp.rename(root)
+        with DatasetWriter(tmp, metadata=metadata) as writer:
+            for record, traj in systems():
+                writer.add(record, traj)
+        tmp.rename(root)  # whole or not at all
     return root
 
 
@@ -354,21 +364,14 @@ def stress_dataset(name: str, cache_dir: str | Path) -> Path:
     if name not in sets:
         raise ValueError(f"unknown stress set {name!r}; choose from {', '.join(sets)}")
     build, data_name = sets[name].build, sets[name].data or name
-    root = Path(cache_dir) / f"stress-v{VERSION}" / data_name
-    with _exclusive(root):
-        if (root / "manifest.jsonl").exists():
-            return root
-        tmp = root.with_name(root.name + ".tmp")
-        if tmp.exists():  # left by an interrupted build
-            shutil.rmtree(tmp)
-        with DatasetWriter(
-            tmp, metadata={"kind": "stress set", "set": data_name, "version": VERSION}
-        ) as writer:
-            for sid, (traj, dt) in build().items():
-                record = {"id": sid, "split": "test", "dt": float(dt), "period": dominant_period(traj, dt)}
-                writer.add({**record, "founders": [sid]}, traj)
-        tmp.rename(root)  # whole or not at all
-    return root
+
+    def systems() -> Iterator[tuple[dict, np.ndarray]]:
+        for sid, (traj, dt) in build().items():
+            record = {"id": sid, "split": "test", "dt": float(dt), "period": dominant_period(traj, dt)}
+            yield {**record, "founders": [sid]}, traj
+
+    meta = {"kind": "stress set", "set": data_name, "version": VERSION}
+    return _build_once(Path(cache_dir) / f"stress-v{VERSION}" / data_name, meta, systems)
 
 
 # --- evaluation ----------------------------------------------------------------------------------------

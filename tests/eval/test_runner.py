@@ -14,7 +14,7 @@ import pytest
 from panda_fm.cli import main
 from panda_fm.eval.baselines import PipelineForecaster, checkpoint_forecasters
 from panda_fm.eval.report import read_report
-from panda_fm.eval.runner import EvalConfig, draw_windows, evaluate
+from panda_fm.eval.runner import EvalConfig, draw_windows, evaluate, noisy_batches, system_windows
 from panda_fm.eval.testsets import FounderTestsetConfig, founders_testset
 from panda_fm.forecasters import MeanForecaster, NaiveForecaster
 from panda_fm.systems.store import DatasetWriter, open_dataset
@@ -143,6 +143,27 @@ def test_every_method_sees_the_same_noisy_windows_scored_against_clean_truth(dat
         mu, sd = w.context.mean(0), w.context.std(0)
         y, f = (w.truth[:16] - mu) / sd, (noisy[-1] - mu) / sd
         assert r["metrics"]["mae@16"] == pytest.approx(np.abs(y - f).mean())
+
+
+def test_missing_entries_are_drawn_per_system_the_same_for_every_method(dataset_dir: Path) -> None:
+    cfg = EvalConfig(**{**CFG.__dict__, "noise": (0.0, 0.1), "missing": 0.2})
+    data = open_dataset(dataset_dir)
+    sid = data.ids("test")[0]
+    wins = system_windows(data, sid, cfg)
+    first = list(noisy_batches(sid, wins, cfg))
+    again = list(noisy_batches(sid, wins, cfg))
+    complete = list(noisy_batches(sid, wins, EvalConfig(**{**cfg.__dict__, "missing": 0.0})))
+    for (sigma, _, batch, seen), (_, _, _, seen2), (_, _, _, full) in zip(
+        first, again, complete, strict=True
+    ):
+        np.testing.assert_array_equal(seen, seen2)  # the same entries, the same noise
+        gone = np.isnan(seen)
+        assert 0.1 < gone.mean() < 0.3 and not np.isnan(full).any()
+        np.testing.assert_array_equal(seen[~gone], full[~gone])  # the rest as without missing entries
+        if sigma == 0:
+            np.testing.assert_array_equal(full, np.stack([w.context for w in batch]))
+    with pytest.raises(ValueError, match="missing must be a fraction"):
+        EvalConfig(missing=1.0)
 
 
 def test_bad_settings_raise_clear_errors(dataset_dir: Path) -> None:
