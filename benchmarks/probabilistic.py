@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{name}/noise correction unfaded": ("mixture", replace(cal, lagged_noise_stretch_power=0.0)),
         # the default before the twenty-first round (no spread floor on series of 1-2 channels)
         f"{name}/no spread floor": ("mixture", replace(cal, spread_floor=0.0)),
+        # the default before the twenty-fourth round (the floor the same whatever the sampling)
+        f"{name}/floor unstretched": ("mixture", replace(cal, spread_floor_stretch_power=0.0)),
         f"{name}/residual": ("residual", cal),
     }
     variants |= candidate_variants(name, cal, args.candidate)  # a round's choices beside the default

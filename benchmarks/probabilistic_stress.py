@@ -7,7 +7,7 @@ For each set (``panda_fm.eval.stress``; 3 windows a system, seed 0, as the stres
 checkpoint's quantiles with its calibration, with the climatology half reflected about the point forecast (the
 default before the eighteenth round), with the lags in steps (before the nineteenth), with the noise correction
 unfaded on stretched lags (before the twentieth), without the spread floor on series of 1-2 channels (before the
-twenty-first), with the lagged ensemble's noise correction off (the eighth round's calibration; on contexts under
+twenty-first), with that floor the same whatever the sampling (before the twenty-fourth), with the lagged ensemble's noise correction off (the eighth round's calibration; on contexts under
 192 steps the default since the thirteenth) and with the calibration before the fourteenth round (inflation 0.7, no
 lead correction), on the same windows, scored by the probabilistic benchmark at 64, 128 and 256 steps: CRPS,
 coverage of the 50% and 80% intervals (with their intervals over systems) and the horizon's Spearman correlation.
@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             ),
             # the default before the twenty-first round (no spread floor on series of 1-2 channels)
             f"{name}/no spread floor": ("mixture", replace(pipe.calibration, spread_floor=0.0)),
+            # the default before the twenty-fourth round (the floor the same whatever the sampling)
+            f"{name}/floor unstretched": ("mixture", replace(pipe.calibration, spread_floor_stretch_power=0.0)),
             f"{name}/no noise correction": ("mixture", off),
             # the calibration before the fourteenth round (docs/probabilistic.md)
             f"{name}/x0.7 no lead correction": (

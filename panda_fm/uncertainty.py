@@ -56,12 +56,13 @@ __all__ = [
     "autocorrelation_time",
     "context_lags",
     "varying_channels",
-    "spread_floored",
+    "spread_floors",
     "lag_stretch",
     "lagged_members",
     "lagged_spread",
     "perturbed_members",
     "perturbed_spread",
+    "analogue_members",
     "noise_level",
     "noise_corrected",
     "lead_offset",
@@ -78,6 +79,9 @@ SATURATION_MS = 2.0
 CLIMATOLOGY_GRID = 256  # quantiles of a context's values that represent its climatology
 NOISE_LEADS = 4  # the leads of the in-context errors that measure a context's noise level
 NOISE_ORDER = 6  # the order of the differences that measure a context's observation noise (noise_level)
+#: The delay vectors of :func:`analogue_members`: entries, steps between them, and the context's last steps that
+#: are not neighbours (they are the present itself).
+ANALOGUE_DELAYS, ANALOGUE_LAG, ANALOGUE_EXCLUSION = 4, 5, 16
 #: The ways the Gaussian part and the climatology join (:attr:`CalibrationConfig.combine`).
 COMBINES = ("mixture", "quantile", "shifted", "symmetric", "split")
 #: What the predictability horizon is read off (:attr:`CalibrationConfig.horizon`).
@@ -194,6 +198,19 @@ class CalibrationConfig:
         spread_floor_channels: the most varying channels (:func:`varying_channels`) a series may have for
             :attr:`spread_floor` to apply. 2: a chaotic flow has at least three state variables, so a series of
             one or two channels observes it partially; with more, a full state cannot be told from a partial one.
+        spread_floor_stretch_power: ``r``: the floor is ``kappa`` times the series' lag stretch
+            (:func:`lag_stretch`) to this power (:func:`spread_floors`; 0: ``kappa`` whatever the sampling, as
+            before the twenty-fourth round). A finely sampled context spans fewer periods of the dynamics, and its
+            in-context errors and lagged members see less of the attractor. 1 was chosen on training founders'
+            first coordinate at 400 samples a period (docs/probabilistic.md, twenty-fourth round).
+        analogue_weight: ``a``, the analogue ensemble's share of the part of the distribution that has lost track
+            (weight ``w``): ``(1 - w) Gaussian + w ((1 - a) climatology + a analogues)``, the analogues the
+            continuations of the context's states nearest its last one (:func:`analogue_members`). The context's
+            climatology is what a forecast that has lost track falls back to; the analogues' values at a lead are
+            the climatology conditioned on the present state, which a chaotic flow forgets only gradually. 0: none.
+            Not with ``combine="quantile"``; on a context with missing values, or too short for
+            :attr:`analogue_members` neighbours, the climatology alone.
+        analogue_members: ``k``, the analogue ensemble's members.
         perturbed_members: ``K``, members of a perturbed-context ensemble for the horizon (0: none): the context
             re-noised ``K`` times with white noise of its own observation noise level (:func:`noise_level`, each
             channel its own) and forecast again (:func:`perturbed_members`); the horizon's spread is at least
@@ -235,6 +252,9 @@ class CalibrationConfig:
     lagged_floor: float = 0.0
     spread_floor: float = 0.5
     spread_floor_channels: int = 2
+    spread_floor_stretch_power: float = 1.0
+    analogue_weight: float = 0.0
+    analogue_members: int = 32
     perturbed_members: int = 0
     perturbed_min_noise: float = 0.01
     perturbed_seed: int = 0
@@ -298,10 +318,19 @@ class CalibrationConfig:
             raise ValueError(f"horizon must be one of {HORIZONS}, got {self.horizon!r}")
         if self.lagged_floor < 0:
             raise ValueError(f"lagged_floor must be >= 0, got {self.lagged_floor}")
-        if self.spread_floor < 0 or self.spread_floor_channels < 1:
+        if not 0 <= self.analogue_weight <= 1 or self.analogue_members < 2:
             raise ValueError(
-                f"spread_floor must be >= 0 and spread_floor_channels >= 1, got {self.spread_floor} and "
-                f"{self.spread_floor_channels}"
+                f"analogue_weight must be in [0, 1] and analogue_members >= 2, got {self.analogue_weight} and "
+                f"{self.analogue_members}"
+            )
+        if self.analogue_weight and self.combine == "quantile":
+            raise ValueError(
+                "analogue_weight needs a combine other than 'quantile' (its climatology is one grid)"
+            )
+        if self.spread_floor < 0 or self.spread_floor_channels < 1 or self.spread_floor_stretch_power < 0:
+            raise ValueError(
+                f"spread_floor and spread_floor_stretch_power must be >= 0 and spread_floor_channels >= 1, got "
+                f"{self.spread_floor}, {self.spread_floor_stretch_power} and {self.spread_floor_channels}"
             )
         if self.lagged_noise_scale < 0 or self.short_lagged_noise_scale < 0:
             raise ValueError(
@@ -470,10 +499,13 @@ def varying_channels(context: np.ndarray) -> np.ndarray:
     return (high > low).sum(axis=1)
 
 
-def spread_floored(config: CalibrationConfig, context: np.ndarray) -> np.ndarray:
-    """``(B,)`` the series of a ``(B, T, C)`` context that :attr:`CalibrationConfig.spread_floor` applies to: those
-    of at most :attr:`CalibrationConfig.spread_floor_channels` varying channels (:func:`varying_channels`)."""
-    return varying_channels(context) <= config.spread_floor_channels
+def spread_floors(config: CalibrationConfig, context: np.ndarray) -> np.ndarray:
+    """``(B,)`` each series' spread floor ``kappa`` (:attr:`CalibrationConfig.spread_floor`) for a ``(B, T, C)``
+    context: on a series of at most :attr:`CalibrationConfig.spread_floor_channels` varying channels
+    (:func:`varying_channels`), ``spread_floor`` times its lag stretch (:func:`lag_stretch`) to the power
+    :attr:`CalibrationConfig.spread_floor_stretch_power`; 0 on the others."""
+    kappa = config.spread_floor * lag_stretch(config, context) ** config.spread_floor_stretch_power
+    return np.where(varying_channels(context) <= config.spread_floor_channels, kappa, 0.0)
 
 
 def context_lags(config: CalibrationConfig, context: np.ndarray) -> np.ndarray:
@@ -549,6 +581,37 @@ def lagged_spread(members: np.ndarray, point: np.ndarray) -> np.ndarray:
         raise ValueError(f"members {members.shape} must be (B, K, H, C) for a point forecast {point.shape}")
     rms = np.sqrt(np.mean((members - point[:, None]) ** 2, axis=1))
     return np.maximum.accumulate(rms, axis=1)
+
+
+def analogue_members(
+    context: np.ndarray,
+    length: int,
+    k: int,
+    delays: int = ANALOGUE_DELAYS,
+    lag: int = ANALOGUE_LAG,
+    exclusion: int = ANALOGUE_EXCLUSION,
+) -> np.ndarray:
+    """``(B, k, length, C)`` an analogue ensemble of complete ``(B, T, C)`` contexts: the continuations of the
+    ``k`` earlier states nearest the last one.
+
+    States are delay vectors (``delays`` entries ``lag`` steps apart, every channel). Member ``i`` follows the
+    context from the ``i``-th nearest earlier state on; reaching the end of the context, it jumps back to that
+    state's successor and goes on (a member never leaves the attractor). States within the last ``exclusion``
+    steps are not neighbours."""
+    B, T, C = context.shape
+    ends = np.arange(
+        (delays - 1) * lag, T - exclusion
+    )  # candidate states (their successors lie in the context)
+    if len(ends) < k:
+        raise ValueError(f"a context of {T} steps has fewer than k={k} candidate states; lower k")
+    taps = -lag * np.arange(delays)  # (D,)
+    candidates = context[:, ends[:, None] + taps]  # (B, S, D, C)
+    now = context[:, (T - 1) + taps]  # (B, D, C)
+    dist = ((candidates - now[:, None]) ** 2).sum(axis=(2, 3))  # (B, S)
+    nearest = ends[np.argsort(dist, axis=1)[:, :k]]  # (B, k)
+    cycle = T - 1 - nearest  # steps a member runs before it reaches the end
+    t = nearest[..., None] + 1 + np.arange(length)[None, None] % cycle[..., None]  # (B, k, H)
+    return np.take_along_axis(context[:, None], np.broadcast_to(t[..., None], (*t.shape, C)), axis=2)
 
 
 def perturbed_members(
@@ -706,13 +769,13 @@ def distribution_spread(
     spread: np.ndarray,
     lagged: np.ndarray | None,
     config: CalibrationConfig,
-    floored: np.ndarray | None = None,
+    floors: np.ndarray | None = None,
 ) -> np.ndarray:
     """``(B, H, C)`` the spread of the quantiles and samples: the calibrated spread (:func:`lead_spread`) blended
     with the lagged ensemble's disagreement ``lagged`` (:func:`lagged_spread`; may be None where ``config``
     reads none) as ``spread^(1 - b) lagged^b``, ``b`` :attr:`CalibrationConfig.lagged_blend`, then kept at
-    least ``config.lagged_floor`` times ``lagged``; with a blend, also at least ``config.spread_floor`` times
-    ``spread`` on the series where ``floored`` ``(B,)`` (:func:`spread_floored`; needed then) is true."""
+    least ``config.lagged_floor`` times ``lagged``; with a blend and a :attr:`CalibrationConfig.spread_floor`,
+    also at least ``floors`` ``(B,)`` (:func:`spread_floors`; needed then) times ``spread``."""
     if not config.lagged_in_distribution:
         return spread
     if lagged is None or lagged.shape != spread.shape:
@@ -726,13 +789,12 @@ def distribution_spread(
     blended = np.maximum(blended, config.lagged_floor * lagged)
     if not config.spread_floor or b == 0:  # without a blend the spread is the in-context one
         return blended
-    if floored is None or np.shape(floored) != spread.shape[:1]:
+    if floors is None or np.shape(floors) != spread.shape[:1]:
         raise ValueError(
-            f"a spread floor needs the series it applies to (spread_floored), {spread.shape[:1]}, got "
-            f"{None if floored is None else np.shape(floored)}"
+            f"a spread floor needs each series' floor (spread_floors), shaped {spread.shape[:1]}, got "
+            f"{None if floors is None else np.shape(floors)}"
         )
-    kept = np.maximum(blended, config.spread_floor * spread)
-    return np.where(np.asarray(floored, dtype=bool)[:, None, None], kept, blended)
+    return np.maximum(blended, np.asarray(floors, dtype=float)[:, None, None] * spread)
 
 
 def horizon_spread(
@@ -794,6 +856,9 @@ class ForecastDistribution:
         scale_spread: std of the log of the Gaussian part's scale (0: one Gaussian; see :class:`CalibrationConfig`).
         horizon_spread: ``(B, H, C)`` the spread the predictability horizon is read off (:func:`horizon_spread`);
             None: :attr:`spread`.
+        analogues: ``(B, K, H, C)`` an analogue ensemble of the context (:func:`analogue_members`; a series of
+            NaN where it has none), the share :attr:`analogue_weight` of the part that has lost track; None: none.
+        analogue_weight: see :attr:`CalibrationConfig.analogue_weight`.
     """
 
     point: np.ndarray
@@ -802,7 +867,12 @@ class ForecastDistribution:
     combine: str = "mixture"
     scale_spread: float = 0.0
     horizon_spread: np.ndarray | None = None
+    analogues: np.ndarray | None = None
+    analogue_weight: float = 0.0
     _grid: np.ndarray = field(init=False, repr=False)
+    _analogue_paths: np.ndarray | None = field(init=False, repr=False, default=None)
+    _sorted_analogues: np.ndarray | None = field(init=False, repr=False, default=None)
+    _analogue_share: np.ndarray | None = field(init=False, repr=False, default=None)
     _median_shift: np.ndarray | None = field(init=False, repr=False, default=None)
     _point_share: np.ndarray | None = field(init=False, repr=False, default=None)
 
@@ -815,6 +885,22 @@ class ForecastDistribution:
             )
         levels = (np.arange(CLIMATOLOGY_GRID) + 0.5) / CLIMATOLOGY_GRID
         self._grid = np.moveaxis(np.nanquantile(self.context, levels, axis=1), 0, 1)  # (B, G, C)
+        if self.analogues is not None:
+            B, H, C = self.point.shape
+            if self.analogues.ndim != 4 or self.analogues.shape[0] != B or self.analogues.shape[2:] != (H, C):
+                raise ValueError(
+                    f"analogues must be shaped (B, K, H, C) = ({B}, K, {H}, {C}), got {self.analogues.shape}"
+                )
+            if self.combine == "quantile":
+                raise ValueError(
+                    "analogues need a combine other than 'quantile' (its climatology is one grid)"
+                )
+            has = np.isfinite(self.analogues).all(axis=(1, 2, 3))  # (B,)
+            self._analogue_share = np.where(has, self.analogue_weight, 0.0)[:, None, None]  # (B, 1, 1)
+            self._analogue_paths = np.where(has[:, None, None, None], self.analogues, 0.0)
+            self._sorted_analogues = np.sort(
+                np.moveaxis(self._analogue_paths, 1, -1), axis=-1
+            )  # (B, H, C, K)
 
     @classmethod
     def calibrated(
@@ -848,8 +934,25 @@ class ForecastDistribution:
         if lagged is not None:
             lagged = corrected(lagged, context, config, errors, prefix)
         horizon = horizon_spread(spread, lagged, config, perturbed) if with_horizon else None
-        blended = distribution_spread(spread, lagged, config, spread_floored(config, context))
-        return cls(point, blended, context, config.combine, config.scale_spread, horizon)
+        blended = distribution_spread(spread, lagged, config, spread_floors(config, context))
+        analogues = None
+        if config.analogue_weight:  # NaN for a series with missing values or too short a context
+            B, H, C = point.shape
+            analogues = np.full((B, config.analogue_members, H, C), np.nan)
+            complete = np.isfinite(context).all(axis=(1, 2))
+            candidates = context.shape[1] - ANALOGUE_EXCLUSION - (ANALOGUE_DELAYS - 1) * ANALOGUE_LAG
+            if complete.any() and candidates >= config.analogue_members:
+                analogues[complete] = analogue_members(context[complete], H, config.analogue_members)
+        return cls(
+            point,
+            blended,
+            context,
+            config.combine,
+            config.scale_spread,
+            horizon,
+            analogues,
+            config.analogue_weight,
+        )
 
     @property
     def weight(self) -> np.ndarray:
@@ -859,18 +962,25 @@ class ForecastDistribution:
     @property
     def mean(self) -> np.ndarray:
         """``(B, H, C)`` the mean of the distribution."""
-        if self.combine == "symmetric":
+        if self.combine == "symmetric" and self.analogues is None:
             return self.point.copy()
         w = self.weight
-        if self.combine == "split":  # each side's mean, half each (the point where a side has no values)
+        if self.combine == "symmetric":
+            lost = self.point
+        elif self.combine == "split":  # each side's mean, half each (the point where a side has no values)
             G = self._grid.shape[1]
             sums = np.concatenate([np.zeros_like(self._grid[:, :1]), np.cumsum(self._grid, axis=1)], axis=1)
             n = np.rint(self._below * G).astype(int)  # (B, H, C) grid values at or below the point
             below = np.take_along_axis(sums, n, axis=1)
             low = np.where(n > 0, below / np.maximum(n, 1), self.point)
             high = np.where(n < G, (sums[:, -1:] - below) / np.maximum(G - n, 1), self.point)
-            return (1 - w) * self.point + w * 0.5 * (low + high)
-        mean = (1 - w) * self.point + w * self._grid.mean(axis=1, keepdims=True)  # mixture and quantile
+            lost = 0.5 * (low + high)
+        else:  # mixture, quantile and shifted
+            lost = self._grid.mean(axis=1, keepdims=True)
+        if self.analogues is not None:
+            a = self._analogue_share
+            lost = (1 - a) * lost + a * self._sorted_analogues.mean(axis=-1)
+        mean = (1 - w) * self.point + w * lost
         return mean + self._shift if self.combine == "shifted" else mean
 
     @property
@@ -920,7 +1030,16 @@ class ForecastDistribution:
             clim = 0.5 * (clim + 1 - self._climatology_cdf(2 * mu - x))
         elif self.combine == "split":
             clim = self._split_cdf(x)
+        if self.analogues is not None:
+            a = self._analogue_share[expand]
+            clim = (1 - a) * clim + a * self._analogue_cdf(x)
         return (1 - w) * gauss + w * clim
+
+    def _analogue_cdf(self, x: np.ndarray) -> np.ndarray:
+        """Fraction of the analogue members at or below ``x`` ``(B, H, C, ...)``, at each lead."""
+        members = self._sorted_analogues
+        members = members.reshape(*members.shape[:3], *([1] * (x.ndim - 3)), members.shape[-1])
+        return (members <= x[..., None]).mean(axis=-1)
 
     @property
     def _below(self) -> np.ndarray:
@@ -1006,6 +1125,9 @@ class ForecastDistribution:
         s = self.spread[..., None] * max(f for f, _ in self._scales())
         g_lo = self._grid[:, :1, :, None]  # (B, 1, C, 1)
         g_hi = self._grid[:, -1:, :, None]
+        if self.analogues is not None:  # members may lie beyond the grid's outer quantiles
+            g_lo = np.minimum(g_lo, self._sorted_analogues[..., :1])  # (B, H, C, 1)
+            g_hi = np.maximum(g_hi, self._sorted_analogues[..., -1:])
         lo = np.minimum(np.minimum(mu - 10 * s, g_lo), 2 * mu - g_hi) * np.ones(levels.shape)  # (B, H, C, Q)
         hi = np.maximum(np.maximum(mu + 10 * s, g_hi), 2 * mu - g_lo) * np.ones(levels.shape)
         for _ in range(iterations):
@@ -1033,7 +1155,8 @@ class ForecastDistribution:
         context starting at a random step: a state of the attractor, wandering as the attractor does (for
         ``"symmetric"``, half the paths its mirror image about the point forecast; for ``"split"``, each value
         moved to the split climatology's quantile at its level in the climatology; for ``"shifted"``, every path
-        moved by the shift of the median).
+        moved by the shift of the median), or with :attr:`analogues`, for their share of paths, one analogue
+        member chosen at random.
         """
         B, H, C = self.point.shape
         T = self.context.shape[1]
@@ -1071,5 +1194,10 @@ class ForecastDistribution:
             jitter = generator.uniform(size=level.shape) / CLIMATOLOGY_GRID  # uniform within the grid's step
             u = np.clip(np.moveaxis(level - jitter, -1, 1), 0.0, 1.0)
             stretch = self._split_values(u)
+        if self.analogues is not None:  # the analogues' share of paths follows one member once lost
+            member = generator.integers(0, self._analogue_paths.shape[1], size=(B, K, 1, 1))
+            follow = np.take_along_axis(self._analogue_paths, np.broadcast_to(member, (B, K, H, C)), axis=1)
+            chosen = generator.uniform(size=(B, K, 1, 1)) < self._analogue_share[:, None]
+            stretch = np.where(chosen, follow, stretch)
         paths = np.where(lost, stretch, tracked)
         return paths + self._shift[:, None] if self.combine == "shifted" else paths

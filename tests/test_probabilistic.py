@@ -15,6 +15,7 @@ from panda_fm.uncertainty import (
     MAX_LAG_STRETCH,
     CalibrationConfig,
     ForecastDistribution,
+    analogue_members,
     autocorrelation_time,
     context_lags,
     corrected,
@@ -31,7 +32,7 @@ from panda_fm.uncertainty import (
     noise_level,
     perturbed_members,
     perturbed_spread,
-    spread_floored,
+    spread_floors,
     varying_channels,
 )
 from tests.conftest import integrate
@@ -199,17 +200,20 @@ def test_distribution_spread_by_hand() -> None:
     np.testing.assert_allclose(
         distribution_spread(spread, lagged, replace(half, lagged_floor=2.0))[0, :, 0], [1e-3, 0.6, 0.2]
     )
-    # blended, then kept at least 0.5 times the in-context spread on a series the floor applies to (one of 1-2
-    # channels, spread_floored): sqrt(0.1 * 1e-5) = 1e-3 < 0.05; not on another
+    # blended, then kept at least its floor (spread_floors) times the in-context spread: sqrt(0.1 * 1e-5) = 1e-3
+    # < 0.5 * 0.1; a floor of 1.5 lifts every lead; a floor of 0 (a series it does not apply to) none
     floored = replace(half, spread_floor=0.5)
     np.testing.assert_allclose(
-        distribution_spread(spread, lagged, floored, np.array([True]))[0, :, 0], [0.05, 0.06**0.5, 0.03**0.5]
+        distribution_spread(spread, lagged, floored, np.array([0.5]))[0, :, 0], [0.05, 0.06**0.5, 0.03**0.5]
     )
     np.testing.assert_allclose(
-        distribution_spread(spread, lagged, floored, np.array([False])),
+        distribution_spread(spread, lagged, floored, np.array([1.5]))[0, :, 0], [0.15, 0.3, 0.45]
+    )
+    np.testing.assert_allclose(
+        distribution_spread(spread, lagged, floored, np.array([0.0])),
         distribution_spread(spread, lagged, half),
     )
-    with pytest.raises(ValueError, match="spread floor needs the series it applies to"):
+    with pytest.raises(ValueError, match="spread floor needs each series' floor"):
         distribution_spread(spread, lagged, floored)
     off = replace(cfg, lagged_floor=0.0)
     assert distribution_spread(spread, None, off) is spread and not off.lagged_in_distribution
@@ -219,10 +223,12 @@ def test_distribution_spread_by_hand() -> None:
         distribution_spread(spread, None, half)
     with pytest.raises(ValueError, match="lagged_floor must be"):
         CalibrationConfig(lagged_floor=-1.0)
-    with pytest.raises(ValueError, match="spread_floor must be"):
+    with pytest.raises(ValueError, match="spread_floor and spread_floor_stretch_power must be >= 0"):
         CalibrationConfig(spread_floor=-0.5)
     with pytest.raises(ValueError, match="spread_floor_channels >= 1"):
         CalibrationConfig(spread_floor_channels=0)
+    with pytest.raises(ValueError, match="spread_floor and spread_floor_stretch_power must be >= 0"):
+        CalibrationConfig(spread_floor_stretch_power=-1.0)
 
     with pytest.raises(ValueError, match="lagged_blend must be"):
         CalibrationConfig(lagged_blend=1.5)
@@ -239,14 +245,33 @@ def test_varying_channels_counts_channels_that_move() -> None:
     x[1, :, 0] = np.nan  # a channel never observed
     x[1, :10, 2] = np.nan  # a gap: still varying
     np.testing.assert_array_equal(varying_channels(x), [2, 1])
-    # the floor applies to series of 1-2 varying channels (both of x), not to those of more (a gap or not)
-    np.testing.assert_array_equal(spread_floored(CalibrationConfig(), x), [True, True])
+    # the floor applies to series of 1-2 varying channels (both of x), not to those of more (a gap or not); these
+    # series are unstretched (an autocorrelation time of a few steps), so the floor is kappa whatever the power
+    cal = CalibrationConfig(spread_floor=0.5)
+    assert (lag_stretch(cal, x) == 1).all()
+    np.testing.assert_array_equal(spread_floors(cal, x), [0.5, 0.5])
+    np.testing.assert_array_equal(spread_floors(replace(cal, spread_floor_stretch_power=2.0), x), [0.5, 0.5])
     x3 = np.stack([np.sin(t), np.cos(t), np.sin(2 * t)], axis=-1)[None].repeat(2, axis=0)
     x3[1, ::5, 1] = np.nan
-    np.testing.assert_array_equal(spread_floored(CalibrationConfig(), x3), [False, False])
-    np.testing.assert_array_equal(
-        spread_floored(CalibrationConfig(spread_floor_channels=3), x3), [True, True]
+    np.testing.assert_array_equal(spread_floors(cal, x3), [0.0, 0.0])
+    np.testing.assert_array_equal(spread_floors(replace(cal, spread_floor_channels=3), x3), [0.5, 0.5])
+
+
+def test_spread_floor_grows_with_the_lag_stretch() -> None:
+    """On a finely sampled series (lags stretched by ``tau / lag_timescale``) the floor is ``kappa`` times the
+    stretch to ``spread_floor_stretch_power``, capped with the stretch at MAX_LAG_STRETCH."""
+    t = np.arange(512)
+    x = np.stack([np.sin(2 * np.pi * t / p) for p in (200.0, 300.0, 3000.0)])[:, :, None]  # (3, 512, 1)
+    cal = CalibrationConfig(spread_floor=0.5, spread_floor_stretch_power=1.0)
+    stretch = lag_stretch(cal, x)
+    tau = autocorrelation_time(x)
+    np.testing.assert_allclose(stretch[:2], tau[:2] / cal.lag_timescale)
+    assert 1 < stretch[0] < stretch[1] < MAX_LAG_STRETCH == stretch[2]
+    np.testing.assert_allclose(spread_floors(cal, x), 0.5 * stretch)
+    np.testing.assert_allclose(
+        spread_floors(replace(cal, spread_floor_stretch_power=0.5), x), 0.5 * stretch**0.5
     )
+    np.testing.assert_array_equal(spread_floors(replace(cal, spread_floor_stretch_power=0.0), x), 0.5)
 
 
 def test_noise_level_by_hand() -> None:
@@ -466,6 +491,73 @@ def test_saturated_split_climatology_keeps_the_point_as_median_and_the_attractor
     # no mass outside the attractor's range and the point (the reflection puts half of it near 2 - x)
     q = inside.quantiles(np.array([0.01, 0.99]))[0, :, 0]
     assert q.min() >= context.min() and q.max() <= context.max()
+
+
+def test_analogue_members_continue_the_nearest_earlier_states() -> None:
+    t = np.arange(500)
+    context = np.stack([np.sin(2 * np.pi * t / 50), np.cos(2 * np.pi * t / 50)], axis=-1)[None]  # period 50
+    members = analogue_members(context, 120, k=4)
+    assert members.shape == (1, 4, 120, 2)
+    # a period of 50 steps repeats the last state exactly every 50 steps: every member continues the truth
+    future = np.arange(500, 620)
+    truth = np.stack([np.sin(2 * np.pi * future / 50), np.cos(2 * np.pi * future / 50)], axis=-1)
+    np.testing.assert_allclose(members[0], np.broadcast_to(truth, (4, 120, 2)), atol=1e-9)
+    with pytest.raises(ValueError, match="fewer than k=64 candidate states"):
+        analogue_members(context[:, :80], 10, k=64)
+
+
+def test_analogues_share_the_lost_part_of_the_distribution() -> None:
+    """Saturated (``w = 1``): with ``analogue_weight`` ``a`` the CDF is ``(1 - a)`` split climatology + ``a`` the
+    members' empirical CDF at each lead; the samples follow one member each, the mean mixes the two means."""
+    rng = np.random.default_rng(0)
+    B, K, H = 2, 8, 3
+    context = rng.standard_normal((B, 4000, 1))
+    point, spread = np.zeros((B, H, 1)), np.full((B, H, 1), 2.0)
+    members = 3.0 + rng.standard_normal((B, K, H, 1))  # far above the climatology: the two parts separate
+    members[1] = np.nan  # the second series has none: the climatology alone
+    base = ForecastDistribution(point, spread, context, "split")
+    dist = ForecastDistribution(point, spread, context, "split", analogues=members, analogue_weight=0.5)
+    x = np.linspace(-3, 6, 19)[None, None, None].repeat(B, 0).repeat(H, 1)  # (B, H, 1, 19)
+    empirical = (members[0, :, :, 0, None] <= x[0, :, 0][None]).mean(axis=0)  # (H, 19)
+    np.testing.assert_allclose(dist.cdf(x)[0, :, 0], 0.5 * base.cdf(x)[0, :, 0] + 0.5 * empirical)
+    np.testing.assert_array_equal(dist.cdf(x)[1], base.cdf(x)[1])
+    np.testing.assert_allclose(dist.mean[0], 0.5 * base.mean[0] + 0.5 * members[0].mean(axis=0))
+    np.testing.assert_array_equal(dist.mean[1], base.mean[1])
+    # a = 1: the quantiles are the members' own (the smallest member whose share reaches the level)
+    only = ForecastDistribution(point, spread, context, "split", analogues=members, analogue_weight=1.0)
+    levels = np.array([0.1, 0.3, 0.6, 0.9])
+    expected = np.sort(members[0, :, :, 0], axis=0)[np.ceil(levels * K).astype(int) - 1].T  # (H, Q)
+    np.testing.assert_allclose(only.quantiles(levels)[0, :, 0], expected, atol=1e-9)
+    paths = only.sample(200, np.random.default_rng(1))[
+        0, :, :, 0
+    ]  # (200, H): each path one member throughout
+    assert all((np.abs(members[0, :, :, 0] - path).max(axis=1) == 0).any() for path in paths)
+    with pytest.raises(ValueError, match="analogues must be shaped"):
+        ForecastDistribution(
+            point, spread, context, "split", analogues=members[:, :, :2], analogue_weight=0.5
+        )
+    with pytest.raises(ValueError, match="analogues need a combine other than 'quantile'"):
+        ForecastDistribution(point, spread, context, "quantile", analogues=members, analogue_weight=0.5)
+    with pytest.raises(ValueError, match="analogue_weight must be in"):
+        CalibrationConfig(analogue_weight=1.5)
+    with pytest.raises(ValueError, match="analogue_weight needs a combine"):
+        CalibrationConfig(analogue_weight=0.5, combine="quantile", scale_spread=0.0)
+
+
+def test_calibrated_analogues_skip_incomplete_and_short_contexts() -> None:
+    rng = np.random.default_rng(0)
+    context = rng.standard_normal((2, 300, 1))
+    context[1, 10] = np.nan
+    point = np.zeros((2, 16, 1))
+    errors, prefix = np.full((2, 1, 16, 1), 0.1), np.array([128])
+    cal = CalibrationConfig(analogue_weight=0.5, lagged_blend=0.0, spread_floor=0.0)
+    dist = ForecastDistribution.calibrated(point, errors, prefix, context, cal)
+    assert np.isfinite(dist.analogues[0]).all() and np.isnan(dist.analogues[1]).all()
+    np.testing.assert_array_equal(dist.analogues[:1], analogue_members(context[:1], 16, cal.analogue_members))
+    short = ForecastDistribution.calibrated(point, errors, prefix, context[:, :60], cal)
+    assert np.isnan(short.analogues).all()  # 60 steps leave fewer than 32 neighbours: the climatology alone
+    plain = ForecastDistribution.calibrated(point, errors, prefix, context, replace(cal, analogue_weight=0.0))
+    assert plain.analogues is None
 
 
 @pytest.mark.parametrize("combine", ["shifted", "symmetric", "split"])

@@ -35,8 +35,12 @@ from panda_fm.forecasters import ContextForecaster, NVARForecaster
 from panda_fm.scaling import context_moments
 from panda_fm.systems.store import Dataset
 from panda_fm.uncertainty import (
+    ANALOGUE_DELAYS,
+    ANALOGUE_EXCLUSION,
+    ANALOGUE_LAG,
     CalibrationConfig,
     ForecastDistribution,
+    analogue_members,
     context_lags,
     corrected,
     horizon_spread,
@@ -235,10 +239,8 @@ class BootstrapQuantiles:
 class AnalogueEnsemble:
     """Analogue ensemble: the continuations of the ``k`` nearest neighbours of the context's last state.
 
-    States are delay vectors of the standardised context (``delays`` entries ``lag`` steps apart, all channels).
-    Member ``i`` follows the context from the ``i``-th nearest earlier state onward; reaching the end of the
-    context, it jumps back to the same neighbour's successor and goes on (a member never leaves the attractor).
-    The quantiles are the members' empirical quantiles; the spread their standard deviation.
+    The members are :func:`panda_fm.uncertainty.analogue_members` of the standardised context; the quantiles are
+    their empirical quantiles, the spread their standard deviation.
 
     Args:
         k: members.
@@ -248,7 +250,12 @@ class AnalogueEnsemble:
     """
 
     def __init__(
-        self, k: int = 32, delays: int = 4, lag: int = 5, exclusion: int = 16, name: str = "analogue-ens"
+        self,
+        k: int = 32,
+        delays: int = ANALOGUE_DELAYS,
+        lag: int = ANALOGUE_LAG,
+        exclusion: int = ANALOGUE_EXCLUSION,
+        name: str = "analogue-ens",
     ):
         if k < 2 or delays < 1 or lag < 1 or exclusion < 1:
             raise ValueError("need k >= 2 and delays, lag, exclusion >= 1")
@@ -257,20 +264,7 @@ class AnalogueEnsemble:
 
     def members(self, z: np.ndarray, length: int) -> np.ndarray:
         """``(B, K, H, C)`` member paths of standardised contexts ``z (B, T, C)`` (complete)."""
-        B, T, C = z.shape
-        w = (self.delays - 1) * self.lag
-        ends = np.arange(w, T - self.exclusion)  # candidate states (their successors lie in the context)
-        if len(ends) < self.k:
-            raise ValueError(f"a context of {T} steps has fewer than k={self.k} candidate states; lower k")
-        taps = -self.lag * np.arange(self.delays)  # (D,)
-        cand = z[:, ends[:, None] + taps]  # (B, S, D, C)
-        now = z[:, (T - 1) + taps]  # (B, D, C)
-        dist = ((cand - now[:, None]) ** 2).sum(axis=(2, 3))  # (B, S)
-        nearest = ends[np.argsort(dist, axis=1)[:, : self.k]]  # (B, K)
-        cycle = T - 1 - nearest  # steps a member runs before it reaches the end, (B, K)
-        j = np.arange(length)[None, None, :]  # (1, 1, H)
-        t = nearest[..., None] + 1 + j % cycle[..., None]  # (B, K, H)
-        return np.take_along_axis(z[:, None], np.broadcast_to(t[..., None], (*t.shape, C)), axis=2)
+        return analogue_members(z, length, self.k, self.delays, self.lag, self.exclusion)
 
     def forecast(self, contexts: np.ndarray, length: int, levels: np.ndarray) -> dict[str, Forecast]:
         mu, sd = _moments(contexts)
