@@ -211,6 +211,9 @@ class CalibrationConfig:
             Not with ``combine="quantile"``; on a context with missing values, or too short for
             :attr:`analogue_members` neighbours, the climatology alone.
         analogue_members: ``k``, the analogue ensemble's members.
+        analogue_stretch_power: ``q``: each series' share is ``a`` divided by its lag stretch (:func:`lag_stretch`)
+            to this power. A finely sampled context spans few periods of the flow, and its nearest states are
+            poor analogues.
         perturbed_members: ``K``, members of a perturbed-context ensemble for the horizon (0: none): the context
             re-noised ``K`` times with white noise of its own observation noise level (:func:`noise_level`, each
             channel its own) and forecast again (:func:`perturbed_members`); the horizon's spread is at least
@@ -255,6 +258,7 @@ class CalibrationConfig:
     spread_floor_stretch_power: float = 1.0
     analogue_weight: float = 0.0
     analogue_members: int = 32
+    analogue_stretch_power: float = 0.0
     perturbed_members: int = 0
     perturbed_min_noise: float = 0.01
     perturbed_seed: int = 0
@@ -318,10 +322,10 @@ class CalibrationConfig:
             raise ValueError(f"horizon must be one of {HORIZONS}, got {self.horizon!r}")
         if self.lagged_floor < 0:
             raise ValueError(f"lagged_floor must be >= 0, got {self.lagged_floor}")
-        if not 0 <= self.analogue_weight <= 1 or self.analogue_members < 2:
+        if not 0 <= self.analogue_weight <= 1 or self.analogue_members < 2 or self.analogue_stretch_power < 0:
             raise ValueError(
-                f"analogue_weight must be in [0, 1] and analogue_members >= 2, got {self.analogue_weight} and "
-                f"{self.analogue_members}"
+                f"analogue_weight must be in [0, 1], analogue_members >= 2 and analogue_stretch_power >= 0, got "
+                f"{self.analogue_weight}, {self.analogue_members} and {self.analogue_stretch_power}"
             )
         if self.analogue_weight and self.combine == "quantile":
             raise ValueError(
@@ -858,7 +862,8 @@ class ForecastDistribution:
             None: :attr:`spread`.
         analogues: ``(B, K, H, C)`` an analogue ensemble of the context (:func:`analogue_members`; a series of
             NaN where it has none), the share :attr:`analogue_weight` of the part that has lost track; None: none.
-        analogue_weight: see :attr:`CalibrationConfig.analogue_weight`.
+        analogue_weight: that share, one for all series or ``(B,)`` each its own (see
+            :attr:`CalibrationConfig.analogue_weight` and :attr:`CalibrationConfig.analogue_stretch_power`).
     """
 
     point: np.ndarray
@@ -935,8 +940,9 @@ class ForecastDistribution:
             lagged = corrected(lagged, context, config, errors, prefix)
         horizon = horizon_spread(spread, lagged, config, perturbed) if with_horizon else None
         blended = distribution_spread(spread, lagged, config, spread_floors(config, context))
-        analogues = None
+        analogues, share = None, 0.0
         if config.analogue_weight:  # NaN for a series with missing values or too short a context
+            share = config.analogue_weight / lag_stretch(config, context) ** config.analogue_stretch_power
             B, H, C = point.shape
             analogues = np.full((B, config.analogue_members, H, C), np.nan)
             complete = np.isfinite(context).all(axis=(1, 2))
@@ -951,7 +957,7 @@ class ForecastDistribution:
             config.scale_spread,
             horizon,
             analogues,
-            config.analogue_weight,
+            share,
         )
 
     @property

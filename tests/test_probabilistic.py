@@ -558,6 +558,15 @@ def test_calibrated_analogues_skip_incomplete_and_short_contexts() -> None:
     assert np.isnan(short.analogues).all()  # 60 steps leave fewer than 32 neighbours: the climatology alone
     plain = ForecastDistribution.calibrated(point, errors, prefix, context, replace(cal, analogue_weight=0.0))
     assert plain.analogues is None
+    # with analogue_stretch_power q, a series' share is a / stretch^q: the slow sine's lags are stretched
+    t = np.arange(300)
+    both = np.stack([np.sin(2 * np.pi * t / 8), np.sin(2 * np.pi * t / 250)])[:, :, None]
+    stretch = lag_stretch(cal, both)
+    assert stretch[0] == 1 and stretch[1] > 1.5
+    faded = ForecastDistribution.calibrated(
+        point, errors, prefix, both, replace(cal, analogue_stretch_power=2.0)
+    )
+    np.testing.assert_allclose(faded.analogue_weight, 0.5 / stretch**2)
 
 
 @pytest.mark.parametrize("combine", ["shifted", "symmetric", "split"])
