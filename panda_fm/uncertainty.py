@@ -603,9 +603,8 @@ def analogue_members(
     state's successor and goes on (a member never leaves the attractor). States within the last ``exclusion``
     steps are not neighbours."""
     B, T, C = context.shape
-    ends = np.arange(
-        (delays - 1) * lag, T - exclusion
-    )  # candidate states (their successors lie in the context)
+    # candidate states: their successors lie in the context
+    ends = np.arange((delays - 1) * lag, T - exclusion)
     if len(ends) < k:
         raise ValueError(f"a context of {T} steps has fewer than k={k} candidate states; lower k")
     taps = -lag * np.arange(delays)  # (D,)
@@ -903,9 +902,8 @@ class ForecastDistribution:
             has = np.isfinite(self.analogues).all(axis=(1, 2, 3))  # (B,)
             self._analogue_share = np.where(has, self.analogue_weight, 0.0)[:, None, None]  # (B, 1, 1)
             self._analogue_paths = np.where(has[:, None, None, None], self.analogues, 0.0)
-            self._sorted_analogues = np.sort(
-                np.moveaxis(self._analogue_paths, 1, -1), axis=-1
-            )  # (B, H, C, K)
+            # (B, H, C, K): each lead's members in order
+            self._sorted_analogues = np.sort(np.moveaxis(self._analogue_paths, 1, -1), axis=-1)
 
     @classmethod
     def calibrated(
