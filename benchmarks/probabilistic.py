@@ -9,12 +9,12 @@
 split), ``test`` the 20 held-out founders (or with ``--data`` a generated dataset's test split); founders at 100
 samples a dominant period, as the training data, or at ``--pts-per-period``; with ``--observe`` partially
 observed (the first coordinate, or a random projection to 1-2 channels); with ``--missing`` a fraction of every
-context's entries removed at random. Each with the pipeline's default calibration, its predictability horizon read
+context's entries removed at random, with ``--gap`` a contiguous run of steps in every channel. Each with the pipeline's default calibration, its predictability horizon read
 off the calibrated spread instead of the time-lagged ensemble's (the horizon before), the first round's plain
 mixture, the defaults before later rounds and the residual bootstrap (on the calibration split also the horizon's
 other candidates), beside the probabilistic baselines (with ``--candidate``, a calibration round's choices too).
 Both at noise 0 and 0.05, horizons 64, 128 and 256, and write ``{split}.md`` and ``{split}.json`` (summaries;
-``-generated``, ``-ppp{N}``, ``-{observe}`` and ``-missing{PERCENT}`` added to the name as they apply), the
+``-generated``, ``-ppp{N}``, ``-{observe}``, ``-missing{PERCENT}`` and ``-gap{N}`` added to the name as they apply), the
 reliability diagram ``{split}_reliability.png`` and fans of the first system's first window into ``--out``.
 """
 
@@ -100,6 +100,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="fraction of the context entries removed at random (EvalConfig.missing); the baselines that need "
         "complete contexts (NVAR, the analogue ensemble) are left out; adds '-missing{PERCENT}' to the outputs' names",
     )
+    p.add_argument(
+        "--gap",
+        type=int,
+        default=0,
+        help="steps of one contiguous run removed from every channel of each context, anywhere in it "
+        "(EvalConfig.gap); baselines as with --missing; adds '-gap{N}' to the outputs' names",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     return p.parse_args(argv)
 
@@ -180,11 +187,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         tag += f"-{args.observe}"
     if args.missing:
+        tag += f"-missing{100 * args.missing:g}"
+    if args.gap:
+        tag += f"-gap{args.gap}"
+    if args.missing or args.gap:
         import warnings
 
         from panda_fm import MissingDataWarning
 
-        tag += f"-missing{100 * args.missing:g}"
         warnings.simplefilter("ignore", MissingDataWarning)  # every window has some: the point of the run
     config = EvalConfig(
         split="train" if args.data and args.split == "calibration" else "test",
@@ -196,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         max_systems=args.max_systems,
         batch_size=8,
         missing=args.missing,
+        gap=args.gap,
     )
     pipe = PandaPipeline.from_pretrained(args.checkpoint)
     name = Path(args.checkpoint).name
@@ -238,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.split == "calibration":  # the horizon's other candidates (docs/probabilistic.md)
         variants[f"{name}/horizon geometric"] = ("mixture", replace(cal, horizon="geometric"))
         variants[f"{name}/horizon lagged (4, 8)"] = ("mixture", replace(cal, lags=(4, 8)))
-    baselines = [Climatology()] if args.missing else default_baselines()  # the others need complete contexts
+    baselines = (
+        [Climatology()] if args.missing or args.gap else default_baselines()
+    )  # the others need complete contexts
     methods = [ModelQuantiles(pipe, name, variants, batch_size=8), *baselines]
     t = time.perf_counter()
     report = evaluate_quantiles(methods, open_dataset(root), config)

@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             # the default before the twenty-first round (no spread floor on series of 1-2 channels)
             f"{name}/no spread floor": ("mixture", replace(pipe.calibration, spread_floor=0.0)),
             # the default before the twenty-fourth round (the floor the same whatever the sampling)
-            f"{name}/floor unstretched": ("mixture", replace(pipe.calibration, spread_floor_stretch_power=0.0)),
+            f"{name}/floor unstretched": (
+                "mixture",
+                replace(pipe.calibration, spread_floor_stretch_power=0.0),
+            ),
             f"{name}/no noise correction": ("mixture", off),
             # the calibration before the fourteenth round (docs/probabilistic.md)
             f"{name}/x0.7 no lead correction": (

@@ -103,23 +103,31 @@ def test_samples_agree_with_the_quantiles(tiny_pipeline, lorenz) -> None:
 
 
 @pytest.mark.parametrize(
-    ("combine", "scales"),
+    ("combine", "scales", "share"),
     [
-        ("mixture", 1.0),
-        ("mixture", 0.0),
-        ("quantile", 0.0),
-        ("shifted", 1.25),
-        ("symmetric", 1.25),
-        ("split", 1.25),
+        ("mixture", 1.0, 0.0),
+        ("mixture", 0.0, 0.0),
+        ("quantile", 0.0, 0.0),
+        ("shifted", 1.25, 0.0),
+        ("symmetric", 1.25, 0.0),
+        ("split", 1.25, 0.0),
+        ("mixture", 1.0, 0.5),
+        ("shifted", 1.25, 0.5),
+        ("symmetric", 1.25, 0.5),
+        ("split", 1.25, 0.5),
+        ("split", 1.25, 1.0),
     ],
 )
-def test_samples_agree_with_the_quantiles_for_every_shape(combine: str, scales: float) -> None:
+def test_samples_agree_with_the_quantiles_for_every_shape(combine: str, scales: float, share: float) -> None:
     rng = np.random.default_rng(0)
     context = np.cumsum(rng.standard_normal((2, 300, 2)), axis=1)
     context = (context - context.mean(axis=1, keepdims=True)) / context.std(axis=1, keepdims=True)
     point = np.repeat(context[:, -1:], 50, axis=1)  # (B, H, C)
     spread = np.broadcast_to(np.geomspace(0.01, 3.0, 50)[None, :, None], point.shape)  # crosses saturation
-    dist = ForecastDistribution(point, spread, context, combine, scales)
+    analogues = analogue_members(context, 50, 32) if share else None
+    dist = ForecastDistribution(
+        point, spread, context, combine, scales, analogues=analogues, analogue_weight=share
+    )
     levels = np.array(LEVELS)
     q = dist.quantiles(levels)  # (B, H, C, Q)
     assert (np.diff(q, axis=-1) >= 0).all()
@@ -507,16 +515,17 @@ def test_analogue_members_continue_the_nearest_earlier_states() -> None:
 
 
 def test_analogues_share_the_lost_part_of_the_distribution() -> None:
-    """Saturated (``w = 1``): with ``analogue_weight`` ``a`` the CDF is ``(1 - a)`` split climatology + ``a`` the
-    members' empirical CDF at each lead; the samples follow one member each, the mean mixes the two means."""
+    """Saturated (``w = 1``): with ``analogue_weight`` ``a`` the CDF is ``(1 - a)`` climatology + ``a`` the
+    members' empirical CDF at each lead; the samples follow one member each, the mean mixes the two means.
+    ``"split"`` splits the members at the point forecast as it does the climatology."""
     rng = np.random.default_rng(0)
     B, K, H = 2, 8, 3
     context = rng.standard_normal((B, 4000, 1))
     point, spread = np.zeros((B, H, 1)), np.full((B, H, 1), 2.0)
-    members = 3.0 + rng.standard_normal((B, K, H, 1))  # far above the climatology: the two parts separate
+    members = 3.0 + 0.3 * rng.standard_normal((B, K, H, 1))  # far above the climatology and the point
     members[1] = np.nan  # the second series has none: the climatology alone
-    base = ForecastDistribution(point, spread, context, "split")
-    dist = ForecastDistribution(point, spread, context, "split", analogues=members, analogue_weight=0.5)
+    base = ForecastDistribution(point, spread, context, "mixture")
+    dist = ForecastDistribution(point, spread, context, "mixture", analogues=members, analogue_weight=0.5)
     x = np.linspace(-3, 6, 19)[None, None, None].repeat(B, 0).repeat(H, 1)  # (B, H, 1, 19)
     empirical = (members[0, :, :, 0, None] <= x[0, :, 0][None]).mean(axis=0)  # (H, 19)
     np.testing.assert_allclose(dist.cdf(x)[0, :, 0], 0.5 * base.cdf(x)[0, :, 0] + 0.5 * empirical)
@@ -524,7 +533,7 @@ def test_analogues_share_the_lost_part_of_the_distribution() -> None:
     np.testing.assert_allclose(dist.mean[0], 0.5 * base.mean[0] + 0.5 * members[0].mean(axis=0))
     np.testing.assert_array_equal(dist.mean[1], base.mean[1])
     # a = 1: the quantiles are the members' own (the smallest member whose share reaches the level)
-    only = ForecastDistribution(point, spread, context, "split", analogues=members, analogue_weight=1.0)
+    only = ForecastDistribution(point, spread, context, "mixture", analogues=members, analogue_weight=1.0)
     levels = np.array([0.1, 0.3, 0.6, 0.9])
     expected = np.sort(members[0, :, :, 0], axis=0)[np.ceil(levels * K).astype(int) - 1].T  # (H, Q)
     np.testing.assert_allclose(only.quantiles(levels)[0, :, 0], expected, atol=1e-9)
@@ -532,6 +541,15 @@ def test_analogues_share_the_lost_part_of_the_distribution() -> None:
         0, :, :, 0
     ]  # (200, H): each path one member throughout
     assert all((np.abs(members[0, :, :, 0] - path).max(axis=1) == 0).any() for path in paths)
+    # split: every member lies above the point, so the members' lower half sits at the point, and the point
+    # stays the median; above it the members weigh the other half
+    split = ForecastDistribution(point, spread, context, "split", analogues=members, analogue_weight=1.0)
+    np.testing.assert_allclose(split.cdf(x)[0, :, 0], np.where(x[0, :, 0] < 0, 0.0, 0.5 + 0.5 * empirical))
+    np.testing.assert_array_equal(split.quantiles(np.array([0.5]))[..., 0], point)
+    np.testing.assert_allclose(split.mean[0], 0.5 * members[0].mean(axis=0))
+    paths = split.sample(400, np.random.default_rng(1))[0, :, :, 0]  # (400, H)
+    assert 0.4 < (paths == 0).mean() < 0.6
+    assert np.isin(paths[paths != 0], members[0]).all()  # the rest on the members' values
     with pytest.raises(ValueError, match="analogues must be shaped"):
         ForecastDistribution(
             point, spread, context, "split", analogues=members[:, :, :2], analogue_weight=0.5

@@ -63,6 +63,8 @@ class EvalConfig:
         n_samples: windows (the first of the first systems) whose forecasts are kept for plots.
         missing: fraction of the context entries the methods see as missing (NaN), each entry independently
             (after the noise; seeded by system, level and batch as the noise is); 0: complete contexts.
+        gap: steps of one contiguous run missing in every channel of every context (0: none), its start drawn
+            per window uniformly over the context (it may end the context), seeded as :attr:`missing` is.
     """
 
     horizons: tuple[int, ...] = (128, 256, 512)
@@ -78,6 +80,7 @@ class EvalConfig:
     max_systems: int | None = None
     n_samples: int = 6
     missing: float = 0.0
+    gap: int = 0
 
     def __post_init__(self) -> None:
         if not self.horizons or min(self.horizons) < 1:
@@ -96,6 +99,10 @@ class EvalConfig:
             raise ValueError(f"max_systems must be >= 1 or None, got {self.max_systems}")
         if not 0 <= self.missing < 1:
             raise ValueError(f"missing must be a fraction in [0, 1), got {self.missing}")
+        if not 0 <= self.gap < self.context_length:
+            raise ValueError(
+                f"gap must be in [0, context_length={self.context_length}) steps, got {self.gap}"
+            )
         if self.split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {self.split!r}")
 
@@ -220,7 +227,7 @@ def noisy_batches(
 ) -> Iterator[tuple[float, int, list[Window], np.ndarray]]:
     """The windows of one system in batches, at every noise level: ``(sigma, offset of the batch's first
     window, the batch, the contexts the methods see (B, T, C))``; the noise (and the missing entries, with
-    :attr:`EvalConfig.missing`) is seeded by system, level and offset, so every method and every benchmark sees
+    :attr:`EvalConfig.missing` and :attr:`EvalConfig.gap`) is seeded by system, level and offset, so every method and every benchmark sees
     the same noisy contexts."""
     for level, sigma in enumerate(config.noise):
         for lo in range(0, len(windows), config.batch_size):
@@ -230,6 +237,12 @@ def noisy_batches(
             if config.missing:
                 rng = np.random.default_rng(_system_seed(config.seed, system, level + 1, lo, 1))
                 seen = np.where(rng.random(seen.shape) < config.missing, np.nan, seen)
+            if config.gap:
+                rng = np.random.default_rng(_system_seed(config.seed, system, level + 1, lo, 2))
+                T = seen.shape[1]
+                start = rng.integers(0, T - config.gap + 1, size=(len(batch), 1))
+                steps = np.arange(T)[None]
+                seen = np.where(((steps >= start) & (steps < start + config.gap))[..., None], np.nan, seen)
             yield sigma, lo, batch, seen
 
 

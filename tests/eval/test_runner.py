@@ -166,6 +166,23 @@ def test_missing_entries_are_drawn_per_system_the_same_for_every_method(dataset_
         EvalConfig(missing=1.0)
 
 
+def test_a_gap_removes_one_contiguous_run_of_steps_in_every_channel(dataset_dir: Path) -> None:
+    cfg = EvalConfig(**{**CFG.__dict__, "noise": (0.0, 0.1), "gap": 10})
+    data = open_dataset(dataset_dir)
+    sid = data.ids("test")[0]
+    wins = system_windows(data, sid, cfg)
+    complete = list(noisy_batches(sid, wins, EvalConfig(**{**cfg.__dict__, "gap": 0})))
+    for (_, _, _, seen), (_, _, _, full) in zip(noisy_batches(sid, wins, cfg), complete, strict=True):
+        gone = np.isnan(seen)
+        assert (gone == gone[..., :1]).all()  # whole steps: every channel at once
+        for steps in gone[..., 0]:
+            where = np.flatnonzero(steps)
+            assert len(where) == 10 and (np.diff(where) == 1).all()  # one run of 10 steps
+        np.testing.assert_array_equal(seen[~gone], full[~gone])
+    with pytest.raises(ValueError, match="gap must be in"):
+        EvalConfig(gap=512)
+
+
 def test_bad_settings_raise_clear_errors(dataset_dir: Path) -> None:
     with pytest.raises(ValueError, match="noise"):
         EvalConfig(noise=(-0.1,))
