@@ -7,15 +7,16 @@
 
 ``calibration`` runs 16 training founders (never the held-out ones; with ``--data`` a generated dataset's training
 split), ``test`` the 20 held-out founders (or with ``--data`` a generated dataset's test split); founders at 100
-samples a dominant period, as the training data, or at ``--pts-per-period``; with ``--observe`` partially
-observed (the first coordinate, or a random projection to 1-2 channels); with ``--missing`` a fraction of every
-context's entries removed at random, with ``--gap`` a contiguous run of steps in every channel. Each with the pipeline's default calibration, its predictability horizon read
-off the calibrated spread instead of the time-lagged ensemble's (the horizon before), the first round's plain
-mixture, the defaults before later rounds and the residual bootstrap (on the calibration split also the horizon's
-other candidates), beside the probabilistic baselines (with ``--candidate``, a calibration round's choices too).
-Both at noise 0 and 0.05, horizons 64, 128 and 256, and write ``{split}.md`` and ``{split}.json`` (summaries;
-``-generated``, ``-ppp{N}``, ``-{observe}``, ``-missing{PERCENT}`` and ``-gap{N}`` added to the name as they apply), the
-reliability diagram ``{split}_reliability.png`` and fans of the first system's first window into ``--out``.
+samples a dominant period, as the training data, or at ``--pts-per-period``; with ``--observe`` partially observed
+(the first coordinate, or a random projection to 1-2 channels); with ``--missing`` a fraction of every context's
+entries removed at random, with ``--gap`` a contiguous run of steps in every channel. Each with the pipeline's
+default calibration, its predictability horizon read off the calibrated spread instead of the time-lagged ensemble's
+(the horizon before), the first round's plain mixture, the defaults before later rounds and the residual bootstrap
+(on the calibration split also the horizon's other candidates), beside the probabilistic baselines (with
+``--candidate``, a calibration round's choices too). Both at noise 0 and 0.05, horizons 64, 128 and 256, and write
+``{split}.md`` and ``{split}.json`` (summaries; ``-generated``, ``-ppp{N}``, ``-{observe}``, ``-missing{PERCENT}``
+and ``-gap{N}`` added to the name as they apply), the reliability diagram ``{split}_reliability.png`` and fans of
+the first system's first window into ``--out``.
 """
 
 from __future__ import annotations
@@ -249,9 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.split == "calibration":  # the horizon's other candidates (docs/probabilistic.md)
         variants[f"{name}/horizon geometric"] = ("mixture", replace(cal, horizon="geometric"))
         variants[f"{name}/horizon lagged (4, 8)"] = ("mixture", replace(cal, lags=(4, 8)))
-    baselines = (
-        [Climatology()] if args.missing or args.gap else default_baselines()
-    )  # the others need complete contexts
+    # the baselines but the climatology need complete contexts
+    baselines = [Climatology()] if args.missing or args.gap else default_baselines()
     methods = [ModelQuantiles(pipe, name, variants, batch_size=8), *baselines]
     t = time.perf_counter()
     report = evaluate_quantiles(methods, open_dataset(root), config)

@@ -857,6 +857,11 @@ def _split_mean(values: np.ndarray, below: np.ndarray, point: np.ndarray) -> np.
     return 0.5 * (low + high)
 
 
+def _smallest_reaching(levels: np.ndarray, n: int) -> np.ndarray:
+    """Index of the smallest of ``n`` sorted values whose share (``(i + 1) / n``) reaches each of ``levels``."""
+    return np.clip(np.ceil(levels * n - 1e-9).astype(int) - 1, 0, n - 1)
+
+
 def _ffill(x: np.ndarray) -> np.ndarray:
     """Forward-fill NaN along axis 1 of ``(B, M, C)``."""
     idx = np.where(np.isnan(x), 0, np.arange(x.shape[1])[None, :, None])
@@ -1109,15 +1114,14 @@ class ForecastDistribution:
     def _analogue_at(self, levels: np.ndarray) -> np.ndarray:
         """The analogue members' quantiles at ``levels`` ``(B, K, H, C)``, each lead's own (the smallest member
         whose share reaches the level)."""
-        K = self._sorted_analogues.shape[-1]
-        i = np.clip(np.ceil(levels * K - 1e-9).astype(int) - 1, 0, K - 1)
+        i = _smallest_reaching(levels, self._sorted_analogues.shape[-1])
         return np.take_along_axis(self._sorted_analogues[:, None], i[..., None], axis=-1)[..., 0]
 
     def _grid_at(self, levels: np.ndarray) -> np.ndarray:
         """The climatology grid's quantiles at ``levels`` ``(B, ..., C)``, each row's own: the inverse of
         :meth:`_climatology_cdf` (the smallest grid value whose share reaches the level)."""
         B, G, C = self._grid.shape
-        i = np.clip(np.ceil(levels * G - 1e-9).astype(int) - 1, 0, G - 1)
+        i = _smallest_reaching(levels, G)
         return np.take_along_axis(self._grid, i.reshape(B, -1, C), axis=1).reshape(i.shape)
 
     def _scales(self) -> list[tuple[float, float]]:
@@ -1242,9 +1246,8 @@ class ForecastDistribution:
             M = self._analogue_paths.shape[1]
             member = np.broadcast_to(generator.integers(0, M, size=(B, K, 1, 1)), (B, K, H, C))
             follow = np.take_along_axis(self._analogue_paths, member, axis=1)
-            if (
-                self.combine == "split"
-            ):  # each value moved, by its member's rank at the lead, onto the split part
+            # split: each value moved, by its member's rank at the lead, onto the split members
+            if self.combine == "split":
                 rank = np.take_along_axis(self._analogue_ranks, member, axis=1)
                 u = (rank + 1 - generator.uniform(size=rank.shape)) / M  # uniform within the member's step
                 follow = self._split_values(u, self._analogue_at, self._analogue_below)

@@ -227,8 +227,8 @@ def noisy_batches(
 ) -> Iterator[tuple[float, int, list[Window], np.ndarray]]:
     """The windows of one system in batches, at every noise level: ``(sigma, offset of the batch's first
     window, the batch, the contexts the methods see (B, T, C))``; the noise (and the missing entries, with
-    :attr:`EvalConfig.missing` and :attr:`EvalConfig.gap`) is seeded by system, level and offset, so every method and every benchmark sees
-    the same noisy contexts."""
+    :attr:`EvalConfig.missing` and :attr:`EvalConfig.gap`) is seeded by system, level and offset, so every
+    method and every benchmark sees the same noisy contexts."""
     for level, sigma in enumerate(config.noise):
         for lo in range(0, len(windows), config.batch_size):
             batch = windows[lo : lo + config.batch_size]
