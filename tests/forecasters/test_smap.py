@@ -131,3 +131,19 @@ def test_the_registry_s_map_runs_as_tensor_code_in_the_model_s_backtest():
         tensor_expert(SMapForecaster(theta=None))
     with pytest.raises(ValueError, match="fixed theta"):
         smap_forecast(torch.from_numpy(z), 8, theta=None)
+
+
+def test_large_smap_fits_solve_with_several_threads():
+    """torch 2.13's batched CPU LU fails for ~160+ unknowns with 2 threads (a user's 48-channel series through
+    ``predict_quantiles`` raised "Pivots given to lu_solve ..."); the S-map's Cholesky solve does not and agrees
+    with the numpy S-map (48 channels, 4 delays: 193 unknowns a fit)."""
+    settings = dict(EXPERT_SMAP, embedding="fixed", delays=4, stride=1)
+    x = np.random.default_rng(0).normal(size=(2, 300, 48)).cumsum(axis=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = smap_forecast(torch.from_numpy(x), 8, **settings)
+    finally:
+        torch.set_num_threads(threads)
+    ref = SMapForecaster(**settings).predict(x, 8)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-8 * x.std())

@@ -26,7 +26,7 @@ import torch
 
 from panda_fm.forecasters.analogue import AnalogueForecaster, SMapForecaster
 from panda_fm.forecasters.base import ContextTooShortError
-from panda_fm.forecasters.tensor.common import delay_vectors, rollout, standardise
+from panda_fm.forecasters.tensor.common import delay_vectors, rollout, solve_spd, standardise
 from panda_fm.forecasters.tensor.gaps import fill_gaps, pair_mask, start_index
 
 __all__ = ["analogue_forecast", "smap_forecast", "auto_embedding", "correlation_time"]
@@ -304,7 +304,8 @@ def _smap(
         products[:, :, 1 : E + 1] -= weighted.sum(dim=2)[:, :, None] * q[:, None]
         gram, target = products[:, :, : E + 1], products[:, :, E + 1 :]  # (B, 1 + E, 1 + E), (B, 1 + E, C)
         scale = gram.diagonal(dim1=1, dim2=2).sum(dim=1)[:, None, None] / (E + 1)
-        coef = torch.linalg.solve(gram + (ridge * scale + 1e-12) * eye, target)  # (B, 1 + E, C)
+        # symmetric positive definite with the ridge: Cholesky (solve_spd says why not LU)
+        coef = solve_spd(gram + (ridge * scale + 1e-12) * eye, target)  # (B, 1 + E, C)
         return coef[:, 0]  # the fit's value at the current state
 
     return step

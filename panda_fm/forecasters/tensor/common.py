@@ -13,7 +13,7 @@ import torch
 
 from panda_fm.forecasters.base import ContextTooShortError
 
-__all__ = ["check_context", "standardise", "delay_vectors", "clip_bounds", "rollout"]
+__all__ = ["check_context", "standardise", "delay_vectors", "clip_bounds", "rollout", "solve_spd"]
 
 
 def check_context(x: torch.Tensor, horizon: int, min_context: int, name: str) -> None:
@@ -130,3 +130,22 @@ def rollout(
         nxt = torch.clamp(nxt, lo, hi) if clip else nxt
         history[:, t + 1] = torch.where(trusted[:, t + 1], z[:, t + 1], nxt) if t + 1 < t0 else nxt
     return history[:, t0:]
+
+
+def solve_spd(a: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """Solve ``a x = rhs`` for symmetric positive definite ``a`` ``(..., F, F)``, ``rhs`` ``(..., F, C)``.
+
+    By Cholesky factors. (Batched LU solves of torch 2.13's CPU build fail with "pivots ... must all be
+    greater or equal to 1" for ``F`` above about 160 when more than one thread runs; Cholesky does not.)
+    A matrix that rounding leaves indefinite is solved by LU on its own.
+    """
+    factor, info = torch.linalg.cholesky_ex(a)
+    # two triangular solves: cholesky_solve's result to the bit, without its copies (3x faster on a CPU)
+    x = torch.linalg.solve_triangular(
+        factor.mT, torch.linalg.solve_triangular(factor, rhs, upper=False), upper=True
+    )
+    failed = info != 0
+    if bool(failed.any()):  # rare: synchronises with the device only to check
+        for i in failed.nonzero().tolist():
+            x[tuple(i)] = torch.linalg.solve_ex(a[tuple(i)], rhs[tuple(i)])[0]
+    return x

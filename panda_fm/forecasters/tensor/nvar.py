@@ -20,7 +20,14 @@ from itertools import combinations_with_replacement
 import torch
 
 from panda_fm.forecasters.nvar import NVARForecaster
-from panda_fm.forecasters.tensor.common import check_context, clip_bounds, delay_vectors, rollout, standardise
+from panda_fm.forecasters.tensor.common import (
+    check_context,
+    clip_bounds,
+    delay_vectors,
+    rollout,
+    solve_spd,
+    standardise,
+)
 from panda_fm.forecasters.tensor.gaps import fill_gaps, pair_mask, start_index
 
 __all__ = ["nvar_forecast"]
@@ -113,29 +120,10 @@ def _ridge_path(
     jitter = (alphas.to(x.dtype) * n + 1e-10).expand(x.shape[0], -1)  # (B, R)
     a = gram[:, None].repeat(1, jitter.shape[1], 1, 1)  # (B, R, F, F)
     a.diagonal(dim1=-2, dim2=-1).add_(jitter[:, :, None])  # + (alpha N + 1e-10) I
-    w = _solve_spd(a, rhs[:, None].expand(-1, a.shape[1], -1, -1))  # (B, R, F, C)
+    w = solve_spd(a, rhs[:, None].expand(-1, a.shape[1], -1, -1))  # (B, R, F, C)
     w = w / xs[:, None]  # (B, R, F, C): back to the original feature units
     b = ym - (xm.mT[:, None] @ w).squeeze(-2)  # (B, 1, 1, F) @ (B, R, F, C) -> (B, R, C)
     return w, b
-
-
-def _solve_spd(a: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """Solve ``a x = rhs`` for symmetric positive definite ``a`` ``(..., F, F)``, ``rhs`` ``(..., F, C)``.
-
-    By Cholesky factors. (Batched LU solves of torch 2.13's CPU build fail with "pivots ... must all be
-    greater or equal to 1" for ``F`` above about 160 when more than one thread runs; Cholesky does not.)
-    A matrix that rounding leaves indefinite is solved by LU on its own.
-    """
-    factor, info = torch.linalg.cholesky_ex(a)
-    # two triangular solves: cholesky_solve's result to the bit, without its copies (3x faster on a CPU)
-    x = torch.linalg.solve_triangular(
-        factor.mT, torch.linalg.solve_triangular(factor, rhs, upper=False), upper=True
-    )
-    failed = info != 0
-    if bool(failed.any()):  # rare: synchronises with the device only to check
-        for i in failed.nonzero().tolist():
-            x[tuple(i)] = torch.linalg.solve_ex(a[tuple(i)], rhs[tuple(i)])[0]
-    return x
 
 
 def _fit_path(
