@@ -9,13 +9,14 @@
 split), ``test`` the 20 held-out founders (or with ``--data`` a generated dataset's test split); founders at 100
 samples a dominant period, as the training data, or at ``--pts-per-period``; with ``--observe`` partially observed
 (the first coordinate, or a random projection to 1-2 channels); with ``--missing`` a fraction of every context's
-entries removed at random, with ``--gap`` a contiguous run of steps in every channel. Each with the pipeline's
+entries removed at random, with ``--gap`` a contiguous run of steps in every channel; with ``--truth observed``
+scored against the continuation observed with new noise of the context's level. Each with the pipeline's
 default calibration, its predictability horizon read off the calibrated spread instead of the time-lagged ensemble's
 (the horizon before), the first round's plain mixture, the defaults before later rounds and the residual bootstrap
 (on the calibration split also the horizon's other candidates), beside the probabilistic baselines (with
 ``--candidate``, a calibration round's choices too). Both at noise 0 and 0.05, horizons 64, 128 and 256, and write
-``{split}.md`` and ``{split}.json`` (summaries; ``-generated``, ``-ppp{N}``, ``-{observe}``, ``-missing{PERCENT}``
-and ``-gap{N}`` added to the name as they apply), the reliability diagram ``{split}_reliability.png`` and fans of
+``{split}.md`` and ``{split}.json`` (summaries; ``-generated``, ``-ppp{N}``, ``-{observe}``, ``-missing{PERCENT}``,
+``-gap{N}`` and ``-observed`` added to the name as they apply), the reliability diagram ``{split}_reliability.png`` and fans of
 the first system's first window into ``--out``.
 """
 
@@ -108,6 +109,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="steps of one contiguous run removed from every channel of each context, anywhere in it "
         "(EvalConfig.gap); baselines as with --missing; adds '-gap{N}' to the outputs' names",
     )
+    p.add_argument(
+        "--truth",
+        choices=("state", "observed"),
+        default="state",
+        help="score against the noise-free continuation (state) or against it observed with new noise of the "
+        "context's level (observed: EvalConfig.noisy_truth); 'observed' adds '-observed' to the outputs' names",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     return p.parse_args(argv)
 
@@ -191,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         tag += f"-missing{100 * args.missing:g}"
     if args.gap:
         tag += f"-gap{args.gap}"
+    if args.truth == "observed":
+        tag += "-observed"
     if args.missing or args.gap:
         import warnings
 
@@ -208,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=8,
         missing=args.missing,
         gap=args.gap,
+        noisy_truth=args.truth == "observed",
     )
     pipe = PandaPipeline.from_pretrained(args.checkpoint)
     name = Path(args.checkpoint).name

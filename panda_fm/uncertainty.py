@@ -230,6 +230,11 @@ class CalibrationConfig:
             5% observation noise 0.05.
         perturbed_seed: seeds the perturbations; each series draws its own from this seed and its values, so
             that a series gets the same members alone and in any batch.
+        observation_noise: the quantiles and samples are of the series as it will be *observed*: the state's
+            distribution with the context's white observation noise added to its Gaussian part
+            (:func:`observation_noise`; each channel its own, independent from step to step in the samples).
+            False: of the state itself, the noise-free continuation (what the acceptance figures of
+            docs/probabilistic.md before the twenty-seventh round measure). On a clean context the two agree.
     """
 
     offsets: tuple[int, ...] = (320, 256, 192, 128, 64)
@@ -267,6 +272,7 @@ class CalibrationConfig:
     perturbed_members: int = 0
     perturbed_min_noise: float = 0.01
     perturbed_seed: int = 0
+    observation_noise: bool = False
 
     @property
     def min_context(self) -> int:
@@ -688,6 +694,18 @@ def noise_level(context: np.ndarray) -> np.ndarray:
     return np.nan_to_num(med / (ndtri(0.75) * np.sqrt(comb(2 * NOISE_ORDER, NOISE_ORDER))), nan=0.0)
 
 
+def observation_noise(context: np.ndarray, errors: np.ndarray) -> np.ndarray:
+    """``(B, C)`` the std of the white noise each future observation carries, in context stds: the context's noise
+    level (:func:`noise_level`), at most the root mean square of the in-context forecasts' errors at lead 1
+    (``errors`` ``(B, O, M, C)``, NaN unmeasured). A noisy observation is the target of each of those errors, so
+    they bound its noise; a deterministic but rough series (a map, a coarsely sampled flow) reads a large noise
+    level from its sixth differences where its one-step forecasts may be nearly exact."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a channel without a lead-1 error: its noise level
+        first = np.sqrt(np.nanmean(errors[:, :, 0] ** 2, axis=1))  # (B, C)
+    return np.fmin(noise_level(context), first)
+
+
 def noise_corrected(lagged: np.ndarray, context: np.ndarray, config: CalibrationConfig) -> np.ndarray:
     """``(B, H, C)`` the lagged ensemble's disagreement ``lagged`` (:func:`lagged_spread`) divided by
     ``sqrt(1 + nu^2 / (nu^2 + c^2))``, ``nu`` the noise level of the standardised ``context`` ``(B, T, C)``
@@ -888,6 +906,10 @@ class ForecastDistribution:
             weigh 1/2 in all), so that the point stays the median.
         analogue_weight: that share, one for all series or ``(B,)`` each its own (see
             :attr:`CalibrationConfig.analogue_weight` and :attr:`CalibrationConfig.analogue_stretch_power`).
+        noise: ``(B, C)`` the std of white observation noise added to the Gaussian part (each of its scales
+            ``f s`` becomes ``sqrt((f s)^2 + noise^2)``; in the samples, independent at every lead), for the
+            distribution of an observation rather than of the state (:attr:`CalibrationConfig.observation_noise`);
+            None: none.
     """
 
     point: np.ndarray
@@ -898,6 +920,7 @@ class ForecastDistribution:
     horizon_spread: np.ndarray | None = None
     analogues: np.ndarray | None = None
     analogue_weight: float = 0.0
+    noise: np.ndarray | None = None
     _grid: np.ndarray = field(init=False, repr=False)
     _analogue_paths: np.ndarray | None = field(init=False, repr=False, default=None)
     _sorted_analogues: np.ndarray | None = field(init=False, repr=False, default=None)
@@ -913,6 +936,10 @@ class ForecastDistribution:
         if self.horizon_spread is not None and self.horizon_spread.shape != self.spread.shape:
             raise ValueError(
                 f"horizon_spread {self.horizon_spread.shape} must be shaped as spread {self.spread.shape}"
+            )
+        if self.noise is not None and np.shape(self.noise) != (self.point.shape[0], self.point.shape[2]):
+            raise ValueError(
+                f"noise must be shaped (B, C) = {self.point.shape[::2]}, got {np.shape(self.noise)}"
             )
         levels = (np.arange(CLIMATOLOGY_GRID) + 0.5) / CLIMATOLOGY_GRID
         self._grid = np.moveaxis(np.nanquantile(self.context, levels, axis=1), 0, 1)  # (B, G, C)
@@ -986,6 +1013,7 @@ class ForecastDistribution:
             horizon,
             analogues,
             share,
+            observation_noise(context, errors) if config.observation_noise else None,
         )
 
     @property
@@ -1057,8 +1085,8 @@ class ForecastDistribution:
         """CDF of ``(1 - w) G + w Lost``, the lost part the climatology (with :attr:`analogues`, their share
         mixed in; reflected about the point half the time for ``"symmetric"``)."""
         expand = (slice(None),) * 3 + (None,) * (x.ndim - 3)
-        mu, s, w = self.point[expand], self.spread[expand], self.weight[expand]
-        gauss = sum(p * ndtr((x - mu) / (s * f)) for f, p in self._scales())
+        mu, w = self.point[expand], self.weight[expand]
+        gauss = sum(p * ndtr((x - mu) / scale[expand]) for scale, p in self._gauss_scales())
         lost = self._lost_cdf(x)
         if self.combine == "symmetric":  # P(2 mu - X <= x) = 1 - P(X < 2 mu - x), ties aside
             lost = 0.5 * (lost + 1 - self._lost_cdf(2 * mu - x))
@@ -1132,6 +1160,14 @@ class ForecastDistribution:
         a = self.scale_spread * np.sqrt(3.0)
         return [(float(np.exp(-a)), 1 / 6), (1.0, 2 / 3), (float(np.exp(a)), 1 / 6)]
 
+    def _gauss_scales(self) -> list[tuple[np.ndarray, float]]:
+        """The Gaussian part's scales ``(B, H, C)`` and their probabilities: the spread times each of
+        :meth:`_scales`' factors, with :attr:`noise` added in quadrature."""
+        if self.noise is None:
+            return [(self.spread * f, p) for f, p in self._scales()]
+        nu2 = np.square(self.noise)[:, None]  # (B, 1, C)
+        return [(np.sqrt((self.spread * f) ** 2 + nu2), p) for f, p in self._scales()]
+
     def _climatology_cdf(self, x: np.ndarray) -> np.ndarray:
         """Fraction of the climatology grid at or below ``x`` ``(B, H, C, ...)``: one sorted search for all rows."""
         B, G, C = self._grid.shape
@@ -1152,9 +1188,9 @@ class ForecastDistribution:
     def quantiles(self, levels: np.ndarray, iterations: int = 48) -> np.ndarray:
         """``(B, H, C, Q)`` quantiles of the mixture at ``levels`` (bisection on its CDF), ordered in level."""
         levels = np.asarray(levels, dtype=np.float64)
-        mu, s = self.point[..., None], self.spread[..., None]
-        if self.combine == "quantile":
-            w = self.weight[..., None]
+        mu = self.point[..., None]
+        if self.combine == "quantile":  # one Gaussian (scale_spread is 0)
+            s, w = self._gauss_scales()[0][0][..., None], self.weight[..., None]
             return (1 - w) * (mu + s * ndtri(levels)) + w * self._climatology_quantiles(levels)[:, None]
         if self.combine == "symmetric":  # mirrored pairs: the median is the point forecast exactly
             both = self._bisect(np.concatenate([levels, 1 - levels]), self._mixture_cdf, iterations)
@@ -1173,7 +1209,7 @@ class ForecastDistribution:
         """``(B, H, C, Q)`` where ``cdf`` reaches ``levels``, by bisection between the widest Gaussian's +-10
         spreads and the climatology's (and its reflection's) range."""
         mu = self.point[..., None]  # (B, H, C, 1)
-        s = self.spread[..., None] * max(f for f, _ in self._scales())
+        s = np.maximum.reduce([scale for scale, _ in self._gauss_scales()])[..., None]
         g_lo = self._grid[:, :1, :, None]  # (B, 1, C, 1)
         g_hi = self._grid[:, -1:, :, None]
         if self.analogues is not None:  # members may lie beyond the grid's outer quantiles
@@ -1207,7 +1243,8 @@ class ForecastDistribution:
         ``"symmetric"``, half the paths its mirror image about the point forecast; for ``"split"``, each value
         moved to the split climatology's quantile at its level in the climatology; for ``"shifted"``, every path
         moved by the shift of the median), or with :attr:`analogues`, for their share of paths, one analogue
-        member chosen at random.
+        member chosen at random. With :attr:`noise`, a path that keeps track carries a new draw of the observation
+        noise at every lead.
         """
         B, H, C = self.point.shape
         T = self.context.shape[1]
@@ -1222,7 +1259,7 @@ class ForecastDistribution:
             below = np.take_along_axis(self._grid, lo, axis=1)  # (B, K, C)
             above = np.take_along_axis(self._grid, np.minimum(lo + 1, G - 1), axis=1)
             clim = below * (1 - frac) + above * frac  # (B, K, C)
-            gauss = self.point[:, None] + self.spread[:, None] * ndtri(u)  # (B, K, H, C)
+            gauss = self.point[:, None] + self._gauss_scales()[0][0][:, None] * ndtri(u)  # (B, K, H, C)
             return (1 - w) * gauss + w * clim[:, :, None]
         z = generator.standard_normal((B, K, 1, C))
         lost = generator.uniform(size=(B, K, 1, C)) < self.weight[:, None]  # (B, K, H, C)
@@ -1236,6 +1273,8 @@ class ForecastDistribution:
         factors, probs = zip(*self._scales(), strict=True)
         factor = generator.choice(np.array(factors), size=(B, K, 1, C), p=np.array(probs))
         tracked = self.point[:, None] + z * factor * self.spread[:, None]
+        if self.noise is not None:  # an observation's own noise, new at every lead
+            tracked = tracked + self.noise[:, None, None] * generator.standard_normal(tracked.shape)
         if self.combine == "split":
             # each stretch's values mapped, by their level in the climatology, onto the split climatology
             level = self._climatology_cdf(np.moveaxis(stretch, 1, -1))  # (B, H, C, K)

@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from scipy.special import ndtr, ndtri
 
 from panda_fm import MissingDataWarning, PandaPipeline
 from panda_fm.uncertainty import (
@@ -30,6 +31,7 @@ from panda_fm.uncertainty import (
     lead_spread,
     noise_corrected,
     noise_level,
+    observation_noise,
     perturbed_members,
     perturbed_spread,
     spread_floors,
@@ -103,22 +105,29 @@ def test_samples_agree_with_the_quantiles(tiny_pipeline, lorenz) -> None:
 
 
 @pytest.mark.parametrize(
-    ("combine", "scales", "share"),
+    ("combine", "scales", "share", "noise"),
     [
-        ("mixture", 1.0, 0.0),
-        ("mixture", 0.0, 0.0),
-        ("quantile", 0.0, 0.0),
-        ("shifted", 1.25, 0.0),
-        ("symmetric", 1.25, 0.0),
-        ("split", 1.25, 0.0),
-        ("mixture", 1.0, 0.5),
-        ("shifted", 1.25, 0.5),
-        ("symmetric", 1.25, 0.5),
-        ("split", 1.25, 0.5),
-        ("split", 1.25, 1.0),
+        ("mixture", 1.0, 0.0, 0.0),
+        ("mixture", 0.0, 0.0, 0.0),
+        ("quantile", 0.0, 0.0, 0.0),
+        ("shifted", 1.25, 0.0, 0.0),
+        ("symmetric", 1.25, 0.0, 0.0),
+        ("split", 1.25, 0.0, 0.0),
+        ("mixture", 1.0, 0.5, 0.0),
+        ("shifted", 1.25, 0.5, 0.0),
+        ("symmetric", 1.25, 0.5, 0.0),
+        ("split", 1.25, 0.5, 0.0),
+        ("split", 1.25, 1.0, 0.0),
+        ("mixture", 1.0, 0.0, 0.3),
+        ("quantile", 0.0, 0.0, 0.3),
+        ("shifted", 1.25, 0.0, 0.3),
+        ("symmetric", 1.25, 0.5, 0.3),
+        ("split", 1.25, 0.5, 0.3),
     ],
 )
-def test_samples_agree_with_the_quantiles_for_every_shape(combine: str, scales: float, share: float) -> None:
+def test_samples_agree_with_the_quantiles_for_every_shape(
+    combine: str, scales: float, share: float, noise: float
+) -> None:
     rng = np.random.default_rng(0)
     context = np.cumsum(rng.standard_normal((2, 300, 2)), axis=1)
     context = (context - context.mean(axis=1, keepdims=True)) / context.std(axis=1, keepdims=True)
@@ -126,7 +135,14 @@ def test_samples_agree_with_the_quantiles_for_every_shape(combine: str, scales: 
     spread = np.broadcast_to(np.geomspace(0.01, 3.0, 50)[None, :, None], point.shape)  # crosses saturation
     analogues = analogue_members(context, 50, 32) if share else None
     dist = ForecastDistribution(
-        point, spread, context, combine, scales, analogues=analogues, analogue_weight=share
+        point,
+        spread,
+        context,
+        combine,
+        scales,
+        analogues=analogues,
+        analogue_weight=share,
+        noise=np.array([[noise, noise / 2]] * 2) if noise else None,
     )
     levels = np.array(LEVELS)
     q = dist.quantiles(levels)  # (B, H, C, Q)
@@ -135,6 +151,76 @@ def test_samples_agree_with_the_quantiles_for_every_shape(combine: str, scales: 
     sampled = np.moveaxis(np.quantile(paths, levels, axis=1), 0, -1)
     assert np.abs(sampled - q).mean() < 0.03
     np.testing.assert_allclose(paths.mean(axis=1), dist.mean, atol=0.1)
+
+
+def test_observation_noise_widens_the_gaussian_part_in_quadrature() -> None:
+    """An observation's distribution: the spread s and the noise nu add in quadrature, one Gaussian
+    (scale_spread 0) or each scale of the mixture; the mean is the state's, the median the point forecast."""
+    context = np.random.default_rng(0).standard_normal((1, 400, 2))
+    point = np.zeros((1, 3, 2))
+    spread = np.broadcast_to(np.array([0.01, 0.1, 0.3])[None, :, None], point.shape)
+    nu = np.array([[0.2, 0.0]])
+    dist = ForecastDistribution(point, spread, context, "split", 0.0, noise=nu)
+    q = dist.quantiles(np.array([0.1, 0.5, 0.9]))  # (1, 3, 2, 3)
+    # by hand: the climatology's weight s^2 / 2 is at most 0.045 here, so the 0.9 level is nearly the Gaussian's
+    width = ndtri(0.9) * np.sqrt(spread**2 + nu[:, None] ** 2)
+    np.testing.assert_allclose(q[0, 0, :, 2], width[0, 0], rtol=1e-3)  # s = 0.01: w = 5e-5
+    np.testing.assert_array_equal(q[..., 1], point)
+    state = ForecastDistribution(point, spread, context, "split", 0.0)
+    np.testing.assert_array_equal(dist.mean, state.mean)  # noise of mean 0
+    np.testing.assert_array_equal(q[:, :, 1], state.quantiles(np.array([0.1, 0.5, 0.9]))[:, :, 1])  # nu 0
+    mixed = ForecastDistribution(point, spread, context, "mixture", 1.25, noise=nu)
+    x = np.full((1, 3, 2), 0.15)
+    a = 1.25 * np.sqrt(3.0)
+    parts = [(np.exp(-a), 1 / 6), (1.0, 2 / 3), (np.exp(a), 1 / 6)]
+    gauss = sum(p * ndtr(0.15 / np.sqrt((spread * f) ** 2 + nu[:, None] ** 2)) for f, p in parts)
+    w = np.minimum(spread**2 / 2, 1)
+    climatology = (np.sort(context[0], axis=0) <= 0.15).mean(axis=0)  # (C,) nearly: the grid is 512 points
+    np.testing.assert_allclose(mixed.cdf(x), (1 - w) * gauss + w * climatology, atol=2e-3)
+    with pytest.raises(ValueError, match="noise must be shaped"):
+        ForecastDistribution(point, spread, context, "split", 0.0, noise=np.zeros(2))
+
+
+def test_observation_noise_is_the_noise_level_bounded_by_the_one_step_errors() -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(2000)
+    smooth = np.sin(2 * np.pi * t / 100)[:, None]
+    x = np.stack([smooth + 0.1 * rng.standard_normal(smooth.shape), smooth])  # (2, T, 1)
+    errors = np.full((2, 3, 8, 1), np.nan)
+    errors[0, :, 0] = 0.12  # a noisy target is in every lead-1 error: they exceed the noise
+    errors[1, :, 0] = 1e-9
+    nu = observation_noise(x, errors)
+    np.testing.assert_allclose(nu[0], noise_level(x)[0])
+    assert nu[0, 0] == pytest.approx(0.1, rel=0.1)
+    # a rough deterministic series (the logistic map) reads a large noise level; exact one-step forecasts cap it
+    r = np.empty(2000)
+    r[0] = 0.3
+    for i in range(1999):
+        r[i + 1] = 3.9 * r[i] * (1 - r[i])
+    rough = np.stack([r[:, None], r[:, None]])
+    first = np.full((2, 3, 8, 1), np.nan)
+    first[0, :, 0], first[1, :, 0] = 1e-9, 5.0  # series 0 exact at lead 1, series 1 far off
+    capped = observation_noise(rough, first)
+    assert noise_level(rough)[0, 0] > 0.1 and capped[0, 0] == 1e-9
+    assert capped[1, 0] == noise_level(rough)[1, 0]
+    no_first = np.full((1, 3, 8, 1), np.nan)  # no lead-1 error measured: the noise level
+    np.testing.assert_allclose(observation_noise(x[:1], no_first), noise_level(x[:1]))
+
+
+def test_the_pipeline_observes_noise_only_where_the_context_has_it(tiny_pipeline, lorenz) -> None:
+    observed = replace(tiny_pipeline.calibration, observation_noise=True)
+    clean_state, _ = tiny_pipeline.predict_quantiles(lorenz, H, LEVELS)
+    clean_observed, _ = tiny_pipeline.predict_quantiles(lorenz, H, LEVELS, calibration=observed)
+    sd = lorenz.std(axis=0)
+    # a clean context reads almost no noise (well under its one-step errors): the same quantiles
+    assert np.abs((clean_observed - clean_state) / sd[:, None]).max() < 1e-3
+    noisy = lorenz + 0.1 * sd * np.random.default_rng(3).standard_normal(lorenz.shape)
+    state, _ = tiny_pipeline.predict_quantiles(noisy, H, LEVELS)
+    obs, _ = tiny_pipeline.predict_quantiles(noisy, H, LEVELS, calibration=observed)
+    np.testing.assert_array_equal(obs[..., 2], state[..., 2])  # the median is the point forecast
+    assert ((obs[..., -1] - obs[..., 0]) >= (state[..., -1] - state[..., 0]) - 1e-9).all()
+    # at lead 1 the 80% interval of an observation is at least that of the noise alone (0.1 context stds)
+    assert ((obs[0, :, -1] - obs[0, :, 0]) / sd > 0.8 * 2 * ndtri(0.9) * 0.1).all()
 
 
 def test_spread_grows_with_lead_and_crosses_the_threshold_on_chaos(lorenz) -> None:

@@ -30,7 +30,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from panda_fm.eval import metrics
-from panda_fm.eval.runner import EvalConfig, _no_windows, _test_ids, noisy_batches, system_windows
+from panda_fm.eval.runner import (
+    EvalConfig,
+    _no_windows,
+    _test_ids,
+    noisy_batches,
+    observed_truths,
+    system_windows,
+)
 from panda_fm.forecasters import ContextForecaster, NVARForecaster
 from panda_fm.scaling import context_moments
 from panda_fm.systems.store import Dataset
@@ -386,12 +393,16 @@ def evaluate_quantiles(
     for index, sid in enumerate(tqdm(_test_ids(dataset, config), desc="probabilistic evaluation")):
         wins = system_windows(dataset, sid, config)
         for sigma, lo, batch, seen in noisy_batches(sid, wins, config):
+            if config.noisy_truth:
+                truths = observed_truths(sid, config.noise.index(sigma), lo, batch, L, config)
+            else:
+                truths = np.stack([w.truth[:L] for w in batch])
             for method in methods:
                 for name, (q, spread, point, paths) in method.forecast(seen, L, lv).items():
                     for i, w in enumerate(batch):
                         scores = score_quantiles(
                             w.context,
-                            w.truth[:L],
+                            truths[i],
                             q[i],
                             spread[i],
                             None if point is None else point[i],
@@ -416,7 +427,7 @@ def evaluate_quantiles(
                                 "noise": sigma,
                                 "method": name,
                                 "context": seen[0],
-                                "truth": batch[0].truth[:L],
+                                "truth": truths[0],
                                 "quantiles": q[0],
                             }
                         )

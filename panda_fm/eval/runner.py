@@ -65,6 +65,9 @@ class EvalConfig:
             (after the noise; seeded by system, level and batch as the noise is); 0: complete contexts.
         gap: steps of one contiguous run missing in every channel of every context (0: none), its start drawn
             per window uniformly over the context (it may end the context), seeded as :attr:`missing` is.
+        noisy_truth: score the continuation as it would be observed, with new observation noise of the
+            window's level (:func:`observed_truths`), rather than the noise-free truth; read by the probabilistic
+            evaluation (``panda_fm.eval.probabilistic``), for quantiles of observations.
     """
 
     horizons: tuple[int, ...] = (128, 256, 512)
@@ -81,6 +84,7 @@ class EvalConfig:
     n_samples: int = 6
     missing: float = 0.0
     gap: int = 0
+    noisy_truth: bool = False
 
     def __post_init__(self) -> None:
         if not self.horizons or min(self.horizons) < 1:
@@ -244,6 +248,21 @@ def noisy_batches(
                 steps = np.arange(T)[None]
                 seen = np.where(((steps >= start) & (steps < start + config.gap))[..., None], np.nan, seen)
             yield sigma, lo, batch, seen
+
+
+def observed_truths(
+    system: str, level: int, lo: int, batch: list[Window], length: int, config: EvalConfig
+) -> np.ndarray:
+    """``(B, length, C)`` the first ``length`` steps of the batch's continuations as observed at the noise level
+    ``config.noise[level]``: new noise of that fraction of each window's per-channel context std, seeded by
+    system, level and batch apart from the context's (the same for every method)."""
+    truth = np.stack([w.truth[:length] for w in batch])
+    sigma = config.noise[level]
+    if sigma == 0:
+        return truth
+    std = np.stack([w.context for w in batch]).std(axis=1, keepdims=True)  # (B, 1, C)
+    rng = np.random.default_rng(_system_seed(config.seed, system, level + 1, lo, 3))
+    return truth + sigma * std * rng.standard_normal(truth.shape)
 
 
 def score_window(

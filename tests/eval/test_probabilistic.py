@@ -101,6 +101,22 @@ def test_a_small_probabilistic_run_scores_every_method(
     ).exists()
 
 
+def test_a_noisy_truth_scores_the_noisy_levels_against_observations(tiny_dataset: Path) -> None:
+    config = EvalConfig(
+        horizons=(16, 32), context_length=200, windows_per_system=2, noise=(0.0, 0.05), rollout=0
+    )
+    state = evaluate_quantiles([Climatology()], open_dataset(tiny_dataset), config)
+    observed = evaluate_quantiles(
+        [Climatology()], open_dataset(tiny_dataset), replace(config, noisy_truth=True)
+    )
+    assert observed["summary"]["0.0"] == state["summary"]["0.0"]  # clean: nothing to observe
+    assert (
+        observed["summary"]["0.05"]["climatology"]["crps@32"]
+        != state["summary"]["0.05"]["climatology"]["crps@32"]
+    )
+    assert observed["config"]["noisy_truth"] and not state["config"]["noisy_truth"]
+
+
 def test_coverage_intervals_resample_whole_systems() -> None:
     # every window of a system covers or none does: the mean is 0.5, and resampling the two systems gives means
     # of 0, 0.5 and 1 with probabilities 1/4, 1/2, 1/4, so the 95% interval is [0, 1]

@@ -14,7 +14,14 @@ import pytest
 from panda_fm.cli import main
 from panda_fm.eval.baselines import PipelineForecaster, checkpoint_forecasters
 from panda_fm.eval.report import read_report
-from panda_fm.eval.runner import EvalConfig, draw_windows, evaluate, noisy_batches, system_windows
+from panda_fm.eval.runner import (
+    EvalConfig,
+    draw_windows,
+    evaluate,
+    noisy_batches,
+    observed_truths,
+    system_windows,
+)
 from panda_fm.eval.testsets import FounderTestsetConfig, founders_testset
 from panda_fm.forecasters import MeanForecaster, NaiveForecaster
 from panda_fm.systems.store import DatasetWriter, open_dataset
@@ -181,6 +188,24 @@ def test_a_gap_removes_one_contiguous_run_of_steps_in_every_channel(dataset_dir:
         np.testing.assert_array_equal(seen[~gone], full[~gone])
     with pytest.raises(ValueError, match="gap must be in"):
         EvalConfig(gap=512)
+
+
+def test_observed_truths_carry_new_noise_of_the_windows_level(dataset_dir: Path) -> None:
+    cfg = EvalConfig(**{**CFG.__dict__, "noise": (0.0, 0.2), "noisy_truth": True, "batch_size": 8})
+    data = open_dataset(dataset_dir)
+    sid = data.ids("test")[0]
+    wins = system_windows(data, sid, cfg)
+    truth = np.stack([w.truth[:64] for w in wins])
+    np.testing.assert_array_equal(observed_truths(sid, 0, 0, wins, 64, cfg), truth)  # clean: the truth
+    observed = observed_truths(sid, 1, 0, wins, 64, cfg)
+    assert observed.shape == truth.shape
+    np.testing.assert_array_equal(observed, observed_truths(sid, 1, 0, wins, 64, cfg))  # seeded
+    std = np.stack([w.context for w in wins]).std(axis=1)  # (B, C)
+    ratio = (observed - truth).std(axis=1) / std  # (B, C): 0.2 of each window's context std
+    np.testing.assert_allclose(ratio, 0.2, rtol=0.3)
+    (_, _, _, seen), *_ = noisy_batches(sid, wins, EvalConfig(**{**cfg.__dict__, "noise": (0.2,)}))
+    context_noise = seen - np.stack([w.context for w in wins])
+    assert abs(np.corrcoef(context_noise[:, -64:].ravel(), (observed - truth).ravel())[0, 1]) < 0.1  # apart
 
 
 def test_bad_settings_raise_clear_errors(dataset_dir: Path) -> None:
