@@ -487,9 +487,10 @@ def system_bootstrap_spearman_ci(
 
 
 def summarise(per_window: list[dict[str, Any]], names: list[str], noise: Sequence[float]) -> dict[str, Any]:
-    """Per noise level and method: means of the scores, medians of the sMAPEs, the horizon correlation, and for
+    """Per noise level and method: means of the scores, medians of the sMAPEs, the horizon correlation, for
     the coverages (``cov50@h``, ``cov80@h``) and the correlation a 95% interval over systems (``cov50@h_ci95``,
-    ``horizon_spearman_ci95``; :func:`system_bootstrap_mean_ci`, :func:`system_bootstrap_spearman_ci`)."""
+    ``horizon_spearman_ci95``; :func:`system_bootstrap_mean_ci`, :func:`system_bootstrap_spearman_ci`), and for
+    the CRPS its median too (``crps@h_median``)."""
     groups: dict[tuple[float, str], list[dict[str, float]]] = defaultdict(list)
     systems: dict[tuple[float, str], list[str]] = defaultdict(list)
     for r in per_window:
@@ -510,6 +511,10 @@ def summarise(per_window: list[dict[str, Any]], names: list[str], noise: Sequenc
                 )
                 if key.startswith("cov"):
                     stats[f"{key}_ci95"] = system_bootstrap_mean_ci(v, systems[sigma, name])
+                if key.startswith(
+                    "crps"
+                ):  # one window whose truth leaves the context's range can rule the mean
+                    stats[f"{key}_median"] = float(np.median(v))
             horizon, vpt = [r["predicted_horizon"] for r in rows], [r["vpt"] for r in rows]
             stats["horizon_spearman"] = (
                 metrics.horizon_correlation(horizon, vpt) if len(rows) > 1 else float("nan")

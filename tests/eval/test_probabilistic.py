@@ -19,6 +19,7 @@ from panda_fm.eval.probabilistic import (
     default_baselines,
     evaluate_quantiles,
     markdown_table,
+    summarise,
     system_bootstrap_mean_ci,
     system_bootstrap_spearman_ci,
 )
@@ -115,6 +116,23 @@ def test_a_noisy_truth_scores_the_noisy_levels_against_observations(tiny_dataset
         != state["summary"]["0.05"]["climatology"]["crps@32"]
     )
     assert observed["config"]["noisy_truth"] and not state["config"]["noisy_truth"]
+
+
+def test_the_summary_gives_the_crps_median_beside_its_mean() -> None:
+    """One window whose truth leaves the context's range by orders of magnitude rules the mean CRPS."""
+    crps = [0.5, 0.6, 1000.0]
+    rows = [
+        {
+            "noise": 0.0,
+            "method": "m",
+            "system": str(i),
+            "metrics": {"crps@8": c, "cov50@8": 0.5, "predicted_horizon": i, "vpt": i},
+        }
+        for i, c in enumerate(crps)
+    ]
+    stats = summarise(rows, ["m"], [0.0])["0.0"]["m"]
+    assert stats["crps@8"] == pytest.approx(np.mean(crps)) and stats["crps@8_median"] == 0.6
+    assert "cov50@8_median" not in stats
 
 
 def test_coverage_intervals_resample_whole_systems() -> None:
