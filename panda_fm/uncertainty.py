@@ -1263,7 +1263,8 @@ class ForecastDistribution:
             below = np.take_along_axis(self._grid, lo, axis=1)  # (B, K, C)
             above = np.take_along_axis(self._grid, np.minimum(lo + 1, G - 1), axis=1)
             clim = below * (1 - frac) + above * frac  # (B, K, C)
-            gauss = self.point[:, None] + self._gauss_scales()[0][0][:, None] * ndtri(u)  # (B, K, H, C)
+            scale = self._gauss_scales()[0][0]  # one Gaussian (scale_spread is 0)
+            gauss = self.point[:, None] + scale[:, None] * ndtri(u)  # (B, K, H, C)
             return (1 - w) * gauss + w * clim[:, :, None]
         z = generator.standard_normal((B, K, 1, C))
         lost = generator.uniform(size=(B, K, 1, C)) < self.weight[:, None]  # (B, K, H, C)

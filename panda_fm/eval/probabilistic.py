@@ -393,10 +393,7 @@ def evaluate_quantiles(
     for index, sid in enumerate(tqdm(_test_ids(dataset, config), desc="probabilistic evaluation")):
         wins = system_windows(dataset, sid, config)
         for sigma, lo, batch, seen in noisy_batches(sid, wins, config):
-            if config.noisy_truth:
-                truths = observed_truths(sid, config.noise.index(sigma), lo, batch, L, config)
-            else:
-                truths = np.stack([w.truth[:L] for w in batch])
+            truths = observed_truths(sid, config.noise.index(sigma), lo, batch, L, config)
             for method in methods:
                 for name, (q, spread, point, paths) in method.forecast(seen, L, lv).items():
                     for i, w in enumerate(batch):

@@ -253,12 +253,13 @@ def noisy_batches(
 def observed_truths(
     system: str, level: int, lo: int, batch: list[Window], length: int, config: EvalConfig
 ) -> np.ndarray:
-    """``(B, length, C)`` the first ``length`` steps of the batch's continuations as observed at the noise level
-    ``config.noise[level]``: new noise of that fraction of each window's per-channel context std, seeded by
-    system, level and batch apart from the context's (the same for every method)."""
+    """``(B, length, C)`` the first ``length`` steps of the batch's continuations as the probabilistic evaluation
+    scores them: with :attr:`EvalConfig.noisy_truth`, as observed at the noise level ``config.noise[level]`` (new
+    noise of that fraction of each window's per-channel context std, seeded by system, level and batch apart
+    from the context's: the same for every method); else, and at level 0, the noise-free truth."""
     truth = np.stack([w.truth[:length] for w in batch])
     sigma = config.noise[level]
-    if sigma == 0:
+    if not config.noisy_truth or sigma == 0:
         return truth
     std = np.stack([w.context for w in batch]).std(axis=1, keepdims=True)  # (B, 1, C)
     rng = np.random.default_rng(_system_seed(config.seed, system, level + 1, lo, 3))

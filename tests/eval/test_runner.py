@@ -197,6 +197,8 @@ def test_observed_truths_carry_new_noise_of_the_windows_level(dataset_dir: Path)
     wins = system_windows(data, sid, cfg)
     truth = np.stack([w.truth[:64] for w in wins])
     np.testing.assert_array_equal(observed_truths(sid, 0, 0, wins, 64, cfg), truth)  # clean: the truth
+    state = EvalConfig(**{**cfg.__dict__, "noisy_truth": False})
+    np.testing.assert_array_equal(observed_truths(sid, 1, 0, wins, 64, state), truth)  # not asked for
     observed = observed_truths(sid, 1, 0, wins, 64, cfg)
     assert observed.shape == truth.shape
     np.testing.assert_array_equal(observed, observed_truths(sid, 1, 0, wins, 64, cfg))  # seeded
