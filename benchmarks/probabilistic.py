@@ -90,10 +90,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--observe",
-        choices=("all", "first", "projection"),
+        choices=("all", "first", "projection", "alternate"),
         default="all",
-        help="see every system partially: its first coordinate, or a random projection to 1-2 channels (as the "
-        "stress sets observed-x0 and projected); adds '-first' or '-projection' to the outputs' names",
+        help="see every system partially: its first coordinate, a random projection to 1-2 channels (as the "
+        "stress sets observed-x0 and projected), or every other coordinate of the systems of six or more "
+        "(panda_fm.eval.stress.observed_dataset); adds '-first', '-projection' or '-alternate' to the outputs' names",
     )
     p.add_argument(
         "--missing",

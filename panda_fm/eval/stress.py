@@ -137,6 +137,10 @@ def _first_coordinate(sid: str, traj: np.ndarray) -> np.ndarray:
     return traj[..., :1]
 
 
+def _alternate(sid: str, traj: np.ndarray) -> np.ndarray:
+    return traj[..., ::2]
+
+
 def _projection(sid: str, traj: np.ndarray, names: list[str] | None = None) -> np.ndarray:
     """A random projection, drawn from the system's name, of the state standardised per coordinate to 1 or 2
     channels (2 for every other system of ``names`` in alphabetical order, default the held-out founders: the
@@ -278,28 +282,47 @@ def dominant_period(traj: np.ndarray, dt: float) -> float:
     return float(1.0 / freq[1 + np.argmax(power[1:])])
 
 
-#: Partial observations a dataset may be seen through (:func:`observed_dataset`), as the stress sets
-#: ``observed-x0`` and ``projected`` see the held-out founders.
-OBSERVATIONS = ("first", "projection")
+#: Partial observations a dataset may be seen through (:func:`observed_dataset`): ``first`` and ``projection`` as
+#: the stress sets ``observed-x0`` and ``projected`` see the held-out founders; ``alternate`` every other coordinate
+#: of the systems of six or more, three channels or more of a state at least twice as large.
+OBSERVATIONS = ("first", "projection", "alternate")
+#: the fewest state coordinates a system needs to be seen through ``alternate``
+ALTERNATE_MIN_DIM = 6
 
 
 def observed_dataset(source: str | Path, out: str | Path, how: str) -> Path:
     """Build (or reuse) at ``out`` a copy of the dataset ``source`` seen partially: ``"first"`` keeps each
     system's first coordinate, ``"projection"`` a random projection of its standardised state to 1 or 2 channels
-    (2 for every other system in alphabetical order). Records and splits are kept; written whole or not at all.
-    Used to calibrate on partially observed systems of a calibration split (``benchmarks/probabilistic.py
-    --observe``)."""
+    (2 for every other system in alphabetical order), ``"alternate"`` the coordinates 0, 2, 4, ... of each system
+    of at least :data:`ALTERNATE_MIN_DIM` coordinates (the smaller systems are left out, and the count logged).
+    Records and splits are kept; written whole or not at all. Used to calibrate on partially observed systems of a
+    calibration split (``benchmarks/probabilistic.py --observe``)."""
     if how not in OBSERVATIONS:
         raise ValueError(f"unknown observation {how!r}; choose from {', '.join(OBSERVATIONS)}")
     data = open_dataset(source)
     names = data.ids()
+    operator = {
+        "first": _first_coordinate,
+        "projection": partial(_projection, names=names),
+        "alternate": _alternate,
+    }
 
     def systems() -> Iterator[tuple[dict, np.ndarray]]:
+        small = 0
         for record in data:
             sid = record["id"]
             traj = np.asarray(data.load(sid), dtype=float)
-            seen = _first_coordinate(sid, traj) if how == "first" else _projection(sid, traj, names)
-            yield {k: v for k, v in record.items() if k not in ("shard", "offset", "shape")}, seen
+            if how == "alternate" and traj.shape[-1] < ALTERNATE_MIN_DIM:
+                small += 1
+                continue
+            yield (
+                {k: v for k, v in record.items() if k not in ("shard", "offset", "shape")},
+                operator[how](sid, traj),
+            )
+        if small:
+            logger.info(
+                "%d systems of fewer than %d coordinates left out of %r", small, ALTERNATE_MIN_DIM, how
+            )
 
     meta = {"kind": "observed dataset", "source": str(source), "observe": how, "version": VERSION}
     return _build_once(Path(out), meta, systems)

@@ -26,7 +26,7 @@ from panda_fm.eval.stress import (
 )
 from panda_fm.forecasters import MeanForecaster, NaiveForecaster
 from panda_fm.systems.founders import HELD_OUT
-from panda_fm.systems.store import open_dataset
+from panda_fm.systems.store import DatasetWriter, open_dataset
 from tests.conftest import TINY_CHECKPOINT
 
 
@@ -93,6 +93,18 @@ def test_observed_dataset_sees_any_dataset_as_the_observed_sets_see_the_founders
     with pytest.raises(ValueError, match="unknown observation 'last'"):
         observed_dataset(founders, tmp_path / "last", "last")
     assert not (tmp_path / "last").exists()
+
+
+def test_alternate_observation_keeps_every_other_coordinate_of_the_larger_systems(tmp_path):
+    rng = np.random.default_rng(0)
+    six, three = rng.standard_normal((2, 300, 6)), rng.standard_normal((1, 300, 3))
+    with DatasetWriter(tmp_path / "source", shard_size=2) as writer:
+        writer.add({"id": "skew", "split": "train", "dt": 0.01, "period": 1.0}, six)
+        writer.add({"id": "small", "split": "train", "dt": 0.02, "period": 1.0}, three)
+    seen = open_dataset(observed_dataset(tmp_path / "source", tmp_path / "alternate", "alternate"))
+    assert seen.ids("train") == ["skew"]  # three coordinates would leave a 1-2 channel view: left out
+    np.testing.assert_array_equal(seen.load("skew"), six[..., ::2].astype(np.float32))  # stored as float32
+    assert seen.record("skew")["dt"] == 0.01
 
 
 class _Picky(NaiveForecaster):
