@@ -54,8 +54,6 @@ __all__ = [
     "lead_spread",
     "extrapolated",
     "autocorrelation_time",
-    "effective_samples",
-    "widened_climatology",
     "context_lags",
     "varying_channels",
     "spread_floors",
@@ -241,10 +239,6 @@ class CalibrationConfig:
             state's nearer nominal on the founders, the observation's on generated systems; the state's stay the
             default (docs/probabilistic.md, twenty-seventh round). Their in-context errors are measured against
             the noisy context, so they already hold much of the noise.
-        climatology_widening: ``a``: the climatology (the context's values) widened about each channel's median
-            by ``sqrt(1 + a / n)``, ``n`` the context's effective count of independent samples
-            (:func:`effective_samples`): a few slow swings are a small sample of the values to come, and their
-            spread understates it (:func:`widened_climatology`; 0: the context's values as they are).
     """
 
     offsets: tuple[int, ...] = (320, 256, 192, 128, 64)
@@ -283,7 +277,6 @@ class CalibrationConfig:
     perturbed_min_noise: float = 0.01
     perturbed_seed: int = 0
     observation_noise: bool = False
-    climatology_widening: float = 0.0
 
     @property
     def min_context(self) -> int:
@@ -392,8 +385,6 @@ class CalibrationConfig:
             )
         if self.lag_timescale < 0:
             raise ValueError(f"lag_timescale must be >= 0 (0: lags in steps), got {self.lag_timescale}")
-        if self.climatology_widening < 0:
-            raise ValueError(f"climatology_widening must be >= 0, got {self.climatology_widening}")
         if self.needs_lagged and (not self.lags or min(self.lags) < 1):
             raise ValueError(
                 f"lags must be positive step counts for a {self.horizon!r} horizon or a lagged blend or floor, "
@@ -497,9 +488,10 @@ def extrapolated(spread: np.ndarray, last: np.ndarray, fraction: float, ceiling:
 MAX_LAG_STRETCH = 4.0
 
 
-def _autocorrelation(context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(B, T, C)`` the autocovariance of each channel of a ``(B, T, C)`` context (NaN missing) at lags ``0..T-1``,
-    each lag's over the pairs of observed steps, and ``(B, T, C)`` the count of those pairs."""
+def autocorrelation_time(context: np.ndarray, level: float = 0.5) -> np.ndarray:
+    """``(B,)`` the steps a ``(B, T, C)`` context's autocorrelation takes to fall below ``level``: the median over
+    its channels (NaN missing: each lag's autocovariance over the pairs of observed steps; a constant channel
+    does not count, a series without any varying channel reads 0). ``T`` where it never falls that far."""
     T = context.shape[1]
     seen = np.isfinite(context)
     n = np.maximum(seen.sum(axis=1, keepdims=True), 1)
@@ -509,57 +501,14 @@ def _autocorrelation(context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     fm = np.fft.rfft(seen.astype(np.float64), 2 * T, axis=1)
     cov = np.fft.irfft(fx * np.conj(fx), 2 * T, axis=1)[:, :T]  # (B, T, C) sums over pairs at each lag
     pairs = np.rint(np.fft.irfft(fm * np.conj(fm), 2 * T, axis=1)[:, :T])
-    return cov / np.maximum(pairs, 1), pairs
-
-
-def _constant(context: np.ndarray, acf: np.ndarray) -> np.ndarray:
-    """``(B, C)`` the channels whose variance is round-off (or that are never observed)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a channel never observed: NaN, then constant
-        return ~(acf[:, 0] > 1e-12 * np.nanmean(context**2, axis=1))
-
-
-def autocorrelation_time(context: np.ndarray, level: float = 0.5) -> np.ndarray:
-    """``(B,)`` the steps a ``(B, T, C)`` context's autocorrelation takes to fall below ``level``: the median over
-    its channels (NaN missing: each lag's autocovariance over the pairs of observed steps; a constant channel
-    does not count, a series without any varying channel reads 0). ``T`` where it never falls that far."""
-    T = context.shape[1]
-    acf, pairs = _autocorrelation(context)
+    acf = cov / np.maximum(pairs, 1)
     below = (acf < level * acf[:, :1]) & (pairs > 0)
     first = np.where(below.any(axis=1), below.argmax(axis=1), T).astype(np.float64)  # (B, C)
-    first[_constant(context, acf)] = np.nan
-    # a series without a varying channel warns: NaN, then 0
+    # a channel never observed, or a series without a varying one, warns: NaN, then 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
+        first[~(acf[:, 0] > 1e-12 * np.nanmean(context**2, axis=1))] = np.nan  # constant channels (round-off)
         return np.nan_to_num(np.nanmedian(first, axis=1), nan=0.0)
-
-
-def effective_samples(context: np.ndarray) -> np.ndarray:
-    """``(B, C)`` how many independent samples each channel of a ``(B, T, C)`` context (NaN missing) is worth:
-    its observed steps over ``1 + 2 sum rho(k)``, the autocorrelations ``rho`` summed up to their first
-    non-positive lag (the integrated autocorrelation time; a noisy tail adds nothing). At most the observed
-    steps, at least 1; ``inf`` for a constant channel (nothing to widen)."""
-    acf, pairs = _autocorrelation(context)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # constant channels: 0 / 0, set below
-        rho = acf / acf[:, :1]
-    positive = np.cumprod((rho[:, 1:] > 0) & (pairs[:, 1:] > 0), axis=1)  # (B, T - 1, C) up to the first zero
-    integrated = 1 + 2 * np.where(positive > 0, rho[:, 1:], 0.0).sum(axis=1)  # (B, C)
-    n = np.clip(pairs[:, 0] / np.maximum(integrated, 1.0), 1.0, np.maximum(pairs[:, 0], 1.0))
-    return np.where(_constant(context, acf), np.inf, n)
-
-
-def widened_climatology(context: np.ndarray, widening: float) -> np.ndarray:
-    """A ``(B, T, C)`` context's values (NaN missing) spread about each channel's median by ``sqrt(1 + widening
-    / n)``, ``n`` its :func:`effective_samples`: the climatology of :attr:`CalibrationConfig.climatology_widening`.
-    The context itself where ``widening`` is 0."""
-    if not widening:
-        return context
-    factor = np.sqrt(1 + widening / effective_samples(context))[:, None]  # (B, 1, C)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a channel never observed: NaN stays NaN
-        median = np.nanmedian(context, axis=1, keepdims=True)
-    return median + factor * (context - median)
 
 
 def varying_channels(context: np.ndarray) -> np.ndarray:
@@ -1062,7 +1011,7 @@ class ForecastDistribution:
         return cls(
             point,
             blended,
-            widened_climatology(context, config.climatology_widening),
+            context,
             config.combine,
             config.scale_spread,
             horizon,

@@ -21,7 +21,6 @@ from panda_fm.uncertainty import (
     context_lags,
     corrected,
     distribution_spread,
-    effective_samples,
     extrapolated,
     horizon_spread,
     lag_stretch,
@@ -37,7 +36,6 @@ from panda_fm.uncertainty import (
     perturbed_spread,
     spread_floors,
     varying_channels,
-    widened_climatology,
 )
 from tests.conftest import integrate
 
@@ -673,57 +671,6 @@ def test_calibrated_analogues_skip_incomplete_and_short_contexts() -> None:
         point, errors, prefix, both, replace(cal, analogue_stretch_power=2.0)
     )
     np.testing.assert_allclose(faded.analogue_weight, 0.5 / stretch**2)
-
-
-def test_effective_samples_by_hand() -> None:
-    rng = np.random.default_rng(0)
-    T, phi = 40000, 0.8
-    white = rng.standard_normal(T)
-    ar = np.zeros(T)  # AR(1): integrated autocorrelation time (1 + phi) / (1 - phi) = 9 steps
-    for i in range(1, T):
-        ar[i] = phi * ar[i - 1] + white[i]
-    x = np.stack([white, ar, np.ones(T)], axis=1)[None]  # (1, T, 3)
-    n = effective_samples(x)[0]
-    assert 0.9 * T <= n[0] <= T
-    np.testing.assert_allclose(
-        n[1], T / 9, rtol=0.15
-    )  # the noisy tail summed up to the first zero: a little low
-    assert n[2] == np.inf  # a constant channel: nothing to widen
-    gappy = x.copy()
-    gappy[0, 1000:1400] = np.nan  # missing steps count out; the rest reads the same
-    np.testing.assert_allclose(effective_samples(gappy)[0, :2], n[:2] * (T - 400) / T, rtol=0.05)
-    # a slow sine of two periods is worth a handful of samples, never fewer than one
-    slow = np.sin(2 * np.pi * np.arange(512) / 256)[None, :, None]
-    assert 1 <= effective_samples(slow)[0, 0] < 10
-
-
-def test_the_widened_climatology_spreads_the_context_about_its_median() -> None:
-    rng = np.random.default_rng(1)
-    t = np.arange(512)
-    context = np.stack([np.sin(2 * np.pi * t / 200) + 0.1 * rng.standard_normal(512), np.full(512, 3.0)], 1)[
-        None
-    ]
-    context[0, 50:60, 0] = np.nan
-    assert widened_climatology(context, 0.0) is context
-    wide = widened_climatology(context, 2.0)
-    n = effective_samples(context)[0, 0]
-    median = np.nanmedian(context[0, :, 0])
-    np.testing.assert_allclose(wide[0, :, 0] - median, np.sqrt(1 + 2 / n) * (context[0, :, 0] - median))
-    assert np.isnan(wide[0, 50:60, 0]).all() and (wide[0, :, 1] == 3.0).all()
-    # a lost forecast's distribution is that wider climatology; a forecast that keeps track is not moved
-    point, prefix = np.zeros((1, 4, 2)), np.array([128])
-    cal = CalibrationConfig(lagged_blend=0.0, spread_floor=0.0, scale_spread=0.0, combine="quantile")
-    levels = np.array([0.1, 0.9])
-    for size, moved in ((10.0, True), (1e-4, False)):
-        errors = np.full((1, 1, 4, 2), size)
-        plain = ForecastDistribution.calibrated(point, errors, prefix, context, cal).quantiles(levels)
-        widened = ForecastDistribution.calibrated(
-            point, errors, prefix, context, replace(cal, climatology_widening=2.0)
-        ).quantiles(levels)
-        width = (widened[0, :, 0, 1] - widened[0, :, 0, 0]) / (plain[0, :, 0, 1] - plain[0, :, 0, 0])
-        np.testing.assert_allclose(width, np.sqrt(1 + 2 / n) if moved else 1.0, rtol=0.02)
-    with pytest.raises(ValueError, match="climatology_widening"):
-        CalibrationConfig(climatology_widening=-1.0)
 
 
 @pytest.mark.parametrize("combine", ["shifted", "symmetric", "split"])
