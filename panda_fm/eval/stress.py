@@ -300,6 +300,11 @@ def observed_dataset(source: str | Path, out: str | Path, how: str) -> Path:
     if how not in OBSERVATIONS:
         raise ValueError(f"unknown observation {how!r}; choose from {', '.join(OBSERVATIONS)}")
     data = open_dataset(source)
+    if how == "alternate" and not any(r["shape"][-1] >= ALTERNATE_MIN_DIM for r in data):
+        raise ValueError(
+            f"no system of {source} has {ALTERNATE_MIN_DIM} or more coordinates, and 'alternate' sees only such "
+            "systems (through every other coordinate); pass a dataset with larger systems, such as a generated one"
+        )
     names = data.ids()
     operator = {
         "first": _first_coordinate,
