@@ -508,9 +508,8 @@ def summarise(per_window: list[dict[str, Any]], names: list[str], noise: Sequenc
                 )
                 if key.startswith("cov"):
                     stats[f"{key}_ci95"] = system_bootstrap_mean_ci(v, systems[sigma, name])
-                if key.startswith(
-                    "crps"
-                ):  # one window whose truth leaves the context's range can rule the mean
+                # one window whose truth leaves the context's range can rule the mean CRPS
+                if key.startswith("crps"):
                     stats[f"{key}_median"] = float(np.median(v))
             horizon, vpt = [r["predicted_horizon"] for r in rows], [r["vpt"] for r in rows]
             stats["horizon_spearman"] = (

@@ -300,33 +300,36 @@ def observed_dataset(source: str | Path, out: str | Path, how: str) -> Path:
     if how not in OBSERVATIONS:
         raise ValueError(f"unknown observation {how!r}; choose from {', '.join(OBSERVATIONS)}")
     data = open_dataset(source)
-    if how == "alternate" and not any(r["shape"][-1] >= ALTERNATE_MIN_DIM for r in data):
-        raise ValueError(
-            f"no system of {source} has {ALTERNATE_MIN_DIM} or more coordinates, and 'alternate' sees only such "
-            "systems (through every other coordinate); pass a dataset with larger systems, such as a generated one"
-        )
-    names = data.ids()
+    records = list(data)
+    if how == "alternate":  # a smaller system would leave a view of one or two channels
+        large = [r for r in records if r["shape"][-1] >= ALTERNATE_MIN_DIM]
+        if not large:
+            raise ValueError(
+                f"no system of {source} has {ALTERNATE_MIN_DIM} or more coordinates, and 'alternate' sees only "
+                "such systems (through every other coordinate); pass a dataset with larger systems, such as a "
+                "generated one"
+            )
+        if len(large) < len(records):
+            logger.info(
+                "%d systems of fewer than %d coordinates left out of %r",
+                len(records) - len(large),
+                ALTERNATE_MIN_DIM,
+                how,
+            )
+        records = large
     operator = {
         "first": _first_coordinate,
-        "projection": partial(_projection, names=names),
+        "projection": partial(_projection, names=data.ids()),
         "alternate": _alternate,
-    }
+    }[how]
 
     def systems() -> Iterator[tuple[dict, np.ndarray]]:
-        small = 0
-        for record in data:
+        for record in records:
             sid = record["id"]
             traj = np.asarray(data.load(sid), dtype=float)
-            if how == "alternate" and traj.shape[-1] < ALTERNATE_MIN_DIM:
-                small += 1
-                continue
             yield (
                 {k: v for k, v in record.items() if k not in ("shard", "offset", "shape")},
-                operator[how](sid, traj),
-            )
-        if small:
-            logger.info(
-                "%d systems of fewer than %d coordinates left out of %r", small, ALTERNATE_MIN_DIM, how
+                operator(sid, traj),
             )
 
     meta = {"kind": "observed dataset", "source": str(source), "observe": how, "version": VERSION}

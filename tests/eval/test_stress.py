@@ -106,10 +106,9 @@ def test_alternate_observation_keeps_every_other_coordinate_of_the_larger_system
     np.testing.assert_array_equal(seen.load("skew"), six[..., ::2].astype(np.float32))  # stored as float32
     assert seen.record("skew")["dt"] == 0.01
     # a dataset without any system that large is refused before anything is written
+    view = tmp_path / "alternate"  # its one system has 3 channels
     with pytest.raises(ValueError, match="6 or more coordinates"):
-        observed_dataset(
-            tmp_path / "alternate", tmp_path / "none", "alternate"
-        )  # its systems have 3 channels
+        observed_dataset(view, tmp_path / "none", "alternate")
     assert not (tmp_path / "none").exists()
 
 
