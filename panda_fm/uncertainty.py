@@ -203,9 +203,11 @@ class CalibrationConfig:
             before the twenty-fourth round). A finely sampled context spans fewer periods of the dynamics, and its
             in-context errors and lagged members see less of the attractor. 1 was chosen on training founders'
             first coordinate at 400 samples a period (docs/probabilistic.md, twenty-fourth round).
-        spread_floor_wide: the floor on a series of more than :attr:`spread_floor_channels` varying channels,
-            stretched as :attr:`spread_floor` is (0: none). Such a series may be a full state or a partial view of
-            a larger one (sites of a field, some of a system's coordinates), which its context does not tell apart.
+        spread_floor_wide: the floor on a series of more than :attr:`spread_floor_channels` varying channels
+            (0: none), not stretched. Such a series may be a full state or a partial view of a larger one (sites
+            of a field, some of a system's coordinates), which its context does not tell apart; stretched, the
+            floor widened finely sampled full states' intervals that were right (docs/probabilistic.md,
+            twenty-ninth round).
         analogue_weight: ``a``, the analogue ensemble's share of the part of the distribution that has lost track
             (weight ``w``): ``(1 - w) Gaussian + w ((1 - a) climatology + a analogues)``, the analogues the
             continuations of the context's states nearest its last one (:func:`analogue_members`). The context's
@@ -531,14 +533,12 @@ def spread_floors(config: CalibrationConfig, context: np.ndarray) -> np.ndarray:
     """``(B,)`` each series' spread floor ``kappa`` (:attr:`CalibrationConfig.spread_floor`) for a ``(B, T, C)``
     context: on a series of at most :attr:`CalibrationConfig.spread_floor_channels` varying channels
     (:func:`varying_channels`), ``spread_floor`` times its lag stretch (:func:`lag_stretch`) to the power
-    :attr:`CalibrationConfig.spread_floor_stretch_power`; :attr:`CalibrationConfig.spread_floor_wide` times it
-    on the others."""
-    kappa = np.where(
-        varying_channels(context) <= config.spread_floor_channels,
-        config.spread_floor,
-        config.spread_floor_wide,
+    :attr:`CalibrationConfig.spread_floor_stretch_power`; :attr:`CalibrationConfig.spread_floor_wide` on the
+    others."""
+    kappa = config.spread_floor * lag_stretch(config, context) ** config.spread_floor_stretch_power
+    return np.where(
+        varying_channels(context) <= config.spread_floor_channels, kappa, config.spread_floor_wide
     )
-    return kappa * lag_stretch(config, context) ** config.spread_floor_stretch_power
 
 
 def context_lags(config: CalibrationConfig, context: np.ndarray) -> np.ndarray:

@@ -377,6 +377,10 @@ def test_spread_floor_grows_with_the_lag_stretch() -> None:
         spread_floors(replace(cal, spread_floor_stretch_power=0.5), x), 0.5 * stretch**0.5
     )
     np.testing.assert_array_equal(spread_floors(replace(cal, spread_floor_stretch_power=0.0), x), 0.5)
+    # the floor of wider series is not stretched
+    x3 = np.concatenate([x, np.roll(x, 17, axis=1), np.roll(x, 41, axis=1)], axis=2)  # (3, 512, 3)
+    assert (lag_stretch(cal, x3) > 1.4).all()
+    np.testing.assert_array_equal(spread_floors(replace(cal, spread_floor_wide=0.2), x3), 0.2)
 
 
 def test_noise_level_by_hand() -> None:
