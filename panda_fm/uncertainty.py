@@ -203,11 +203,6 @@ class CalibrationConfig:
             before the twenty-fourth round). A finely sampled context spans fewer periods of the dynamics, and its
             in-context errors and lagged members see less of the attractor. 1 was chosen on training founders'
             first coordinate at 400 samples a period (docs/probabilistic.md, twenty-fourth round).
-        spread_floor_wide: the floor on a series of more than :attr:`spread_floor_channels` varying channels
-            (0: none), not stretched. Such a series may be a full state or a partial view of a larger one (sites
-            of a field, some of a system's coordinates), which its context does not tell apart; stretched, the
-            floor widened finely sampled full states' intervals that were right (docs/probabilistic.md,
-            twenty-ninth round).
         analogue_weight: ``a``, the analogue ensemble's share of the part of the distribution that has lost track
             (weight ``w``): ``(1 - w) Gaussian + w ((1 - a) climatology + a analogues)``, the analogues the
             continuations of the context's states nearest its last one (:func:`analogue_members`). The context's
@@ -275,7 +270,6 @@ class CalibrationConfig:
     spread_floor: float = 0.5
     spread_floor_channels: int = 2
     spread_floor_stretch_power: float = 1.0
-    spread_floor_wide: float = 0.0
     analogue_weight: float = 0.0
     analogue_members: int = 32
     analogue_stretch_power: float = 2.0
@@ -353,14 +347,10 @@ class CalibrationConfig:
                 "analogue_weight needs a combine other than 'quantile' (its climatology is one grid); "
                 "set analogue_weight=0.0 with combine='quantile'"
             )
-        if (
-            min(self.spread_floor, self.spread_floor_wide, self.spread_floor_stretch_power) < 0
-            or self.spread_floor_channels < 1
-        ):
+        if self.spread_floor < 0 or self.spread_floor_channels < 1 or self.spread_floor_stretch_power < 0:
             raise ValueError(
-                f"spread_floor, spread_floor_wide and spread_floor_stretch_power must be >= 0 and "
-                f"spread_floor_channels >= 1, got {self.spread_floor}, {self.spread_floor_wide}, "
-                f"{self.spread_floor_stretch_power} and {self.spread_floor_channels}"
+                f"spread_floor and spread_floor_stretch_power must be >= 0 and spread_floor_channels >= 1, got "
+                f"{self.spread_floor}, {self.spread_floor_stretch_power} and {self.spread_floor_channels}"
             )
         if self.lagged_noise_scale < 0 or self.short_lagged_noise_scale < 0:
             raise ValueError(
@@ -533,12 +523,9 @@ def spread_floors(config: CalibrationConfig, context: np.ndarray) -> np.ndarray:
     """``(B,)`` each series' spread floor ``kappa`` (:attr:`CalibrationConfig.spread_floor`) for a ``(B, T, C)``
     context: on a series of at most :attr:`CalibrationConfig.spread_floor_channels` varying channels
     (:func:`varying_channels`), ``spread_floor`` times its lag stretch (:func:`lag_stretch`) to the power
-    :attr:`CalibrationConfig.spread_floor_stretch_power`; :attr:`CalibrationConfig.spread_floor_wide` on the
-    others."""
+    :attr:`CalibrationConfig.spread_floor_stretch_power`; 0 on the others."""
     kappa = config.spread_floor * lag_stretch(config, context) ** config.spread_floor_stretch_power
-    return np.where(
-        varying_channels(context) <= config.spread_floor_channels, kappa, config.spread_floor_wide
-    )
+    return np.where(varying_channels(context) <= config.spread_floor_channels, kappa, 0.0)
 
 
 def context_lags(config: CalibrationConfig, context: np.ndarray) -> np.ndarray:
@@ -831,9 +818,7 @@ def distribution_spread(
     if b > 0:  # lagged members that agree exactly (a constant series) still leave the smallest spread
         blended = spread ** (1 - b) * np.maximum(lagged, config.min_spread) ** b
     blended = np.maximum(blended, config.lagged_floor * lagged)
-    if (
-        not (config.spread_floor or config.spread_floor_wide) or b == 0
-    ):  # without a blend: the in-context spread
+    if not config.spread_floor or b == 0:  # without a blend the spread is the in-context one
         return blended
     if floors is None or np.shape(floors) != spread.shape[:1]:
         raise ValueError(

@@ -271,11 +271,8 @@ def test_spread_grows_with_lead_and_crosses_the_threshold_on_chaos(lorenz) -> No
     # varying channels; this 3-channel context is left alone by the default limit of 2
     kept = np.maximum(dist.spread, 0.5 * bare.spread)
     assert (kept > dist.spread + 1e-3).any()
-    # unless it has a floor for wider series (spread_floor_wide), which applies even without spread_floor
-    for limit, wide, expected in ((2, 0.0, dist.spread), (3, 0.0, kept), (2, 0.5, kept)):
-        cal = replace(
-            pipe.calibration, spread_floor=0.5 - wide, spread_floor_channels=limit, spread_floor_wide=wide
-        )
+    for limit, expected in ((2, dist.spread), (3, kept)):
+        cal = replace(pipe.calibration, spread_floor=0.5, spread_floor_channels=limit)
         floored, _, _ = pipe.forecast_distribution(lorenz[None, :512], 256, calibration=cal)
         np.testing.assert_allclose(floored.spread, expected, rtol=1e-4, atol=1e-5)
 
@@ -320,15 +317,11 @@ def test_distribution_spread_by_hand() -> None:
         distribution_spread(spread, None, half)
     with pytest.raises(ValueError, match="lagged_floor must be"):
         CalibrationConfig(lagged_floor=-1.0)
-    with pytest.raises(
-        ValueError, match="spread_floor, spread_floor_wide and spread_floor_stretch_power must be"
-    ):
+    with pytest.raises(ValueError, match="spread_floor and spread_floor_stretch_power must be >= 0"):
         CalibrationConfig(spread_floor=-0.5)
-    with pytest.raises(ValueError, match="spread_floor_wide and spread_floor_stretch_power must be >= 0"):
-        CalibrationConfig(spread_floor_wide=-0.3)
     with pytest.raises(ValueError, match="spread_floor_channels >= 1"):
         CalibrationConfig(spread_floor_channels=0)
-    with pytest.raises(ValueError, match="spread_floor_stretch_power must be >= 0"):
+    with pytest.raises(ValueError, match="spread_floor and spread_floor_stretch_power must be >= 0"):
         CalibrationConfig(spread_floor_stretch_power=-1.0)
 
     with pytest.raises(ValueError, match="lagged_blend must be"):
@@ -356,10 +349,6 @@ def test_varying_channels_counts_channels_that_move() -> None:
     x3[1, ::5, 1] = np.nan
     np.testing.assert_array_equal(spread_floors(cal, x3), [0.0, 0.0])
     np.testing.assert_array_equal(spread_floors(replace(cal, spread_floor_channels=3), x3), [0.5, 0.5])
-    # a floor of its own on the wider series; the narrower ones keep spread_floor
-    wide = replace(cal, spread_floor_wide=0.3)
-    np.testing.assert_array_equal(spread_floors(wide, x3), [0.3, 0.3])
-    np.testing.assert_array_equal(spread_floors(wide, x), [0.5, 0.5])
 
 
 def test_spread_floor_grows_with_the_lag_stretch() -> None:
@@ -377,10 +366,6 @@ def test_spread_floor_grows_with_the_lag_stretch() -> None:
         spread_floors(replace(cal, spread_floor_stretch_power=0.5), x), 0.5 * stretch**0.5
     )
     np.testing.assert_array_equal(spread_floors(replace(cal, spread_floor_stretch_power=0.0), x), 0.5)
-    # the floor of wider series is not stretched
-    x3 = np.concatenate([x, np.roll(x, 17, axis=1), np.roll(x, 41, axis=1)], axis=2)  # (3, 512, 3)
-    assert (lag_stretch(cal, x3) > 1.4).all()
-    np.testing.assert_array_equal(spread_floors(replace(cal, spread_floor_wide=0.2), x3), 0.2)
 
 
 def test_noise_level_by_hand() -> None:
