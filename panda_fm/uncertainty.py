@@ -57,6 +57,7 @@ __all__ = [
     "context_lags",
     "varying_channels",
     "spread_floors",
+    "learning_slope",
     "lag_stretch",
     "lagged_members",
     "lagged_spread",
@@ -78,6 +79,7 @@ __all__ = [
 SATURATION_MS = 2.0
 CLIMATOLOGY_GRID = 256  # quantiles of a context's values that represent its climatology
 NOISE_LEADS = 4  # the leads of the in-context errors that measure a context's noise level
+LEARNING_LEADS = 16  # the leads of the in-context errors whose fall with the prefix is the learning curve
 NOISE_ORDER = 6  # the order of the differences that measure a context's observation noise (noise_level)
 #: The delay vectors of :func:`analogue_members`: entries, steps between them, and the context's last steps that
 #: are not neighbours (they are the present itself).
@@ -203,6 +205,13 @@ class CalibrationConfig:
             before the twenty-fourth round). A finely sampled context spans fewer periods of the dynamics, and its
             in-context errors and lagged members see less of the attractor. 1 was chosen on training founders'
             first coordinate at 400 samples a period (docs/probabilistic.md, twenty-fourth round).
+        spread_floor_wide: the floor on a series of more than :attr:`spread_floor_channels` varying channels whose
+            in-context errors do not fall steeply with the origin's prefix (:attr:`spread_floor_wide_slope`), not
+            stretched (0: none). Such a series may be a full state or a partial view of a larger one (sites of a
+            field, some of a system's coordinates); on a full state the errors fall as the prefix grows, and the
+            forecast from the whole context beats them, so the narrow intervals the lagged members give are right.
+        spread_floor_wide_slope: the gate of :attr:`spread_floor_wide`: it applies where the learning curve's
+            slope (:func:`learning_slope`) is at least this.
         analogue_weight: ``a``, the analogue ensemble's share of the part of the distribution that has lost track
             (weight ``w``): ``(1 - w) Gaussian + w ((1 - a) climatology + a analogues)``, the analogues the
             continuations of the context's states nearest its last one (:func:`analogue_members`). The context's
@@ -270,6 +279,8 @@ class CalibrationConfig:
     spread_floor: float = 0.5
     spread_floor_channels: int = 2
     spread_floor_stretch_power: float = 1.0
+    spread_floor_wide: float = 0.0
+    spread_floor_wide_slope: float = -1.0
     analogue_weight: float = 0.0
     analogue_members: int = 32
     analogue_stretch_power: float = 2.0
@@ -347,10 +358,14 @@ class CalibrationConfig:
                 "analogue_weight needs a combine other than 'quantile' (its climatology is one grid); "
                 "set analogue_weight=0.0 with combine='quantile'"
             )
-        if self.spread_floor < 0 or self.spread_floor_channels < 1 or self.spread_floor_stretch_power < 0:
+        if (
+            min(self.spread_floor, self.spread_floor_wide, self.spread_floor_stretch_power) < 0
+            or self.spread_floor_channels < 1
+        ):
             raise ValueError(
-                f"spread_floor and spread_floor_stretch_power must be >= 0 and spread_floor_channels >= 1, got "
-                f"{self.spread_floor}, {self.spread_floor_stretch_power} and {self.spread_floor_channels}"
+                f"spread_floor, spread_floor_wide and spread_floor_stretch_power must be >= 0 and "
+                f"spread_floor_channels >= 1, got {self.spread_floor}, {self.spread_floor_wide}, "
+                f"{self.spread_floor_stretch_power} and {self.spread_floor_channels}"
             )
         if self.lagged_noise_scale < 0 or self.short_lagged_noise_scale < 0:
             raise ValueError(
@@ -519,13 +534,47 @@ def varying_channels(context: np.ndarray) -> np.ndarray:
     return (high > low).sum(axis=1)
 
 
-def spread_floors(config: CalibrationConfig, context: np.ndarray) -> np.ndarray:
+def learning_slope(errors: np.ndarray, prefix: np.ndarray, leads: int = LEARNING_LEADS) -> np.ndarray:
+    """``(B,)`` how the in-context errors ``(B, O, M, C)`` (NaN unmeasured) fall as the origins' prefixes ``(O,)``
+    grow: the least-squares slope of the log root mean square error over leads ``1..leads`` (all channels)
+    against the log prefix, over the origins that measured one; NaN with fewer than two. About -2 to -4 on full
+    states of the training founders, -0.7 on every other coordinate of generated systems, +0.2 on sites of a
+    spatiotemporal field (clean medians; docs/probabilistic.md, twenty-ninth and thirtieth rounds)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an origin without any error: NaN
+        ms = np.nanmean(errors[:, :, :leads] ** 2, axis=(2, 3))  # (B, O)
+    y = 0.5 * np.log(np.maximum(ms, 1e-28))  # log rms
+    ok = np.isfinite(ms)
+    x = np.where(ok, np.log(np.asarray(prefix, dtype=np.float64))[None], 0.0)  # (B, O)
+    n = ok.sum(axis=1)
+    xm = np.divide(x.sum(axis=1), n, out=np.zeros(len(n)), where=n > 0)[:, None]
+    ym = np.divide(np.where(ok, y, 0.0).sum(axis=1), n, out=np.zeros(len(n)), where=n > 0)[:, None]
+    sxx = np.where(ok, (x - xm) ** 2, 0.0).sum(axis=1)
+    sxy = np.where(ok, (x - xm) * (y - ym), 0.0).sum(axis=1)
+    return np.divide(sxy, sxx, out=np.full(len(n), np.nan), where=(n >= 2) & (sxx > 0))
+
+
+def spread_floors(
+    config: CalibrationConfig,
+    context: np.ndarray,
+    errors: np.ndarray | None = None,
+    prefix: np.ndarray | None = None,
+) -> np.ndarray:
     """``(B,)`` each series' spread floor ``kappa`` (:attr:`CalibrationConfig.spread_floor`) for a ``(B, T, C)``
     context: on a series of at most :attr:`CalibrationConfig.spread_floor_channels` varying channels
     (:func:`varying_channels`), ``spread_floor`` times its lag stretch (:func:`lag_stretch`) to the power
-    :attr:`CalibrationConfig.spread_floor_stretch_power`; 0 on the others."""
+    :attr:`CalibrationConfig.spread_floor_stretch_power`; on the others
+    :attr:`CalibrationConfig.spread_floor_wide` where the learning curve of the in-context ``errors``
+    ``(B, O, M, C)`` and ``prefix`` ``(O,)`` (:func:`learning_slope`; needed then) is at least
+    :attr:`CalibrationConfig.spread_floor_wide_slope`, else 0."""
     kappa = config.spread_floor * lag_stretch(config, context) ** config.spread_floor_stretch_power
-    return np.where(varying_channels(context) <= config.spread_floor_channels, kappa, 0.0)
+    wide = np.zeros(len(context))
+    if config.spread_floor_wide:
+        if errors is None or prefix is None:
+            raise ValueError("a wide spread floor needs the in-context errors and their prefix lengths")
+        gated = learning_slope(errors, prefix) >= config.spread_floor_wide_slope  # NaN: False
+        wide = np.where(gated, config.spread_floor_wide, 0.0)
+    return np.where(varying_channels(context) <= config.spread_floor_channels, kappa, wide)
 
 
 def context_lags(config: CalibrationConfig, context: np.ndarray) -> np.ndarray:
@@ -818,7 +867,7 @@ def distribution_spread(
     if b > 0:  # lagged members that agree exactly (a constant series) still leave the smallest spread
         blended = spread ** (1 - b) * np.maximum(lagged, config.min_spread) ** b
     blended = np.maximum(blended, config.lagged_floor * lagged)
-    if not config.spread_floor or b == 0:  # without a blend the spread is the in-context one
+    if not (config.spread_floor or config.spread_floor_wide) or b == 0:  # without a blend: the in-context one
         return blended
     if floors is None or np.shape(floors) != spread.shape[:1]:
         raise ValueError(
@@ -998,7 +1047,7 @@ class ForecastDistribution:
         if lagged is not None:
             lagged = corrected(lagged, context, config, errors, prefix)
         horizon = horizon_spread(spread, lagged, config, perturbed) if with_horizon else None
-        blended = distribution_spread(spread, lagged, config, spread_floors(config, context))
+        blended = distribution_spread(spread, lagged, config, spread_floors(config, context, errors, prefix))
         analogues, share = None, 0.0
         if config.analogue_weight:  # NaN for a series with missing values or too short a context
             share = config.analogue_weight / lag_stretch(config, context) ** config.analogue_stretch_power

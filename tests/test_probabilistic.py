@@ -29,6 +29,7 @@ from panda_fm.uncertainty import (
     lead_corrected,
     lead_offset,
     lead_spread,
+    learning_slope,
     noise_corrected,
     noise_level,
     observation_noise,
@@ -317,11 +318,15 @@ def test_distribution_spread_by_hand() -> None:
         distribution_spread(spread, None, half)
     with pytest.raises(ValueError, match="lagged_floor must be"):
         CalibrationConfig(lagged_floor=-1.0)
-    with pytest.raises(ValueError, match="spread_floor and spread_floor_stretch_power must be >= 0"):
+    with pytest.raises(
+        ValueError, match="spread_floor, spread_floor_wide and spread_floor_stretch_power must be"
+    ):
         CalibrationConfig(spread_floor=-0.5)
+    with pytest.raises(ValueError, match="spread_floor_wide and spread_floor_stretch_power must be >= 0"):
+        CalibrationConfig(spread_floor_wide=-0.3)
     with pytest.raises(ValueError, match="spread_floor_channels >= 1"):
         CalibrationConfig(spread_floor_channels=0)
-    with pytest.raises(ValueError, match="spread_floor and spread_floor_stretch_power must be >= 0"):
+    with pytest.raises(ValueError, match="spread_floor_stretch_power must be >= 0"):
         CalibrationConfig(spread_floor_stretch_power=-1.0)
 
     with pytest.raises(ValueError, match="lagged_blend must be"):
@@ -349,6 +354,46 @@ def test_varying_channels_counts_channels_that_move() -> None:
     x3[1, ::5, 1] = np.nan
     np.testing.assert_array_equal(spread_floors(cal, x3), [0.0, 0.0])
     np.testing.assert_array_equal(spread_floors(replace(cal, spread_floor_channels=3), x3), [0.5, 0.5])
+    # a floor of its own on the wider series where the in-context errors do not fall steeply with the prefix
+    # (errors by hand: rms proportional to prefix^-2 on the first series, flat on the second); not stretched
+    prefix = np.array([192, 256, 320, 384, 448])
+    errors = (
+        np.ones((2, 5, 16, 3))
+        * (prefix / 448.0)[None, :, None, None] ** np.array([-2.0, 0.0])[:, None, None, None]
+    )
+    wide = replace(cal, spread_floor_wide=0.3)
+    np.testing.assert_array_equal(spread_floors(wide, x3, errors, prefix), [0.0, 0.3])
+    np.testing.assert_array_equal(
+        spread_floors(replace(wide, spread_floor_wide_slope=-2.5), x3, errors, prefix), [0.3, 0.3]
+    )
+    np.testing.assert_array_equal(
+        spread_floors(wide, x, errors[:, :, :, :1], prefix), [0.5, 0.5]
+    )  # 1-2 channels
+    with pytest.raises(ValueError, match="wide spread floor needs the in-context errors"):
+        spread_floors(wide, x3)
+
+
+def test_learning_slope_by_hand() -> None:
+    """The slope of the log root mean square error over leads 1-16 against the log prefix, pooled over channels,
+    over the origins that measured an error: exact for errors that scale as a power of the prefix."""
+    rng = np.random.default_rng(0)
+    prefix = np.array([192, 256, 320, 384, 448])
+    pattern = np.sign(
+        rng.standard_normal((3, 1, 32, 2))
+    )  # one error pattern of unit size scaled along the origins
+    powers = np.array([-2.0, 0.0, 0.5])
+    errors = pattern * (prefix / 448.0)[None, :, None, None] ** powers[:, None, None, None]
+    np.testing.assert_allclose(learning_slope(errors, prefix), powers, atol=1e-12)
+    errors[:, :, 16:] = 1e6  # leads past 16 are not read
+    errors[0, 3:] = np.nan  # two origins unmeasured: the slope of the other three
+    errors[1, 1:] = np.nan  # one origin left: no slope
+    errors[2, 4, :4] = np.nan  # an origin's measured leads are averaged
+    slopes = learning_slope(errors, prefix)
+    np.testing.assert_allclose(slopes[[0, 2]], powers[[0, 2]], atol=1e-12)
+    assert np.isnan(slopes[1])
+    # by hand: rms e at prefixes 192 and 448 as 1 and 0.5 -> slope log(0.5) / log(448 / 192)
+    e = np.stack([np.ones((16, 1)), np.full((16, 1), 0.5)])[None]  # (1, 2, 16, 1)
+    np.testing.assert_allclose(learning_slope(e, np.array([192, 448])), np.log(0.5) / np.log(448 / 192))
 
 
 def test_spread_floor_grows_with_the_lag_stretch() -> None:
