@@ -25,6 +25,7 @@ from panda_fm.uncertainty import (
     CalibrationConfig,
     ForecastDistribution,
     context_lags,
+    horizon_threshold,
     lagged_members,
     lagged_spread,
     perturbed_members,
@@ -291,6 +292,7 @@ class PandaPipeline:
             batch (numpy or torch as the input); for a DataFrame a Series indexed by its columns (a list of
             them for a list).
         """
+        horizon_threshold(threshold)  # before the forecasts
         dist, _, _, form = self._distribution(
             context, prediction_length, batch_size, calibration, with_horizon=True
         )

@@ -58,6 +58,7 @@ __all__ = [
     "varying_channels",
     "spread_floors",
     "learning_slope",
+    "horizon_threshold",
     "lag_stretch",
     "lagged_members",
     "lagged_spread",
@@ -940,6 +941,15 @@ def _ffill(x: np.ndarray) -> np.ndarray:
     return np.take_along_axis(x, idx, axis=1)
 
 
+def horizon_threshold(threshold: float) -> float:
+    """``threshold`` as a predictability horizon reads it: a positive number of context stds, else a ValueError."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
+        raise ValueError(f"threshold must be a positive number of context stds (e.g. 0.5), got {threshold!r}")
+    if not threshold > 0:  # NaN too
+        raise ValueError(f"threshold must be positive, got {threshold}")
+    return float(threshold)
+
+
 @dataclass
 class ForecastDistribution:
     """The predictive distribution of a batch of forecasts, in context-standardised units.
@@ -1114,18 +1124,14 @@ class ForecastDistribution:
 
         ``H`` where it never does (the horizon is at least the forecast's length).
         """
-        if threshold <= 0:
-            raise ValueError(f"threshold must be positive, got {threshold}")
-        over = self._horizon_spread > threshold  # (B, H, C)
+        over = self._horizon_spread > horizon_threshold(threshold)  # (B, H, C)
         return np.where(over.any(axis=1), over.argmax(axis=1), self.spread.shape[1])
 
     def horizon_all_channels(self, threshold: float = 0.5) -> np.ndarray:
         """``(B,)`` the horizon of the forecast as a whole: where the horizon's spread's root mean square over
         channels first exceeds ``threshold`` (the valid prediction time's criterion)."""
-        if threshold <= 0:
-            raise ValueError(f"threshold must be positive, got {threshold}")
         rms = np.sqrt((self._horizon_spread**2).mean(axis=2))  # (B, H)
-        over = rms > threshold
+        over = rms > horizon_threshold(threshold)
         return np.where(over.any(axis=1), over.argmax(axis=1), rms.shape[1])
 
     def cdf(self, x: np.ndarray) -> np.ndarray:

@@ -90,6 +90,8 @@ def test_a_dataframe_gives_a_column_per_channel_and_level_with_the_index_continu
     assert (q["y"][0.1] <= q["y"][0.9]).all()
     horizon = tiny_pipeline.predictability_horizon(df, H)
     assert list(horizon.index) == ["x", "y", "z"] and ((horizon >= 0) & (horizon <= H)).all()
+    with pytest.raises(ValueError, match="threshold must be positive"):
+        tiny_pipeline.predictability_horizon(df, H, threshold=float("nan"))
     samples = tiny_pipeline.sample(df, H, num_samples=5)
     assert list(samples.columns) == [(c, k) for c in ("x", "y", "z") for k in range(5)]
 
@@ -966,6 +968,14 @@ def test_the_horizon_is_read_off_the_chosen_spread() -> None:
     assert plain.horizon().tolist() == [[5, 5]] and plain.horizon_all_channels().tolist() == [5]
     lag = ForecastDistribution(np.zeros((1, 10, 2)), spread, context, horizon_spread=lagged)
     assert lag.horizon().tolist() == [[8, 8]] and lag.horizon_all_channels().tolist() == [8]
+    assert lag.horizon(0.1).tolist() == [[2, 2]] and lag.horizon(np.float32(10)).tolist() == [[10, 10]]
+    for bad in (0.0, -1.0, float("nan")):  # NaN would compare False everywhere: the forecast's length
+        with pytest.raises(ValueError, match="threshold must be positive"):
+            lag.horizon(bad)
+        with pytest.raises(ValueError, match="threshold must be positive"):
+            lag.horizon_all_channels(bad)
+    with pytest.raises(ValueError, match="threshold must be a positive number of context stds"):
+        lag.horizon("0.5")
     np.testing.assert_array_equal(lag.quantiles(np.array([0.1, 0.9])), plain.quantiles(np.array([0.1, 0.9])))
     with pytest.raises(ValueError, match="shaped as spread"):
         ForecastDistribution(np.zeros((1, 10, 2)), spread, context, horizon_spread=lagged[:, :5])
