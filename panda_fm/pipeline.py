@@ -333,7 +333,7 @@ class PandaPipeline:
         ``with_horizon`` also the spread its horizon is read off (the lagged forecasts cost one more forecast per
         lag: made for a lagged blend or floor, and for a ``"lagged"`` or ``"geometric"`` horizon when it is asked
         for)."""
-        cal = calibration or self.calibration
+        cal = self._calibration(calibration)
         batch, form = self._prepare(context, depth=2)  # (B, L, C), NaN-padded; warnings at the user's call
         point, errors, prefix, x, loc, scale = self._incontext_errors(
             batch, prediction_length, batch_size, cal
@@ -440,7 +440,7 @@ class PandaPipeline:
             come next; and the input's form.
         """
         batch, form = self._prepare(context)
-        cal = calibration or self.calibration
+        cal = self._calibration(calibration)
         return *self._incontext_errors(batch, prediction_length, batch_size, cal), form
 
     def _incontext_errors(
@@ -493,6 +493,17 @@ class PandaPipeline:
         prefix = np.array([L - o for o in usable])
         point, errors = (point - loc) / scale, errors / scale[:, None]
         return point, errors, prefix, z, shift + stretch * loc, stretch * scale
+
+    def _calibration(self, calibration: CalibrationConfig | None) -> CalibrationConfig:
+        """``calibration``, or :attr:`calibration` for None; anything else is refused."""
+        if calibration is None:
+            return self.calibration
+        if not isinstance(calibration, CalibrationConfig):
+            raise TypeError(
+                f"calibration must be a CalibrationConfig (e.g. CalibrationConfig(inflation=1.0)) or None, got "
+                f"{type(calibration).__name__}"
+            )
+        return calibration
 
     def _horizon(self, prediction_length: int | None) -> int:
         H = self.config.prediction_length if prediction_length is None else prediction_length

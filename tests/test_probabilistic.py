@@ -92,6 +92,8 @@ def test_a_dataframe_gives_a_column_per_channel_and_level_with_the_index_continu
     assert list(horizon.index) == ["x", "y", "z"] and ((horizon >= 0) & (horizon <= H)).all()
     with pytest.raises(ValueError, match="threshold must be positive"):
         tiny_pipeline.predictability_horizon(df, H, threshold=float("nan"))
+    with pytest.raises(TypeError, match="calibration must be a CalibrationConfig"):
+        tiny_pipeline.predict_quantiles(df, H, calibration={"inflation": 1.0})
     samples = tiny_pipeline.sample(df, H, num_samples=5)
     assert list(samples.columns) == [(c, k) for c in ("x", "y", "z") for k in range(5)]
 
