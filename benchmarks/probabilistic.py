@@ -253,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         # the default before the twentieth round (the noise correction unfaded on stretched lags)
         f"{name}/noise correction unfaded": ("mixture", replace(cal, lagged_noise_stretch_power=0.0)),
         # the default before the twenty-first round (no spread floor on series of 1-2 channels)
-        f"{name}/no spread floor": ("mixture", replace(cal, spread_floor=0.0)),
+        f"{name}/no spread floor": ("mixture", replace(cal, spread_floor=0.0, spread_floor_wide=0.0)),
+        # the default before the thirty-second round (no floor on series of 3 or more channels)
+        f"{name}/no wide floor": ("mixture", replace(cal, spread_floor_wide=0.0)),
         # the default before the twenty-fourth round (the floor the same whatever the sampling)
         f"{name}/floor unstretched": ("mixture", replace(cal, spread_floor_stretch_power=0.0)),
         f"{name}/residual": ("residual", cal),

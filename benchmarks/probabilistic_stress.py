@@ -91,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
                 replace(pipe.calibration, lagged_noise_stretch_power=0.0),
             ),
             # the default before the twenty-first round (no spread floor on series of 1-2 channels)
-            f"{name}/no spread floor": ("mixture", replace(pipe.calibration, spread_floor=0.0)),
+            f"{name}/no spread floor": (
+                "mixture",
+                replace(pipe.calibration, spread_floor=0.0, spread_floor_wide=0.0),
+            ),
+            # the default before the thirty-second round (no floor on series of 3 or more channels)
+            f"{name}/no wide floor": ("mixture", replace(pipe.calibration, spread_floor_wide=0.0)),
             # the default before the twenty-fourth round (the floor the same whatever the sampling)
             f"{name}/floor unstretched": (
                 "mixture",

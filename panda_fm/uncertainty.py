@@ -211,8 +211,11 @@ class CalibrationConfig:
             stretched (0: none). Such a series may be a full state or a partial view of a larger one (sites of a
             field, some of a system's coordinates); on a full state the errors fall as the prefix grows, and the
             forecast from the whole context beats them, so the narrow intervals the lagged members give are right.
+            0.2 was chosen on generated systems seen through every other coordinate, where the intervals were too
+            narrow, against training founders at 400 samples a period, where a floor on every wider series
+            widened right intervals (docs/probabilistic.md, thirty-first and thirty-second rounds).
         spread_floor_wide_slope: the gate of :attr:`spread_floor_wide`: it applies where the learning curve's
-            slope (:func:`learning_slope`) is at least this.
+            slope (:func:`learning_slope`) is at least this (-1.0, chosen with it).
         analogue_weight: ``a``, the analogue ensemble's share of the part of the distribution that has lost track
             (weight ``w``): ``(1 - w) Gaussian + w ((1 - a) climatology + a analogues)``, the analogues the
             continuations of the context's states nearest its last one (:func:`analogue_members`). The context's
@@ -280,7 +283,7 @@ class CalibrationConfig:
     spread_floor: float = 0.5
     spread_floor_channels: int = 2
     spread_floor_stretch_power: float = 1.0
-    spread_floor_wide: float = 0.0
+    spread_floor_wide: float = 0.2
     spread_floor_wide_slope: float = -1.0
     analogue_weight: float = 0.0
     analogue_members: int = 32
@@ -569,13 +572,17 @@ def spread_floors(
     ``(B, O, M, C)`` and ``prefix`` ``(O,)`` (:func:`learning_slope`; needed then) is at least
     :attr:`CalibrationConfig.spread_floor_wide_slope`, else 0."""
     kappa = config.spread_floor * lag_stretch(config, context) ** config.spread_floor_stretch_power
+    narrow = varying_channels(context) <= config.spread_floor_channels
     wide = np.zeros(len(context))
-    if config.spread_floor_wide:
+    if config.spread_floor_wide and not narrow.all():
         if errors is None or prefix is None:
-            raise ValueError("a wide spread floor needs the in-context errors and their prefix lengths")
+            raise ValueError(
+                "a wide spread floor needs the in-context errors and their prefix lengths; pass them, or set "
+                "spread_floor_wide=0.0"
+            )
         gated = learning_slope(errors, prefix) >= config.spread_floor_wide_slope  # NaN: False
         wide = np.where(gated, config.spread_floor_wide, 0.0)
-    return np.where(varying_channels(context) <= config.spread_floor_channels, kappa, wide)
+    return np.where(narrow, kappa, wide)
 
 
 def context_lags(config: CalibrationConfig, context: np.ndarray) -> np.ndarray:

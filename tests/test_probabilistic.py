@@ -254,38 +254,54 @@ def test_spread_grows_with_lead_and_crosses_the_threshold_on_chaos(lorenz) -> No
     calibrated = pipe.predictability_horizon(
         lorenz[:512], 256, calibration=CalibrationConfig(horizon="spread")
     )
-    # the default spread blends the in-context spread with the same lagged ensemble's disagreement
+    # the default spread blends the in-context spread with the same lagged ensemble's disagreement (then keeps a
+    # floor on wider series, spread_floor_wide: below; off here)
     b = pipe.calibration.lagged_blend
     assert 0 < b < 1
+    unfloored = replace(pipe.calibration, spread_floor_wide=0.0)
+    plain, _, _ = pipe.forecast_distribution(lorenz[None, :512], 256, calibration=unfloored)
     bare, _, _ = pipe.forecast_distribution(
-        lorenz[None, :512], 256, calibration=replace(pipe.calibration, lagged_blend=0.0)
+        lorenz[None, :512], 256, calibration=replace(unfloored, lagged_blend=0.0)
     )
     # the "spread" horizon reads the in-context spread (before the blend): it crosses too, at its own leads
     assert (bare.spread[0] > 0.5).any(axis=0).all()
     np.testing.assert_array_equal(calibrated, (bare.spread[0] <= 0.5).sum(axis=0))
     blend = bare.spread ** (1 - b) * np.maximum(by_hand, 1e-5) ** b
-    np.testing.assert_allclose(dist.spread, blend, rtol=1e-4, atol=1e-5)
-    assert np.abs(np.log(dist.spread / bare.spread)).max() > 0.1  # the blend moves it
+    np.testing.assert_allclose(plain.spread, blend, rtol=1e-4, atol=1e-5)
+    assert np.abs(np.log(plain.spread / bare.spread)).max() > 0.1  # the blend moves it
     # a lagged floor: the spread is at least k times that disagreement
     floored, _, _ = pipe.forecast_distribution(
-        lorenz[None, :512], 256, calibration=replace(pipe.calibration, lagged_floor=2.0)
+        lorenz[None, :512], 256, calibration=replace(unfloored, lagged_floor=2.0)
     )
-    np.testing.assert_allclose(floored.spread, np.maximum(dist.spread, 2.0 * by_hand), rtol=1e-4, atol=1e-5)
-    assert (floored.spread > dist.spread + 1e-3).any()
+    np.testing.assert_allclose(floored.spread, np.maximum(plain.spread, 2.0 * by_hand), rtol=1e-4, atol=1e-5)
+    assert (floored.spread > plain.spread + 1e-3).any()
     # a spread floor: at least kappa times the in-context spread on a series of at most spread_floor_channels
     # varying channels; this 3-channel context is left alone by the default limit of 2
-    kept = np.maximum(dist.spread, 0.5 * bare.spread)
-    assert (kept > dist.spread + 1e-3).any()
-    for limit, expected in ((2, dist.spread), (3, kept)):
-        cal = replace(pipe.calibration, spread_floor=0.5, spread_floor_channels=limit)
+    kept = np.maximum(plain.spread, 0.5 * bare.spread)
+    assert (kept > plain.spread + 1e-3).any()
+    for limit, expected in ((2, plain.spread), (3, kept)):
+        cal = replace(unfloored, spread_floor=0.5, spread_floor_channels=limit)
         floored, _, _ = pipe.forecast_distribution(lorenz[None, :512], 256, calibration=cal)
         np.testing.assert_allclose(floored.spread, expected, rtol=1e-4, atol=1e-5)
+    # a floor on wider series (spread_floor_wide) where the context's learning curve is at least the gate: the
+    # gate just under and just over this context's own slope; the default (0.2 from -1.0) by hand
+    _, errors, prefix, *_ = pipe.incontext_errors(lorenz[:512], 256)
+    slope = learning_slope(errors, prefix)[0]
+    for gate, expected in ((slope - 0.01, kept), (slope + 0.01, plain.spread)):
+        cal = replace(pipe.calibration, spread_floor_wide=0.5, spread_floor_wide_slope=gate)
+        floored, _, _ = pipe.forecast_distribution(lorenz[None, :512], 256, calibration=cal)
+        np.testing.assert_allclose(floored.spread, expected, rtol=1e-4, atol=1e-5)
+    gated = slope >= pipe.calibration.spread_floor_wide_slope
+    expected = (
+        np.maximum(plain.spread, pipe.calibration.spread_floor_wide * bare.spread) if gated else plain.spread
+    )
+    np.testing.assert_allclose(dist.spread, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_distribution_spread_by_hand() -> None:
     spread = np.array([0.1, 0.2, 0.3]).reshape(1, 3, 1)
     lagged = np.array([0.0, 0.3, 0.1]).reshape(1, 3, 1)
-    cfg = CalibrationConfig(lagged_floor=2.0, lagged_blend=0.0, spread_floor=0.0)
+    cfg = CalibrationConfig(lagged_floor=2.0, lagged_blend=0.0, spread_floor=0.0, spread_floor_wide=0.0)
     np.testing.assert_allclose(distribution_spread(spread, lagged, cfg)[0, :, 0], [0.1, 0.6, 0.3])
     # a geometric blend, half each: sqrt(spread * lagged), a lagged spread of 0 counted as min_spread (1e-5)
     half = replace(cfg, lagged_floor=0.0, lagged_blend=0.5)
@@ -314,6 +330,8 @@ def test_distribution_spread_by_hand() -> None:
     )
     with pytest.raises(ValueError, match="spread floor needs each series' floor"):
         distribution_spread(spread, lagged, floored)
+    with pytest.raises(ValueError, match="spread floor needs each series' floor"):  # a wide floor alone too
+        distribution_spread(spread, lagged, replace(half, spread_floor_wide=0.2))
     off = replace(cfg, lagged_floor=0.0)
     assert distribution_spread(spread, None, off) is spread and not off.lagged_in_distribution
     with pytest.raises(ValueError, match="lagged blend or floor needs"):
@@ -350,7 +368,7 @@ def test_varying_channels_counts_channels_that_move() -> None:
     np.testing.assert_array_equal(varying_channels(x), [2, 1])
     # the floor applies to series of 1-2 varying channels (both of x), not to those of more (a gap or not); these
     # series are unstretched (an autocorrelation time of a few steps), so the floor is kappa whatever the power
-    cal = CalibrationConfig(spread_floor=0.5)
+    cal = CalibrationConfig(spread_floor=0.5, spread_floor_wide=0.0)
     assert (lag_stretch(cal, x) == 1).all()
     np.testing.assert_array_equal(spread_floors(cal, x), [0.5, 0.5])
     np.testing.assert_array_equal(spread_floors(replace(cal, spread_floor_stretch_power=2.0), x), [0.5, 0.5])
