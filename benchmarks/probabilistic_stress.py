@@ -15,6 +15,10 @@ coverage of the 50% and 80% intervals (with their intervals over systems) and th
 probabilistic baselines beside the model, ``--candidate FIELD=VALUE ...`` a calibration round's candidate too:
 
     PYTHONPATH=. python benchmarks/probabilistic_stress.py --sets context-128 --noise 0 0.05 --baselines
+
+``--by-system`` adds one table a system of each set (for sets of few systems, such as ``recordings``);
+``--figures DIR`` also draws each set's reliability diagram and the fans of its first windows (one a system, for
+the first eight systems; the shipped calibration) into DIR.
 """
 
 from __future__ import annotations
@@ -31,9 +35,17 @@ from _common import SHIPPED, write_markdown
 from probabilistic import candidate_variants
 
 from panda_fm import PandaPipeline
-from panda_fm.eval.probabilistic import ModelQuantiles, default_baselines, evaluate_quantiles, markdown_table
+from panda_fm.eval.probabilistic import (
+    ModelQuantiles,
+    default_baselines,
+    evaluate_quantiles,
+    markdown_table,
+    summarise,
+)
 from panda_fm.eval.stress import stress_config, stress_dataset, stress_sets
 from panda_fm.systems.store import open_dataset
+
+FANS = 8  # the fans drawn with --figures: the first window of each of the first this many systems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         "'candidate' (as in benchmarks/probabilistic.py)",
     )
     p.add_argument("--out", default=None, help="also write the report to this markdown file")
+    p.add_argument("--by-system", action="store_true", help="also one table a system of each set")
+    p.add_argument("--figures", default=None, help="also draw reliability diagrams and fans into this folder")
     args = p.parse_args(argv)
     specs = stress_sets()
     unknown = [s for s in args.sets if s not in specs]
@@ -113,14 +127,46 @@ def main(argv: list[str] | None = None) -> int:
         method = ModelQuantiles(pipe, name, variants, batch_size=8)
         methods = [method, *(default_baselines() if args.baselines else [])]
         t = time.perf_counter()
-        report = evaluate_quantiles(methods, open_dataset(stress_dataset(set_name, args.cache)), config)
+        report = evaluate_quantiles(
+            methods, open_dataset(stress_dataset(set_name, args.cache)), config, n_samples=FANS
+        )
         lines += [
             "",
             f"## {set_name}: {spec.description} (context {config.context_length}; {time.perf_counter() - t:.0f} s)",
             markdown_table(report),
         ]
+        if args.by_system:
+            for sid in sorted({r["system"] for r in report["per_window"]}):
+                rows = [r for r in report["per_window"] if r["system"] == sid]
+                alone = {**report, "summary": summarise(rows, report["methods"], config.noise)}
+                lines += [
+                    "",
+                    f"### {set_name}: {sid} ({len(rows) // len(report['methods'])} windows)",
+                    markdown_table(alone),
+                ]
+        if args.figures:
+            draw_figures(report, name, set_name, Path(args.figures))
     write_markdown(lines, args.out)
     return 0
+
+
+def draw_figures(report: dict, name: str, set_name: str, folder: Path) -> None:
+    """The set's reliability diagram and the fans of the windows ``report`` keeps for ``name`` (the first of the
+    first systems)."""
+    from panda_fm.eval.plots import plot_fan, plot_reliability
+
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_reliability(report, folder / f"{set_name}_reliability.png")
+    for sample in (s for s in report["samples"] if s["method"] == name):
+        noise = "clean" if sample["noise"] == 0 else f"noise{sample['noise']:g}"
+        plot_fan(
+            sample["context"],
+            sample["quantiles"],
+            report["levels"],
+            folder / f"{set_name}_fan_{sample['system']}_{noise}.png",
+            truth=sample["truth"],
+            title=f"{name} on {sample['system']} (noise {sample['noise']:g}): quantiles 0.05..0.95",
+        )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         help="baseline names, 'all' or 'none' (default: %(default)s)",
     )
     p.add_argument(
-        "--sets", nargs="+", default=None, help=f"sets (default: all of {', '.join(stress_sets())})"
+        "--sets",
+        nargs="+",
+        default=None,
+        help=f"sets (default: those of {', '.join(stress_sets())} whose data can be read here; "
+        '"recordings" needs pip install "panda-fm[recordings]")',
     )
     p.add_argument(
         "--windows-per-system", type=int, default=5, help="windows per system (default: %(default)s)"

@@ -439,7 +439,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         metavar="DATASET_DIR",
         help="dataset directory (its 'test' split), 'founders' for the 20 held-out dysts founders, or 'stress' for "
         "the stress suite (partial observation, sampling, short contexts, noise, spatiotemporal fields, "
-        "non-polynomial and delay systems: OUT/stress.md, OUT/stress.json)",
+        "non-polynomial and delay systems, real recordings: OUT/stress.md, OUT/stress.json)",
     )
     p.add_argument("--out", required=True, metavar="OUT_DIR", help="output directory for report and plots")
     p.add_argument("--horizons", nargs="+", type=int, default=[128, 256, 512], help="scored horizons (steps)")
@@ -481,7 +481,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=None,
         metavar="SET",
-        help="sets of '--test stress' (default: all; names in panda_fm.eval.stress.stress_sets())",
+        help="sets of '--test stress' (default: all whose data can be read here; 'recordings' needs "
+        'pip install "panda-fm[recordings]"; names in panda_fm.eval.stress.stress_sets())',
     )
     p.add_argument(
         "--quantiles",

@@ -485,8 +485,8 @@ def system_bootstrap_spearman_ci(
 
 def summarise(per_window: list[dict[str, Any]], names: list[str], noise: Sequence[float]) -> dict[str, Any]:
     """Per noise level and method: means of the scores, medians of the sMAPEs, the horizon correlation, for
-    the coverages (``cov50@h``, ``cov80@h``) and the correlation a 95% interval over systems (``cov50@h_ci95``,
-    ``horizon_spearman_ci95``; :func:`system_bootstrap_mean_ci`, :func:`system_bootstrap_spearman_ci`), and for
+    the coverages (``cov50@h``, ``cov80@h``) and the correlation a 95% interval over systems where there are several
+    (``cov50@h_ci95``, ``horizon_spearman_ci95``; :func:`system_bootstrap_mean_ci`, :func:`system_bootstrap_spearman_ci`), and for
     the CRPS its median too (``crps@h_median``)."""
     groups: dict[tuple[float, str], list[dict[str, float]]] = defaultdict(list)
     systems: dict[tuple[float, str], list[str]] = defaultdict(list)
@@ -501,12 +501,13 @@ def summarise(per_window: list[dict[str, Any]], names: list[str], noise: Sequenc
             if not rows:
                 continue
             stats: dict[str, float] = {}
+            several = len(set(systems[sigma, name])) > 1  # an interval over systems needs more than one
             for key in rows[0]:
                 v = np.array([r[key] for r in rows], dtype=np.float64)
                 stats[key] = float(
                     np.median(v) if key.startswith(("smape", "mae")) or key == "vpt" else np.mean(v)
                 )
-                if key.startswith("cov"):
+                if key.startswith("cov") and several:
                     stats[f"{key}_ci95"] = system_bootstrap_mean_ci(v, systems[sigma, name])
                 # one window whose truth leaves the context's range can rule the mean CRPS
                 if key.startswith("crps"):
@@ -515,7 +516,7 @@ def summarise(per_window: list[dict[str, Any]], names: list[str], noise: Sequenc
             stats["horizon_spearman"] = (
                 metrics.horizon_correlation(horizon, vpt) if len(rows) > 1 else float("nan")
             )
-            if len(rows) > 1:
+            if len(rows) > 1 and several:
                 stats["horizon_spearman_ci95"] = system_bootstrap_spearman_ci(
                     horizon, vpt, systems[sigma, name]
                 )

@@ -17,6 +17,7 @@ length, observation noise).
 | ``spatiotemporal`` | Lorenz-96 (32 sites, F = 8) and Kuramoto-Sivashinsky (L = 22, 32 grid points) | integrated here |
 | ``spatiotemporal-sites`` | the same fields at every 4th site (8 channels) | integrated here |
 | ``nonpolynomial`` | held-out founders with trigonometric, exponential or rational terms, and the Mackey-Glass delay equation | both |
+| ``recordings`` | real recordings: monthly sunspot numbers, half-hourly electricity demand, weekly CO2 at Mauna Loa, a share's daily open/high/low/close prices, a spiking neuron's membrane potential | the example data shipped with ``pmdarima``, ``statsmodels`` (``pip install "panda-fm[recordings]"``) and ``matplotlib`` |
 
 The held-out founders (:data:`panda_fm.systems.founders.HELD_OUT`, those in the founder catalogue) are
 integrated with panda_fm's integrator at dysts' curated parameters and initial conditions (100 samples per
@@ -66,6 +67,7 @@ class StressSet:
         noise: observation noise, a fraction of each channel's context std.
         windows_scale: windows per system, as a multiple of the run's setting (for sets of few systems).
         data: the folder of the trajectories, shared by sets that read the same ones (default: ``name``).
+        requires: optional packages the set's data come from (:func:`missing_requirements`).
     """
 
     name: str
@@ -75,6 +77,7 @@ class StressSet:
     noise: float = 0.0
     windows_scale: int = 1
     data: str = ""  # the dataset folder, when sets share trajectories (default: the set's name)
+    requires: tuple[str, ...] = ()
 
 
 # --- trajectories ------------------------------------------------------------------------------------
@@ -274,6 +277,44 @@ def _nonpolynomial() -> Trajectories:
     return out
 
 
+def _recordings() -> Trajectories:
+    """Real recordings from the example data of ``pmdarima``, ``statsmodels`` and ``matplotlib`` (shipped inside
+    the packages, read offline), one trajectory each, in sample units (``dt`` 1): monthly mean sunspot numbers
+    (1749-1983, 2820 months), half-hourly electricity demand (Taylor's, 12 weeks: 4032), weekly CO2 at Mauna Loa
+    (1958-2001, 2284 weeks; its 59 missing weeks filled linearly), Microsoft's daily open, high, low and close
+    prices (1986-2017, 7983 days, 4 channels) and a neuron's membrane potential while a current step drives it
+    to spike (matplotlib's ``membrane.dat``: the 10000 samples with the current on)."""
+    absent = missing_requirements(("pmdarima", "statsmodels"))
+    if absent:
+        raise ImportError(
+            f"the recordings set reads the example data of {', '.join(absent)}: "
+            'pip install "panda-fm[recordings]"'
+        )
+    import matplotlib.cbook
+    import pmdarima.datasets as pm
+    import statsmodels.api as sm
+
+    co2 = sm.datasets.co2.load_pandas().data["co2"].interpolate(limit_direction="both").to_numpy()
+    membrane = np.fromfile(
+        matplotlib.cbook.get_sample_data("membrane.dat", asfileobj=False), dtype=np.float32
+    )
+    series = {
+        "sunspots-monthly": pm.load_sunspots()[:, None],
+        "electricity-halfhourly": pm.load_taylor()[:, None],
+        "co2-weekly": co2[:, None],
+        "msft-daily-ohlc": pm.load_msft()[["Open", "High", "Low", "Close"]].to_numpy(),
+        "neuron-membrane": membrane[1000:11000, None],
+    }
+    return {name: (np.asarray(x, dtype=np.float64)[None], 1.0) for name, x in series.items()}
+
+
+def missing_requirements(packages: Iterable[str]) -> list[str]:
+    """Those of ``packages`` that cannot be imported here."""
+    import importlib.util
+
+    return [name for name in packages if importlib.util.find_spec(name) is None]
+
+
 def dominant_period(traj: np.ndarray, dt: float) -> float:
     """The period of the largest peak of the first channel's periodogram (first trajectory), in time units."""
     x = traj[0, :, 0] - traj[0, :, 0].mean()
@@ -382,8 +423,28 @@ def stress_sets() -> dict[str, StressSet]:
             windows_scale=10,
         ),
         StressSet("nonpolynomial", "non-polynomial flows and a delay equation", _nonpolynomial),
+        StressSet(
+            "recordings",
+            "real recordings: sunspots, electricity demand, CO2, share prices, a neuron",
+            _recordings,
+            windows_scale=10,
+            requires=("pmdarima", "statsmodels"),
+        ),
     ]
     return {s.name: s for s in sets}
+
+
+def available_sets() -> list[str]:
+    """The sets whose data can be read here (their :attr:`StressSet.requires` importable), in report order; the
+    others are named in a warning."""
+    names = []
+    for name, spec in stress_sets().items():
+        absent = missing_requirements(spec.requires)
+        if absent:
+            logger.warning("stress set %s left out: it needs %s", name, ", ".join(absent))
+        else:
+            names.append(name)
+    return names
 
 
 def stress_dataset(name: str, cache_dir: str | Path) -> Path:
@@ -477,7 +538,8 @@ def evaluate_stress(
     seed: int = 0,
     batch_size: int = 32,
 ) -> dict:
-    """Score ``methods`` (forecasters with distinct names) on the sets of the suite.
+    """Score ``methods`` (forecasters with distinct names) on the sets ``set_names`` of the suite (default: those
+    whose data can be read here, :func:`available_sets`).
 
     Each set is evaluated by :func:`panda_fm.eval.runner.evaluate` at horizons 64, 128 and 256 with its own
     context length and noise; a method that refuses a context as too short is scored as the mean forecast
@@ -492,7 +554,7 @@ def evaluate_stress(
     from panda_fm.systems.store import open_dataset
 
     sets = stress_sets()
-    chosen = list(sets) if set_names is None else list(set_names)
+    chosen = available_sets() if set_names is None else list(set_names)
     unknown = [n for n in chosen if n not in sets]
     if unknown:
         raise ValueError(f"unknown stress sets {unknown}; choose from {', '.join(sets)}")

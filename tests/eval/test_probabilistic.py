@@ -135,6 +135,34 @@ def test_the_summary_gives_the_crps_median_beside_its_mean() -> None:
     assert "cov50@8_median" not in stats
 
 
+def test_the_summary_of_one_system_gives_no_interval_over_systems() -> None:
+    def rows(systems: list[str]) -> list[dict]:
+        return [
+            {
+                "noise": 0.0,
+                "method": "m",
+                "system": sid,
+                "metrics": {
+                    "cov50@8": c,
+                    "cov80@8": c,
+                    "crps@8": 0.1,
+                    "smape_median@8": 1.0,
+                    "predicted_horizon": i,
+                    "vpt": i,
+                },
+            }
+            for i, (sid, c) in enumerate(zip(systems, [1.0, 0.0, 1.0], strict=True))
+        ]
+
+    alone = summarise(rows(["a", "a", "a"]), ["m"], [0.0])["0.0"]["m"]
+    assert alone["cov50@8"] == pytest.approx(2 / 3) and alone["horizon_spearman"] == pytest.approx(1.0)
+    assert "cov50@8_ci95" not in alone and "horizon_spearman_ci95" not in alone
+    several = summarise(rows(["a", "b", "c"]), ["m"], [0.0])["0.0"]["m"]
+    assert "cov50@8_ci95" in several and "horizon_spearman_ci95" in several
+    table = markdown_table({"config": {"horizons": [8]}, "summary": {"0.0": {"m": alone}}})
+    assert "| m | 0.100 | 0.67 | 0.67 | 1.0 | - | 1.00 |" in table
+
+
 def test_coverage_intervals_resample_whole_systems() -> None:
     # every window of a system covers or none does: the mean is 0.5, and resampling the two systems gives means
     # of 0, 0.5 and 1 with probabilities 1/4, 1/2, 1/4, so the 95% interval is [0, 1]

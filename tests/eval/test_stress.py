@@ -7,9 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from panda_fm.eval import stress
 from panda_fm.eval.runner import EvalConfig, evaluate
 from panda_fm.eval.stress import (
     NONPOLYNOMIAL,
+    StressSet,
+    available_sets,
     bootstrap_median_ci,
     comparison_markdown,
     evaluate_stress,
@@ -18,6 +21,7 @@ from panda_fm.eval.stress import (
     lorenz96,
     mackey_glass,
     merge_stress_reports,
+    missing_requirements,
     observed_dataset,
     paired_ratio_ci,
     stress_dataset,
@@ -44,6 +48,44 @@ def test_the_suite_holds_the_sets_the_issue_names():
     assert [sets[f"context-{n}"].context_length for n in (128, 192, 256)] == [128, 192, 256]
     assert sets["noise-20"].noise == 0.2
     assert set(held_out_founders()) <= HELD_OUT and set(NONPOLYNOMIAL) <= HELD_OUT
+
+
+def test_sets_whose_packages_are_missing_are_left_out_by_default_and_named(monkeypatch, caplog):
+    assert missing_requirements(["numpy", "no_such_package_for_panda_fm"]) == ["no_such_package_for_panda_fm"]
+    sets = {
+        "plain": StressSet("plain", "needs nothing", dict),
+        "extra": StressSet("extra", "needs a package", dict, requires=("no_such_package_for_panda_fm",)),
+    }
+    monkeypatch.setattr(stress, "stress_sets", lambda: sets)
+    with caplog.at_level("WARNING"):
+        assert available_sets() == ["plain"]
+    assert "extra left out: it needs no_such_package_for_panda_fm" in caplog.text
+
+
+def test_the_recordings_set_says_how_to_install_its_data(monkeypatch):
+    spec = stress_sets()["recordings"]
+    assert set(spec.requires) == {"pmdarima", "statsmodels"}
+    monkeypatch.setattr(stress, "missing_requirements", lambda packages: ["pmdarima"])
+    with pytest.raises(ImportError, match=r'pmdarima.*pip install "panda-fm\[recordings\]"'):
+        spec.build()
+
+
+def test_the_recordings_are_real_series_of_their_documented_sizes():
+    pytest.importorskip("pmdarima")
+    pytest.importorskip("statsmodels")
+    sizes = {
+        "sunspots-monthly": (2820, 1),
+        "electricity-halfhourly": (4032, 1),
+        "co2-weekly": (2284, 1),
+        "msft-daily-ohlc": (7983, 4),
+        "neuron-membrane": (10000, 1),
+    }
+    data = stress_sets()["recordings"].build()
+    assert {k: v[0].shape[1:] for k, v in data.items()} == sizes
+    for traj, dt in data.values():
+        assert dt == 1.0 and np.isfinite(traj).all() and (traj.std(axis=1) > 0).all()
+    high, low = data["msft-daily-ohlc"][0][0, :, 1], data["msft-daily-ohlc"][0][0, :, 2]
+    assert (high >= low).all()  # the channels are open, high, low, close in that order
 
 
 @pytest.mark.parametrize(
