@@ -33,6 +33,7 @@ from panda_fm import PandaPipeline
 from panda_fm.eval.stress import observed_dataset, stress_dataset
 from panda_fm.eval.testsets import FounderTestsetConfig, founders_testset
 from panda_fm.systems.store import open_dataset
+from panda_fm.uncertainty import learning_slope
 
 CONTEXT, AFTER = 512, 256
 
@@ -51,7 +52,7 @@ def window_stats(pipe: PandaPipeline, context: np.ndarray, truth: np.ndarray) ->
         if leads.stop == 4:
             out += [np.std(log_ms) / 2, np.sqrt(realised / np.exp(np.sum(w * log_ms) / w.sum()))]
         else:
-            slope = np.polyfit(np.log(prefix[ok]), log_ms, 1)[0] / 2
+            slope = float(learning_slope(errors, prefix, leads.stop)[0])
             weighted_prefix = np.exp(np.sum(w * np.log(prefix[ok])) / w.sum())
             out += [slope, np.sqrt(realised / np.exp(log_ms.mean())), (CONTEXT / weighted_prefix) ** slope]
     return tuple(out)

@@ -154,6 +154,25 @@ def candidate_variants(name: str, cal: CalibrationConfig, groups: list[list[str]
     }
 
 
+def draw_figures(report: dict, name: str, folder: Path, tag: str, fans: int | None = None) -> None:
+    """``TAG_reliability.png`` and the fans ``TAG_fan_SYSTEM_NOISE.png`` of the first ``fans`` windows ``report``
+    keeps for the method ``name`` (all with None) in ``folder``."""
+    from panda_fm.eval.plots import plot_fan, plot_reliability
+
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_reliability(report, folder / f"{tag}_reliability.png")
+    for sample in [s for s in report["samples"] if s["method"] == name][:fans]:
+        noise = "clean" if sample["noise"] == 0 else f"noise{sample['noise']:g}"
+        plot_fan(
+            sample["context"],
+            sample["quantiles"],
+            report["levels"],
+            folder / f"{tag}_fan_{sample['system']}_{noise}.png",
+            truth=sample["truth"],
+            title=f"{name} on {sample['system']} (noise {sample['noise']:g}): quantiles 0.05..0.95",
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
@@ -281,20 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{tag}.json").write_text(
         json.dumps({**summary, "command": command, "wall_s": wall}, indent=1, default=json_default)
     )
-    from panda_fm.eval.plots import plot_fan, plot_reliability
-
-    plot_reliability(report, out / f"{tag}_reliability.png")
-    fans = [s for s in report["samples"] if s["method"] == name]
-    for sample in fans[:2]:  # the first system, clean and noisy
-        noise = "clean" if sample["noise"] == 0 else f"noise{sample['noise']:g}"
-        plot_fan(
-            sample["context"],
-            sample["quantiles"],
-            report["levels"],
-            out / f"{tag}_fan_{sample['system']}_{noise}.png",
-            truth=sample["truth"],
-            title=f"{name} on {sample['system']} (noise {sample['noise']:g}): quantiles 0.05..0.95",
-        )
+    draw_figures(report, name, out, tag, fans=2)  # the first system, clean and noisy
     print(table)
     return 0
 

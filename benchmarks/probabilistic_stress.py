@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 from _common import SHIPPED, write_markdown
-from probabilistic import candidate_variants
+from probabilistic import candidate_variants, draw_figures
 
 from panda_fm import PandaPipeline
 from panda_fm.eval.probabilistic import (
@@ -145,28 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                     markdown_table(alone),
                 ]
         if args.figures:
-            draw_figures(report, name, set_name, Path(args.figures))
+            draw_figures(report, name, Path(args.figures), set_name)
     write_markdown(lines, args.out)
     return 0
-
-
-def draw_figures(report: dict, name: str, set_name: str, folder: Path) -> None:
-    """The set's reliability diagram and the fans of the windows ``report`` keeps for ``name`` (the first of the
-    first systems)."""
-    from panda_fm.eval.plots import plot_fan, plot_reliability
-
-    folder.mkdir(parents=True, exist_ok=True)
-    plot_reliability(report, folder / f"{set_name}_reliability.png")
-    for sample in (s for s in report["samples"] if s["method"] == name):
-        noise = "clean" if sample["noise"] == 0 else f"noise{sample['noise']:g}"
-        plot_fan(
-            sample["context"],
-            sample["quantiles"],
-            report["levels"],
-            folder / f"{set_name}_fan_{sample['system']}_{noise}.png",
-            truth=sample["truth"],
-            title=f"{name} on {sample['system']} (noise {sample['noise']:g}): quantiles 0.05..0.95",
-        )
 
 
 if __name__ == "__main__":

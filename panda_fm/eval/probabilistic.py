@@ -485,9 +485,9 @@ def system_bootstrap_spearman_ci(
 
 def summarise(per_window: list[dict[str, Any]], names: list[str], noise: Sequence[float]) -> dict[str, Any]:
     """Per noise level and method: means of the scores, medians of the sMAPEs, the horizon correlation, for
-    the coverages (``cov50@h``, ``cov80@h``) and the correlation a 95% interval over systems where there are several
-    (``cov50@h_ci95``, ``horizon_spearman_ci95``; :func:`system_bootstrap_mean_ci`, :func:`system_bootstrap_spearman_ci`), and for
-    the CRPS its median too (``crps@h_median``)."""
+    the coverages (``cov50@h``, ``cov80@h``) and the correlation a 95% interval over systems where there are
+    several (``cov50@h_ci95``, ``horizon_spearman_ci95``; :func:`system_bootstrap_mean_ci`,
+    :func:`system_bootstrap_spearman_ci`), and for the CRPS its median too (``crps@h_median``)."""
     groups: dict[tuple[float, str], list[dict[str, float]]] = defaultdict(list)
     systems: dict[tuple[float, str], list[str]] = defaultdict(list)
     for r in per_window:

@@ -52,6 +52,9 @@ N_STEPS = 4096
 # the held-out founders whose vector fields are not polynomial (trigonometric, exponential, rational terms)
 NONPOLYNOMIAL = ("ChenLee", "DoublePendulum", "Duffing", "HastingsPowell", "JerkCircuit", "OscillatingFlow")
 
+# the packages whose example data the recordings set reads (besides matplotlib, a dependency)
+RECORDINGS_REQUIRE = ("pmdarima", "statsmodels")
+
 Trajectories = dict[str, tuple[np.ndarray, float]]  # system id -> ((K, T, C) trajectories, sample spacing)
 
 
@@ -284,7 +287,7 @@ def _recordings() -> Trajectories:
     (1958-2001, 2284 weeks; its 59 missing weeks filled linearly), Microsoft's daily open, high, low and close
     prices (1986-2017, 7983 days, 4 channels) and a neuron's membrane potential while a current step drives it
     to spike (matplotlib's ``membrane.dat``: the 10000 samples with the current on)."""
-    absent = missing_requirements(("pmdarima", "statsmodels"))
+    absent = missing_requirements(RECORDINGS_REQUIRE)
     if absent:
         raise ImportError(
             f"the recordings set reads the example data of {', '.join(absent)}: "
@@ -428,7 +431,7 @@ def stress_sets() -> dict[str, StressSet]:
             "real recordings: sunspots, electricity demand, CO2, share prices, a neuron",
             _recordings,
             windows_scale=10,
-            requires=("pmdarima", "statsmodels"),
+            requires=RECORDINGS_REQUIRE,
         ),
     ]
     return {s.name: s for s in sets}
