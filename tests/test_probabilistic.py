@@ -606,6 +606,21 @@ def test_lead_spread_by_hand() -> None:
     assert lead_spread(np.zeros((1, 2, 4, 1)), 4, replace(cfg, average="log")).min() == pytest.approx(0.01)
 
 
+def test_a_series_spread_past_its_longest_measured_lead_ignores_the_batch() -> None:
+    """A short context measures 16 leads; in a batch with a long one the errors run to lead 64 (NaN past 16 for it),
+    and its smoothed spread there must be what it is alone, not windows over ever fewer of its last leads."""
+    rng = np.random.default_rng(0)
+    short = np.full((1, 1, 16, 2), np.nan)
+    short[0, 0] = np.abs(rng.standard_normal((16, 2))) * np.linspace(0.1, 1.0, 16)[:, None]
+    batch = np.full((2, 1, 64, 2), np.nan)
+    batch[0, :, :16] = short[0]
+    batch[1] = np.abs(rng.standard_normal((1, 64, 2)))
+    for extrapolation in (0.0, 1.0):
+        cfg = CalibrationConfig(smoothing=0.5, extrapolation=extrapolation)
+        alone = lead_spread(short, 40, cfg)
+        np.testing.assert_allclose(lead_spread(batch, 40, cfg)[:1], alone, rtol=1e-12)
+
+
 def test_saturated_spread_gives_the_climatology() -> None:
     rng = np.random.default_rng(0)
     context = rng.standard_normal((1, 4000, 1))
