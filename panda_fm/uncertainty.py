@@ -458,7 +458,8 @@ def lead_spread(
         raise ValueError("no in-context error was measured for a series: its context is too short")
     # past a series' own longest measured lead its windows would average ever fewer of the last leads, and how many
     # such leads there are depends on the other series of the batch (M): hold the value at that lead instead
-    last = _last_measured(errors)  # (B,)
+    measured = (~np.isnan(errors)).any(axis=(1, 3))  # (B, M)
+    last = M - np.argmax(measured[:, ::-1], axis=1)  # (B,) each series' longest measured lead
     ms = np.where(np.arange(M)[None, :, None] < last[:, None, None], ms, np.nan)
     ms = _ffill(ms)  # leads without errors keep the last measured value
     ms = np.nan_to_num(ms, nan=np.nanmin(np.where(np.isnan(ms), np.inf, ms)))  # leading gaps (rare)
@@ -481,12 +482,6 @@ def lead_spread(
         ceiling = config.inflation * np.sqrt(SATURATION_MS)
         spread = extrapolated(spread, last, config.extrapolation, ceiling)
     return spread[:, :horizon]
-
-
-def _last_measured(errors: np.ndarray) -> np.ndarray:
-    """``(B,)`` each series' longest lead with an in-context error (``errors`` ``(B, O, M, C)``, NaN unmeasured)."""
-    measured = (~np.isnan(errors)).any(axis=(1, 3))  # (B, M)
-    return errors.shape[2] - np.argmax(measured[:, ::-1], axis=1)
 
 
 def extrapolated(spread: np.ndarray, last: np.ndarray, fraction: float, ceiling: float) -> np.ndarray:

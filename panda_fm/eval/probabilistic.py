@@ -516,7 +516,7 @@ def summarise(per_window: list[dict[str, Any]], names: list[str], noise: Sequenc
             stats["horizon_spearman"] = (
                 metrics.horizon_correlation(horizon, vpt) if len(rows) > 1 else float("nan")
             )
-            if len(rows) > 1 and several:
+            if several:  # more than one system: more than one window
                 stats["horizon_spearman_ci95"] = system_bootstrap_spearman_ci(
                     horizon, vpt, systems[sigma, name]
                 )
