@@ -112,7 +112,8 @@ def residual_quantiles(
 
 class ModelQuantiles:
     """A checkpoint's probabilistic forecasts: its in-context calibrated mixture (the pipeline's
-    :meth:`~panda_fm.PandaPipeline.predict_quantiles`) and variants that share its in-context errors.
+    :meth:`~panda_fm.PandaPipeline.predict_quantiles`) and variants of it; variants with the same in-context
+    origins share their errors (others are measured once per set of origins).
 
     The spread it reports (the predicted horizon's) is :func:`panda_fm.uncertainty.horizon_spread` as each
     variant's ``CalibrationConfig.horizon`` says; the time-lagged forecasts it needs are made once for the union
@@ -139,23 +140,19 @@ class ModelQuantiles:
         for kind, _ in self.variants.values():
             if kind not in ("mixture", "residual"):
                 raise ValueError(f"variant kind must be 'mixture' or 'residual', got {kind!r}")
-        origins = {
-            (cal.offsets, cal.min_prefix, cal.short_offsets, cal.short_min_prefix)
-            for _, cal in self.variants.values()
-        }
-        if len(origins) > 1:
-            raise ValueError(
-                "variants share the in-context errors: give them the same offsets, min_prefix, short_offsets and "
-                "short_min_prefix"
-            )
         self.names = list(self.variants)
         self.batch_size = batch_size
 
     def forecast(self, contexts: np.ndarray, length: int, levels: np.ndarray) -> dict[str, Forecast]:
-        cal = next(iter(self.variants.values()))[1]
-        point, errors, prefix, x, loc, scale, _ = self.pipe.incontext_errors(
-            contexts.astype(np.float32), length, self.batch_size, cal
-        )
+        # the in-context errors of each set of origins the variants read, each measured once
+        measured: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        for _, cfg in self.variants.values():
+            key = _origins(cfg)
+            if key not in measured:
+                point, errors, prefix, x, loc, scale, _ = self.pipe.incontext_errors(
+                    contexts.astype(np.float32), length, self.batch_size, cfg
+                )
+                measured[key] = errors, prefix
         # each variant's lags (B, K_v) side by side: every (series, lag) is forecast once
         lags = {n: context_lags(c, x) for n, (_, c) in self.variants.items() if c.needs_lagged}
         if lags:
@@ -175,6 +172,7 @@ class ModelQuantiles:
         perturbed: dict[tuple[int, float, int], np.ndarray] = {}
         out: dict[str, Forecast] = {}
         for name, (kind, cfg) in self.variants.items():
+            errors, prefix = measured[_origins(cfg)]
             lag = pert = None
             if cfg.needs_lagged:
                 lag = lagged_spread(members[:, columns[name]], point)
@@ -198,6 +196,11 @@ class ModelQuantiles:
                 paths = None
             out[name] = (q * scale[..., None] + loc[..., None], spread, point * scale + loc, paths)
         return out
+
+
+def _origins(cal: CalibrationConfig) -> tuple:
+    """What a calibration's in-context errors depend on: its origins and their shortest prefixes."""
+    return cal.offsets, cal.min_prefix, cal.short_offsets, cal.short_min_prefix
 
 
 class BootstrapQuantiles:

@@ -268,3 +268,19 @@ def test_stretched_lags_are_each_series_own(tiny_pipeline) -> None:
     np.testing.assert_allclose(out["tiny/stretched"][1], expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(dist.horizon_spread, expected, rtol=1e-4, atol=1e-5)
     assert not np.allclose(out["tiny"][1], expected)  # the shipped lags, in steps, differ
+
+
+def test_variants_with_other_origins_read_their_own_in_context_errors(tiny_pipeline) -> None:
+    contexts = integrate("Lorenz", 300, 2, periods=10.0)[0]  # (2, 300, 3)
+    cal = tiny_pipeline.calibration
+    near = replace(cal, offsets=(128, 64, 32))  # other origins than the pipeline's default
+    levels = np.array([0.1, 0.9])
+    out = ModelQuantiles(tiny_pipeline, "tiny", {"tiny/near": ("mixture", near)}, batch_size=4).forecast(
+        contexts, 24, levels
+    )
+    for name, config in (("tiny", cal), ("tiny/near", near)):
+        expected, _ = tiny_pipeline.predict_quantiles(
+            contexts.astype(np.float32), 24, levels, calibration=config
+        )
+        np.testing.assert_allclose(out[name][0], expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(out["tiny"][0], out["tiny/near"][0])
