@@ -65,7 +65,6 @@ __all__ = [
     "perturbed_members",
     "perturbed_spread",
     "analogue_members",
-    "drift_widening",
     "noise_level",
     "noise_corrected",
     "lead_offset",
@@ -253,13 +252,6 @@ class CalibrationConfig:
             state's nearer nominal on the founders, the observation's on generated systems; the state's stay the
             default (docs/probabilistic.md, twenty-seventh round). Their in-context errors are measured against
             the noisy context, so they already hold much of the noise.
-        widen_level: ``q``: the part of the forecast that has lost track is the context's climatology widened about
-            the point forecast by the factor the context's own history asks for (:func:`drift_widening`):
-            from each in-context origin, the ``q`` quantile of the continuation's absolute deviations from the
-            prefix's median over the prefix's own; on a drifting series its values leave the range the context
-            has seen. 0: no widening.
-        widen_tolerance: the widening is ``max(1, g / widen_tolerance)``, ``g`` that factor: a stationary
-            context's ``g`` scatters about 1.
     """
 
     offsets: tuple[int, ...] = (320, 256, 192, 128, 64)
@@ -300,8 +292,6 @@ class CalibrationConfig:
     perturbed_min_noise: float = 0.01
     perturbed_seed: int = 0
     observation_noise: bool = False
-    widen_level: float = 0.0
-    widen_tolerance: float = 1.0
 
     @property
     def min_context(self) -> int:
@@ -414,15 +404,6 @@ class CalibrationConfig:
             )
         if self.lag_timescale < 0:
             raise ValueError(f"lag_timescale must be >= 0 (0: lags in steps), got {self.lag_timescale}")
-        if not 0 <= self.widen_level < 1 or self.widen_tolerance <= 0:
-            raise ValueError(
-                f"widen_level must be in [0, 1) (0: no widening) and widen_tolerance > 0, got {self.widen_level} "
-                f"and {self.widen_tolerance}"
-            )
-        if self.widen_level and self.combine == "quantile":
-            raise ValueError(
-                "widen_level needs a combine other than 'quantile' (its climatology is one grid)"
-            )
         if self.needs_lagged and (not self.lags or min(self.lags) < 1):
             raise ValueError(
                 f"lags must be positive step counts for a {self.horizon!r} horizon or a lagged blend or floor, "
@@ -761,41 +742,6 @@ def perturbed_spread(rows: np.ndarray, members: np.ndarray, point: np.ndarray) -
     return out
 
 
-def drift_widening(context: np.ndarray, config: CalibrationConfig) -> np.ndarray:
-    """``(B, C)`` how much wider than the ``(B, T, C)`` context's own climatology (NaN missing) the part of a
-    forecast that has lost track is drawn: at least 1, and 1 without :attr:`CalibrationConfig.widen_level`.
-
-    From each in-context origin (:meth:`CalibrationConfig.origins`, as the in-context errors), the ratio of the
-    :attr:`~CalibrationConfig.widen_level` quantile of the continuation's absolute deviations from the prefix's
-    median to that of the prefix's own: about 1 where the prefix's values already span what follows, more on a
-    drifting series. Their geometric mean over the origins, divided by
-    :attr:`~CalibrationConfig.widen_tolerance`. A channel constant before every origin, or without a measured
-    origin, gets 1.
-    """
-    B, T, C = context.shape
-    out = np.ones((B, C))
-    if not config.widen_level:
-        return out
-    first = np.argmax(~np.isnan(context).all(axis=2), axis=1)  # (B,) steps missing at the start
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN stretches of a channel: NaN, then skipped
-        for b in range(B):
-            offsets, min_prefix = config.origins(T - first[b])
-            ratios = []
-            for o in offsets:
-                if T - o - first[b] < min_prefix:
-                    continue
-                prefix, rest = context[b, first[b] : T - o], context[b, T - o :]
-                centre = np.nanmedian(prefix, axis=0)  # (C,)
-                inside = np.nanquantile(np.abs(prefix - centre), config.widen_level, axis=0)
-                after = np.nanquantile(np.abs(rest - centre), config.widen_level, axis=0)
-                ratios.append(np.where(inside > 0, after / np.where(inside > 0, inside, 1.0), np.nan))
-            if ratios:
-                g = np.exp(np.nanmean(np.log(np.stack(ratios)), axis=0))  # (C,) NaN: no measured origin
-                out[b] = np.maximum(np.nan_to_num(g / config.widen_tolerance, nan=1.0), 1.0)
-    return out
-
-
 def noise_level(context: np.ndarray) -> np.ndarray:
     """``(B, C)`` the std of white observation noise in ``(B, T, C)`` contexts (NaN missing), in their units.
 
@@ -1037,9 +983,6 @@ class ForecastDistribution:
             ``f s`` becomes ``sqrt((f s)^2 + noise^2)``; in the samples, independent at every lead), for the
             distribution of an observation rather than of the state (:attr:`CalibrationConfig.observation_noise`);
             None: none.
-        widening: ``(B, C)`` factors (at least 1) by which the part that has lost track is widened about the
-            point forecast (a value ``v`` of it becomes ``point + g (v - point)``; :func:`drift_widening`);
-            None: none.
     """
 
     point: np.ndarray
@@ -1051,7 +994,6 @@ class ForecastDistribution:
     analogues: np.ndarray | None = None
     analogue_weight: float = 0.0
     noise: np.ndarray | None = None
-    widening: np.ndarray | None = None
     _grid: np.ndarray = field(init=False, repr=False)
     _analogue_paths: np.ndarray | None = field(init=False, repr=False, default=None)
     _sorted_analogues: np.ndarray | None = field(init=False, repr=False, default=None)
@@ -1072,15 +1014,6 @@ class ForecastDistribution:
             raise ValueError(
                 f"noise must be shaped (B, C) = {self.point.shape[::2]}, got {np.shape(self.noise)}"
             )
-        if self.widening is not None:
-            if np.shape(self.widening) != (self.point.shape[0], self.point.shape[2]):
-                raise ValueError(
-                    f"widening must be shaped (B, C) = {self.point.shape[::2]}, got {np.shape(self.widening)}"
-                )
-            if self.combine == "quantile":
-                raise ValueError(
-                    "widening needs a combine other than 'quantile' (its climatology is one grid)"
-                )
         levels = (np.arange(CLIMATOLOGY_GRID) + 0.5) / CLIMATOLOGY_GRID
         self._grid = np.moveaxis(np.nanquantile(self.context, levels, axis=1), 0, 1)  # (B, G, C)
         if self.analogues is not None:
@@ -1154,7 +1087,6 @@ class ForecastDistribution:
             analogues,
             share,
             observation_noise(context, errors) if config.observation_noise else None,
-            drift_widening(context, config) if config.widen_level else None,
         )
 
     @property
@@ -1182,7 +1114,6 @@ class ForecastDistribution:
             else:
                 analogue = members.mean(axis=-1)
             lost = (1 - a) * lost + a * analogue
-        lost = self._widened(lost)
         mean = (1 - w) * self.point + w * lost
         return mean + self._shift if self.combine == "shifted" else mean
 
@@ -1230,22 +1161,8 @@ class ForecastDistribution:
             lost = 0.5 * (lost + 1 - self._lost_cdf(2 * mu - x))
         return (1 - w) * gauss + w * lost
 
-    def _widened(self, values: np.ndarray) -> np.ndarray:
-        """Values ``(B, ..., H, C)`` of the lost part moved away from the point forecast by :attr:`widening`."""
-        if self.widening is None:
-            return values
-        B, H, C = self.point.shape
-        middle = (1,) * (values.ndim - 3)
-        mu = self.point.reshape(B, *middle, H, C)
-        return mu + self.widening.reshape(B, *middle, 1, C) * (values - mu)
-
     def _lost_cdf(self, x: np.ndarray) -> np.ndarray:
-        """CDF at ``x`` ``(B, H, C, ...)`` of the part that has lost track, before any reflection (with
-        :attr:`widening`, its CDF at ``point + (x - point) / g``)."""
-        if self.widening is not None:
-            expand = (slice(None),) * 3 + (None,) * (x.ndim - 3)
-            mu = self.point[expand]
-            x = mu + (x - mu) / self.widening[:, None][expand]
+        """CDF at ``x`` ``(B, H, C, ...)`` of the part that has lost track, before any reflection."""
         lost = self._climatology_cdf(x)
         if self.combine == "split":
             lost = self._split_cdf(x, lost, self._below)
@@ -1367,9 +1284,6 @@ class ForecastDistribution:
         if self.analogues is not None:  # members may lie beyond the grid's outer quantiles
             g_lo = np.minimum(g_lo, self._sorted_analogues[..., :1])  # (B, H, C, 1)
             g_hi = np.maximum(g_hi, self._sorted_analogues[..., -1:])
-        if self.widening is not None:  # the lost part reaches further from the point
-            g = self.widening[:, None, :, None]  # (B, 1, C, 1)
-            g_lo, g_hi = mu + g * (g_lo - mu), mu + g * (g_hi - mu)
         lo = np.minimum(np.minimum(mu - 10 * s, g_lo), 2 * mu - g_hi) * np.ones(levels.shape)  # (B, H, C, Q)
         hi = np.maximum(np.maximum(mu + 10 * s, g_hi), 2 * mu - g_lo) * np.ones(levels.shape)
         for _ in range(iterations):
@@ -1448,7 +1362,6 @@ class ForecastDistribution:
                 follow = self._split_values(u, self._analogue_at, self._analogue_below)
             chosen = generator.uniform(size=(B, K, 1, 1)) < self._analogue_share[:, None]
             stretch = np.where(chosen, follow, stretch)
-        stretch = self._widened(stretch)
         if self.combine == "symmetric":  # half the paths mirror their stretch about the point forecast
             mirror = generator.uniform(size=(B, K, 1, C)) < 0.5
             stretch = np.where(mirror, 2 * self.point[:, None] - stretch, stretch)

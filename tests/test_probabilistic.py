@@ -21,7 +21,6 @@ from panda_fm.uncertainty import (
     context_lags,
     corrected,
     distribution_spread,
-    drift_widening,
     extrapolated,
     horizon_spread,
     lag_stretch,
@@ -668,48 +667,6 @@ def test_saturated_split_climatology_keeps_the_point_as_median_and_the_attractor
     # no mass outside the attractor's range and the point (the reflection puts half of it near 2 - x)
     q = inside.quantiles(np.array([0.01, 0.99]))[0, :, 0]
     assert q.min() >= context.min() and q.max() <= context.max()
-
-
-def test_a_widened_split_climatology_moves_every_value_away_from_the_point() -> None:
-    rng = np.random.default_rng(0)
-    context = rng.standard_normal((1, 20000, 2))  # climatology N(0, 1) in both channels
-    point, spread = np.full((1, 2, 2), 1.0), np.full((1, 2, 2), 2.0)  # saturated: the split climatology alone
-    levels = np.array([0.1, 0.5, 0.9])
-    plain = ForecastDistribution(point, spread, context, "split")
-    wide = ForecastDistribution(point, spread, context, "split", widening=np.array([[3.0, 1.0]]))
-    q0, q = plain.quantiles(levels), wide.quantiles(levels)
-    # channel 0: each quantile 3 times as far from the point (1); channel 1 (factor 1) as it was
-    np.testing.assert_allclose(q[..., 0, :], 1.0 + 3.0 * (q0[..., 0, :] - 1.0), atol=1e-6)
-    np.testing.assert_allclose(q[..., 1, :], q0[..., 1, :], atol=1e-9)
-    np.testing.assert_allclose(wide.mean[..., 0], 1.0 + 3.0 * (plain.mean[..., 0] - 1.0), atol=1e-9)
-    paths = wide.sample(20000, np.random.default_rng(1))[0, :, 1]  # (K, C) at the second lead
-    np.testing.assert_allclose(np.quantile(paths, levels, axis=0).T, q[0, 1], atol=0.08)
-    with pytest.raises(ValueError, match="widening must be shaped"):
-        ForecastDistribution(point, spread, context, "split", widening=np.ones(2))
-    with pytest.raises(ValueError, match="other than 'quantile'"):
-        CalibrationConfig(widen_level=0.8, combine="quantile", scale_spread=0.0)
-
-
-def test_drift_widening_by_hand() -> None:
-    cal = CalibrationConfig(widen_level=0.25, offsets=(256,), min_prefix=128)
-    t = np.arange(512)
-    flat = (-1.0) ** t  # +-1 alternating: every even stretch has the median 0 and deviations 1
-    ramp = flat * np.select([t < 256, t < 384], [1.0, 3.0], 9.0)  # after the origin 3 and 9 times as far out
-    context = np.stack([flat, ramp, np.ones(512)], axis=1)[None]  # the third channel constant
-    # the continuation's 0.25 quantile of deviations 3 (of 3 and 9) over the prefix's 1
-    np.testing.assert_allclose(drift_widening(context, cal), [[1.0, 3.0, 1.0]], atol=1e-9)
-    np.testing.assert_allclose(
-        drift_widening(context, replace(cal, widen_tolerance=1.5)), [[1.0, 2.0, 1.0]], atol=1e-9
-    )
-    # narrower after the origin (the ramp reversed): never below 1; no widening asked: ones
-    np.testing.assert_allclose(drift_widening(context[:, ::-1], cal), [[1.0, 1.0, 1.0]])
-    np.testing.assert_array_equal(drift_widening(context, CalibrationConfig()), np.ones((1, 3)))
-    # two origins: the geometric mean of their ratios (3 from 256 steps before the end, 9 / 1 from 128)
-    two = replace(cal, offsets=(256, 128))
-    np.testing.assert_allclose(drift_widening(context, two)[0, 1], np.sqrt(3 * 9), atol=1e-9)
-    # a series padded on the left as missing reads the origins of its observed steps
-    padded = np.where(t[None, :, None] < 200, np.nan, context)
-    np.testing.assert_allclose(drift_widening(padded, cal), drift_widening(context[:, 200:], cal))
 
 
 def test_analogue_members_continue_the_nearest_earlier_states() -> None:
