@@ -204,6 +204,12 @@ def _add_forecast(sub: argparse._SubParsersAction) -> None:
         help="write quantiles at these levels instead of the point forecast (a CSV column per channel and "
         "level, CHANNEL_qLEVEL; .npy (H, C, Q)) and draw a fan with --plot, e.g. --quantiles 0.1 0.5 0.9",
     )
+    p.add_argument(
+        "--observed",
+        action="store_true",
+        help="with --quantiles: quantiles of the values as they will be recorded, with the context's own "
+        "observation noise added (default: of the noise-free state; the same on a clean series)",
+    )
     p.set_defaults(handler=_forecast)
 
 
@@ -214,6 +220,10 @@ def _forecast(args: argparse.Namespace) -> int:
     from panda_fm.data.io import atomic_path, prepare_output, read_series_with_time, write_series
     from panda_fm.pipeline import PandaPipeline
 
+    if args.observed and args.quantiles is None:
+        raise ValueError(
+            "--observed asks for quantiles of the recorded values: add --quantiles, e.g. 0.1 0.5 0.9"
+        )
     out = prepare_output(args.out, (".npy", ".csv"), "--out")  # folders made and checked before any work
     plot = prepare_output(args.plot, PLOT_SUFFIXES, "--plot") if args.plot else None
     series, columns, time = read_series_with_time(args.input)
@@ -267,13 +277,18 @@ def _forecast_quantiles(
     args: argparse.Namespace, pipe: Any, series: Any, columns: Any, out: Any, plot: Any, time: Any
 ) -> int:
     """``forecast --quantiles``: quantiles written one column per channel and level, and the fan drawn."""
+    from dataclasses import replace
+
     import numpy as np
 
     from panda_fm.data.io import atomic_path, write_series
 
     log = logging.getLogger("panda_fm")
     levels = list(args.quantiles)
-    quantiles, _ = pipe.predict_quantiles(series, args.horizon, levels)  # (H, C, Q) or (B, H, C, Q)
+    calibration = replace(pipe.calibration, observation_noise=True) if args.observed else None
+    quantiles, _ = pipe.predict_quantiles(
+        series, args.horizon, levels, calibration=calibration
+    )  # (H, C, Q) or (B, ...)
     if series.ndim == 1:
         quantiles = quantiles[:, None]  # (H, 1, Q)
     batch = series.ndim == 3

@@ -876,6 +876,30 @@ def test_cli_forecast_writes_a_column_per_channel_and_level_and_draws_the_fan(tm
     assert np.load(tmp_path / "q.npy").shape == (30, 3, 1)
 
 
+def test_cli_forecast_observed_quantiles_add_the_contexts_noise(tmp_path, lorenz, capsys) -> None:
+    from panda_fm.cli import main
+    from panda_fm.data.io import read_series
+    from tests.conftest import TINY_CHECKPOINT
+
+    noisy = lorenz + 0.05 * lorenz.std(axis=0) * np.random.default_rng(0).standard_normal(lorenz.shape)
+    src = tmp_path / "noisy.npy"
+    np.save(src, noisy)
+    args = ["forecast", "--checkpoint", str(TINY_CHECKPOINT), "--input", str(src), "--horizon", "30"]
+    assert main([*args, "--out", str(tmp_path / "obs.csv"), "--quantiles", "0.1", "0.9", "--observed"]) == 0
+    assert main([*args, "--out", str(tmp_path / "state.csv"), "--quantiles", "0.1", "0.9"]) == 0
+    observed, state = read_series(tmp_path / "obs.csv")[0], read_series(tmp_path / "state.csv")[0]
+    pipe = PandaPipeline.from_pretrained(TINY_CHECKPOINT)
+    expected, _ = pipe.predict_quantiles(
+        noisy, 30, (0.1, 0.9), calibration=replace(pipe.calibration, observation_noise=True)
+    )
+    np.testing.assert_allclose(observed, expected.reshape(30, 6), rtol=1e-5, atol=1e-5)
+    width = lambda q: q[:, 1::2] - q[:, 0::2]  # noqa: E731 (columns: x0_q0.1, x0_q0.9, x1_q0.1, ...)
+    assert (width(observed) >= width(state) - 1e-9).all() and (width(observed) > width(state)).any()
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "p.csv"), "--observed"]) == 2  # no quantiles asked for
+    assert "add --quantiles" in capsys.readouterr().err and not (tmp_path / "p.csv").exists()
+
+
 def test_lagged_members_forecast_the_same_future_steps() -> None:
     context = np.arange(20, dtype=np.float64).reshape(1, 20, 1) * np.ones((2, 1, 3))  # (B, T, C) ramps
 
