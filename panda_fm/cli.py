@@ -286,9 +286,8 @@ def _forecast_quantiles(
     log = logging.getLogger("panda_fm")
     levels = list(args.quantiles)
     calibration = replace(pipe.calibration, observation_noise=True) if args.observed else None
-    quantiles, _ = pipe.predict_quantiles(
-        series, args.horizon, levels, calibration=calibration
-    )  # (H, C, Q) or (B, ...)
+    # (H, C, Q), or (H, Q) for one channel, or (B, H, C, Q) for a batch
+    quantiles, _ = pipe.predict_quantiles(series, args.horizon, levels, calibration=calibration)
     if series.ndim == 1:
         quantiles = quantiles[:, None]  # (H, 1, Q)
     batch = series.ndim == 3
