@@ -66,7 +66,6 @@ __all__ = [
     "perturbed_spread",
     "analogue_members",
     "noise_level",
-    "noise_whiteness",
     "noise_corrected",
     "lead_offset",
     "lead_corrected",
@@ -83,9 +82,6 @@ CLIMATOLOGY_GRID = 256  # quantiles of a context's values that represent its cli
 NOISE_LEADS = 4  # the leads of the in-context errors that measure a context's noise level
 LEARNING_LEADS = 16  # the leads of the in-context errors whose fall with the prefix is the learning curve
 NOISE_ORDER = 6  # the order of the differences that measure a context's observation noise (noise_level)
-#: :func:`noise_whiteness` up to which a channel's roughness counts as white noise: a 512-step context with white
-#: noise reads 0.92-1.14 (10th-90th percentiles, 5% noise on training founders and generated systems).
-WHITE_RATIO = 1.2
 #: The delay vectors of :func:`analogue_members`: entries, steps between them, and the context's last steps that
 #: are not neighbours (they are the present itself).
 ANALOGUE_DELAYS, ANALOGUE_LAG, ANALOGUE_EXCLUSION = 4, 5, 16
@@ -143,11 +139,6 @@ class CalibrationConfig:
             the same correction whatever the stretch, as before the twentieth round). 4 was chosen on training
             founders at 400 samples a period, where the full correction left the noisy 50% intervals at 0.33-0.34
             (docs/probabilistic.md, twentieth round).
-        lagged_noise_whiteness: ``r1``, the noise correction fades on a channel whose roughness is not white
-            (:func:`noise_whiteness`): its share is multiplied by ``(r1 - r) / (r1 - WHITE_RATIO)``, within
-            ``[0, 1]``, ``r`` the channel's noise level read from every other step over the one read from every
-            step (1 for white noise, about ``sqrt(2)`` for a random walk's steps, ``2^6`` for a smooth signal).
-            0: no fading.
         lagged_lead_power: ``p``, the lagged disagreement's lead offset undone (:func:`lead_corrected`): a member
             ``g`` steps short forecasts the point forecast's lead ``h`` at its own lead ``h + g``, so on a
             clean context, where the error grows from next to nothing, its disagreement at short leads is that of
@@ -275,7 +266,6 @@ class CalibrationConfig:
     short_lagged_noise_scale: float = 0.0
     lagged_noise_min_context: int = 256
     lagged_noise_stretch_power: float = 4.0
-    lagged_noise_whiteness: float = 0.0
     lagged_lead_power: float = 1.0
     lagged_noise_floor: float = 2.0
     lagged_lead_measured: bool = False
@@ -385,10 +375,6 @@ class CalibrationConfig:
             raise ValueError(
                 f"lagged_noise_scale and short_lagged_noise_scale must be >= 0, got {self.lagged_noise_scale} and "
                 f"{self.short_lagged_noise_scale}"
-            )
-        if self.lagged_noise_whiteness and self.lagged_noise_whiteness <= WHITE_RATIO:
-            raise ValueError(
-                f"lagged_noise_whiteness must be 0 (no fading) or above {WHITE_RATIO}, got {self.lagged_noise_whiteness}"
             )
         if self.lagged_noise_stretch_power < 0:
             raise ValueError(
@@ -772,16 +758,6 @@ def noise_level(context: np.ndarray) -> np.ndarray:
     return np.nan_to_num(med / (ndtri(0.75) * np.sqrt(comb(2 * NOISE_ORDER, NOISE_ORDER))), nan=0.0)
 
 
-def noise_whiteness(context: np.ndarray) -> np.ndarray:
-    """``(B, C)`` the noise level of ``(B, T, C)`` contexts read from every other step over that read from every
-    step (:func:`noise_level`): 1 for white noise, which is as large at any spacing; ``sqrt(2)`` for the steps of a
-    random walk, whose differences grow with the spacing; ``2^6`` for a smooth signal. NaN where a channel reads no
-    noise."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # 0 / 0: NaN
-        return noise_level(context[:, ::2]) / noise_level(context)
-
-
 def observation_noise(context: np.ndarray, errors: np.ndarray) -> np.ndarray:
     """``(B, C)`` the std of the white noise each future observation carries, in context stds: the context's noise
     level (:func:`noise_level`), at most the root mean square of the in-context forecasts' errors at lead 1
@@ -801,8 +777,7 @@ def noise_corrected(lagged: np.ndarray, context: np.ndarray, config: Calibration
     :attr:`CalibrationConfig.short_lagged_noise_scale` for a context of fewer than
     :attr:`CalibrationConfig.lagged_noise_min_context` observed steps
     (0: that series' ``lagged`` as it is). With :attr:`CalibrationConfig.lagged_noise_stretch_power` ``q`` the
-    share ``nu^2 / (nu^2 + c^2)`` is divided by the series' lag stretch (:func:`lag_stretch`) to the power ``q``, and
-    with :attr:`CalibrationConfig.lagged_noise_whiteness` it fades on channels whose roughness is not white."""
+    share ``nu^2 / (nu^2 + c^2)`` is divided by the series' lag stretch (:func:`lag_stretch`) to the power ``q``."""
     observed = ~np.isnan(context).all(axis=2)  # (B, T)
     steps = context.shape[1] - np.argmax(observed, axis=1)  # (B,) from the first observed step
     c = np.where(
@@ -815,10 +790,6 @@ def noise_corrected(lagged: np.ndarray, context: np.ndarray, config: Calibration
     share = np.divide(nu2, nu2 + c2, out=np.zeros(np.broadcast_shapes(nu2.shape, c2.shape)), where=c2 > 0)
     if config.lagged_noise_stretch_power:
         share = share / lag_stretch(config, context)[:, None, None] ** config.lagged_noise_stretch_power
-    if config.lagged_noise_whiteness:
-        r1 = config.lagged_noise_whiteness
-        fade = np.clip((r1 - np.nan_to_num(noise_whiteness(context), nan=r1)) / (r1 - WHITE_RATIO), 0.0, 1.0)
-        share = share * fade[:, None]
     return lagged / np.sqrt(1 + share)
 
 

@@ -32,7 +32,6 @@ from panda_fm.uncertainty import (
     learning_slope,
     noise_corrected,
     noise_level,
-    noise_whiteness,
     observation_noise,
     perturbed_members,
     perturbed_spread,
@@ -991,29 +990,6 @@ def test_the_noise_correction_fades_with_the_lag_stretch() -> None:
     assert share.min() > 0.95
     with pytest.raises(ValueError, match="lagged_noise_stretch_power"):
         CalibrationConfig(lagged_noise_stretch_power=-1.0)
-
-
-def test_the_noise_correction_fades_where_the_roughness_is_not_white() -> None:
-    rng = np.random.default_rng(0)
-    t = np.arange(4096)
-    white = np.sin(2 * np.pi * t / 100) + 0.05 * rng.standard_normal(
-        4096
-    )  # a smooth signal under white noise
-    walk = np.cumsum(rng.standard_normal(4096))  # rough, but its steps grow with the spacing
-    smooth = np.sin(2 * np.pi * t / 100)
-    context = np.stack([white, walk, smooth], axis=1)[None]
-    context = (context - context.mean(axis=1, keepdims=True)) / context.std(axis=1, keepdims=True)
-    r = noise_whiteness(context)[0]
-    assert abs(r[0] - 1) < 0.05 and abs(r[1] - np.sqrt(2)) < 0.12 and r[2] > 30  # walks: 1.42 +- 0.07 (seeds)
-    lagged = np.ones((1, 5, 3))
-    cal = CalibrationConfig(lag_timescale=0.0)  # no stretch: the correction whole where it applies
-    faded = replace(cal, lagged_noise_whiteness=1.3)
-    plain, out = noise_corrected(lagged, context, cal), noise_corrected(lagged, context, faded)
-    np.testing.assert_allclose(out[..., 0], plain[..., 0])  # white: corrected as before
-    np.testing.assert_allclose(out[..., 1:], 1.0)  # the walk (r over 1.3) and the smooth signal: not at all
-    assert plain[0, 0, 1] < 0.75  # where the plain correction divides by nearly sqrt(2)
-    with pytest.raises(ValueError, match="lagged_noise_whiteness"):
-        CalibrationConfig(lagged_noise_whiteness=1.1)
 
 
 def test_lead_offset_of_per_series_lags_is_each_series_own() -> None:
