@@ -154,6 +154,7 @@ class PandaPipeline:
         prediction_length: int | None = None,
         *,
         batch_size: int = 64,
+        num_samples: int | None = None,
     ) -> Any:
         """Forecast the continuation of one or many series.
 
@@ -167,15 +168,20 @@ class PandaPipeline:
             prediction_length: steps to forecast (default: the model's ``prediction_length``); longer
                 horizons roll out autoregressively with a sliding context.
             batch_size: series per forward pass.
+            num_samples: sample paths instead of the point forecast: ``sample(context, prediction_length,
+                num_samples)`` (:meth:`sample`, seed 0), with its trailing sample axis.
 
         Returns:
             The forecast, of the input's type: ``(H,)``, ``(H, C)`` or ``(B, H, C)`` (a list gives
             ``(B, H, C)``); for pandas input a Series or DataFrame (a list of them for a list) with the same
-            name or columns, its index continuing the input's (:mod:`panda_fm.data.frames`).
+            name or columns, its index continuing the input's (:mod:`panda_fm.data.frames`). With
+            ``num_samples``, :meth:`sample`'s paths.
 
         Raises:
             ValueError: naming what is wrong with the input.
         """
+        if num_samples is not None:
+            return self.sample(context, prediction_length, num_samples, batch_size=batch_size)
         H = self._horizon(prediction_length)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

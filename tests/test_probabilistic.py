@@ -109,6 +109,14 @@ def test_samples_agree_with_the_quantiles(tiny_pipeline, lorenz) -> None:
     np.testing.assert_array_equal(paths, tiny_pipeline.sample(lorenz, H, num_samples=4000, seed=1))  # seeded
 
 
+def test_predict_with_num_samples_gives_the_sample_paths(tiny_pipeline, lorenz) -> None:
+    paths = tiny_pipeline.predict(lorenz, H, num_samples=7)  # the form of the sample paths
+    assert paths.shape == (H, 3, 7)
+    np.testing.assert_array_equal(paths, tiny_pipeline.sample(lorenz, H, 7))
+    with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+        tiny_pipeline.predict(lorenz, H, num_samples=0)
+
+
 @pytest.mark.parametrize(
     ("combine", "scales", "share", "noise"),
     [
