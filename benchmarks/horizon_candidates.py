@@ -25,6 +25,12 @@ with the point forecast too (:func:`expert_spreads`; the experts' forecasts made
 ``DIR/experts-{source}-seed{seed}.pkl``, about 4 minutes on one thread). Each candidate's gain over the shipped
 ``L`` comes with a 95% interval, a paired bootstrap over systems (:func:`paired_gain_ci`). Results of the
 seventeenth round: ``horizon-candidates-round17.md``.
+
+With ``--lyapunov``, horizons read off the context's largest Lyapunov exponent ``lambda`` per step
+(:func:`lyapunov_per_step`, Rosenstein's nearest-neighbour divergence, no model run): ``1 / lambda``,
+``ln(0.5 / eps0) / lambda`` (``eps0`` the root mean square in-context error at leads 1-4, context stds) and the
+geometric mean of each with the shipped horizon. Result (the thirty-seventh round, 2026-12-03):
+``horizon-candidates-round37.md``.
 """
 
 from __future__ import annotations
@@ -37,17 +43,20 @@ import numpy as np
 import torch
 from calibration_grid import SHIPPED, saved_runs, windows
 from horizon_analogue import horizon
+from scipy.spatial import cKDTree
 
 from panda_fm.eval import metrics
 from panda_fm.eval.probabilistic import context_moments, system_bootstrap_ci
 from panda_fm.uncertainty import (
     CalibrationConfig,
+    autocorrelation_time,
     corrected,
     distribution_spread,
     lagged_spread,
     lead_spread,
     noise_corrected,
     noise_level,
+    spread_floors,
 )
 
 SOURCES = {"founders": "calibration", "generated": "generated"}
@@ -128,7 +137,8 @@ def candidates(r: dict, cal: CalibrationConfig, pick: list[int], perturbed: np.n
     raw = lagged_spread(r["members"][None, pick], r["point"][None])
     s0 = lead_spread(r["errors"][None], len(r["point"]), cal, r["prefix"])
     lagged = corrected(raw, r["x"][None], cal, r["errors"][None], r["prefix"])
-    blend = distribution_spread(s0, lagged, cal)
+    floors = spread_floors(cal, r["x"][None], r["errors"][None], r["prefix"])
+    blend = distribution_spread(s0, lagged, cal, floors)
     out = {
         "L (shipped)": lagged,
         "L noise-corrected only": noise_corrected(raw, r["x"][None], cal),
@@ -151,6 +161,41 @@ def candidates(r: dict, cal: CalibrationConfig, pick: list[int], perturbed: np.n
             "max(L, P / sqrt 2)": np.maximum(lag, p / np.sqrt(2)),
         }
     return out
+
+
+def lyapunov_per_step(x: np.ndarray, fit: int = 32, follow: int = 64, least: float = 1e-3) -> float:
+    """The largest Lyapunov exponent per step of a ``(T, C)`` context by Rosenstein's method: the nearest
+    neighbour (standardised channels) of each state but the last ``follow``, more than the context's
+    autocorrelation time (at least 5 steps) away in time, and the least-squares slope of the pairs' mean log
+    separation over leads ``0 .. fit``; at least
+    ``least`` (a slope at or below zero reads as a slowly parting flow)."""
+    sd = x.std(axis=0)
+    z = (x[:, sd > 0] - x[:, sd > 0].mean(axis=0)) / sd[sd > 0]
+    window = max(5, int(autocorrelation_time(x[None])[0]))
+    m = len(z) - follow
+    dist, near = cKDTree(z[:m]).query(z[:m], k=min(m, 2 * window + 2))
+    far = np.abs(near - np.arange(m)[:, None]) > window
+    i = np.flatnonzero(far.any(axis=1))
+    j = near[i, np.argmax(far[i], axis=1)]
+    steps = np.arange(fit + 1)
+    sep = np.linalg.norm(z[i[:, None] + steps] - z[j[:, None] + steps], axis=2)
+    sep = sep[(sep > 0).all(axis=1)]
+    if len(sep) < 10:
+        return least
+    return max(float(np.polyfit(steps, np.log(sep).mean(axis=0), 1)[0]), least)
+
+
+def lyapunov_horizons(r: dict, shipped: float) -> dict[str, float]:
+    """The ``--lyapunov`` candidates of one saved window, beside the shipped horizon ``shipped``."""
+    lam = lyapunov_per_step(r["x"])
+    eps0 = float(np.sqrt(np.nanmean(r["errors"][:, :4] ** 2)))
+    time1, time2 = 1 / lam, np.log(0.5 / np.clip(eps0, 1e-6, 0.49)) / lam
+    return {
+        "1 / lambda": time1,
+        "ln(0.5 / eps0) / lambda": time2,
+        "sqrt(L * (1 / lambda))": np.sqrt(shipped * time1),
+        "sqrt(L * ln(0.5 / eps0) / lambda)": np.sqrt(shipped * time2),
+    }
 
 
 def beyond(spread: np.ndarray, threshold: float = 0.5) -> float:
@@ -189,6 +234,11 @@ def main(argv: list[str] | None = None) -> None:
         "--experts",
         action="store_true",
         help="also the in-context experts' disagreement (their forecasts made once into DIR/experts-*.pkl)",
+    )
+    p.add_argument(
+        "--lyapunov",
+        action="store_true",
+        help="also horizons read off the context's largest Lyapunov exponent (lyapunov_per_step)",
     )
     p.add_argument(
         "--draw",
@@ -235,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
                     spreads |= expert_spreads(r, next(experts), spreads["L (shipped)"])
                 horizons = {name: horizon(spread) for name, spread in spreads.items()}
                 horizons["L, past the forecast's end"] = beyond(spreads["L (shipped)"])
+                if args.lyapunov:
+                    horizons |= lyapunov_horizons(r, horizons["L (shipped)"])
                 ids = systems.setdefault((source, r["noise"]), [])  # both seeds draw from the same systems
                 ids.append(len(ids) // per_system % (len(runs["rows"]) // 2 // per_system))
                 for name, h in horizons.items():
