@@ -31,6 +31,11 @@ With ``--lyapunov``, horizons read off the context's largest Lyapunov exponent `
 ``ln(0.5 / eps0) / lambda`` (``eps0`` the root mean square in-context error at leads 1-4, context stds) and the
 geometric mean of each with the shipped horizon. Result (the thirty-seventh round, 2026-12-03):
 ``horizon-candidates-round37.md``.
+
+With ``--heldout``, a diagnosis instead (no choice is made on it): the same horizons on the held-out generated
+split's windows, the cache ``DIR/heldout-generated-seed0.pkl`` that ``benchmarks/coverage_by_lead.py --cache DIR
+--heldout DATASET_DIR`` makes (seed 0, one window a test system); and, for every source, how many windows' shipped
+horizon is the whole forecast (the spread never passes the threshold) and the realised VPTs of those.
 """
 
 from __future__ import annotations
@@ -241,12 +246,19 @@ def main(argv: list[str] | None = None) -> None:
         help="also horizons read off the context's largest Lyapunov exponent (lyapunov_per_step)",
     )
     p.add_argument(
+        "--heldout",
+        action="store_true",
+        help="the held-out generated split's windows (DIR/heldout-generated-seed0.pkl; a diagnosis) instead",
+    )
+    p.add_argument(
         "--draw",
         type=int,
         default=0,
         help="the perturbations' random draw (default: %(default)s; each draw its own member files)",
     )
     args = p.parse_args(argv)
+    if (args.perturbed or args.experts) and args.heldout:
+        raise SystemExit("--perturbed and --experts read the calibration split's windows: not with --heldout")
     if (args.perturbed or args.experts) and args.data is None:
         raise SystemExit(
             "--perturbed and --experts need --data, the cache's generated dataset (to draw its windows again)"
@@ -255,10 +267,11 @@ def main(argv: list[str] | None = None) -> None:
     cal = SHIPPED
     table: dict[tuple[str, str], dict[float, tuple[list[int], list[int]]]] = {}  # horizons and VPTs
     systems: dict[tuple[str, float], list[int]] = {}  # each window's system, in the table's order
-    for source, stem in SOURCES.items():
-        per_system = 1 if source == "generated" else 5  # windows a system (calibration_grid.windows)
-        for seed in (1, 2):
-            runs = saved_runs(Path(args.cache, f"{stem}-seed{seed}.pkl"), source == "generated")
+    sources = {"held-out generated": "heldout-generated"} if args.heldout else SOURCES
+    for source, stem in sources.items():
+        per_system = 5 if source == "founders" else 1  # windows a system (calibration_grid.windows)
+        for seed in (0,) if args.heldout else (1, 2):
+            runs = saved_runs(Path(args.cache, f"{stem}-seed{seed}.pkl"), source != "founders")
             pick = [list(runs["lags"]).index(g) for g in cal.lags]
             noisy = iter([])
             if args.perturbed:
@@ -310,6 +323,19 @@ def main(argv: list[str] | None = None) -> None:
             gain = metrics.horizon_correlation(*by_noise[n]) - metrics.horizon_correlation(*shipped[n])
             cells.append(f"{gain:+.3f} [{lo:+.3f}, {hi:+.3f}]")
         print(f"| {source} | {name} | {' | '.join(cells)} |")
+    print(
+        "\n| windows | noise | shipped horizon the whole forecast | their realised VPT, 10th / 50th / 90th "
+        "| Spearman of the others |\n|---|---|---|---|---|"
+    )
+    for (source, name), by_noise in table.items():
+        for n, (found, vpt) in by_noise.items() if name == "L (shipped)" else ():
+            h, v = np.asarray(found, dtype=float), np.asarray(vpt, dtype=float)
+            whole = h >= 256
+            pct = (
+                " / ".join(f"{x:.0f}" for x in np.percentile(v[whole], [10, 50, 90])) if whole.any() else "-"
+            )
+            rest = metrics.horizon_correlation(h[~whole], v[~whole])
+            print(f"| {source} | {n:g} | {whole.sum()} of {len(h)} | {pct} | {rest:.3f} |")
 
 
 if __name__ == "__main__":
