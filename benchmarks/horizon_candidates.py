@@ -172,13 +172,13 @@ def lyapunov_per_step(x: np.ndarray, fit: int = 32, follow: int = 64, least: flo
     """The largest Lyapunov exponent per step of a ``(T, C)`` context by Rosenstein's method: the nearest
     neighbour (standardised channels) of each state but the last ``follow``, more than the context's
     autocorrelation time (at least 5 steps) away in time, and the least-squares slope of the pairs' mean log
-    separation over leads ``0 .. fit``; at least
-    ``least`` (a slope at or below zero reads as a slowly parting flow)."""
+    separation over leads ``0 .. fit``; at least ``least`` (a slope at or below zero reads as a slowly parting
+    flow)."""
     sd = x.std(axis=0)
     z = (x[:, sd > 0] - x[:, sd > 0].mean(axis=0)) / sd[sd > 0]
     window = max(5, int(autocorrelation_time(x[None])[0]))
     m = len(z) - follow
-    dist, near = cKDTree(z[:m]).query(z[:m], k=min(m, 2 * window + 2))
+    _, near = cKDTree(z[:m]).query(z[:m], k=min(m, 2 * window + 2))
     far = np.abs(near - np.arange(m)[:, None]) > window
     i = np.flatnonzero(far.any(axis=1))
     j = near[i, np.argmax(far[i], axis=1)]
