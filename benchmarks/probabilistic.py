@@ -122,8 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def candidate_fields(pairs: list[str]) -> dict[str, float | int | bool | str | tuple[int, ...]]:
-    """``["inflation=0.9", "lagged_lead_measured=true", "perturbed_members=8", "combine=split", "lags=2,4"]`` ->
-    ``{"inflation": 0.9, "lagged_lead_measured": True, "perturbed_members": 8, "combine": "split", "lags": (2, 4)}``
+    """``["inflation=0.9", "lagged_lead_measured=true", "min_prefix=96", "combine=split", "lags=2,4"]`` ->
+    ``{"inflation": 0.9, "lagged_lead_measured": True, "min_prefix": 96, "combine": "split", "lags": (2, 4)}``
     (a field whose default is an integer reads one, a text field text, a tuple comma-separated integers)."""
     fields: dict[str, float | int | bool | str | tuple[int, ...]] = {}
     known = {f.name: f.default for f in fields_of(CalibrationConfig)}

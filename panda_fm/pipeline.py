@@ -28,8 +28,6 @@ from panda_fm.uncertainty import (
     horizon_threshold,
     lagged_members,
     lagged_spread,
-    perturbed_members,
-    perturbed_spread,
 )
 
 if TYPE_CHECKING:  # fine-tuning needs Lightning: imported only when called
@@ -287,9 +285,7 @@ class PandaPipeline:
         (:attr:`CalibrationConfig.horizon`): by default the disagreement of a time-lagged ensemble, the same
         forecast made from the context cut 1, 2, 4 and 8 steps short (stretched on a slowly varying context:
         ``calibration.lag_timescale``; four more forecasts; ``"spread"``, the
-        calibrated error of :meth:`predict_quantiles`, needs none); with ``calibration.perturbed_members``, on
-        a noisy context it is at least the disagreement of forecasts from the context re-noised at its own noise
-        level (that many more forecasts). A channel whose spread stays below the threshold over the whole
+        calibrated error of :meth:`predict_quantiles`, needs none). A channel whose spread stays below the threshold over the whole
         forecast gets ``prediction_length`` (the horizon is at least that). Compare with the realised valid
         prediction time (:func:`panda_fm.eval.metrics.valid_prediction_time`).
 
@@ -344,14 +340,12 @@ class PandaPipeline:
         point, errors, prefix, x, loc, scale = self._incontext_errors(
             batch, prediction_length, batch_size, cal
         )
-        lagged = perturbed = None
+        lagged = None
         if cal.lagged_in_distribution or (with_horizon and cal.horizon != "spread"):
             lags = context_lags(cal, x)  # (B, K)
             members = self.lagged_forecasts(batch.numpy(), point.shape[1], lags, loc, scale, batch_size)
             lagged = lagged_spread(members, point)
-        if with_horizon and cal.perturbed_members:
-            perturbed = perturbed_spread(*self.perturbed_forecasts(x, point.shape[1], cal, batch_size), point)
-        dist = ForecastDistribution.calibrated(point, errors, prefix, x, cal, lagged, with_horizon, perturbed)
+        dist = ForecastDistribution.calibrated(point, errors, prefix, x, cal, lagged, with_horizon)
         return dist, loc, scale, form
 
     def lagged_forecasts(
@@ -378,19 +372,6 @@ class PandaPipeline:
 
         members = lagged_members(forecast, raw, length, lags)
         return (members - loc[:, None]) / scale[:, None]
-
-    def perturbed_forecasts(
-        self, context: np.ndarray, length: int, calibration: CalibrationConfig, batch_size: int = 64
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The perturbed-context ensemble (:func:`panda_fm.uncertainty.perturbed_members`) of a standardised
-        ``(B, T, C)`` batch (NaN missing): the noisy series' rows ``(R,)`` and their members ``(R, K, length, C)``,
-        in the context's units, each forecast as :meth:`predict` forecasts it, in shared forward passes."""
-        return perturbed_members(
-            lambda noisy, steps: self._forecasts([noisy], [steps], batch_size)[0],
-            context,
-            length,
-            calibration,
-        )
 
     def _forecasts(
         self, contexts: Sequence[np.ndarray], steps: Sequence[int], batch_size: int

@@ -28,9 +28,7 @@ time-lagged ensemble, the same forecaster run from the context cut 1, 2, 4 and 8
 (:func:`lagged_members`, :func:`lagged_spread`), and corrected for the context's noise and for the members'
 longer leads (:func:`corrected`). The in-context errors come from origins 64-320 steps back,
 where the forecast's sensitivity is that of another state; the lagged forecasts start next to the forecast's own
-origin and measure its sensitivity there (chosen on a calibration split: docs/probabilistic.md). With
-:attr:`CalibrationConfig.perturbed_members`, a noisy context's horizon spread is also at least the disagreement
-of forecasts from the context re-noised at its own noise level (:func:`perturbed_members`).
+origin and measure its sensitivity there (chosen on a calibration split: docs/probabilistic.md).
 
 Everything here works in context-standardised units (each series and channel by its context's mean and std)
 and is numpy; the pipeline undoes the scaling.
@@ -41,9 +39,8 @@ Shape letters: B batch, T time, C channels, H horizon, O origins, Q quantile lev
 from __future__ import annotations
 
 import warnings
-import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import comb, ndtr, ndtri
@@ -62,9 +59,6 @@ __all__ = [
     "lag_stretch",
     "lagged_members",
     "lagged_spread",
-    "perturbed_members",
-    "perturbed_spread",
-    "analogue_members",
     "noise_level",
     "noise_corrected",
     "lead_offset",
@@ -82,9 +76,6 @@ CLIMATOLOGY_GRID = 256  # quantiles of a context's values that represent its cli
 NOISE_LEADS = 4  # the leads of the in-context errors that measure a context's noise level
 LEARNING_LEADS = 16  # the leads of the in-context errors whose fall with the prefix is the learning curve
 NOISE_ORDER = 6  # the order of the differences that measure a context's observation noise (noise_level)
-#: The delay vectors of :func:`analogue_members`: entries, steps between them, and the context's last steps that
-#: are not neighbours (they are the present itself).
-ANALOGUE_DELAYS, ANALOGUE_LAG, ANALOGUE_EXCLUSION = 4, 5, 16
 #: The ways the Gaussian part and the climatology join (:attr:`CalibrationConfig.combine`).
 COMBINES = ("mixture", "quantile", "shifted", "symmetric", "split")
 #: What the predictability horizon is read off (:attr:`CalibrationConfig.horizon`).
@@ -216,33 +207,6 @@ class CalibrationConfig:
             widened right intervals (docs/probabilistic.md, thirty-first and thirty-second rounds).
         spread_floor_wide_slope: the gate of :attr:`spread_floor_wide`: it applies where the learning curve's
             slope (:func:`learning_slope`) is at least this (-1.0, chosen with it).
-        analogue_weight: ``a``, the analogue ensemble's share of the part of the distribution that has lost track
-            (weight ``w``): ``(1 - w) Gaussian + w ((1 - a) climatology + a analogues)``, the analogues the
-            continuations of the context's states nearest its last one (:func:`analogue_members`). The context's
-            climatology is what a forecast that has lost track falls back to; the analogues' values at a lead are
-            the climatology conditioned on the present state, which a chaotic flow forgets only gradually. With
-            ``"split"`` the members are split at the point forecast as the climatology is, so that the point stays
-            the median. 0: none. Tried on five calibration sets (docs/probabilistic.md, twenty-fifth round): the
-            members unsplit lower the CRPS by 2-6% on partial observations but move the median off the point
-            forecast (up to 2.5 sMAPE worse); split, they lower it by under 0.5% on average. Not
-            with ``combine="quantile"``; on a context with missing values, or too short for
-            :attr:`analogue_members` neighbours, the climatology alone.
-        analogue_members: ``k``, the analogue ensemble's members.
-        analogue_stretch_power: ``q``: each series' share is ``a`` divided by its lag stretch (:func:`lag_stretch`)
-            to this power. A finely sampled context spans few periods of the flow, and its nearest states are
-            poor analogues; at the training data's rate (stretch 1) the share is ``a``. 2 passed every calibration
-            set with ``a`` 0.25 (the twenty-fifth round's third step).
-        perturbed_members: ``K``, members of a perturbed-context ensemble for the horizon (0: none): the context
-            re-noised ``K`` times with white noise of its own observation noise level (:func:`noise_level`, each
-            channel its own) and forecast again (:func:`perturbed_members`); the horizon's spread is at least
-            their disagreement with the point forecast. It measures how far the forecast moves when the noise in
-            the context is drawn again, which the lagged members, cut from the same noisy values, do not. The
-            quantiles and samples do not read it.
-        perturbed_min_noise: the perturbed ensemble is made only for a series whose noise level (root mean
-            square over channels, in context stds) is at least this; a clean context reads below 1e-3, one with
-            5% observation noise 0.05.
-        perturbed_seed: seeds the perturbations; each series draws its own from this seed and its values, so
-            that a series gets the same members alone and in any batch.
         observation_noise: the quantiles and samples are of the series as it will be *observed*: the state's
             distribution with the context's white observation noise added to its Gaussian part
             (:func:`observation_noise`; each channel its own, independent from step to step in the samples).
@@ -285,12 +249,6 @@ class CalibrationConfig:
     spread_floor_stretch_power: float = 1.0
     spread_floor_wide: float = 0.2
     spread_floor_wide_slope: float = -1.0
-    analogue_weight: float = 0.0
-    analogue_members: int = 32
-    analogue_stretch_power: float = 2.0
-    perturbed_members: int = 0
-    perturbed_min_noise: float = 0.01
-    perturbed_seed: int = 0
     observation_noise: bool = False
 
     @property
@@ -352,16 +310,6 @@ class CalibrationConfig:
             raise ValueError(f"horizon must be one of {HORIZONS}, got {self.horizon!r}")
         if self.lagged_floor < 0:
             raise ValueError(f"lagged_floor must be >= 0, got {self.lagged_floor}")
-        if not 0 <= self.analogue_weight <= 1 or self.analogue_members < 2 or self.analogue_stretch_power < 0:
-            raise ValueError(
-                f"analogue_weight must be in [0, 1], analogue_members >= 2 and analogue_stretch_power >= 0, got "
-                f"{self.analogue_weight}, {self.analogue_members} and {self.analogue_stretch_power}"
-            )
-        if self.analogue_weight and self.combine == "quantile":
-            raise ValueError(
-                "analogue_weight needs a combine other than 'quantile' (its climatology is one grid); "
-                "set analogue_weight=0.0 with combine='quantile'"
-            )
         if (
             min(self.spread_floor, self.spread_floor_wide, self.spread_floor_stretch_power) < 0
             or self.spread_floor_channels < 1
@@ -393,15 +341,6 @@ class CalibrationConfig:
             )
         if not 0 <= self.lagged_blend <= 1:
             raise ValueError(f"lagged_blend must be in [0, 1], got {self.lagged_blend}")
-        if isinstance(self.perturbed_members, bool) or not isinstance(
-            self.perturbed_members, (int, np.integer)
-        ):
-            raise ValueError(f"perturbed_members must be an integer, got {self.perturbed_members!r}")
-        if self.perturbed_members < 0 or self.perturbed_min_noise < 0:
-            raise ValueError(
-                f"perturbed_members and perturbed_min_noise must be >= 0, got {self.perturbed_members} and "
-                f"{self.perturbed_min_noise}"
-            )
         if self.lag_timescale < 0:
             raise ValueError(f"lag_timescale must be >= 0 (0: lags in steps), got {self.lag_timescale}")
         if self.needs_lagged and (not self.lags or min(self.lags) < 1):
@@ -663,85 +602,6 @@ def lagged_spread(members: np.ndarray, point: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(rms, axis=1)
 
 
-def analogue_members(
-    context: np.ndarray,
-    length: int,
-    k: int,
-    delays: int = ANALOGUE_DELAYS,
-    lag: int = ANALOGUE_LAG,
-    exclusion: int = ANALOGUE_EXCLUSION,
-) -> np.ndarray:
-    """``(B, k, length, C)`` an analogue ensemble of complete ``(B, T, C)`` contexts: the continuations of the
-    ``k`` earlier states nearest the last one.
-
-    States are delay vectors (``delays`` entries ``lag`` steps apart, every channel). Member ``i`` follows the
-    context from the ``i``-th nearest earlier state on; reaching the end of the context, it jumps back to that
-    state's successor and goes on (a member never leaves the attractor). States within the last ``exclusion``
-    steps are not neighbours."""
-    B, T, C = context.shape
-    # candidate states: their successors lie in the context
-    ends = np.arange((delays - 1) * lag, T - exclusion)
-    if len(ends) < k:
-        raise ValueError(f"a context of {T} steps has fewer than k={k} candidate states; lower k")
-    taps = -lag * np.arange(delays)  # (D,)
-    candidates = context[:, ends[:, None] + taps]  # (B, S, D, C)
-    now = context[:, (T - 1) + taps]  # (B, D, C)
-    dist = ((candidates - now[:, None]) ** 2).sum(axis=(2, 3))  # (B, S)
-    nearest = ends[np.argsort(dist, axis=1)[:, :k]]  # (B, k)
-    cycle = T - 1 - nearest  # steps a member runs before it reaches the end
-    t = nearest[..., None] + 1 + np.arange(length)[None, None] % cycle[..., None]  # (B, k, H)
-    return np.take_along_axis(context[:, None], np.broadcast_to(t[..., None], (*t.shape, C)), axis=2)
-
-
-def perturbed_members(
-    forecast: Callable[[np.ndarray, int], np.ndarray],
-    context: np.ndarray,
-    length: int,
-    config: CalibrationConfig,
-) -> tuple[np.ndarray, np.ndarray]:
-    """A perturbed-context ensemble (:attr:`CalibrationConfig.perturbed_members`): the forecasts from the context
-    re-noised with white noise of its own noise level.
-
-    Args:
-        forecast: the point forecaster: ``(N, T, C)`` contexts (NaN missing), steps -> ``(N, steps, C)``.
-        context: ``(B, T, C)`` standardised contexts (NaN missing).
-        length: ``H``, the steps to forecast.
-        config: the ensemble's size, its noise gate and its seed.
-
-    Returns:
-        ``rows`` ``(R,)``, the series noisy enough for members (:attr:`CalibrationConfig.perturbed_min_noise`), and
-        ``(R, K, H, C)`` their members. Series ``b`` draws its noise from ``config.perturbed_seed`` and a checksum
-        of its values, whatever else is in the batch.
-    """
-    _, T, C = context.shape
-    K = config.perturbed_members
-    nu = noise_level(context)  # (B, C) in context stds
-    # (B,); a noise-free series (0) would only repeat the point forecast
-    level = np.sqrt((nu**2).mean(axis=1))
-    rows = np.flatnonzero((level > 0) & (level >= config.perturbed_min_noise)) if K else np.zeros(0, int)
-    if not len(rows):
-        return rows, np.zeros((0, K, length, C))
-    noisy = []
-    for b in rows:
-        checksum = zlib.crc32(np.ascontiguousarray(context[b]).tobytes())
-        rng = np.random.default_rng([config.perturbed_seed, checksum])
-        noisy.append(context[b] + nu[b] * rng.standard_normal((K, T, C)))  # NaN stays missing
-    out = np.asarray(forecast(np.concatenate(noisy), length), dtype=np.float64)
-    if out.shape != (len(rows) * K, length, C):
-        raise ValueError(f"the forecaster returned {out.shape}, expected {(len(rows) * K, length, C)}")
-    return rows, out.reshape(len(rows), K, length, C)
-
-
-def perturbed_spread(rows: np.ndarray, members: np.ndarray, point: np.ndarray) -> np.ndarray:
-    """``(B, H, C)`` the perturbed ensemble's disagreement with the point forecast ``point`` ``(B, H, C)``
-    (:func:`lagged_spread` of ``members`` ``(R, K, H, C)`` of the series ``rows``, :func:`perturbed_members`); 0 for
-    the series without members."""
-    out = np.zeros_like(point, dtype=np.float64)
-    if len(rows):
-        out[rows] = lagged_spread(members, point[rows])
-    return out
-
-
 def noise_level(context: np.ndarray) -> np.ndarray:
     """``(B, C)`` the std of white observation noise in ``(B, T, C)`` contexts (NaN missing), in their units.
 
@@ -892,27 +752,15 @@ def horizon_spread(
     spread: np.ndarray,
     lagged: np.ndarray | None,
     config: CalibrationConfig,
-    perturbed: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``(B, H, C)`` the spread the predictability horizon is read off, as :attr:`CalibrationConfig.horizon` says,
-    and at least the perturbed ensemble's disagreement ``perturbed``.
+    """``(B, H, C)`` the spread the predictability horizon is read off, as :attr:`CalibrationConfig.horizon` says.
 
     Args:
         spread: ``(B, H, C)`` the calibrated spread (:func:`lead_spread` with ``config``, inflated).
         lagged: ``(B, H, C)`` the lagged ensemble's disagreement (:func:`lagged_spread`); needed unless
             ``config.horizon`` is ``"spread"``.
         config: the horizon's kind and the spread's inflation.
-        perturbed: ``(B, H, C)`` :func:`perturbed_spread`, or None; needed with
-            :attr:`CalibrationConfig.perturbed_members`.
     """
-    if config.perturbed_members:
-        if perturbed is None or perturbed.shape != spread.shape:
-            raise ValueError(
-                f"a horizon with perturbed_members needs the perturbed ensemble's spread (perturbed_members, "
-                f"perturbed_spread) shaped as the spread {spread.shape}, got "
-                f"{None if perturbed is None else perturbed.shape}"
-            )
-        return np.maximum(horizon_spread(spread, lagged, replace(config, perturbed_members=0)), perturbed)
     if config.horizon == "spread":
         return spread
     if lagged is None:
@@ -973,12 +821,6 @@ class ForecastDistribution:
         scale_spread: std of the log of the Gaussian part's scale (0: one Gaussian; see :class:`CalibrationConfig`).
         horizon_spread: ``(B, H, C)`` the spread the predictability horizon is read off (:func:`horizon_spread`);
             None: :attr:`spread`.
-        analogues: ``(B, K, H, C)`` an analogue ensemble of the context (:func:`analogue_members`; a series of
-            NaN where it has none), the share :attr:`analogue_weight` of the part that has lost track; None: none.
-            With ``"split"`` the members are split at the point forecast as the climatology is (those below it
-            weigh 1/2 in all), so that the point stays the median.
-        analogue_weight: that share, one for all series or ``(B,)`` each its own (see
-            :attr:`CalibrationConfig.analogue_weight` and :attr:`CalibrationConfig.analogue_stretch_power`).
         noise: ``(B, C)`` the std of white observation noise added to the Gaussian part (each of its scales
             ``f s`` becomes ``sqrt((f s)^2 + noise^2)``; in the samples, independent at every lead), for the
             distribution of an observation rather than of the state (:attr:`CalibrationConfig.observation_noise`);
@@ -991,17 +833,10 @@ class ForecastDistribution:
     combine: str = "mixture"
     scale_spread: float = 0.0
     horizon_spread: np.ndarray | None = None
-    analogues: np.ndarray | None = None
-    analogue_weight: float = 0.0
     noise: np.ndarray | None = None
     _grid: np.ndarray = field(init=False, repr=False)
-    _analogue_paths: np.ndarray | None = field(init=False, repr=False, default=None)
-    _sorted_analogues: np.ndarray | None = field(init=False, repr=False, default=None)
-    _analogue_share: np.ndarray | None = field(init=False, repr=False, default=None)
     _median_shift: np.ndarray | None = field(init=False, repr=False, default=None)
     _point_share: np.ndarray | None = field(init=False, repr=False, default=None)
-    _analogue_below: np.ndarray | None = field(init=False, repr=False, default=None)
-    _analogue_ranks: np.ndarray | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         assert self.point.shape == self.spread.shape, (self.point.shape, self.spread.shape)
@@ -1016,24 +851,6 @@ class ForecastDistribution:
             )
         levels = (np.arange(CLIMATOLOGY_GRID) + 0.5) / CLIMATOLOGY_GRID
         self._grid = np.moveaxis(np.nanquantile(self.context, levels, axis=1), 0, 1)  # (B, G, C)
-        if self.analogues is not None:
-            B, H, C = self.point.shape
-            if self.analogues.ndim != 4 or self.analogues.shape[0] != B or self.analogues.shape[2:] != (H, C):
-                raise ValueError(
-                    f"analogues must be shaped (B, K, H, C) = ({B}, K, {H}, {C}), got {self.analogues.shape}"
-                )
-            if self.combine == "quantile":
-                raise ValueError(
-                    "analogues need a combine other than 'quantile' (its climatology is one grid)"
-                )
-            has = np.isfinite(self.analogues).all(axis=(1, 2, 3))  # (B,)
-            self._analogue_share = np.where(has, self.analogue_weight, 0.0)[:, None, None]  # (B, 1, 1)
-            self._analogue_paths = np.where(has[:, None, None, None], self.analogues, 0.0)
-            # (B, H, C, K): each lead's members in order
-            self._sorted_analogues = np.sort(np.moveaxis(self._analogue_paths, 1, -1), axis=-1)
-            if self.combine == "split":  # (B, H, C) the members' share at or below the point; each one's rank
-                self._analogue_below = (self._sorted_analogues <= self.point[..., None]).mean(axis=-1)
-                self._analogue_ranks = np.argsort(np.argsort(self._analogue_paths, axis=1), axis=1)
 
     @classmethod
     def calibrated(
@@ -1045,7 +862,6 @@ class ForecastDistribution:
         config: CalibrationConfig,
         lagged: np.ndarray | None = None,
         with_horizon: bool = False,
-        perturbed: np.ndarray | None = None,
     ) -> ForecastDistribution:
         """The distribution ``config`` builds from the in-context errors: :func:`lead_spread` blended with the lagged
         ensemble's disagreement (corrected for the context's noise, :attr:`CalibrationConfig.lagged_noise_scale`)
@@ -1060,23 +876,12 @@ class ForecastDistribution:
             lagged: ``(B, H, C)`` the lagged ensemble's disagreement (:func:`lagged_spread`), or None where
                 ``config`` needs none.
             with_horizon: also the horizon's spread.
-            perturbed: ``(B, H, C)`` the perturbed ensemble's disagreement (:func:`perturbed_spread`) with
-                ``with_horizon`` where ``config`` reads one.
         """
         spread = lead_spread(errors, point.shape[1], config, prefix)
         if lagged is not None:
             lagged = corrected(lagged, context, config, errors, prefix)
-        horizon = horizon_spread(spread, lagged, config, perturbed) if with_horizon else None
+        horizon = horizon_spread(spread, lagged, config) if with_horizon else None
         blended = distribution_spread(spread, lagged, config, spread_floors(config, context, errors, prefix))
-        analogues, share = None, 0.0
-        if config.analogue_weight:  # NaN for a series with missing values or too short a context
-            share = config.analogue_weight / lag_stretch(config, context) ** config.analogue_stretch_power
-            B, H, C = point.shape
-            analogues = np.full((B, config.analogue_members, H, C), np.nan)
-            complete = np.isfinite(context).all(axis=(1, 2))
-            candidates = context.shape[1] - ANALOGUE_EXCLUSION - (ANALOGUE_DELAYS - 1) * ANALOGUE_LAG
-            if complete.any() and candidates >= config.analogue_members:
-                analogues[complete] = analogue_members(context[complete], H, config.analogue_members)
         return cls(
             point,
             blended,
@@ -1084,8 +889,6 @@ class ForecastDistribution:
             config.combine,
             config.scale_spread,
             horizon,
-            analogues,
-            share,
             observation_noise(context, errors) if config.observation_noise else None,
         )
 
@@ -1106,14 +909,6 @@ class ForecastDistribution:
             lost = _split_mean(grid, np.rint(self._below * G).astype(int), self.point)
         else:  # mixture, quantile and shifted
             lost = self._grid.mean(axis=1, keepdims=True)
-        if self.analogues is not None:
-            a, members = self._analogue_share, self._sorted_analogues
-            if self.combine == "split":
-                below = np.rint(self._analogue_below * members.shape[-1]).astype(int)
-                analogue = _split_mean(members, below, self.point)
-            else:
-                analogue = members.mean(axis=-1)
-            lost = (1 - a) * lost + a * analogue
         mean = (1 - w) * self.point + w * lost
         return mean + self._shift if self.combine == "shifted" else mean
 
@@ -1151,8 +946,8 @@ class ForecastDistribution:
         return self._mixture_cdf(x)
 
     def _mixture_cdf(self, x: np.ndarray) -> np.ndarray:
-        """CDF of ``(1 - w) G + w Lost``, the lost part the climatology (with :attr:`analogues`, their share
-        mixed in; reflected about the point half the time for ``"symmetric"``)."""
+        """CDF of ``(1 - w) G + w Lost``, the lost part the climatology (reflected about the point half the time
+        for ``"symmetric"``)."""
         expand = (slice(None),) * 3 + (None,) * (x.ndim - 3)
         mu, w = self.point[expand], self.weight[expand]
         gauss = sum(p * ndtr((x - mu) / scale[expand]) for scale, p in self._gauss_scales())
@@ -1166,19 +961,7 @@ class ForecastDistribution:
         lost = self._climatology_cdf(x)
         if self.combine == "split":
             lost = self._split_cdf(x, lost, self._below)
-        if self.analogues is not None:
-            expand = (slice(None),) * 3 + (None,) * (x.ndim - 3)
-            analogue = self._analogue_cdf(x)
-            if self.combine == "split":
-                analogue = self._split_cdf(x, analogue, self._analogue_below)
-            lost = (1 - self._analogue_share[expand]) * lost + self._analogue_share[expand] * analogue
         return lost
-
-    def _analogue_cdf(self, x: np.ndarray) -> np.ndarray:
-        """Fraction of the analogue members at or below ``x`` ``(B, H, C, ...)``, at each lead."""
-        members = self._sorted_analogues
-        members = members.reshape(*members.shape[:3], *([1] * (x.ndim - 3)), members.shape[-1])
-        return (members <= x[..., None]).mean(axis=-1)
 
     @property
     def _below(self) -> np.ndarray:
@@ -1207,12 +990,6 @@ class ForecastDistribution:
         low = np.minimum(at(2 * a * u), mu)
         high = np.maximum(at(a + (2 * u - 1) * (1 - a)), mu)
         return np.where(u < 0.5, low, high)
-
-    def _analogue_at(self, levels: np.ndarray) -> np.ndarray:
-        """The analogue members' quantiles at ``levels`` ``(B, K, H, C)``, each lead's own (the smallest member
-        whose share reaches the level)."""
-        i = _smallest_reaching(levels, self._sorted_analogues.shape[-1])
-        return np.take_along_axis(self._sorted_analogues[:, None], i[..., None], axis=-1)[..., 0]
 
     def _grid_at(self, levels: np.ndarray) -> np.ndarray:
         """The climatology grid's quantiles at ``levels`` ``(B, ..., C)``, each row's own: the inverse of
@@ -1281,9 +1058,6 @@ class ForecastDistribution:
         s = np.maximum.reduce([scale for scale, _ in self._gauss_scales()])[..., None]
         g_lo = self._grid[:, :1, :, None]  # (B, 1, C, 1)
         g_hi = self._grid[:, -1:, :, None]
-        if self.analogues is not None:  # members may lie beyond the grid's outer quantiles
-            g_lo = np.minimum(g_lo, self._sorted_analogues[..., :1])  # (B, H, C, 1)
-            g_hi = np.maximum(g_hi, self._sorted_analogues[..., -1:])
         lo = np.minimum(np.minimum(mu - 10 * s, g_lo), 2 * mu - g_hi) * np.ones(levels.shape)  # (B, H, C, Q)
         hi = np.maximum(np.maximum(mu + 10 * s, g_hi), 2 * mu - g_lo) * np.ones(levels.shape)
         for _ in range(iterations):
@@ -1311,9 +1085,8 @@ class ForecastDistribution:
         context starting at a random step: a state of the attractor, wandering as the attractor does (for
         ``"symmetric"``, half the paths its mirror image about the point forecast; for ``"split"``, each value
         moved to the split climatology's quantile at its level in the climatology; for ``"shifted"``, every path
-        moved by the shift of the median), or with :attr:`analogues`, for their share of paths, one analogue
-        member chosen at random. With :attr:`noise`, a path that keeps track carries a new draw of the observation
-        noise at every lead.
+        moved by the shift of the median). With :attr:`noise`, a path that keeps track carries a new draw of the
+        observation noise at every lead.
         """
         B, H, C = self.point.shape
         T = self.context.shape[1]
@@ -1351,17 +1124,6 @@ class ForecastDistribution:
             jitter = generator.uniform(size=level.shape) / CLIMATOLOGY_GRID  # uniform within the grid's step
             u = np.clip(np.moveaxis(level - jitter, -1, 1), 0.0, 1.0)
             stretch = self._split_values(u, self._grid_at, self._below)
-        if self.analogues is not None:  # the analogues' share of paths follows one member once lost
-            M = self._analogue_paths.shape[1]
-            member = np.broadcast_to(generator.integers(0, M, size=(B, K, 1, 1)), (B, K, H, C))
-            follow = np.take_along_axis(self._analogue_paths, member, axis=1)
-            # split: each value moved, by its member's rank at the lead, onto the split members
-            if self.combine == "split":
-                rank = np.take_along_axis(self._analogue_ranks, member, axis=1)
-                u = (rank + 1 - generator.uniform(size=rank.shape)) / M  # uniform within the member's step
-                follow = self._split_values(u, self._analogue_at, self._analogue_below)
-            chosen = generator.uniform(size=(B, K, 1, 1)) < self._analogue_share[:, None]
-            stretch = np.where(chosen, follow, stretch)
         if self.combine == "symmetric":  # half the paths mirror their stretch about the point forecast
             mirror = generator.uniform(size=(B, K, 1, C)) < 0.5
             stretch = np.where(mirror, 2 * self.point[:, None] - stretch, stretch)

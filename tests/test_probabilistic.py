@@ -12,11 +12,11 @@ import torch
 from scipy.special import ndtr, ndtri
 
 from panda_fm import MissingDataWarning, PandaPipeline
+from panda_fm.eval.probabilistic import analogue_members
 from panda_fm.uncertainty import (
     MAX_LAG_STRETCH,
     CalibrationConfig,
     ForecastDistribution,
-    analogue_members,
     autocorrelation_time,
     context_lags,
     corrected,
@@ -33,8 +33,6 @@ from panda_fm.uncertainty import (
     noise_corrected,
     noise_level,
     observation_noise,
-    perturbed_members,
-    perturbed_spread,
     spread_floors,
     varying_channels,
 )
@@ -118,44 +116,29 @@ def test_predict_with_num_samples_gives_the_sample_paths(tiny_pipeline, lorenz) 
 
 
 @pytest.mark.parametrize(
-    ("combine", "scales", "share", "noise"),
+    ("combine", "scales", "noise"),
     [
-        ("mixture", 1.0, 0.0, 0.0),
-        ("mixture", 0.0, 0.0, 0.0),
-        ("quantile", 0.0, 0.0, 0.0),
-        ("shifted", 1.25, 0.0, 0.0),
-        ("symmetric", 1.25, 0.0, 0.0),
-        ("split", 1.25, 0.0, 0.0),
-        ("mixture", 1.0, 0.5, 0.0),
-        ("shifted", 1.25, 0.5, 0.0),
-        ("symmetric", 1.25, 0.5, 0.0),
-        ("split", 1.25, 0.5, 0.0),
-        ("split", 1.25, 1.0, 0.0),
-        ("mixture", 1.0, 0.0, 0.3),
-        ("quantile", 0.0, 0.0, 0.3),
-        ("shifted", 1.25, 0.0, 0.3),
-        ("symmetric", 1.25, 0.5, 0.3),
-        ("split", 1.25, 0.5, 0.3),
+        ("mixture", 1.0, 0.0),
+        ("mixture", 0.0, 0.0),
+        ("quantile", 0.0, 0.0),
+        ("shifted", 1.25, 0.0),
+        ("symmetric", 1.25, 0.0),
+        ("split", 1.25, 0.0),
+        ("mixture", 1.0, 0.3),
+        ("quantile", 0.0, 0.3),
+        ("shifted", 1.25, 0.3),
+        ("symmetric", 1.25, 0.3),
+        ("split", 1.25, 0.3),
     ],
 )
-def test_samples_agree_with_the_quantiles_for_every_shape(
-    combine: str, scales: float, share: float, noise: float
-) -> None:
+def test_samples_agree_with_the_quantiles_for_every_shape(combine: str, scales: float, noise: float) -> None:
     rng = np.random.default_rng(0)
     context = np.cumsum(rng.standard_normal((2, 300, 2)), axis=1)
     context = (context - context.mean(axis=1, keepdims=True)) / context.std(axis=1, keepdims=True)
     point = np.repeat(context[:, -1:], 50, axis=1)  # (B, H, C)
     spread = np.broadcast_to(np.geomspace(0.01, 3.0, 50)[None, :, None], point.shape)  # crosses saturation
-    analogues = analogue_members(context, 50, 32) if share else None
     dist = ForecastDistribution(
-        point,
-        spread,
-        context,
-        combine,
-        scales,
-        analogues=analogues,
-        analogue_weight=share,
-        noise=np.array([[noise, noise / 2]] * 2) if noise else None,
+        point, spread, context, combine, scales, noise=np.array([[noise, noise / 2]] * 2) if noise else None
     )
     levels = np.array(LEVELS)
     q = dist.quantiles(levels)  # (B, H, C, Q)
@@ -690,79 +673,6 @@ def test_analogue_members_continue_the_nearest_earlier_states() -> None:
         analogue_members(context[:, :80], 10, k=64)
 
 
-def test_analogues_share_the_lost_part_of_the_distribution() -> None:
-    """Saturated (``w = 1``): with ``analogue_weight`` ``a`` the CDF is ``(1 - a)`` climatology + ``a`` the
-    members' empirical CDF at each lead; the samples follow one member each, the mean mixes the two means.
-    ``"split"`` splits the members at the point forecast as it does the climatology."""
-    rng = np.random.default_rng(0)
-    B, K, H = 2, 8, 3
-    context = rng.standard_normal((B, 4000, 1))
-    point, spread = np.zeros((B, H, 1)), np.full((B, H, 1), 2.0)
-    members = 3.0 + 0.3 * rng.standard_normal((B, K, H, 1))  # far above the climatology and the point
-    members[1] = np.nan  # the second series has none: the climatology alone
-    base = ForecastDistribution(point, spread, context, "mixture")
-    dist = ForecastDistribution(point, spread, context, "mixture", analogues=members, analogue_weight=0.5)
-    x = np.linspace(-3, 6, 19)[None, None, None].repeat(B, 0).repeat(H, 1)  # (B, H, 1, 19)
-    empirical = (members[0, :, :, 0, None] <= x[0, :, 0][None]).mean(axis=0)  # (H, 19)
-    np.testing.assert_allclose(dist.cdf(x)[0, :, 0], 0.5 * base.cdf(x)[0, :, 0] + 0.5 * empirical)
-    np.testing.assert_array_equal(dist.cdf(x)[1], base.cdf(x)[1])
-    np.testing.assert_allclose(dist.mean[0], 0.5 * base.mean[0] + 0.5 * members[0].mean(axis=0))
-    np.testing.assert_array_equal(dist.mean[1], base.mean[1])
-    # a = 1: the quantiles are the members' own (the smallest member whose share reaches the level)
-    only = ForecastDistribution(point, spread, context, "mixture", analogues=members, analogue_weight=1.0)
-    levels = np.array([0.1, 0.3, 0.6, 0.9])
-    expected = np.sort(members[0, :, :, 0], axis=0)[np.ceil(levels * K).astype(int) - 1].T  # (H, Q)
-    np.testing.assert_allclose(only.quantiles(levels)[0, :, 0], expected, atol=1e-9)
-    paths = only.sample(200, np.random.default_rng(1))[
-        0, :, :, 0
-    ]  # (200, H): each path one member throughout
-    assert all((np.abs(members[0, :, :, 0] - path).max(axis=1) == 0).any() for path in paths)
-    # split: every member lies above the point, so the members' lower half sits at the point, and the point
-    # stays the median; above it the members weigh the other half
-    split = ForecastDistribution(point, spread, context, "split", analogues=members, analogue_weight=1.0)
-    np.testing.assert_allclose(split.cdf(x)[0, :, 0], np.where(x[0, :, 0] < 0, 0.0, 0.5 + 0.5 * empirical))
-    np.testing.assert_array_equal(split.quantiles(np.array([0.5]))[..., 0], point)
-    np.testing.assert_allclose(split.mean[0], 0.5 * members[0].mean(axis=0))
-    paths = split.sample(400, np.random.default_rng(1))[0, :, :, 0]  # (400, H)
-    assert 0.4 < (paths == 0).mean() < 0.6
-    assert np.isin(paths[paths != 0], members[0]).all()  # the rest on the members' values
-    with pytest.raises(ValueError, match="analogues must be shaped"):
-        ForecastDistribution(
-            point, spread, context, "split", analogues=members[:, :, :2], analogue_weight=0.5
-        )
-    with pytest.raises(ValueError, match="analogues need a combine other than 'quantile'"):
-        ForecastDistribution(point, spread, context, "quantile", analogues=members, analogue_weight=0.5)
-    with pytest.raises(ValueError, match="analogue_weight must be in"):
-        CalibrationConfig(analogue_weight=1.5)
-    with pytest.raises(ValueError, match="analogue_weight needs a combine"):
-        CalibrationConfig(analogue_weight=0.5, combine="quantile", scale_spread=0.0)
-
-
-def test_calibrated_analogues_skip_incomplete_and_short_contexts() -> None:
-    rng = np.random.default_rng(0)
-    context = rng.standard_normal((2, 300, 1))
-    context[1, 10] = np.nan
-    point = np.zeros((2, 16, 1))
-    errors, prefix = np.full((2, 1, 16, 1), 0.1), np.array([128])
-    cal = CalibrationConfig(analogue_weight=0.5, lagged_blend=0.0, spread_floor=0.0)
-    dist = ForecastDistribution.calibrated(point, errors, prefix, context, cal)
-    assert np.isfinite(dist.analogues[0]).all() and np.isnan(dist.analogues[1]).all()
-    np.testing.assert_array_equal(dist.analogues[:1], analogue_members(context[:1], 16, cal.analogue_members))
-    short = ForecastDistribution.calibrated(point, errors, prefix, context[:, :60], cal)
-    assert np.isnan(short.analogues).all()  # 60 steps leave fewer than 32 neighbours: the climatology alone
-    plain = ForecastDistribution.calibrated(point, errors, prefix, context, replace(cal, analogue_weight=0.0))
-    assert plain.analogues is None
-    # with analogue_stretch_power q, a series' share is a / stretch^q: the slow sine's lags are stretched
-    t = np.arange(300)
-    both = np.stack([np.sin(2 * np.pi * t / 8), np.sin(2 * np.pi * t / 250)])[:, :, None]
-    stretch = lag_stretch(cal, both)
-    assert stretch[0] == 1 and stretch[1] > 1.5
-    faded = ForecastDistribution.calibrated(
-        point, errors, prefix, both, replace(cal, analogue_stretch_power=2.0)
-    )
-    np.testing.assert_allclose(faded.analogue_weight, 0.5 / stretch**2)
-
-
 @pytest.mark.parametrize("combine", ["shifted", "symmetric", "split"])
 def test_the_median_is_the_point_forecast_at_every_lead(combine: str) -> None:
     rng = np.random.default_rng(2)
@@ -1051,68 +961,3 @@ def test_the_horizon_is_read_off_the_chosen_spread() -> None:
     with pytest.raises(ValueError, match="lags must be positive"):
         CalibrationConfig(lags=())
     assert CalibrationConfig(horizon="spread", lagged_blend=0.0, lags=()).lags == ()
-
-
-def test_perturbed_members_renoise_each_noisy_series_at_its_own_level() -> None:
-    rng = np.random.default_rng(3)
-    t = np.arange(400)
-    clean = np.stack([np.sin(2 * np.pi * t / 50), np.cos(2 * np.pi * t / 70)], axis=1)  # (T, C)
-    noisy = clean + np.array([0.05, 0.2]) * rng.standard_normal(clean.shape)
-    noisy[10:20, 1] = np.nan
-    cfg = CalibrationConfig(perturbed_members=64)
-    tail = lambda c, h: c[:, -h:]  # noqa: E731  a "forecaster" that returns its context's last steps
-    rows, members = perturbed_members(tail, np.stack([clean, noisy]), 400, cfg)
-    assert rows.tolist() == [1] and members.shape == (1, 64, 400, 2)  # the clean series gets none
-    added = members[0] - noisy  # (K, T, C): the noise drawn again, missing values left missing
-    assert np.isnan(added[:, 10:20, 1]).all() and not np.isnan(added[:, :10]).any()
-    np.testing.assert_allclose(np.nanstd(added, axis=(0, 1)), noise_level(noisy[None])[0], rtol=0.02)
-    np.testing.assert_allclose(noise_level(noisy[None])[0], [0.05, 0.2], rtol=0.1)
-    alone = perturbed_members(tail, noisy[None], 400, cfg)[1]  # the same draw alone as in a batch
-    np.testing.assert_array_equal(alone, members)
-    other = perturbed_members(tail, noisy[None], 400, replace(cfg, perturbed_seed=1))[1]
-    assert not np.allclose(other, members)
-    assert perturbed_members(tail, noisy[None], 400, replace(cfg, perturbed_min_noise=0.2))[0].size == 0
-    point = np.zeros((2, 400, 2))
-    p = perturbed_spread(rows, members, point)
-    np.testing.assert_array_equal(p[0], 0.0)  # no members: nothing added to the horizon's spread
-    np.testing.assert_allclose(p[1], lagged_spread(members, point[1:])[0])
-    with pytest.raises(ValueError, match="expected"):
-        perturbed_members(lambda c, h: c[:1, -h:], noisy[None], 5, cfg)
-    with pytest.raises(ValueError, match="perturbed_members must be an integer"):
-        CalibrationConfig(perturbed_members=8.0)
-    with pytest.raises(ValueError, match="must be >= 0"):
-        CalibrationConfig(perturbed_members=-1)
-
-
-def test_the_horizon_is_at_least_the_perturbed_ensembles_spread() -> None:
-    spread = np.broadcast_to(np.linspace(0.1, 1.0, 10)[None, :, None], (2, 10, 1)).copy()
-    lagged = np.broadcast_to(np.linspace(0.0, 0.6, 10)[None, :, None], (2, 10, 1)).copy()
-    perturbed = np.zeros((2, 10, 1))
-    perturbed[1, 3:] = 0.7  # only the second series has members; they part at index 3
-    cfg = CalibrationConfig(perturbed_members=8)
-    got = horizon_spread(spread, lagged, cfg, perturbed)
-    np.testing.assert_array_equal(got[0], lagged[0])
-    np.testing.assert_array_equal(got[1], np.maximum(lagged[1], 0.7 * (np.arange(10) >= 3)[:, None]))
-    context = np.random.default_rng(0).standard_normal((2, 300, 1))
-    dist = ForecastDistribution(np.zeros((2, 10, 1)), spread, context, horizon_spread=got)
-    assert dist.horizon().tolist() == [[8], [3]]
-    with pytest.raises(ValueError, match="needs the perturbed ensemble"):
-        horizon_spread(spread, lagged, cfg)
-
-
-def test_perturbed_forecasts_are_predicts_of_the_renoised_contexts(lorenz) -> None:
-    """The pipeline forecasts each member as predict does, and reads them into the horizon of a noisy context
-    only."""
-    pipe = PandaPipeline.from_pretrained("panda-fm-small")
-    torch.set_num_threads(1)
-    noisy = lorenz + 0.05 * lorenz.std(axis=0) * np.random.default_rng(1).standard_normal(lorenz.shape)
-    z = (noisy - noisy.mean(axis=0)) / noisy.std(axis=0)
-    cfg = CalibrationConfig(perturbed_members=2)
-    rows, members = pipe.perturbed_forecasts(np.stack([z, z[::-1]]), 48, cfg, batch_size=3)
-    assert rows.tolist() == [0, 1] and members.shape == (2, 2, 48, 3)
-    mine = perturbed_members(lambda c, h: pipe.predict(c, h), z[None], 48, cfg)[1][0]
-    np.testing.assert_allclose(members[0], mine, rtol=0, atol=1e-9)
-    base = pipe.predictability_horizon(noisy, 128)
-    assert (pipe.predictability_horizon(noisy, 128, calibration=cfg) <= base).all()
-    clean = pipe.predictability_horizon(lorenz, 128, calibration=cfg)
-    np.testing.assert_array_equal(clean, pipe.predictability_horizon(lorenz, 128))

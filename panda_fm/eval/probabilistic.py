@@ -42,21 +42,20 @@ from panda_fm.forecasters import ContextForecaster, NVARForecaster
 from panda_fm.scaling import context_moments
 from panda_fm.systems.store import Dataset
 from panda_fm.uncertainty import (
-    ANALOGUE_DELAYS,
-    ANALOGUE_EXCLUSION,
-    ANALOGUE_LAG,
     CalibrationConfig,
     ForecastDistribution,
-    analogue_members,
     context_lags,
     corrected,
     horizon_spread,
     lagged_spread,
     lead_spread,
-    perturbed_spread,
 )
 
 logger = logging.getLogger(__name__)
+
+#: The delay vectors of :func:`analogue_members`: entries, steps between them, and the context's last steps that
+#: are not neighbours (they are the present itself).
+ANALOGUE_DELAYS, ANALOGUE_LAG, ANALOGUE_EXCLUSION = 4, 5, 16
 
 #: Quantile levels every method forecasts: 0.05 .. 0.95 in steps of 0.05 (the 50% and 80% intervals are
 #: 0.25-0.75 and 0.10-0.90).
@@ -168,30 +167,20 @@ class ModelQuantiles:
             columns = {
                 n: slice(end - v.shape[1], end) for (n, v), end in zip(lags.items(), ends, strict=True)
             }
-        # the perturbed ensembles the variants read, each made once
-        perturbed: dict[tuple[int, float, int], np.ndarray] = {}
         out: dict[str, Forecast] = {}
         for name, (kind, cfg) in self.variants.items():
             errors, prefix = measured[_origins(cfg)]
-            lag = pert = None
+            lag = None
             if cfg.needs_lagged:
                 lag = lagged_spread(members[:, columns[name]], point)
-            if cfg.perturbed_members:
-                key = (cfg.perturbed_members, cfg.perturbed_min_noise, cfg.perturbed_seed)
-                if key not in perturbed:
-                    rows_members = self.pipe.perturbed_forecasts(x, length, cfg, self.batch_size)
-                    perturbed[key] = perturbed_spread(*rows_members, point)
-                pert = perturbed[key]
             if kind == "mixture":
-                dist = ForecastDistribution.calibrated(
-                    point, errors, prefix, x, cfg, lag, with_horizon=True, perturbed=pert
-                )
+                dist = ForecastDistribution.calibrated(point, errors, prefix, x, cfg, lag, with_horizon=True)
                 q, spread = dist.quantiles(levels), dist.horizon_spread
                 paths = dist.sample(SAMPLES, np.random.default_rng(0)) * scale[:, None] + loc[:, None]
             else:
                 q, spread = residual_quantiles(point, errors, levels, cfg, prefix)
                 spread = horizon_spread(
-                    spread, None if lag is None else corrected(lag, x, cfg, errors, prefix), cfg, pert
+                    spread, None if lag is None else corrected(lag, x, cfg, errors, prefix), cfg
                 )
                 paths = None
             out[name] = (q * scale[..., None] + loc[..., None], spread, point * scale + loc, paths)
@@ -246,10 +235,40 @@ class BootstrapQuantiles:
         return {self.names[0]: (q * sd[..., None] + mu[..., None], spread, point, None)}
 
 
+def analogue_members(
+    context: np.ndarray,
+    length: int,
+    k: int,
+    delays: int = ANALOGUE_DELAYS,
+    lag: int = ANALOGUE_LAG,
+    exclusion: int = ANALOGUE_EXCLUSION,
+) -> np.ndarray:
+    """``(B, k, length, C)`` an analogue ensemble of complete ``(B, T, C)`` contexts: the continuations of the
+    ``k`` earlier states nearest the last one.
+
+    States are delay vectors (``delays`` entries ``lag`` steps apart, every channel). Member ``i`` follows the
+    context from the ``i``-th nearest earlier state on; reaching the end of the context, it jumps back to that
+    state's successor and goes on (a member never leaves the attractor). States within the last ``exclusion``
+    steps are not neighbours."""
+    B, T, C = context.shape
+    # candidate states: their successors lie in the context
+    ends = np.arange((delays - 1) * lag, T - exclusion)
+    if len(ends) < k:
+        raise ValueError(f"a context of {T} steps has fewer than k={k} candidate states; lower k")
+    taps = -lag * np.arange(delays)  # (D,)
+    candidates = context[:, ends[:, None] + taps]  # (B, S, D, C)
+    now = context[:, (T - 1) + taps]  # (B, D, C)
+    dist = ((candidates - now[:, None]) ** 2).sum(axis=(2, 3))  # (B, S)
+    nearest = ends[np.argsort(dist, axis=1)[:, :k]]  # (B, k)
+    cycle = T - 1 - nearest  # steps a member runs before it reaches the end
+    t = nearest[..., None] + 1 + np.arange(length)[None, None] % cycle[..., None]  # (B, k, H)
+    return np.take_along_axis(context[:, None], np.broadcast_to(t[..., None], (*t.shape, C)), axis=2)
+
+
 class AnalogueEnsemble:
     """Analogue ensemble: the continuations of the ``k`` nearest neighbours of the context's last state.
 
-    The members are :func:`panda_fm.uncertainty.analogue_members` of the standardised context; the quantiles are
+    The members are :func:`analogue_members` of the standardised context; the quantiles are
     their empirical quantiles, the spread their standard deviation.
 
     Args:
