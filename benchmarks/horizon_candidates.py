@@ -48,10 +48,10 @@ import numpy as np
 import torch
 from calibration_grid import SHIPPED, saved_runs, windows
 from horizon_analogue import horizon
-from scipy.spatial import cKDTree
 
 from panda_fm.eval import metrics
 from panda_fm.eval.probabilistic import context_moments, system_bootstrap_ci
+from panda_fm.systems.selection import lyapunov_rosenstein
 from panda_fm.uncertainty import (
     CalibrationConfig,
     autocorrelation_time,
@@ -168,26 +168,14 @@ def candidates(r: dict, cal: CalibrationConfig, pick: list[int], perturbed: np.n
     return out
 
 
-def lyapunov_per_step(x: np.ndarray, fit: int = 32, follow: int = 64, least: float = 1e-3) -> float:
-    """The largest Lyapunov exponent per step of a ``(T, C)`` context by Rosenstein's method: the nearest
-    neighbour (standardised channels) of each state but the last ``follow``, more than the context's
-    autocorrelation time (at least 5 steps) away in time, and the least-squares slope of the pairs' mean log
-    separation over leads ``0 .. fit``; at least ``least`` (a slope at or below zero reads as a slowly parting
-    flow)."""
-    sd = x.std(axis=0)
-    z = (x[:, sd > 0] - x[:, sd > 0].mean(axis=0)) / sd[sd > 0]
+def lyapunov_per_step(x: np.ndarray, fit: int = 32, least: float = 1e-3) -> float:
+    """The largest Lyapunov exponent per step of a ``(T, C)`` context: the generator's Rosenstein estimate
+    (:func:`panda_fm.systems.selection.lyapunov_rosenstein`) with the context's autocorrelation time (at least 5
+    steps) as its period, so that neighbours are that far apart in time, followed ``fit`` steps; at least
+    ``least`` (a slope at or below zero reads as a slowly parting flow)."""
     window = max(5, int(autocorrelation_time(x[None])[0]))
-    m = len(z) - follow
-    _, near = cKDTree(z[:m]).query(z[:m], k=min(m, 2 * window + 2))
-    far = np.abs(near - np.arange(m)[:, None]) > window
-    i = np.flatnonzero(far.any(axis=1))
-    j = near[i, np.argmax(far[i], axis=1)]
-    steps = np.arange(fit + 1)
-    sep = np.linalg.norm(z[i[:, None] + steps] - z[j[:, None] + steps], axis=2)
-    sep = sep[(sep > 0).all(axis=1)]
-    if len(sep) < 10:
-        return least
-    return max(float(np.polyfit(steps, np.log(sep).mean(axis=0), 1)[0]), least)
+    slope = lyapunov_rosenstein(x, dt=1.0, samples_per_period=window, horizon=fit / window, per_period=window)
+    return max(slope, least)
 
 
 def lyapunov_horizons(r: dict, shipped: float) -> dict[str, float]:

@@ -284,8 +284,8 @@ class PandaPipeline:
         The spread is :func:`panda_fm.uncertainty.horizon_spread` of the calibration
         (:attr:`CalibrationConfig.horizon`): by default the disagreement of a time-lagged ensemble, the same
         forecast made from the context cut 1, 2, 4 and 8 steps short (stretched on a slowly varying context:
-        ``calibration.lag_timescale``; four more forecasts; ``"spread"``, the
-        calibrated error of :meth:`predict_quantiles`, needs none). A channel whose spread stays below the threshold over the whole
+        ``calibration.lag_timescale``; four more forecasts; ``"spread"``, the calibrated error of
+        :meth:`predict_quantiles`, needs none). A channel whose spread stays below the threshold over the whole
         forecast gets ``prediction_length`` (the horizon is at least that). Compare with the realised valid
         prediction time (:func:`panda_fm.eval.metrics.valid_prediction_time`).
 
